@@ -1,0 +1,176 @@
+# The book's only entry point. `make help` lists what it can do.
+#
+# chapters/NN-slug.md --tangle--> tangled/ (committed) + build/tangled/ (#line twin)
+# build/tangled/ --g++--> build/bin/chNN_slug, build/tests/chNN_slug_test
+# build/bin/chNN_slug --run--> figures/chNN/ --sphinx--> build/book/html
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+.SECONDARY:
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS += --no-builtin-rules
+ifeq ($(MAKELEVEL),0)
+MAKEFLAGS += --jobs=$(NPROC)
+endif
+
+PYTHON := /usr/bin/python3
+SPHINX := /usr/bin/sphinx-build
+CXX := g++
+
+# Debian packages the book needs (installed by `make deps` when missing).
+DEBIAN_PACKAGES := make g++ libxtensor-dev libxtensor-blas-dev libxsimd-dev libopenblas-dev \
+  gnuplot-nox libgnuplot-iostream-dev libboost-test-dev libboost-iostreams-dev \
+  libboost-system-dev libboost-filesystem-dev python3-markdown-it python3-pytest \
+  python3-sphinx python3-myst-parser furo python3-breathe python3-sphinx-copybutton \
+  doxygen libjs-mathjax librsvg2-bin fonts-dejavu-core
+
+# SANITIZE=1 builds everything with AddressSanitizer and UBSan in its own folder.
+ifeq ($(SANITIZE),1)
+BUILD := build/sanitize
+OPT := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+else
+BUILD := build
+OPT := -O2
+endif
+
+TWIN := build/tangled
+CPPFLAGS := -I$(TWIN)/include -DTESTS_DIR='"$(CURDIR)/tests"' -DATTN_STYLE_FILE='"$(CURDIR)/figures/style.gp"'
+CXXFLAGS := -std=c++17 $(OPT) -Wall -Wextra -MMD -MP
+LDLIBS := -lopenblas -lboost_iostreams -lboost_system -lboost_filesystem -lpthread
+TEST_LDLIBS := -lboost_unit_test_framework
+
+CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]-*.md))
+# chapters/01-self-attention.md -> ch01_self_attention
+prog_of = ch$(subst -,_,$(basename $(notdir $(1))))
+PROGRAMS := $(foreach c,$(CHAPTERS),$(call prog_of,$(c)))
+SHORT := $(foreach p,$(PROGRAMS),$(firstword $(subst _, ,$(p))))
+BINS := $(PROGRAMS:%=$(BUILD)/bin/%)
+TESTS := $(foreach p,$(PROGRAMS),$(if $(wildcard tests/$(p)_test.cpp),$(BUILD)/tests/$(p)_test))
+RUNS := $(SHORT:%=build/run/%.stamp)
+TOOLS := tools/tangle.py tools/chunks.py
+
+.PHONY: help deps tangle check-tangle build figures test book serve clean check \
+        $(SHORT) $(SHORT:%=run-%) $(SHORT:%=test-%)
+
+help: ## list the targets
+	@echo "The attention book. Targets:"
+	@grep -E '^[a-zA-Z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1\t\2/' | expand -t 24
+	@echo "  make chNN / run-chNN / test-chNN   build, run or test one chapter (chapters: $(SHORT))"
+	@echo "  SANITIZE=1                 build with AddressSanitizer and UBSan (e.g. make test SANITIZE=1)"
+
+deps: ## install the Debian packages that are missing (a no-op when all are there)
+	@tools/deps.sh $(DEBIAN_PACKAGES)
+
+# ---------------------------------------------------------------- tangle
+
+tangle: build/tangle.stamp ## extract the chapters' chunks into tangled/ (and the #line twin in build/)
+
+build/tangle.stamp: $(CHAPTERS) $(TOOLS)
+	@mkdir -p $(@D)
+	@$(PYTHON) tools/tangle.py --quiet $(CHAPTERS)
+	@touch $@
+
+# Every tangled file is made by the tangle step; it only rewrites files whose text changed.
+$(TWIN)/%: build/tangle.stamp ;
+
+check-tangle: ## fail, naming each file, if tangled/ is out of sync with chapters/
+	@$(PYTHON) tools/tangle.py --check $(CHAPTERS)
+
+# ---------------------------------------------------------------- build
+
+build: $(BINS) $(TESTS) ## compile every chapter's program and tests
+
+$(BUILD)/obj/%.o: $(TWIN)/programs/%.cpp
+	@mkdir -p $(@D)
+	@echo "  compile  $*"
+	@$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/bin/%: $(BUILD)/obj/%.o
+	@mkdir -p $(@D)
+	@$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
+
+$(BUILD)/obj/tests/%.o: tests/%.cpp | build/tangle.stamp
+	@mkdir -p $(@D)
+	@echo "  compile  $* (tests)"
+	@$(CXX) $(CPPFLAGS) -Itests $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/%.o
+	@mkdir -p $(@D)
+	@$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS) $(TEST_LDLIBS)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---------------------------------------------------------------- run
+
+# A chapter's figures are written to a fresh folder that replaces figures/chNN only when the
+# program succeeds, so a failed run never leaves half a set of figures.
+build/run/%.stamp: figures/style.gp
+	@mkdir -p $(@D)
+	@echo "  run      $(PROG_$*) -> figures/$*"
+	@rm -rf figures/$*.partial
+	@$(BUILD)/bin/$(PROG_$*) --out figures/$*.partial > build/run/$*.log 2>&1 \
+	  || { cat build/run/$*.log; rm -rf figures/$*.partial; exit 1; }
+	@rm -rf figures/$* && mv figures/$*.partial figures/$*
+	@touch $@
+
+figures: $(BINS) ## run every chapter's program (one at a time, so timings are honest)
+	@$(MAKE) --no-print-directory --jobs=1 $(RUNS)
+
+# ---------------------------------------------------------------- test
+
+test: deps ## build and run every test, ending with 'tests: N passed, N failed'
+	@$(MAKE) --no-print-directory $(TESTS)
+	@$(PYTHON) tools/run_tests.py --pytest tests/tools $(TESTS)
+
+# ---------------------------------------------------------------- book
+
+DOXYGEN_STAMP := build/doxygen/xml/index.xml
+
+$(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp
+	@mkdir -p build/doxygen
+	@echo "  doxygen  tangled/include"
+	@doxygen book/Doxyfile > build/doxygen/log.txt 2>&1 || { cat build/doxygen/log.txt; exit 1; }
+	@touch $@
+
+BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/null) tools/chunks.py
+
+build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
+	@echo "  sphinx   build/book/html"
+	@$(SPHINX) -b html -d build/book/doctrees -W --keep-going -n -q book build/book/html
+	@touch $@
+
+book: deps ## build the HTML book into build/book/html (tangles, builds, runs every chapter)
+	@$(MAKE) --no-print-directory figures
+	@$(MAKE) --no-print-directory build/book/html/index.html
+	@echo "book: open build/book/html/index.html"
+
+serve: book ## serve the book on http://127.0.0.1:8000
+	@cd build/book/html && $(PYTHON) -m http.server 8000 --bind 127.0.0.1
+
+# ---------------------------------------------------------------- per chapter
+
+define chapter_rules
+PROG_$(2) := $(1)
+build/run/$(2).stamp: $(BUILD)/bin/$(1)
+$(2): $(BUILD)/bin/$(1) ## build one chapter's program
+run-$(2): $(BUILD)/bin/$(1)
+	@rm -f build/run/$(2).stamp
+	@$$(MAKE) --no-print-directory build/run/$(2).stamp
+	@cat build/run/$(2).log
+test-$(2): $(if $(wildcard tests/$(1)_test.cpp),$(BUILD)/tests/$(1)_test)
+	@$(PYTHON) tools/run_tests.py $$^
+endef
+$(foreach p,$(PROGRAMS),$(eval $(call chapter_rules,$(p),$(firstword $(subst _, ,$(p))))))
+
+# ---------------------------------------------------------------- housekeeping
+
+check: deps ## what CI runs: tangle check, build, tests, book with -W
+	@$(MAKE) --no-print-directory check-tangle
+	@$(MAKE) --no-print-directory build
+	@$(PYTHON) tools/run_tests.py --pytest tests/tools $(TESTS)
+	@$(MAKE) --no-print-directory figures
+	@$(MAKE) --no-print-directory build/book/html/index.html
+
+clean: ## remove build/ and the generated figures (tangled/ is kept: it is committed)
+	rm -rf build $(wildcard figures/ch[0-9]*)

@@ -1,0 +1,228 @@
+// Chapter 1: scaled dot-product self-attention.
+#define BOOST_TEST_MODULE ch01_self_attention
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/measure.hpp"
+#include "attn/program.hpp"
+#include "attn/random.hpp"
+#include "attn/self_attention.hpp"
+#include "test_support.hpp"
+
+using test_support::check_close;
+using test_support::naive_attention;
+
+namespace {
+
+struct Inputs {
+    xt::xtensor<double, 2> Q, K, V;
+};
+
+/// Random Q (n×d_k), K (m×d_k), V (m×d_v) with N(0, 1) entries.
+Inputs random_inputs(std::size_t n, std::size_t m, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
+{
+    std::mt19937_64 rng(seed);
+    return {attn::random_normal<double>(n, d_k, 1.0, rng), attn::random_normal<double>(m, d_k, 1.0, rng),
+            attn::random_normal<double>(m, d_v, 1.0, rng)};
+}
+
+template <class T>
+xt::xtensor<T, 2> cast(const xt::xtensor<double, 2>& x)
+{
+    return xt::xtensor<T, 2>(x);
+}
+
+/// Rows of `x` in the order `order`.
+xt::xtensor<double, 2> permute_rows(const xt::xtensor<double, 2>& x, const std::vector<std::size_t>& order)
+{
+    xt::xtensor<double, 2> y = xt::zeros<double>(x.shape());
+    for (std::size_t i = 0; i < order.size(); ++i) xt::row(y, i) = xt::row(x, order[i]);
+    return y;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(self_attention)
+
+BOOST_AUTO_TEST_CASE(output_has_shape_n_by_d_v)
+{
+    const auto [Q, K, V] = random_inputs(5, 7, 4, 3, 1);
+    const auto O = attn::scaled_dot_product_attention(Q, K, V);
+    BOOST_TEST(O.shape(0) == 5u);
+    BOOST_TEST(O.shape(1) == 3u);
+    const auto A = attn::attention_weights(Q, K);
+    BOOST_TEST(A.shape(0) == 5u);
+    BOOST_TEST(A.shape(1) == 7u);
+}
+
+BOOST_AUTO_TEST_CASE(rows_sum_to_one)
+{
+    // n ≠ m, so a softmax over the wrong axis cannot pass.
+    const auto [Q, K, V] = random_inputs(6, 11, 8, 4, 2);
+    const xt::xtensor<double, 2> A = attn::attention_weights(Q, K);
+    const xt::xtensor<double, 1> sums = xt::sum(A, {1});
+    check_close(sums, xt::xtensor<double, 1>(xt::ones<double>({6})), 0, 1e-12, "row sums");
+    BOOST_TEST(xt::amin(A)() >= 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(equals_a_naive_triple_loop_in_double)
+{
+    for (auto [n, m, d_k, d_v] : std::vector<std::array<std::size_t, 4>>{{1, 1, 1, 1}, {3, 5, 4, 2}, {17, 9, 16, 8}, {64, 64, 32, 32}}) {
+        const auto [Q, K, V] = random_inputs(n, m, d_k, d_v, n * 100 + m);
+        check_close(attn::scaled_dot_product_attention(Q, K, V), naive_attention(Q, K, V), 1e-12, 1e-12, "double");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(equals_a_naive_triple_loop_in_float)
+{
+    const auto [Q, K, V] = random_inputs(33, 21, 16, 12, 3);
+    const auto Qf = cast<float>(Q), Kf = cast<float>(K), Vf = cast<float>(V);
+    check_close(attn::scaled_dot_product_attention(Qf, Kf, Vf), naive_attention(Qf, Kf, Vf), 1e-5, 1e-6, "float");
+}
+
+BOOST_AUTO_TEST_CASE(row_form_equals_matrix_form)
+{
+    const auto [Q, K, V] = random_inputs(12, 9, 8, 5, 4);
+    check_close(attn::attention_by_rows(Q, K, V), attn::scaled_dot_product_attention(Q, K, V), 1e-12, 1e-13, "rows");
+}
+
+BOOST_AUTO_TEST_CASE(permuting_queries_permutes_outputs)
+{
+    const auto [Q, K, V] = random_inputs(8, 8, 4, 4, 5);
+    const std::vector<std::size_t> order = {3, 7, 0, 1, 6, 2, 5, 4};
+    const auto O = attn::scaled_dot_product_attention(Q, K, V);
+    check_close(attn::scaled_dot_product_attention(permute_rows(Q, order), K, V), permute_rows(O, order), 1e-12, 1e-13,
+                "permuted queries");
+}
+
+BOOST_AUTO_TEST_CASE(permuting_keys_and_values_together_changes_nothing)
+{
+    const auto [Q, K, V] = random_inputs(8, 8, 4, 4, 6);
+    const std::vector<std::size_t> order = {5, 2, 7, 0, 3, 1, 6, 4};
+    check_close(attn::scaled_dot_product_attention(Q, permute_rows(K, order), permute_rows(V, order)),
+                attn::scaled_dot_product_attention(Q, K, V), 1e-12, 1e-13, "permuted keys and values");
+}
+
+BOOST_AUTO_TEST_CASE(self_attention_is_permutation_equivariant)
+{
+    // Q = K = V = X: permuting the tokens permutes the outputs the same way.
+    const auto [X, unused_K, unused_V] = random_inputs(9, 9, 6, 6, 7);
+    const std::vector<std::size_t> order = {8, 0, 4, 2, 6, 1, 3, 7, 5};
+    const auto X_p = permute_rows(X, order);
+    check_close(attn::scaled_dot_product_attention(X_p, X_p, X_p),
+                permute_rows(attn::scaled_dot_product_attention(X, X, X), order), 1e-12, 1e-13, "equivariance");
+}
+
+BOOST_AUTO_TEST_CASE(logits_of_plus_minus_1e4_stay_finite)
+{
+    // Scores of ±1e4: exp overflows in any precision without the max subtraction.
+    for (double sign : {1.0, -1.0}) {
+        xt::xtensor<float, 2> Q = {{100.0f, 0.0f}, {0.0f, 100.0f}};
+        xt::xtensor<float, 2> K = {{float(sign) * 141.5f, 0.0f}, {0.0f, float(sign) * 141.5f}, {1.0f, 1.0f}};
+        xt::xtensor<float, 2> V = {{1.0f, 0.0f}, {0.0f, 1.0f}, {0.5f, 0.5f}};
+        const auto O = attn::scaled_dot_product_attention(Q, K, V);
+        BOOST_TEST(test_support::all_finite(O));
+        const auto A = attn::attention_weights(Q, K);
+        BOOST_TEST(test_support::all_finite(A));
+        if (sign > 0) BOOST_TEST(O(0, 0) == 1.0f);  // all weight on key 0
+    }
+    const xt::xtensor<float, 2> huge = {{1e4f, -1e4f, 0.0f}};
+    const auto a = attn::softmax_rows(huge);
+    BOOST_TEST(a(0, 0) == 1.0f);
+    BOOST_TEST(a(0, 1) == 0.0f);
+}
+
+BOOST_AUTO_TEST_CASE(one_token_attends_to_itself)
+{
+    // n = m = 1: the only weight is 1 and the output is the value.
+    const xt::xtensor<double, 2> Q = {{0.3, -2.0}}, K = {{5.0, 1.0}}, V = {{7.0, -1.0, 2.5}};
+    check_close(attn::scaled_dot_product_attention(Q, K, V), V, 0, 0, "n = 1");
+}
+
+BOOST_AUTO_TEST_CASE(a_row_of_minus_infinity_gives_zeros)
+{
+    const double inf = std::numeric_limits<double>::infinity();
+    const xt::xtensor<double, 2> scores = {{-inf, -inf, -inf}, {0.0, -inf, 0.0}};
+    const auto a = attn::softmax_rows(scores);
+    check_close(a, xt::xtensor<double, 2>{{0, 0, 0}, {0.5, 0, 0.5}}, 0, 0, "masked softmax");
+}
+
+BOOST_AUTO_TEST_CASE(softmax_ignores_a_constant_shift)
+{
+    const xt::xtensor<double, 2> s = {{0.5, -1.0, 2.0, 0.0}};
+    const xt::xtensor<double, 2> shifted = s + 1000.0;
+    check_close(attn::softmax_rows(shifted), attn::softmax_rows(s), 1e-12, 1e-15, "shift");
+}
+
+BOOST_AUTO_TEST_CASE(wrong_shapes_are_rejected_with_a_message)
+{
+    const auto [Q, K, V] = random_inputs(3, 4, 5, 2, 8);
+    const xt::xtensor<double, 2> K_narrow = xt::zeros<double>({4, 3});
+    const xt::xtensor<double, 2> V_short = xt::zeros<double>({3, 2});
+    BOOST_CHECK_THROW(attn::scaled_dot_product_attention(Q, K_narrow, V), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::scaled_dot_product_attention(Q, K, V_short), std::invalid_argument);
+    try {
+        attn::scaled_dot_product_attention(Q, K_narrow, V);
+    } catch (const std::invalid_argument& error) {
+        BOOST_TEST(std::string(error.what()).find("d_k") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(tools)
+
+BOOST_AUTO_TEST_CASE(loglog_slope_recovers_a_power_law)
+{
+    const std::vector<double> x = {1, 2, 4, 8, 16};
+    std::vector<double> y;
+    for (double v : x) y.push_back(3.0 * v * v);
+    BOOST_TEST(attn::loglog_slope(x, y) == 2.0, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(peak_memory_sees_a_large_allocation)
+{
+    const std::size_t bytes = attn::peak_memory_bytes([] {
+        xt::xtensor<float, 2> big = xt::ones<float>({2048, 2048});  // 16 MiB, touched
+        return big(5, 5);
+    });
+    BOOST_TEST(bytes >= std::size_t(15) << 20);
+    BOOST_TEST(bytes < std::size_t(64) << 20);
+}
+
+BOOST_AUTO_TEST_CASE(bad_options_are_usage_errors)
+{
+    bool help = false;
+    auto parse = [&](std::vector<const char*> args) {
+        args.insert(args.begin(), "prog");
+        return attn::parse_options(int(args.size()), const_cast<char**>(args.data()), "ch01", help);
+    };
+    BOOST_CHECK_THROW(parse({"--bogus"}), attn::UsageError);
+    BOOST_CHECK_THROW(parse({"--seed"}), attn::UsageError);
+    BOOST_CHECK_THROW(parse({"--seed", "12x"}), attn::UsageError);
+    BOOST_CHECK_THROW(parse({"--seed", "-3"}), attn::UsageError);
+    const auto options = parse({"--seed", "7", "--quick", "--out", "somewhere"});
+    BOOST_TEST(options.seed == 7u);
+    BOOST_TEST(options.quick);
+    BOOST_TEST(options.out.string() == "somewhere");
+    BOOST_TEST(parse({}).out.string() == "figures/ch01");
+}
+
+BOOST_AUTO_TEST_CASE(numbers_are_formatted_as_the_book_prints_them)
+{
+    BOOST_TEST(attn::format_number(4096) == "4096");
+    BOOST_TEST(attn::format_number(0.98456) == "0.985");
+    BOOST_TEST(attn::format_number(2.38e-7) == "2.38e-07");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
