@@ -114,6 +114,9 @@ build/run/%.stamp: figures/style.gp
 	@rm -rf figures/$* && mv figures/$*.partial figures/$*
 	@touch $@
 
+# A chapter whose program reads what an earlier chapter's program wrote (from figures/chNN/)
+# names that run here, e.g. "build/run/ch05.stamp: build/run/ch04.stamp".
+
 figures: $(BINS) ## run every chapter's program (one at a time, so timings are honest)
 	@$(MAKE) --no-print-directory --jobs=1 $(RUNS)
 
