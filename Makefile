@@ -104,12 +104,13 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o
 # ---------------------------------------------------------------- run
 
 # A chapter's figures are written to a fresh folder that replaces figures/chNN only when the
-# program succeeds, so a failed run never leaves half a set of figures.
+# program succeeds, so a failed run never leaves half a set of figures. Programs run one at a
+# time (flock), even under -j, so their timings are not disturbed by each other.
 build/run/%.stamp: figures/style.gp
 	@mkdir -p $(@D)
 	@echo "  run      $(PROG_$*) -> figures/$*"
 	@rm -rf figures/$*.partial
-	@$(BUILD)/bin/$(PROG_$*) --out figures/$*.partial > build/run/$*.log 2>&1 \
+	@flock build/run/.lock $(BUILD)/bin/$(PROG_$*) --out figures/$*.partial > build/run/$*.log 2>&1 \
 	  || { cat build/run/$*.log; rm -rf figures/$*.partial; exit 1; }
 	@rm -rf figures/$* && mv figures/$*.partial figures/$*
 	@touch $@
@@ -117,20 +118,22 @@ build/run/%.stamp: figures/style.gp
 # A chapter whose program reads what an earlier chapter's program wrote (from figures/chNN/)
 # names that run here, e.g. "build/run/ch05.stamp: build/run/ch04.stamp".
 
-figures: $(BINS) ## run every chapter's program (one at a time, so timings are honest)
-	@$(MAKE) --no-print-directory --jobs=1 $(RUNS)
+figures: $(RUNS) ## run every chapter's program (one at a time, so timings are honest)
 
 # ---------------------------------------------------------------- test
 
 test: deps ## build and run every test, ending with 'tests: N passed, N failed'
-	@$(MAKE) --no-print-directory $(TESTS)
+	@$(MAKE) --no-print-directory -s $(TESTS)
 	@$(PYTHON) tools/run_tests.py --pytest tests/tools $(TESTS)
 
 # ---------------------------------------------------------------- book
 
 DOXYGEN_STAMP := build/doxygen/xml/index.xml
 
-$(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp
+# The clean headers are rewritten by the tangle step only when their text changes.
+tangled/%: build/tangle.stamp ;
+
+$(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp $(wildcard tangled/include/attn/*.hpp)
 	@mkdir -p build/doxygen
 	@echo "  doxygen  tangled/include"
 	@doxygen book/Doxyfile > build/doxygen/log.txt 2>&1 || { cat build/doxygen/log.txt; exit 1; }
@@ -144,8 +147,7 @@ build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
 	@touch $@
 
 book: deps ## build the HTML book into build/book/html (tangles, builds, runs every chapter)
-	@$(MAKE) --no-print-directory figures
-	@$(MAKE) --no-print-directory build/book/html/index.html
+	@$(MAKE) --no-print-directory -s build/book/html/index.html
 	@echo "book: open build/book/html/index.html"
 
 serve: book ## serve the book on http://127.0.0.1:8000
@@ -159,7 +161,7 @@ build/run/$(2).stamp: $(BUILD)/bin/$(1)
 $(2): $(BUILD)/bin/$(1) ## build one chapter's program
 run-$(2): $(BUILD)/bin/$(1)
 	@rm -f build/run/$(2).stamp
-	@$$(MAKE) --no-print-directory build/run/$(2).stamp
+	@$$(MAKE) --no-print-directory -s build/run/$(2).stamp
 	@cat build/run/$(2).log
 test-$(2): $(if $(wildcard tests/$(1)_test.cpp),$(BUILD)/tests/$(1)_test)
 	@$(PYTHON) tools/run_tests.py $$^
@@ -172,8 +174,7 @@ check: deps ## what CI runs: tangle check, build, tests, book with -W
 	@$(MAKE) --no-print-directory check-tangle
 	@$(MAKE) --no-print-directory build
 	@$(PYTHON) tools/run_tests.py --pytest tests/tools $(TESTS)
-	@$(MAKE) --no-print-directory figures
-	@$(MAKE) --no-print-directory build/book/html/index.html
+	@$(MAKE) --no-print-directory -s build/book/html/index.html
 
 clean: ## remove build/ and the generated figures (tangled/ is kept: it is committed)
 	rm -rf build $(wildcard figures/ch[0-9]*)

@@ -145,11 +145,12 @@ class ApiReference(Directive):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        headers = sorted((ROOT / "tangled" / "include" / "attn").glob("*.hpp"))
+        xml = ROOT / "build" / "doxygen" / "xml"
+        namespaces = sorted(p.stem[len("namespace"):].replace("_1_1", "::") for p in xml.glob("namespaceattn*.xml"))
         text = []
-        for header in headers:
-            title = f"attn/{header.name}"
-            text += [f"## {title}", "", f"```{{doxygenfile}} attn/{header.name}", ":project: attn", "```", ""]
+        for namespace in namespaces:
+            text += [f"## Namespace `{namespace}`", "", f"```{{doxygennamespace}} {namespace}", ":project: attn",
+                     ":content-only:", ":members:", "```", ""]
         from docutils.statemachine import StringList
         container = nodes.section()
         container.document = self.state.document
@@ -168,12 +169,17 @@ class ChapterList(Directive):
         found = sorted(p for p in (ROOT / "chapters").glob("[0-9][0-9]-*.md") if first <= int(p.name[:2]) <= last)
         if not found:
             return [nodes.paragraph(text="(These chapters are being written.)")]
-        from docutils.statemachine import StringList
-        text = ["```{toctree}", ":maxdepth: 1", ""] + [f"chapters/{p.stem}" for p in found] + ["```"]
-        container = nodes.section()
-        container.document = self.state.document
-        self.state.nested_parse(StringList(text, source="chapters"), self.content_offset, container)
-        return container.children
+        from sphinx import addnodes
+        toctree = addnodes.toctree()
+        toctree["parent"] = self.state.document.settings.env.docname
+        docnames = [f"chapters/{p.stem}" for p in found]
+        toctree["entries"] = [(None, d) for d in docnames]
+        toctree["includefiles"] = docnames
+        for key, value in dict(maxdepth=1, caption=None, glob=False, hidden=False, includehidden=False,
+                               numbered=0, titlesonly=False).items():
+            toctree[key] = value
+        self.state.document.settings.env.note_dependency(str(ROOT / "chapters"))
+        return [nodes.compound("", toctree, classes=["toctree-wrapper"])]
 
 
 def setup(app):
