@@ -55,7 +55,7 @@ TOOLS := tools/tangle.py tools/chunks.py
 
 help: ## list the targets
 	@echo "The attention book. Targets:"
-	@grep -E '^[a-zA-Z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1\t\2/' | expand -t 24
+	@grep -hE '^[a-zA-Z%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 	@echo "  make chNN / run-chNN / test-chNN   build, run or test one chapter (chapters: $(SHORT))"
 	@echo "  SANITIZE=1                 build with AddressSanitizer and UBSan (e.g. make test SANITIZE=1)"
 
