@@ -1,0 +1,167 @@
+// Generated from chapters/03-multi-head-attention.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/measure.hpp"
+#include "attn/multi_head_attention.hpp"
+#include "attn/plot.hpp"
+#include "attn/program.hpp"
+#include "attn/random.hpp"
+#include "attn/sentence.hpp"
+
+namespace {
+
+// ⟨Merge the heads the wrong way, as the notebooks did⟩ 03-multi-head-attention.md:122
+/// The notebooks' merge: heads stored one after another (h×n×d_k), memory re-read as n×(h·d_k).
+xt::xtensor<double, 2> merge_by_reinterpreting_memory(const std::vector<xt::xtensor<double, 2>>& heads)
+{
+    const std::size_t h = heads.size(), n = heads[0].shape(0), d_k = heads[0].shape(1);
+    std::vector<double> memory;  // head-major: head 0's n rows, then head 1's, ...
+    for (const auto& head : heads) memory.insert(memory.end(), head.begin(), head.end());
+    xt::xtensor<double, 2> merged = xt::zeros<double>({n, h * d_k});
+    std::copy(memory.begin(), memory.end(), merged.begin());  // the same bytes, read as n rows
+    return merged;
+}
+
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:486
+/// Parameters of one multi-head attention layer without biases: four d_model×d_model matrices.
+double parameter_count(double d_model) { return 4 * d_model * d_model; }
+
+/// Floating-point operations of multi-head self-attention over n tokens: projections and attention.
+std::pair<double, double> flop_count(double n, double d_model)
+{
+    return {8 * n * d_model * d_model, 4 * n * n * d_model};
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    return attn::run_program(argc, argv, "ch03", "multi-head attention: heads, merging, counts, time",
+                             [](const attn::Options& options, attn::Results& results) {
+        const std::filesystem::path& out = options.out;
+        std::mt19937_64 rng(options.seed);
+        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:135
+        std::vector<xt::xtensor<double, 2>> token_of_element;  // per head: element (i, c) holds i
+        const std::size_t merge_n = 6, merge_h = 2, merge_d_k = 3;
+        for (std::size_t t = 0; t < merge_h; ++t) {
+            xt::xtensor<double, 2> head = xt::zeros<double>({merge_n, merge_d_k});
+            for (std::size_t i = 0; i < merge_n; ++i) xt::row(head, i) = double(i);
+            token_of_element.push_back(head);
+        }
+        const xt::xtensor<double, 2> right = attn::merge_heads(token_of_element);
+        const xt::xtensor<double, 2> wrong = merge_by_reinterpreting_memory(token_of_element);
+        std::size_t misplaced = 0;
+        for (std::size_t i = 0; i < merge_n; ++i)
+            for (std::size_t c = 0; c < merge_h * merge_d_k; ++c) misplaced += (wrong(i, c) != double(i));
+        results.add("misplaced_elements_wrong_merge", double(misplaced));
+        results.add("merged_elements", double(wrong.size()));
+        const std::vector<std::string> merge_rows = {"token 0", "token 1", "token 2", "token 3", "token 4", "token 5"};
+        std::vector<std::string> merge_columns;
+        for (std::size_t t = 0; t < merge_h; ++t)
+            for (std::size_t c = 0; c < merge_d_k; ++c)
+                merge_columns.push_back("h" + std::to_string(t) + " c" + std::to_string(c));
+        attn::plot::HeatmapStyle merge_style{"merge_heads: row i holds token i in every head", merge_rows,
+                                             merge_columns, "column of the merged matrix", "row"};
+        merge_style.probabilities = false;
+        merge_style.colorbar_label = "token the element came from";
+        attn::plot::heatmap(out / "merge_right.svg", right, merge_style);
+        merge_style.title = "transpose(0,1).view(...): rows mix tokens";
+        attn::plot::heatmap(out / "merge_wrong.svg", wrong, merge_style);
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:370
+        const std::vector<std::string> tokens = attn::split_words("the cat sat on the mat because it was tired");
+        const std::size_t n = tokens.size(), d_word = 8, d_position = 16, d_model = d_word + d_position;
+        const std::size_t h = 2, d_k = d_model / h;
+        const xt::xtensor<double, 2> words = attn::embed_words<double>(tokens, d_word, rng());  // n×d_word
+        xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});                             // n×d_model
+        xt::view(X, xt::all(), xt::range(0, d_word)) = words;
+        for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:380
+        const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
+        xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
+        for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1
+            W_q(d_word + p, p) = sharp;              // query of position p -> column p
+            W_k(d_word + p, p + 1) = sharp;          // key of position p -> column p+1
+        }
+        for (std::size_t c = 0; c < d_word; ++c) {   // head 1: columns d_k..2d_k-1
+            W_q(c, d_k + c) = 1.5;
+            W_k(c, d_k + c) = 1.5;
+        }
+        const attn::Mask everything = xt::ones<bool>({n, n});
+        const auto head_weights = attn::multi_head_attention_weights(X, X, W_q, W_k, h, everything);
+        const std::vector<std::string> head_titles = {"Head 0: the previous token", "Head 1: the same word"};
+        for (std::size_t t = 0; t < h; ++t)
+            attn::plot::heatmap(out / ("head" + std::to_string(t) + ".svg"), head_weights[t],
+                                {head_titles[t], tokens, tokens});
+        results.add("head0_weight_on_previous_token_mean", [&] {
+            double total = 0;
+            for (std::size_t i = 1; i < n; ++i) total += head_weights[0](i, i - 1);
+            return total / double(n - 1);
+        }());
+        results.add("head1_weight_the_on_the", head_weights[1](4, 0) + head_weights[1](4, 4));
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:430
+        const auto X_f = xt::xtensor<float, 2>(X);
+        const double init = 1.0 / std::sqrt(double(d_model));
+        const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
+        const auto R_k = attn::random_normal<float>(d_model, d_model, init, rng);
+        const auto R_v = attn::random_normal<float>(d_model, d_model, init, rng);
+        const auto R_o = attn::random_normal<float>(d_model, d_model, init, rng);
+        const xt::xtensor<float, 2> I_f = xt::eye<float>(d_model);
+        {
+            const xt::xtensor<float, 2> one_head = attn::multi_head_attention(X_f, X_f, R_q, R_k, R_v, I_f, 1);
+            const xt::xtensor<float, 2> Q = xt::linalg::dot(X_f, R_q), K = xt::linalg::dot(X_f, R_k),
+                                        V = xt::linalg::dot(X_f, R_v);  // n×d_model each
+            const xt::xtensor<float, 2> chapter1 = attn::scaled_dot_product_attention(Q, K, V);
+            results.add("max_abs_difference_one_head_vs_chapter1", xt::amax(xt::abs(one_head - chapter1))());
+        }
+        {
+            const attn::Mask causal = attn::causal_mask(n);
+            const std::size_t heads = 4;
+            const xt::xtensor<float, 2> fast = attn::multi_head_attention(X_f, X_f, R_q, R_k, R_v, R_o, heads, causal);
+            const auto Q_heads = attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_q)), heads);
+            const auto K_heads = attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_k)), heads);
+            const auto V_heads = attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_v)), heads);
+            std::vector<xt::xtensor<float, 2>> O_heads;
+            for (std::size_t t = 0; t < heads; ++t)
+                O_heads.push_back(attn::masked_attention_by_rows(Q_heads[t], K_heads[t], V_heads[t], causal));
+            const xt::xtensor<float, 2> reference = xt::linalg::dot(attn::merge_heads(O_heads), R_o);
+            results.add("max_abs_difference_vs_reference_loops", xt::amax(xt::abs(fast - reference))());
+        }
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:500
+        const auto [projection_flops, attention_flops] = flop_count(512, 512);
+        results.add("base_parameters", parameter_count(512));
+        results.add("base_projection_gflop", projection_flops / 1e9);
+        results.add("base_attention_gflop", attention_flops / 1e9);
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:513
+        const std::size_t n_time = options.quick ? 128 : 512, d_time = 256;
+        const auto X_time = attn::random_normal<float>(n_time, d_time, 1.0, rng);  // n×d_model
+        std::array<xt::xtensor<float, 2>, 4> W_time;
+        for (auto& W : W_time) W = attn::random_normal<float>(d_time, d_time, 1.0 / std::sqrt(double(d_time)), rng);
+        attn::Series time_per_head{"multi-head attention", {}, {}};
+        for (std::size_t heads = 1; heads <= 64; heads *= 2) {
+            time_per_head.x.push_back(double(heads));
+            time_per_head.y.push_back(attn::median_seconds([&] {
+                return attn::multi_head_attention(X_time, X_time, W_time[0], W_time[1], W_time[2], W_time[3], heads);
+            }, 5));
+        }
+        results.add("time_n", double(n_time));
+        results.add("time_ratio_h64_vs_h1", time_per_head.y.back() / time_per_head.y.front());
+        results.add("time_ratio_h8_vs_h1", time_per_head.y[3] / time_per_head.y.front());
+        attn::plot::LinePlotStyle time_style{"Multi-head self-attention, n = " + std::to_string(n_time) +
+                                                 ", d_{model} = 256, float", "heads h", "seconds"};
+        time_style.log_x = true;
+        time_style.y_min = 0;
+        time_style.y_max = 1.2 * *std::max_element(time_per_head.y.begin(), time_per_head.y.end());
+        attn::plot::lines(out / "time_against_heads.svg", {time_per_head}, time_style);
+    });
+}
