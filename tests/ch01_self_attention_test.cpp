@@ -8,6 +8,7 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <xtensor/xmath.hpp>
@@ -175,6 +176,27 @@ BOOST_AUTO_TEST_CASE(wrong_shapes_are_rejected_with_a_message)
         attn::scaled_dot_product_attention(Q, K_narrow, V);
     } catch (const std::invalid_argument& error) {
         BOOST_TEST(std::string(error.what()).find("d_k") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(golden_values_from_pytorch)
+
+BOOST_AUTO_TEST_CASE(several_shapes_and_large_logits_match_pytorch)
+{
+    // tests/golden/generate.py: softmax(Q·Kᵀ/√d_k)·V by PyTorch in float32 and in float64.
+    using test_support::read_golden;
+    for (const std::string prefix :
+         {"ch01_case0", "ch01_case1", "ch01_case2", "ch01_case3", "ch01_large_logits"}) {
+        const auto Qd = read_golden<double>(prefix + "_Q.txt"), Kd = read_golden<double>(prefix + "_K.txt"),
+                   Vd = read_golden<double>(prefix + "_V.txt");
+        check_close(attn::scaled_dot_product_attention(Qd, Kd, Vd), read_golden<double>(prefix + "_out_f64.txt"),
+                    1e-12, 1e-13, prefix + " double");
+        const auto Qf = read_golden<float>(prefix + "_Q.txt"), Kf = read_golden<float>(prefix + "_K.txt"),
+                   Vf = read_golden<float>(prefix + "_V.txt");
+        check_close(attn::scaled_dot_product_attention(Qf, Kf, Vf), read_golden<float>(prefix + "_out_f32.txt"),
+                    1e-5, 1e-6, prefix + " float");
     }
 }
 
