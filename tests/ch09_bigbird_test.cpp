@@ -1,0 +1,229 @@
+// Chapter 9: BigBird attention — blocks of window, global and random attention.
+#define BOOST_TEST_MODULE ch09_bigbird
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <xtensor/xview.hpp>
+
+#include "attn/bigbird.hpp"
+#include "attn/random.hpp"
+#include "test_support.hpp"
+
+using test_support::check_close;
+
+namespace {
+
+struct Inputs {
+    xt::xtensor<double, 2> Q, K, V;
+};
+
+/// Random Q, K (n×d_k) and V (n×d_v) with N(0, 1) entries.
+Inputs random_inputs(std::size_t n, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
+{
+    std::mt19937_64 rng(seed);
+    return {attn::random_normal<double>(n, d_k, 1.0, rng), attn::random_normal<double>(n, d_k, 1.0, rng),
+            attn::random_normal<double>(n, d_v, 1.0, rng)};
+}
+
+/// The dense masked reference: long-double loops over the mask (tests/test_support.hpp).
+template <class T>
+xt::xtensor<T, 2> dense_reference(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
+                                  const xt::xtensor<bool, 2>& mask)
+{
+    return test_support::naive_attention(Q, K, V, [&](std::size_t i, std::size_t j) { return mask(i, j); });
+}
+
+struct Case {
+    std::size_t n;
+    attn::BigBirdPattern pattern;
+};
+
+/// Block sizes, random-block counts and lengths, including a single block, two blocks, odd block
+/// sizes and more random blocks than there are blocks to draw from.
+std::vector<Case> cases()
+{
+    std::vector<Case> all;
+    for (std::size_t block : {1, 2, 3, 4, 8})
+        for (std::size_t blocks : {1, 2, 3, 5, 7, 12})
+            for (std::size_t r : {0, 1, 3, 20}) all.push_back({block * blocks, {block, r, 100 * block + blocks + r}});
+    all.push_back({21, {3, 2, 7}});
+    all.push_back({320, {16, 3, 11}});
+    return all;
+}
+
+std::string describe(const Case& c)
+{
+    return "n=" + std::to_string(c.n) + " block=" + std::to_string(c.pattern.block) +
+           " r=" + std::to_string(c.pattern.random_blocks) + " seed=" + std::to_string(c.pattern.seed);
+}
+
+/// Block (q, k) of the mask, checked to be all true or all false.
+bool tile(const xt::xtensor<bool, 2>& mask, std::size_t b, std::size_t q, std::size_t k)
+{
+    const bool first = mask(q * b, k * b);
+    for (std::size_t i = q * b; i < (q + 1) * b; ++i)
+        for (std::size_t j = k * b; j < (k + 1) * b; ++j) BOOST_REQUIRE(mask(i, j) == first);
+    return first;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(pattern)
+
+BOOST_AUTO_TEST_CASE(each_query_block_sees_window_globals_and_r_random_blocks)
+{
+    for (const Case& c : cases()) {
+        const std::size_t b = c.pattern.block, n_blocks = c.n / b, last = n_blocks - 1;
+        const auto mask = attn::bigbird_mask(c.n, c.pattern);
+        for (std::size_t q = 0; q < n_blocks; ++q) {
+            std::set<std::size_t> seen;
+            for (std::size_t k = 0; k < n_blocks; ++k)
+                if (tile(mask, b, q, k)) seen.insert(k);
+            if (q == 0 || q == last) {
+                BOOST_TEST(seen.size() == n_blocks, describe(c) << " global block " << q);
+                continue;
+            }
+            const std::set<std::size_t> fixed = {0, q - 1, q, q + 1, last};
+            for (std::size_t k : fixed) BOOST_TEST(seen.count(k) == 1u, describe(c) << " block " << q << " misses " << k);
+            const std::size_t available = n_blocks - fixed.size();
+            BOOST_TEST(seen.size() - fixed.size() == std::min(c.pattern.random_blocks, available),
+                       describe(c) << " block " << q);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(global_rows_and_columns_are_full_and_symmetric)
+{
+    for (const Case& c : cases()) {
+        const auto mask = attn::bigbird_mask(c.n, c.pattern);
+        const std::size_t b = c.pattern.block;
+        for (std::size_t g = 0; g < c.n; ++g) {
+            if (g >= b && g < c.n - b) continue;  // first and last blocks only
+            for (std::size_t k = 0; k < c.n; ++k) {
+                BOOST_TEST(mask(g, k), describe(c) << " global row " << g << " misses key " << k);
+                BOOST_TEST(mask(k, g), describe(c) << " query " << k << " cannot see global column " << g);
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_random_blocks_are_reproducible_from_the_seed)
+{
+    const attn::BigBirdPattern a{4, 2, 42}, same{4, 2, 42}, other{4, 2, 43};
+    BOOST_TEST((attn::bigbird_mask(64, a) == attn::bigbird_mask(64, same)));
+    BOOST_TEST((attn::bigbird_key_blocks(16, a) == attn::bigbird_key_blocks(16, same)));
+    BOOST_TEST(!(attn::bigbird_mask(64, a) == attn::bigbird_mask(64, other)));
+}
+
+BOOST_AUTO_TEST_CASE(the_random_blocks_follow_the_documented_draw)
+{
+    // The chapter documents the draw: one mt19937_64 seeded with the seed, query blocks in order,
+    // each taking the first r steps of a Fisher–Yates shuffle of the blocks it does not attend yet,
+    // with rng() % remaining. Redo it here and compare, so any compiler gives the same pattern.
+    const std::size_t n_blocks = 12;
+    const attn::BigBirdPattern pattern{1, 3, 2024};
+    const auto key_blocks = attn::bigbird_key_blocks(n_blocks, pattern);
+    std::mt19937_64 rng(pattern.seed);
+    for (std::size_t q = 1; q + 1 < n_blocks; ++q) {
+        std::vector<std::size_t> others;
+        for (std::size_t k = 0; k < n_blocks; ++k)
+            if (k != 0 && k != n_blocks - 1 && (k + 1 < q || k > q + 1)) others.push_back(k);
+        std::set<std::size_t> expected = {0, q - 1, q, q + 1, n_blocks - 1};
+        for (std::size_t d = 0; d < pattern.random_blocks; ++d) {
+            std::swap(others[d], others[d + rng() % (others.size() - d)]);
+            expected.insert(others[d]);
+        }
+        const std::set<std::size_t> actual(key_blocks[q].begin(), key_blocks[q].end());
+        BOOST_TEST((actual == expected), "query block " << q);
+        BOOST_TEST(std::is_sorted(key_blocks[q].begin(), key_blocks[q].end()));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(no_row_is_fully_masked)
+{
+    for (const Case& c : cases()) {
+        const auto mask = attn::bigbird_mask(c.n, c.pattern);
+        for (std::size_t i = 0; i < c.n; ++i) BOOST_TEST(mask(i, i), describe(c) << " row " << i);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(n_not_a_multiple_of_the_block_is_an_error)
+{
+    const attn::BigBirdPattern pattern{8, 2, 1};
+    BOOST_CHECK_THROW(attn::bigbird_mask(100, pattern), std::invalid_argument);
+    const auto [Q, K, V] = random_inputs(100, 4, 4, 1);
+    BOOST_CHECK_THROW(attn::bigbird_attention(Q, K, V, pattern), std::invalid_argument);
+    try {
+        attn::bigbird_attention(Q, K, V, pattern);
+        BOOST_ERROR("no exception");
+    } catch (const std::invalid_argument& error) {
+        const std::string message = error.what();
+        BOOST_TEST(message.find("not a multiple of the block size 8") != std::string::npos, message);
+        BOOST_TEST(message.find("104") != std::string::npos, message);
+    }
+    BOOST_CHECK_THROW(attn::bigbird_mask(16, {0, 1, 1}), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::bigbird_mask(0, {4, 1, 1}), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(kernel)
+
+BOOST_AUTO_TEST_CASE(equals_the_dense_masked_reference_in_double)
+{
+    for (const Case& c : cases()) {
+        const auto [Q, K, V] = random_inputs(c.n, 8, 5, c.pattern.seed);
+        const auto mask = attn::bigbird_mask(c.n, c.pattern);
+        check_close(attn::bigbird_attention(Q, K, V, c.pattern), dense_reference(Q, K, V, mask), 0, 1e-12,
+                    describe(c));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(equals_the_dense_masked_reference_in_float)
+{
+    for (const Case& c : cases()) {
+        const auto [Q, K, V] = random_inputs(c.n, 16, 8, c.pattern.seed + 1);
+        const xt::xtensor<float, 2> Qf = Q, Kf = K, Vf = V;
+        const auto mask = attn::bigbird_mask(c.n, c.pattern);
+        check_close(attn::bigbird_attention(Qf, Kf, Vf, c.pattern), dense_reference(Qf, Kf, Vf, mask), 0, 1e-5,
+                    describe(c));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(up_to_four_blocks_is_full_attention)
+{
+    // With n_blocks ≤ 4 the window and the two global blocks already cover every block.
+    for (std::size_t blocks : {1, 2, 3, 4}) {
+        const auto [Q, K, V] = random_inputs(4 * blocks, 6, 3, blocks);
+        check_close(attn::bigbird_attention(Q, K, V, {4, 0, 1}), test_support::naive_attention(Q, K, V), 0, 1e-12,
+                    "blocks=" + std::to_string(blocks));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(large_logits_stay_finite)
+{
+    auto [Q, K, V] = random_inputs(48, 4, 4, 6);
+    Q *= 1e3;  // scores of order 1e6
+    const attn::BigBirdPattern pattern{4, 2, 5};
+    const auto O = attn::bigbird_attention(Q, K, V, pattern);
+    BOOST_TEST(test_support::all_finite(O));
+    check_close(O, dense_reference(Q, K, V, attn::bigbird_mask(48, pattern)), 0, 1e-9, "large logits");
+}
+
+BOOST_AUTO_TEST_CASE(output_has_shape_n_by_d_v)
+{
+    const auto [Q, K, V] = random_inputs(24, 4, 7, 7);
+    const auto O = attn::bigbird_attention(Q, K, V, {4, 1, 3});
+    BOOST_TEST(O.shape(0) == 24u);
+    BOOST_TEST(O.shape(1) == 7u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
