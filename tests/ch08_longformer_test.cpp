@@ -12,6 +12,7 @@
 #include <xtensor/xview.hpp>
 
 #include "attn/longformer.hpp"
+#include "attn/masked_attention.hpp"
 #include "attn/random.hpp"
 #include "test_support.hpp"
 
@@ -42,10 +43,10 @@ bool allowed_by_definition(std::size_t i, std::size_t j, std::size_t w, std::siz
     return (-reach <= gap && gap <= reach && gap % (long long)dilation == 0) || is_global;
 }
 
-/// The dense masked reference: long-double loops over the mask (tests/test_support.hpp).
+/// The independent reference: long-double loops over the mask (tests/test_support.hpp).
 template <class T>
 xt::xtensor<T, 2> dense_reference(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
-                                  const xt::xtensor<bool, 2>& mask)
+                                  const attn::Mask& mask)
 {
     return test_support::naive_attention(Q, K, V, [&](std::size_t i, std::size_t j) { return mask(i, j); });
 }
@@ -164,8 +165,9 @@ BOOST_AUTO_TEST_CASE(equals_the_dense_masked_reference_in_double)
     for (const Case& c : cases()) {
         const auto [Q, K, V] = random_inputs(c.n, 8, 5, 10 * c.n + c.w + 1000 * c.dilation);
         const auto mask = attn::longformer_mask(c.n, c.w, c.dilation, c.global);
-        check_close(attn::longformer_attention(Q, K, V, c.w, c.dilation, c.global), dense_reference(Q, K, V, mask),
-                    0, 1e-12, describe(c));
+        const auto O = attn::longformer_attention(Q, K, V, c.w, c.dilation, c.global);
+        check_close(O, attn::scaled_dot_product_attention(Q, K, V, mask), 0, 1e-12, describe(c) + " vs chapter 2");
+        check_close(O, dense_reference(Q, K, V, mask), 0, 1e-12, describe(c) + " vs long double loops");
     }
 }
 
@@ -175,8 +177,9 @@ BOOST_AUTO_TEST_CASE(equals_the_dense_masked_reference_in_float)
         const auto [Q, K, V] = random_inputs(c.n, 16, 8, 7 * c.n + c.w);
         const xt::xtensor<float, 2> Qf = Q, Kf = K, Vf = V;
         const auto mask = attn::longformer_mask(c.n, c.w, c.dilation, c.global);
-        check_close(attn::longformer_attention(Qf, Kf, Vf, c.w, c.dilation, c.global),
-                    dense_reference(Qf, Kf, Vf, mask), 0, 1e-5, describe(c));
+        const auto O = attn::longformer_attention(Qf, Kf, Vf, c.w, c.dilation, c.global);
+        check_close(O, attn::scaled_dot_product_attention(Qf, Kf, Vf, mask), 0, 1e-5, describe(c) + " vs chapter 2");
+        check_close(O, dense_reference(Qf, Kf, Vf, mask), 0, 1e-5, describe(c) + " vs long double loops");
     }
 }
 
