@@ -1,0 +1,361 @@
+// Chapter 12: Reformer LSH attention with shared QK.
+#define BOOST_TEST_MODULE ch12_reformer
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/random.hpp"
+#include "attn/reformer.hpp"
+#include "test_support.hpp"
+
+using test_support::check_close;
+using test_support::naive_attention;
+
+namespace {
+
+struct Inputs {
+    xt::xtensor<double, 2> QK, V;
+};
+
+/// Random QK (n×d_k) and V (n×d_v) with N(0, 1) entries.
+Inputs random_inputs(std::size_t n, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
+{
+    std::mt19937_64 rng(seed);
+    return {attn::random_normal<double>(n, d_k, 1.0, rng), attn::random_normal<double>(n, d_v, 1.0, rng)};
+}
+
+/// n rows near `topics` random directions (noise `spread`), scaled so scores reach `sharpness`.
+xt::xtensor<double, 2> clustered(std::size_t n, std::size_t d_k, std::size_t topics, double spread, double sharpness,
+                                 std::uint64_t seed)
+{
+    std::mt19937_64 rng(seed);
+    const auto centres = attn::random_normal<double>(topics, d_k, 1.0, rng);
+    const auto noise = attn::random_normal<double>(n, d_k, 1.0, rng);
+    xt::xtensor<double, 2> QK = xt::zeros<double>({n, d_k});
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t t = i % topics;
+        const double centre_norm = std::sqrt(double(xt::sum(xt::square(xt::row(centres, t)))()));
+        for (std::size_t c = 0; c < d_k; ++c)
+            QK(i, c) = centres(t, c) / centre_norm + spread * noise(i, c) / std::sqrt(double(d_k));
+        const double norm = std::sqrt(double(xt::sum(xt::square(xt::row(QK, i)))()));
+        xt::row(QK, i) *= sharpness * std::sqrt(double(d_k)) / norm;
+    }
+    return QK;
+}
+
+/// Unit keys computed independently: q_j/‖q_j‖ in long double (a zero row stays zero).
+xt::xtensor<double, 2> reference_keys(const xt::xtensor<double, 2>& QK)
+{
+    xt::xtensor<double, 2> K = QK;
+    for (std::size_t j = 0; j < QK.shape(0); ++j) {
+        long double norm_sq = 0;
+        for (std::size_t c = 0; c < QK.shape(1); ++c) norm_sq += (long double)QK(j, c) * QK(j, c);
+        if (norm_sq == 0) continue;
+        for (std::size_t c = 0; c < QK.shape(1); ++c) K(j, c) = double(QK(j, c) / std::sqrt(norm_sq));
+    }
+    return K;
+}
+
+/// Dense shared-QK attention by the long-double triple loop: self only when n = 1.
+template <class T>
+xt::xtensor<T, 2> reference_dense(const xt::xtensor<double, 2>& QK, const xt::xtensor<double, 2>& V)
+{
+    const std::size_t n = QK.shape(0);
+    const xt::xtensor<T, 2> Q = QK, K = reference_keys(QK), V_t = V;
+    return naive_attention(Q, K, V_t, [n](std::size_t i, std::size_t j) { return i != j || n == 1; });
+}
+
+double relative_error(const xt::xtensor<double, 2>& O, const xt::xtensor<double, 2>& reference)
+{
+    const xt::xtensor<double, 2> difference = O - reference;
+    return std::sqrt(double(xt::sum(difference * difference)()) / double(xt::sum(reference * reference)()));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(dense_reference)
+
+BOOST_AUTO_TEST_CASE(dense_shared_qk_equals_a_naive_loop_with_the_self_rule)
+{
+    for (std::size_t n : {1, 2, 9, 40}) {
+        const auto [QK, V] = random_inputs(n, 8, 5, 10 + n);
+        check_close(attn::shared_qk_attention(QK, V), reference_dense<double>(QK, V), 0, 1e-12, "dense, double");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(dense_weights_have_a_zero_diagonal_and_rows_summing_to_one)
+{
+    const auto [QK, V] = random_inputs(12, 6, 3, 4);
+    const xt::xtensor<double, 2> A = attn::shared_qk_weights(QK);
+    for (std::size_t i = 0; i < 12; ++i) {
+        BOOST_TEST(A(i, i) == 0.0);
+        BOOST_TEST(double(xt::sum(xt::row(A, i))()) == 1.0, boost::test_tools::tolerance(1e-12));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(unit_keys_have_length_one_and_a_zero_row_stays_zero)
+{
+    auto [QK, V] = random_inputs(5, 7, 2, 5);
+    xt::row(QK, 3) = 0.0;
+    const auto K = attn::unit_keys(QK);
+    for (std::size_t j = 0; j < 5; ++j) {
+        const double norm = std::sqrt(double(xt::sum(xt::square(xt::row(K, j)))()));
+        BOOST_TEST(norm == (j == 3 ? 0.0 : 1.0), boost::test_tools::tolerance(1e-14));
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(hashing)
+
+BOOST_AUTO_TEST_CASE(buckets_are_in_range_and_depend_on_direction_only)
+{
+    const auto [QK, V] = random_inputs(50, 16, 1, 7);
+    const xt::xtensor<double, 2> scaled = 3.5 * QK;
+    const auto buckets = attn::lsh_buckets(QK, 8, 3, 99);
+    BOOST_TEST(buckets.shape(0) == 3u);
+    BOOST_TEST(buckets.shape(1) == 50u);
+    BOOST_TEST(xt::amax(buckets)() < 8u);
+    BOOST_TEST(buckets == attn::lsh_buckets(scaled, 8, 3, 99));
+}
+
+BOOST_AUTO_TEST_CASE(the_opposite_vector_lands_in_the_opposite_bucket)
+{
+    // argmax [−xR; xR] is argmax [xR; −xR] shifted by b/2.
+    const auto [QK, V] = random_inputs(40, 16, 1, 8);
+    const xt::xtensor<double, 2> negated = -QK;
+    const auto buckets = attn::lsh_buckets(QK, 10, 4, 5), opposite = attn::lsh_buckets(negated, 10, 4, 5);
+    for (std::size_t k = 0; k < buckets.size(); ++k) BOOST_TEST(opposite.data()[k] == (buckets.data()[k] + 5) % 10);
+}
+
+BOOST_AUTO_TEST_CASE(sorting_orders_by_bucket_then_position)
+{
+    const std::vector<std::size_t> bucket = {3, 1, 3, 0, 1, 1, 2, 0, 3};
+    const std::vector<std::size_t> order = attn::sort_by_bucket(bucket.data(), bucket.size(), 4);
+    BOOST_TEST(order == (std::vector<std::size_t>{3, 7, 1, 4, 5, 6, 0, 2, 8}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(measured_collision_probability_is_within_sampling_error_of_theory)
+{
+    // Two unit vectors at angle θ, hashed in `rounds` independent rounds: the collision count is
+    // binomial. b = 2 is compared with the exact 1 − θ/π; b = 4, 8 with the model's Monte Carlo
+    // estimate (which never calls the hash). Tolerance: 4.5 combined standard errors.
+    const double pi = std::acos(-1.0);
+    const std::size_t d_k = 24, rounds = 6000;
+    std::mt19937_64 rng(2024);
+    for (std::size_t b : {2, 4, 8}) {
+        for (double degrees : {0.0, 20.0, 45.0, 70.0, 90.0, 120.0, 160.0}) {
+            const double theta = degrees * pi / 180;
+            xt::xtensor<double, 2> pair = xt::zeros<double>({std::size_t(2), d_k});
+            // x = e_a, y = cos θ e_a + sin θ e_b for two random distinct axes, then a random sign flip per axis
+            const std::size_t a = rng() % d_k, b_axis = (a + 1 + rng() % (d_k - 1)) % d_k;
+            pair(0, a) = 1;
+            pair(1, a) = std::cos(theta), pair(1, b_axis) = std::sin(theta);
+            const auto buckets = attn::lsh_buckets(pair, b, rounds, rng());
+            double collisions = 0;
+            for (std::size_t r = 0; r < rounds; ++r) collisions += buckets(r, 0) == buckets(r, 1);
+            const double p = collisions / double(rounds);
+            const auto [p_theory, p_error] = attn::collision_probability(theta, b, 400000, rng());
+            const double sigma = std::sqrt(p_theory * (1 - p_theory) / double(rounds) + p_error * p_error);
+            BOOST_TEST_CONTEXT("b = " << b << ", θ = " << degrees << "°: measured " << p << ", theory "
+                                      << p_theory << " ± " << sigma)
+            {
+                BOOST_TEST(std::abs(p - p_theory) <= 4.5 * sigma + 1e-12);
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_model_estimate_reproduces_one_minus_theta_over_pi_for_two_buckets)
+{
+    // collision_probability(θ, 2, …) returns the closed form; check the closed form against a
+    // direct simulation of the one-column model: sign(u) = sign(w).
+    const double pi = std::acos(-1.0);
+    std::mt19937_64 rng(3);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    for (double theta : {0.3, 1.0, 2.0}) {
+        const std::size_t samples = 200000;
+        double same = 0;
+        for (std::size_t t = 0; t < samples; ++t) {
+            const double u = normal(rng), w = std::cos(theta) * u + std::sin(theta) * normal(rng);
+            same += (u > 0) == (w > 0);
+        }
+        const double p = attn::collision_probability(theta, 2, 0, 0).first;
+        BOOST_TEST(p == 1 - theta / pi, boost::test_tools::tolerance(1e-15));
+        BOOST_TEST(std::abs(same / samples - p) <= 4.5 * std::sqrt(p * (1 - p) / samples));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(more_buckets_collide_less_at_every_angle)
+{
+    for (double theta : {0.2, 0.8, 1.5}) {
+        double previous = 1.0;
+        for (std::size_t b : {2, 4, 8, 16}) {
+            const double p = attn::collision_probability(theta, b, 100000, 11).first;
+            BOOST_TEST(p < previous);
+            previous = p;
+        }
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(lsh_attention)
+
+BOOST_AUTO_TEST_CASE(output_has_shape_n_by_d_v)
+{
+    const auto [QK, V] = random_inputs(37, 8, 5, 1);
+    const auto O = attn::lsh_attention(QK, V, 4, 2, 8, 1);
+    BOOST_TEST(O.shape(0) == 37u);
+    BOOST_TEST(O.shape(1) == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(one_chunk_equals_dense_in_double)
+{
+    for (std::size_t n : {1, 2, 7, 33})
+        for (std::size_t b : {2, 4, 8, 16})
+            for (std::size_t rounds : {1, 2, 3, 8}) {
+                const auto [QK, V] = random_inputs(n, 12, 6, 100 * n + b);
+                const auto expected = reference_dense<double>(QK, V);
+                for (std::size_t chunk_len : {n, n + 5}) {
+                    const auto O = attn::lsh_attention(QK, V, b, rounds, chunk_len, 7 * rounds + b);
+                    BOOST_TEST_CONTEXT("n = " << n << ", b = " << b << ", rounds = " << rounds << ", L = " << chunk_len)
+                    {
+                        check_close(O, expected, 0, 1e-12, "one chunk, double");
+                    }
+                }
+            }
+}
+
+BOOST_AUTO_TEST_CASE(one_chunk_equals_dense_in_float)
+{
+    for (std::size_t n : {1, 2, 7, 33})
+        for (std::size_t b : {2, 4, 16})
+            for (std::size_t rounds : {1, 2, 8}) {
+                const auto [QK, V] = random_inputs(n, 12, 6, 200 * n + b);
+                const xt::xtensor<float, 2> QK_f = QK, V_f = V;
+                const auto O = attn::lsh_attention(QK_f, V_f, b, rounds, n, 3 * rounds + b);
+                BOOST_TEST_CONTEXT("n = " << n << ", b = " << b << ", rounds = " << rounds)
+                {
+                    check_close(O, reference_dense<float>(QK, V), 0, 1e-5, "one chunk, float");
+                }
+            }
+}
+
+BOOST_AUTO_TEST_CASE(any_chunk_length_equals_dense_attention_over_the_union_of_views)
+{
+    // The log N_ij count makes the rounds' combination exactly softmax attention over the keys
+    // some round shows, whatever the chunk length.
+    for (auto [n, b, rounds, chunk_len] : std::vector<std::array<std::size_t, 4>>{
+             {50, 8, 1, 4}, {50, 8, 3, 4}, {64, 4, 4, 8}, {31, 16, 6, 3}, {40, 2, 2, 1}, {9, 6, 5, 2}}) {
+        const auto [QK, V] = random_inputs(n, 10, 4, n + rounds);
+        const std::uint64_t seed = 1234 + chunk_len;
+        const auto allowed = attn::lsh_pattern(QK, b, rounds, chunk_len, seed);
+        const auto expected = naive_attention(QK, reference_keys(QK), V,
+                                              [&](std::size_t i, std::size_t j) { return bool(allowed(i, j)); });
+        BOOST_TEST_CONTEXT("n = " << n << ", b = " << b << ", rounds = " << rounds << ", L = " << chunk_len)
+        {
+            check_close(attn::lsh_attention(QK, V, b, rounds, chunk_len, seed), expected, 0, 1e-12, "union");
+            const xt::xtensor<double, 2> via_weights = xt::linalg::dot(attn::lsh_weights(QK, b, rounds, chunk_len, seed), V);
+            check_close(via_weights, expected, 0, 1e-12, "lsh_weights · V");
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(each_query_sees_at_most_two_chunks_per_round_and_not_itself)
+{
+    const std::size_t n = 60, L = 5, rounds = 3;
+    const auto [QK, V] = random_inputs(n, 8, 2, 17);
+    const auto one_round = attn::lsh_pattern(QK, 6, 1, L, 4);
+    const auto allowed = attn::lsh_pattern(QK, 6, rounds, L, 4);
+    for (std::size_t i = 0; i < n; ++i) {
+        BOOST_TEST(!allowed(i, i));
+        const std::size_t seen_1 = std::size_t(xt::sum(xt::row(one_round, i))());
+        const std::size_t seen = std::size_t(xt::sum(xt::row(allowed, i))());
+        BOOST_TEST(seen_1 <= 2 * L - 1);
+        BOOST_TEST(seen_1 >= L - 1);  // at least its own chunk (every chunk here is full)
+        BOOST_TEST(seen <= rounds * (2 * L - 1));
+        for (std::size_t j = 0; j < n; ++j) BOOST_TEST((!one_round(i, j) || allowed(i, j)));  // rounds only add
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_query_alone_in_view_attends_to_itself)
+{
+    // chunk_len = 1: the first token of the sorted order has no previous chunk and nothing else
+    // in its own, so in a single round it sees only itself and its output is its own value.
+    const auto [QK, V] = random_inputs(10, 6, 3, 21);
+    const auto buckets = attn::lsh_buckets(QK, 4, 1, 77);
+    const auto order = attn::sort_by_bucket(buckets.data(), 10, 4);
+    const auto O = attn::lsh_attention(QK, V, 4, 1, 1, 77);
+    for (std::size_t c = 0; c < 3; ++c) BOOST_TEST(O(order[0], c) == V(order[0], c));
+    for (std::size_t s = 1; s < 10; ++s)  // every other query sees exactly its predecessor
+        for (std::size_t c = 0; c < 3; ++c) BOOST_TEST(O(order[s], c) == V(order[s - 1], c), boost::test_tools::tolerance(1e-14));
+}
+
+BOOST_AUTO_TEST_CASE(error_falls_as_rounds_grow)
+{
+    // Averaged over hash seeds, the error against dense attention falls strictly from 1 to 2 to 4 to 8 rounds.
+    const std::size_t n = 256, b = 16, L = 2 * n / b;
+    const auto QK = clustered(n, 32, 16, 0.3, 5.0, 31);
+    std::mt19937_64 rng(32);
+    const auto V = attn::random_normal<double>(n, 16, 1.0, rng);
+    const auto dense = attn::shared_qk_attention(QK, V);
+    double previous = 1e300;
+    for (std::size_t rounds : {1, 2, 4, 8}) {
+        double error = 0;
+        for (std::uint64_t seed = 0; seed < 8; ++seed)
+            error += relative_error(attn::lsh_attention(QK, V, b, rounds, L, 1000 + seed), dense) / 8;
+        BOOST_TEST_MESSAGE("rounds " << rounds << ": mean relative error " << error);
+        BOOST_TEST(error < previous);
+        previous = error;
+    }
+}
+
+BOOST_AUTO_TEST_CASE(output_is_deterministic_for_a_seed)
+{
+    const auto [QK, V] = random_inputs(120, 16, 8, 41);
+    const auto first = attn::lsh_attention(QK, V, 8, 3, 10, 5);
+    const auto second = attn::lsh_attention(QK, V, 8, 3, 10, 5);
+    BOOST_TEST(first == second);  // bit for bit
+    const auto other_seed = attn::lsh_attention(QK, V, 8, 3, 10, 6);
+    BOOST_TEST(double(xt::amax(xt::abs(first - other_seed))()) > 0.0);
+}
+
+BOOST_AUTO_TEST_CASE(logits_of_plus_minus_1e4_stay_finite)
+{
+    auto [QK, V] = random_inputs(40, 8, 4, 51);
+    QK *= 1e4 * std::sqrt(8.0) / 3;  // scores up to about ±1e4
+    xt::row(QK, 5) = 0.0;             // and a zero query
+    const xt::xtensor<float, 2> QK_f = QK, V_f = V;
+    BOOST_TEST(test_support::all_finite(attn::lsh_attention(QK, V, 4, 3, 8, 1)));
+    BOOST_TEST(test_support::all_finite(attn::lsh_attention(QK_f, V_f, 4, 3, 8, 1)));
+    check_close(attn::lsh_attention(QK, V, 4, 3, 40, 1), reference_dense<double>(QK, V), 0, 1e-9, "±1e4, one chunk");
+}
+
+BOOST_AUTO_TEST_CASE(one_token_returns_its_value)
+{
+    const xt::xtensor<double, 2> QK = {{0.3, -1.2}}, V = {{4.0, 5.0, 6.0}};
+    BOOST_TEST(attn::lsh_attention(QK, V, 2, 2, 1, 0) == V);
+}
+
+BOOST_AUTO_TEST_CASE(bad_arguments_are_rejected_with_a_message)
+{
+    const auto [QK, V] = random_inputs(6, 4, 2, 61);
+    const xt::xtensor<double, 2> V_short = xt::view(V, xt::range(0, 5), xt::all());
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 3, 1, 2, 0), std::invalid_argument);  // odd b
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 0, 1, 2, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 4, 0, 2, 0), std::invalid_argument);  // no rounds
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 4, 1, 0, 0), std::invalid_argument);  // empty chunks
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V_short, 4, 1, 2, 0), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
