@@ -7,6 +7,8 @@ BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 sys.path.insert(0, str(BOOK / "_ext"))
 
+import weave  # noqa: E402
+
 project = "Attention, in C++"
 author = "The authors of this book"
 copyright = "2026, the authors"
@@ -19,7 +21,7 @@ extensions = [
 ]
 
 root_doc = "index"
-exclude_patterns = ["_build", "Doxyfile", "_ext", "_static/**"]
+exclude_patterns = ["_build", "Doxyfile", "_ext", "_static/**", "**/README.md"]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 source_suffix = {".md": "markdown"}
@@ -39,8 +41,28 @@ breathe_show_include = False
 
 html_theme = "furo"
 html_title = "Attention, in C++"
-html_static_path = ["_static"]
+html_favicon = "_static/favicon.svg"
+# MathJax 2 from Debian's libjs-mathjax, only the files the book uses, copied next to the pages,
+# and Debian's furo made to work offline from any folder: the book requests nothing from any other host.
+STAGED = ROOT / "build" / "book" / "static"
+weave.stage_mathjax(STAGED)
+weave.stage_theme_fixes(STAGED)
+html_static_path = ["_static", str(STAGED)]
+mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_CHTML"
+myst_update_mathjax = False
+mathjax2_config = {
+    "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": False},
+    "CommonHTML": {"linebreaks": {"automatic": False}},
+    "messageStyle": "none",
+    "menuSettings": {"zoom": "None"},
+    "showMathMenu": False,
+}
 html_css_files = ["book.css"]
+html_theme_options = {"navigation_with_keys": True}
+
+# The chunks' own "copy expanded" button replaces sphinx-copybutton's inside chunks.
+copybutton_selector = "div.highlight pre:not(.chunk-pre)"
+copybutton_prompt_text = "$ "
 html_last_updated_fmt = None
 html_copy_source = False
 pygments_style = "friendly"
