@@ -23,7 +23,7 @@ DEBIAN_PACKAGES := make g++ libxtensor-dev libxtensor-blas-dev libxsimd-dev libo
   gnuplot-nox libgnuplot-iostream-dev libboost-test-dev libboost-iostreams-dev \
   libboost-system-dev libboost-filesystem-dev python3-markdown-it python3-pytest \
   python3-sphinx python3-myst-parser furo python3-breathe python3-sphinx-copybutton \
-  doxygen libjs-mathjax librsvg2-bin fonts-dejavu-core
+  doxygen libjs-mathjax librsvg2-bin fonts-dejavu-core chromium
 
 # SANITIZE=1 builds everything with AddressSanitizer and UBSan in its own folder.
 ifeq ($(SANITIZE),1)
@@ -50,7 +50,7 @@ TESTS := $(foreach p,$(PROGRAMS),$(if $(wildcard tests/$(p)_test.cpp),$(BUILD)/t
 RUNS := $(SHORT:%=build/run/%.stamp)
 TOOLS := tools/tangle.py tools/chunks.py
 
-.PHONY: help deps tangle check-tangle build figures test book serve clean check \
+.PHONY: help deps tangle check-tangle build figures test book check-browser serve clean check \
         $(SHORT) $(SHORT:%=run-%) $(SHORT:%=test-%)
 
 help: ## list the targets
@@ -68,6 +68,7 @@ tangle: build/tangle.stamp ## extract the chapters' chunks into tangled/ (and th
 
 build/tangle.stamp: $(CHAPTERS) $(TOOLS)
 	@mkdir -p $(@D)
+	@echo "  tangle   $(words $(CHAPTERS)) chapters -> tangled/"
 	@$(PYTHON) tools/tangle.py --quiet $(CHAPTERS)
 	@touch $@
 
@@ -113,6 +114,7 @@ build/run/%.stamp: figures/style.gp
 	@flock build/run/.lock $(BUILD)/bin/$(PROG_$*) --out figures/$*.partial > build/run/$*.log 2>&1 \
 	  || { cat build/run/$*.log; rm -rf figures/$*.partial; exit 1; }
 	@rm -rf figures/$* && mv figures/$*.partial figures/$*
+	@echo "  figures  figures/$*: $$(find figures/$* -type f | wc -l) files"
 	@touch $@
 
 # A chapter whose program reads what an earlier chapter's program wrote (from figures/chNN/)
@@ -124,7 +126,7 @@ figures: $(RUNS) ## run every chapter's program (one at a time, so timings are h
 
 test: deps ## build and run every test, ending with 'tests: N passed, N failed'
 	@$(MAKE) --no-print-directory -s $(TESTS)
-	@$(PYTHON) tools/run_tests.py --pytest tests/tools $(TESTS)
+	@$(PYTHON) tools/run_tests.py --pytest tests/tools --pytest tests/book $(TESTS)
 
 # ---------------------------------------------------------------- book
 
@@ -139,7 +141,7 @@ $(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp $(wildcard tangled/include/at
 	@doxygen book/Doxyfile > build/doxygen/log.txt 2>&1 || { cat build/doxygen/log.txt; exit 1; }
 	@touch $@
 
-BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/null) tools/chunks.py
+BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/null) tools/chunks.py tools/tangle.py
 
 build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
 	@echo "  sphinx   build/book/html"
@@ -149,6 +151,12 @@ build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
 book: deps ## build the HTML book into build/book/html (tangles, builds, runs every chapter)
 	@$(MAKE) --no-print-directory -s build/book/html/index.html
 	@echo "book: open build/book/html/index.html"
+
+# Headless Chromium loads every page from a server on 127.0.0.1 and fails on a broken image,
+# link or anchor, a JavaScript error or any request to another host; screenshots stay in build/.
+check-browser: book ## load every page of the book in headless Chromium; fail on anything broken
+	@echo "  browser  build/book/html (screenshots in build/book/screenshots)"
+	@$(PYTHON) tests/book/browser.py --screenshots build/book/screenshots build/book/html
 
 serve: book ## serve the book on http://127.0.0.1:8000
 	@cd build/book/html && $(PYTHON) -m http.server 8000 --bind 127.0.0.1
@@ -170,11 +178,12 @@ $(foreach p,$(PROGRAMS),$(eval $(call chapter_rules,$(p),$(firstword $(subst _, 
 
 # ---------------------------------------------------------------- housekeeping
 
-check: deps ## what CI runs: tangle check, build, tests, book with -W
+check: deps ## what CI runs: tangle check, build, book with -W, every test, the browser check
 	@$(MAKE) --no-print-directory check-tangle
 	@$(MAKE) --no-print-directory build
-	@$(PYTHON) tools/run_tests.py --pytest tests/tools $(TESTS)
 	@$(MAKE) --no-print-directory -s build/book/html/index.html
+	@$(PYTHON) tools/run_tests.py --pytest tests/tools --pytest tests/book $(TESTS)
+	@$(PYTHON) tests/book/browser.py --screenshots build/book/screenshots build/book/html
 
 clean: ## remove build/ and the generated figures (tangled/ is kept: it is committed)
 	rm -rf build $(wildcard figures/ch[0-9]*)

@@ -104,6 +104,8 @@ class ApiEntry:
     name: str                 # qualified, e.g. "attn::softmax_rows"
     args: str
     line: int
+    refid: str = ""           # Doxygen's id, which Breathe makes an anchor of
+    header: str = ""          # tangled path of the header, e.g. "include/attn/measure.hpp"
     part: chunks.Part | None = None
     overloaded: bool = False
 
@@ -180,10 +182,7 @@ def read_book() -> Book:
         title, summary = first_heading_and_summary(text)
         book.chapters.append(ChapterInfo(display, path.name[:2], model, title, summary))
         models.append(model)
-    for model in models:
-        tangle.check_references(model)
-        tangle.find_cycles(model)
-    roots = tangle.collect_roots([m for m in models if not any(not p.warning for p in m.problems)])
+    roots = tangle_models(models)
     for model in models:
         book.problems.extend(model.problems)
     by_model = {id(c.model): c for c in book.chapters}
@@ -195,6 +194,14 @@ def read_book() -> Book:
     book.files = dict(sorted(book.files.items()))
     read_api(book)
     return book
+
+
+def tangle_models(models: list[chunks.Chapter]) -> list[tangle.Root]:
+    """Check and expand chapters exactly as tools/tangle.py does (problems land in each model)."""
+    for model in models:
+        tangle.check_references(model)
+        tangle.find_cycles(model)
+    return tangle.collect_roots([m for m in models if not any(not p.warning for p in m.problems)])
 
 
 def expanded_names(chapter: chunks.Chapter, name: str) -> list[str]:
@@ -242,14 +249,15 @@ def read_api(book: Book) -> None:
             continue
         found = []
         if compound.get("kind") in ("class", "struct"):
-            found.append((compound.get("kind"), compound.findtext("compoundname"), "", compound.find("location")))
+            found.append((compound.get("kind"), compound.findtext("compoundname"), "", compound.find("location"),
+                          compound.get("id")))
         elif compound.get("kind") == "namespace":
             for member in compound.iter("memberdef"):
                 if member.get("kind") not in ("function", "typedef", "variable", "enum"):
                     continue
                 found.append((member.get("kind"), member.findtext("qualifiedname"),
-                              member.findtext("argsstring") or "", member.find("location")))
-        for kind, name, args, location in found:
+                              member.findtext("argsstring") or "", member.find("location"), member.get("id")))
+        for kind, name, args, location, refid in found:
             if location is None or "::detail" in name or (name, args) in seen:
                 continue
             seen.add((name, args))
@@ -257,12 +265,12 @@ def read_api(book: Book) -> None:
             if path not in book.api:
                 continue
             line = int(location.get("line", "0"))
-            book.api[path].append(ApiEntry(kind, name, args, line, part_of_line(book, path, line)))
+            book.api[path].append(ApiEntry(kind, name, args, line, refid, path, part_of_line(book, path, line)))
+    names = [e.name for entries in book.api.values() for e in entries]
     for entries in book.api.values():
         entries.sort(key=lambda e: e.line)
-        names = [e.name for e in entries]
         for entry in entries:
-            entry.overloaded = names.count(entry.name) > 1
+            entry.overloaded = names.count(entry.name) > 1  # overloads may live in different headers
 
 
 _BOOK: Book | None = None
@@ -327,13 +335,11 @@ def page_link(text: str, docname: str, classes: list[str] | None = None):
     return ref
 
 
-def api_link(entry: ApiEntry):
-    """A checked cross-reference to an API entry (its page is written by Breathe)."""
-    from sphinx import addnodes
-    reftype = "func" if entry.kind == "function" else ("class" if entry.kind in ("class", "struct") else "type")
-    ref = addnodes.pending_xref("", refdomain="cpp", reftype=reftype, reftarget=entry.name,
-                                refexplicit=True, refwarn=True)
+def api_link(env, entry: ApiEntry):
+    """A link to an API entry: the anchor Breathe makes of Doxygen's id, so each overload has its own."""
     suffix = "()" if entry.kind == "function" else ""
+    ref = nodes.reference("", "", refuri=relative_uri(env, api_docname(entry.header), entry.refid),
+                          classes=["api-link"])
     ref += nodes.literal(entry.name + suffix, entry.name + suffix, classes=["xref", "cpp"])
     return ref
 
@@ -500,7 +506,7 @@ class ChunkDirective(Directive):
                 for k, entry in enumerate(entries):
                     if k:
                         footer += nodes.Text(", ")
-                    footer += api_link(entry)
+                    footer += api_link(env, entry)
                 footer += nodes.Text(".")
         return footer
 
@@ -788,6 +794,55 @@ class ApiHeader(Directive):
         return parse_markdown(self, lines, f"api-{path}")
 
 
+# ---------------------------------------------------------------- the tangler at work, on a page
+
+class TangledOutput(Directive):
+    """What the tangler makes of a page: its messages, and each file in both its copies.
+
+    Without content, the page itself is tangled (so a page can show its own
+    chunks being tangled); with content, the content is a chapter of its own.
+    Nothing is written: the output is computed by the tangler's functions and shown.
+    """
+
+    has_content = True
+    option_spec = {"name": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        env = self.state.document.settings.env
+        source, _ = self.state_machine.get_source_and_line(self.lineno)
+        if self.content:
+            name = self.options.get("name", "chapters/99-example.md")
+            model = chunks.read_chapter(name, text="\n".join(self.content) + "\n", display=name)
+        else:
+            real = Path(source).resolve()
+            model = chunks.read_chapter(real, display=real.relative_to(ROOT).as_posix())
+        roots = tangle_models([model])
+        out: list[nodes.Node] = []
+        problems = sorted(set(model.problems), key=lambda p: (p.line, p.message))
+        errors = [p for p in problems if not p.warning]
+        messages = [str(p) for p in problems]
+        if errors:
+            messages.append(f"tangle: {len(errors)} error(s); nothing written")
+        else:
+            messages.append(f"tangle: {len(roots)} file(s) from 1 chapter(s)")
+        text = "\n".join(messages)
+        out.append(nodes.paragraph(text="The tangler says:"))
+        out.append(nodes.literal_block(text, text, language="text", classes=["tangle-messages"]))
+        if errors:
+            return out
+        for root in roots:
+            for label, body, folder in (("the clean copy", tangle.clean_text(root), "tangled"),
+                                        ("the compiler's twin", tangle.twin_text(root), "build/tangled")):
+                para = nodes.paragraph()
+                para += nodes.Text(f"{label.capitalize()}, ")
+                para += nodes.literal("", f"{folder}/{root.path}")
+                para += nodes.Text(":")
+                out.append(para)
+                block = nodes.literal_block(body, body, language=root.lang)
+                out.append(block)
+        return out
+
+
 # ---------------------------------------------------------------- generated pages
 
 def write_if_changed(path: Path, text: str) -> None:
@@ -947,7 +1002,7 @@ def stage_theme_fixes(target: Path) -> Path:
     # Its sass compiler also dropped the rule that makes "auto" follow the system's dark mode.
     dark = re.search(r'body\[data-theme="dark"\] \{(?P<vars>[^}]*)\}', css)
     if dark and "prefers-color-scheme" not in css:
-        css += ('\n@media not print and (prefers-color-scheme: dark) {\n'
+        css += ('\n@media screen and (prefers-color-scheme: dark) {\n'
                 f'  body:not([data-theme="light"]) {{{dark["vars"]}}}\n'
                 '  body:not([data-theme="light"]) .only-light { display: none !important; }\n'
                 '  body:not([data-theme="light"]) .only-dark { display: block !important; }\n}\n')
@@ -975,6 +1030,7 @@ def setup(app):
     app.add_directive("tangled-file", TangledFile)
     app.add_directive("api-header", ApiHeader)
     app.add_directive("api-pages", ApiPages)
+    app.add_directive("tangled-output", TangledOutput)
     app.add_directive("file-pages", FilePages)
     app.add_role("result", result_role)
     app.add_role("chunkref", chunkref_role)

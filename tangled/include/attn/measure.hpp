@@ -16,7 +16,7 @@
 
 namespace attn {
 
-// ⟨Keep a result alive⟩ 01-self-attention.md:599
+// ⟨Keep a result alive⟩ 01-self-attention.md:594
 /// Tell the compiler `value` is used, so the call producing it is not optimised away.
 template <class V>
 void do_not_optimise(const V& value)
@@ -24,7 +24,7 @@ void do_not_optimise(const V& value)
     asm volatile("" : : "r"(&value) : "memory");
 }
 
-// ⟨Time a call⟩ 01-self-attention.md:552
+// ⟨Time a call⟩ 01-self-attention.md:547
 /// @brief Median wall-clock seconds of `repeats` calls of `f` (after one warm-up call).
 template <class F>
 double median_seconds(F&& f, int repeats)
@@ -42,7 +42,7 @@ double median_seconds(F&& f, int repeats)
     return seconds[seconds.size() / 2];
 }
 
-// ⟨Measure the peak memory of a call⟩ 01-self-attention.md:571
+// ⟨Measure the peak memory of a call⟩ 01-self-attention.md:566
 /// A field of /proc/self/status in bytes (e.g. "VmRSS", "VmHWM"); 0 if unavailable.
 inline std::size_t process_status_bytes(const std::string& field)
 {
@@ -66,7 +66,7 @@ std::size_t peak_memory_bytes(F&& f)
     return peak > before ? peak - before : 0;
 }
 
-// ⟨Fit a slope on log-log axes⟩ 01-self-attention.md:611
+// ⟨Fit a slope on log-log axes⟩ 01-self-attention.md:606
 /// @brief Least-squares slope of log(y) against log(x): the p in y ∝ x^p.
 inline double loglog_slope(const std::vector<double>& x, const std::vector<double>& y)
 {

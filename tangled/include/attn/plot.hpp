@@ -21,7 +21,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 01-self-attention.md:827
+// ⟨Format text for gnuplot⟩ 01-self-attention.md:822
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -59,7 +59,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 01-self-attention.md:773
+// ⟨Open gnuplot on one figure⟩ 01-self-attention.md:768
 /// The gnuplot terminal of the book's still figures: SVG, white background.
 inline std::string svg_terminal(int width = 640, int height = 520)
 {
@@ -109,7 +109,7 @@ private:
     std::unique_ptr<Gnuplot> gnuplot_;
 };
 
-// ⟨Describe a heatmap⟩ 01-self-attention.md:671
+// ⟨Describe a heatmap⟩ 01-self-attention.md:666
 /// @brief How to draw a matrix as a heatmap: rows are queries (top to bottom), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -122,7 +122,7 @@ struct HeatmapStyle {
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
 };
 
-// ⟨Describe a line plot⟩ 01-self-attention.md:725
+// ⟨Describe a line plot⟩ 01-self-attention.md:720
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -138,7 +138,7 @@ struct LinePlotStyle {
     std::string key = "top left";     ///< where the legend goes
 };
 
-// ⟨Write the data behind a figure⟩ 01-self-attention.md:866
+// ⟨Write the data behind a figure⟩ 01-self-attention.md:861
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -169,7 +169,7 @@ inline void write_series_tsv(const std::filesystem::path& figure, const std::vec
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Draw a heatmap⟩ 01-self-attention.md:685
+// ⟨Draw a heatmap⟩ 01-self-attention.md:680
 /// @brief Draw `values` (n×m) as a heatmap into the SVG file `path`, and its data as `path`.tsv.
 inline void heatmap(const std::filesystem::path& path, const xt::xtensor<double, 2>& values,
                     const HeatmapStyle& style)
@@ -206,7 +206,7 @@ inline void heatmap(const std::filesystem::path& path, const xt::xtensor<double,
     if (masked) figure.send(hidden);
 }
 
-// ⟨Draw a line plot⟩ 01-self-attention.md:742
+// ⟨Draw a line plot⟩ 01-self-attention.md:737
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series, const LinePlotStyle& style)
 {
@@ -231,7 +231,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 01-self-attention.md:901
+// ⟨Draw an animated heatmap⟩ 01-self-attention.md:896
 /// @brief Draw one heatmap per frame into the animated GIF `path`, with `titles[f]` over frame f.
 /// @param frames each n×m, all the same shape
 inline void heatmap_animation(const std::filesystem::path& path, const std::vector<xt::xtensor<double, 2>>& frames,

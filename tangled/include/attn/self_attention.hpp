@@ -18,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Check the shapes of Q, K and V⟩ 01-self-attention.md:128
+// ⟨Check the shapes of Q, K and V⟩ 01-self-attention.md:123
 /// @brief Throw std::invalid_argument unless Q is n×d_k, K is m×d_k and V is m×d_v with m ≥ 1.
 template <class T>
 void check_attention_shapes(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
@@ -37,7 +37,7 @@ void check_attention_shapes(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>&
         throw std::invalid_argument("attention: there are no keys (m = 0)");
 }
 
-// ⟨Attend with one query⟩ 01-self-attention.md:56
+// ⟨Attend with one query⟩ 01-self-attention.md:51
 /// @brief Attention for the single query `q`, one loop per formula (the reference).
 /// @param q  query, d_k
 /// @param K  keys, m×d_k
@@ -48,19 +48,19 @@ xt::xtensor<T, 1> attend_one_query(const xt::xtensor<T, 1>& q, const xt::xtensor
                                    const xt::xtensor<T, 2>& V)
 {
     const std::size_t m = K.shape(0), d_k = K.shape(1), d_v = V.shape(1);
-    // ⟨Score the query against every key⟩ 01-self-attention.md:75
+    // ⟨Score the query against every key⟩ 01-self-attention.md:70
     std::vector<double> s(m);  // m
     for (std::size_t j = 0; j < m; ++j) {
         double dot = 0;
         for (std::size_t c = 0; c < d_k; ++c) dot += double(q(c)) * double(K(j, c));
         s[j] = dot / std::sqrt(double(d_k));
     }
-    // ⟨Turn the scores into weights⟩ 01-self-attention.md:88
+    // ⟨Turn the scores into weights⟩ 01-self-attention.md:83
     const double s_max = *std::max_element(s.begin(), s.end());
     double total = 0;
     for (double& s_j : s) total += (s_j = std::exp(s_j - s_max));
     for (double& s_j : s) s_j /= total;  // s now holds the weights a_j
-    // ⟨Average the values with the weights⟩ 01-self-attention.md:95
+    // ⟨Average the values with the weights⟩ 01-self-attention.md:90
     xt::xtensor<T, 1> o = xt::zeros<T>({d_v});  // d_v
     for (std::size_t c = 0; c < d_v; ++c) {
         double acc = 0;
@@ -70,7 +70,7 @@ xt::xtensor<T, 1> attend_one_query(const xt::xtensor<T, 1>& q, const xt::xtensor
     return o;
 }
 
-// ⟨Attend with every query, one at a time⟩ 01-self-attention.md:107
+// ⟨Attend with every query, one at a time⟩ 01-self-attention.md:102
 /// @brief Attention computed query by query with attend_one_query (the reference, O(n·m) memory-free loops).
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
 /// @return outputs, n×d_v
@@ -87,7 +87,7 @@ xt::xtensor<T, 2> attention_by_rows(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return O;
 }
 
-// ⟨Normalise each row with a stable softmax⟩ 01-self-attention.md:241
+// ⟨Normalise each row with a stable softmax⟩ 01-self-attention.md:236
 /// @brief Softmax of every row of `scores`, stable for any finite input.
 /// Subtracts each row's maximum before exponentiating; a row that is all −∞
 /// (nothing may be attended) gives all zeros instead of NaN.
@@ -110,7 +110,7 @@ xt::xtensor<T, 2> softmax_rows(const xt::xtensor<T, 2>& scores)
     return weights;
 }
 
-// ⟨Compute the attention weights⟩ 01-self-attention.md:278
+// ⟨Compute the attention weights⟩ 01-self-attention.md:273
 /// @brief The attention weights softmax(Q·Kᵀ/√d_k).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @return weights, n×m, rows summing to 1
@@ -123,7 +123,7 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return softmax_rows(scores);
 }
 
-// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:292
+// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:287
 /// @brief Scaled dot-product attention softmax(Q·Kᵀ/√d_k)·V (Vaswani et al. 2017).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
