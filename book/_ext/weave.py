@@ -418,7 +418,7 @@ class ChunkDirective(Directive):
             nav.append(nodes.reference("", "↑ first part", refuri=f"#{anchor(chunk.name)}",
                                        classes=["chunk-first"]))
         if part.index + 1 < len(chunk.parts):
-            nav.append(nodes.reference("", f"next part ↓", refuri=f"#{anchor(chunk.name, part.index + 1)}",
+            nav.append(nodes.reference("", "next part ↓", refuri=f"#{anchor(chunk.name, part.index + 1)}",
                                        classes=["chunk-next"]))
         if nav:
             links = nodes.paragraph(classes=["chunk-nav"])
@@ -808,7 +808,6 @@ class TangledOutput(Directive):
     option_spec = {"name": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
-        env = self.state.document.settings.env
         source, _ = self.state_machine.get_source_and_line(self.lineno)
         if self.content:
             name = self.options.get("name", "chapters/99-example.md")

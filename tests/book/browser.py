@@ -48,6 +48,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          # Pages load side by side in several tabs: none of them may be throttled as "in the background".
          "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
          "--disable-backgrounding-occluded-windows",
+         "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
          "--window-size=1280,900"]
 
 # Runs in each page once it has loaded: its ids, its links and its broken images.
