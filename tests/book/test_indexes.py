@@ -6,6 +6,7 @@ own model (tools/tangle.py), computed here independently of the weave.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.parse
 from html.parser import HTMLParser
@@ -68,6 +69,7 @@ class Page(HTMLParser):
             self._link[0] += data
 
 
+@functools.lru_cache(maxsize=None)
 def tangler_model():
     """(chapters by path, roots) exactly as tools/tangle.py computes them."""
     paths = [p.relative_to(ROOT).as_posix() for p in CHAPTERS]
@@ -167,3 +169,12 @@ def test_every_tangled_file_has_a_page_and_every_chapter_a_download():
         program = "ch" + chapter.stem.replace("-", "_")
         if any(r.chapter.path.endswith(chapter.name) for r in roots):
             assert (HTML / "downloads" / f"{program}-sources.zip").is_file()
+
+
+def test_the_front_page_lists_every_chapter_and_every_chapter_says_how_to_run_it():
+    index = (HTML / "index.html").read_text(encoding="utf-8")
+    for chapter in CHAPTERS:
+        assert f'href="chapters/{chapter.stem}.html"' in index, chapter.name
+        page = (HTML / "chapters" / f"{chapter.stem}.html").read_text(encoding="utf-8")
+        short = "ch" + chapter.name[:2]
+        assert "Build, run and test this chapter" in page and f">run-{short}<" in page, chapter.name
