@@ -1,0 +1,257 @@
+// Chapter 7: the Sparse Transformer's strided and fixed patterns and their kernels.
+#define BOOST_TEST_MODULE ch07_sparse_transformer
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/masked_attention.hpp"
+#include "attn/random.hpp"
+#include "attn/sliding_window.hpp"
+#include "attn/sparse_transformer.hpp"
+#include "test_support.hpp"
+
+using test_support::check_close;
+using test_support::naive_attention;
+
+namespace {
+
+struct Inputs {
+    xt::xtensor<double, 2> Q, K, V;
+};
+
+/// Random Q, K (n×d_k) and V (n×d_v) with N(0, 1) entries.
+Inputs random_inputs(std::size_t n, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
+{
+    std::mt19937_64 rng(seed);
+    return {attn::random_normal<double>(n, d_k, 1.0, rng), attn::random_normal<double>(n, d_k, 1.0, rng),
+            attn::random_normal<double>(n, d_v, 1.0, rng)};
+}
+
+template <class T>
+xt::xtensor<T, 2> to(const xt::xtensor<double, 2>& x)
+{
+    return xt::xtensor<T, 2>(x);
+}
+
+// The patterns' definitions, written out again from the paper, independently of the library.
+bool strided_rule(std::size_t i, std::size_t j, std::size_t l) { return j <= i && (i - j < l || (i - j) % l == 0); }
+bool fixed_rule(std::size_t i, std::size_t j, std::size_t l, std::size_t c)
+{
+    return j <= i && (j / l == i / l || j % l >= l - c);
+}
+
+struct Case {
+    std::size_t n, stride, c;
+};
+
+/// n below, at and above the stride, multiples and non-multiples of it, c from 1 to ℓ.
+const std::vector<Case> cases = {{1, 1, 1},  {1, 4, 2},   {5, 1, 1},  {7, 3, 1},   {16, 4, 2},
+                                 {33, 8, 3}, {100, 7, 7}, {257, 16, 4}, {300, 17, 5}, {20, 64, 8}};
+
+std::string name(const Case& k)
+{
+    return "n=" + std::to_string(k.n) + " l=" + std::to_string(k.stride) + " c=" + std::to_string(k.c);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(sparse_transformer)
+
+BOOST_AUTO_TEST_CASE(masks_follow_the_papers_definitions)
+{
+    for (const Case& k : cases) {
+        const attn::Mask strided = attn::strided_mask(k.n, k.stride), fixed = attn::fixed_mask(k.n, k.stride, k.c);
+        BOOST_REQUIRE(strided.shape(0) == k.n && strided.shape(1) == k.n);
+        for (std::size_t i = 0; i < k.n; ++i)
+            for (std::size_t j = 0; j < k.n; ++j) {
+                BOOST_TEST(strided(i, j) == strided_rule(i, j, k.stride), name(k) << " strided (" << i << "," << j << ")");
+                BOOST_TEST(fixed(i, j) == fixed_rule(i, j, k.stride, k.c), name(k) << " fixed (" << i << "," << j << ")");
+            }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(masks_are_causal_and_every_row_keeps_its_own_token)
+{
+    for (const Case& k : cases)
+        for (const attn::Mask& mask : {attn::strided_mask(k.n, k.stride), attn::fixed_mask(k.n, k.stride, k.c)})
+            for (std::size_t i = 0; i < k.n; ++i) {
+                BOOST_TEST(mask(i, i));  // so no row is ever fully masked
+                for (std::size_t j = i + 1; j < k.n; ++j) BOOST_TEST(!mask(i, j));
+            }
+}
+
+BOOST_AUTO_TEST_CASE(the_two_heads_together_are_the_pattern)
+{
+    for (const Case& k : cases) {
+        const auto strided = attn::strided_head_masks(k.n, k.stride);
+        const auto fixed = attn::fixed_head_masks(k.n, k.stride, k.c);
+        BOOST_TEST(attn::Mask(strided[0] || strided[1]) == attn::strided_mask(k.n, k.stride), name(k));
+        BOOST_TEST(attn::Mask(fixed[0] || fixed[1]) == attn::fixed_mask(k.n, k.stride, k.c), name(k));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(rows_attend_order_sqrt_n_keys)
+{
+    // With ℓ = √n, a strided row has at most ℓ + n/ℓ = 2√n keys, a fixed row at most ℓ + c·n/ℓ.
+    const std::size_t n = 1024, l = 32, c = 4;
+    const attn::Mask strided = attn::strided_mask(n, l), fixed = attn::fixed_mask(n, l, c);
+    for (std::size_t i = 0; i < n; ++i) {
+        BOOST_TEST(xt::sum(xt::row(strided, i))() <= double(l + n / l));
+        BOOST_TEST(xt::sum(xt::row(fixed, i))() <= double(l + c * (n / l)));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(every_earlier_position_is_reached_in_two_steps)
+{
+    for (const Case& k : cases) {
+        const attn::Mask causal = attn::causal_mask(k.n);
+        const attn::Mask strided = attn::strided_mask(k.n, k.stride), fixed = attn::fixed_mask(k.n, k.stride, k.c);
+        BOOST_TEST(attn::compose_masks(strided, strided) == causal, name(k) << " strided");
+        BOOST_TEST(attn::compose_masks(fixed, fixed) == causal, name(k) << " fixed");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(each_head_alone_does_not_reach_everything_but_the_two_in_turn_do)
+{
+    const std::size_t n = 64, l = 8, c = 2;
+    const attn::Mask causal = attn::causal_mask(n);
+    const auto strided = attn::strided_head_masks(n, l);
+    BOOST_TEST(!(attn::compose_masks(strided[0], strided[0]) == causal));
+    BOOST_TEST(!(attn::compose_masks(strided[1], strided[1]) == causal));
+    BOOST_TEST(attn::compose_masks(strided[0], strided[1]) == causal);  // local, then strided
+    const auto fixed = attn::fixed_head_masks(n, l, c);
+    BOOST_TEST(!(attn::compose_masks(fixed[0], fixed[0]) == causal));
+    // summaries, then own block, reaches every earlier block; the own block is attended directly
+    BOOST_TEST(attn::Mask(attn::compose_masks(fixed[1], fixed[0]) || fixed[0]) == causal);
+}
+
+BOOST_AUTO_TEST_CASE(column_stripes_are_not_a_factorised_pattern)
+{
+    // The notebooks' "sparse" mask: every second column. Odd positions are never reached.
+    const std::size_t n = 16;
+    const attn::Mask stripes = attn::mask_where(n, [](std::size_t i, std::size_t j) { return j <= i && j % 2 == 0; });
+    attn::Mask reach = stripes;
+    for (int step = 0; step < 8; ++step) reach = attn::compose_masks(reach, stripes);
+    BOOST_TEST(!reach(15, 1));
+}
+
+BOOST_AUTO_TEST_CASE(bad_strides_are_rejected)
+{
+    const auto [Q, K, V] = random_inputs(6, 3, 2, 1);
+    BOOST_CHECK_THROW(attn::strided_mask(6, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::fixed_mask(6, 4, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::fixed_mask(6, 4, 5), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::strided_attention(Q, K, V, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::fixed_attention(Q, K, V, 4, 0), std::invalid_argument);
+    const xt::xtensor<double, 2> K7 = xt::zeros<double>({7, 3}), V7 = xt::zeros<double>({7, 2});
+    BOOST_CHECK_THROW(attn::strided_attention(Q, K7, V7, 2), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(double_kernels_equal_dense_masked_attention)
+{
+    for (const Case& k : cases) {
+        const auto [Q, K, V] = random_inputs(k.n, 16, 8, 10 + k.n);
+        check_close(attn::strided_attention(Q, K, V, k.stride),
+                    attn::scaled_dot_product_attention(Q, K, V, attn::strided_mask(k.n, k.stride)), 0, 1e-12,
+                    "strided vs dense, " + name(k));
+        check_close(attn::fixed_attention(Q, K, V, k.stride, k.c),
+                    attn::scaled_dot_product_attention(Q, K, V, attn::fixed_mask(k.n, k.stride, k.c)), 0, 1e-12,
+                    "fixed vs dense, " + name(k));
+        const auto l = k.stride, c = k.c;
+        check_close(attn::strided_attention(Q, K, V, l),
+                    naive_attention(Q, K, V, [l](std::size_t i, std::size_t j) { return strided_rule(i, j, l); }), 0,
+                    1e-12, "strided vs naive, " + name(k));
+        check_close(attn::fixed_attention(Q, K, V, l, c),
+                    naive_attention(Q, K, V, [l, c](std::size_t i, std::size_t j) { return fixed_rule(i, j, l, c); }),
+                    0, 1e-12, "fixed vs naive, " + name(k));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(float_kernels_equal_dense_masked_attention)
+{
+    for (const Case& k : cases) {
+        const auto [Q, K, V] = random_inputs(k.n, 32, 16, 20 + k.n);
+        const auto Q_f = to<float>(Q), K_f = to<float>(K), V_f = to<float>(V);
+        check_close(attn::strided_attention(Q_f, K_f, V_f, k.stride),
+                    attn::scaled_dot_product_attention(Q_f, K_f, V_f, attn::strided_mask(k.n, k.stride)), 0, 1e-5,
+                    "float strided vs dense, " + name(k));
+        check_close(attn::fixed_attention(Q_f, K_f, V_f, k.stride, k.c),
+                    attn::scaled_dot_product_attention(Q_f, K_f, V_f, attn::fixed_mask(k.n, k.stride, k.c)), 0, 1e-5,
+                    "float fixed vs dense, " + name(k));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(reference_loops_equal_the_independent_naive_loops)
+{
+    for (const Case& k : cases) {
+        const auto [Q, K, V] = random_inputs(k.n, 8, 5, 30 + k.n);
+        const auto l = k.stride, c = k.c;
+        const auto strided = [l](std::size_t i, std::size_t j) { return strided_rule(i, j, l); };
+        const auto fixed = [l, c](std::size_t i, std::size_t j) { return fixed_rule(i, j, l, c); };
+        check_close(attn::pattern_attention_by_rows(Q, K, V, strided), naive_attention(Q, K, V, strided), 0, 1e-12,
+                    "strided reference, " + name(k));
+        check_close(attn::pattern_attention_by_rows(Q, K, V, fixed), naive_attention(Q, K, V, fixed), 0, 1e-12,
+                    "fixed reference, " + name(k));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_row_with_nothing_allowed_is_zero_in_the_reference)
+{
+    const auto [Q, K, V] = random_inputs(5, 4, 3, 2);
+    const auto O = attn::pattern_attention_by_rows(Q, K, V, [](std::size_t i, std::size_t j) { return i != 2 && j <= i; });
+    for (std::size_t c = 0; c < 3; ++c) BOOST_TEST(O(2, c) == 0.0);
+    BOOST_TEST(test_support::all_finite(O));
+}
+
+BOOST_AUTO_TEST_CASE(stride_one_and_full_blocks_are_causal_attention)
+{
+    // ℓ = 1: every earlier position is a multiple of 1 back. ℓ ≥ n: one block, the whole prefix.
+    const auto [Q, K, V] = random_inputs(23, 8, 4, 3);
+    const auto causal = attn::scaled_dot_product_attention(Q, K, V, attn::causal_mask(23));
+    check_close(attn::strided_attention(Q, K, V, 1), causal, 0, 1e-12, "strided, l = 1");
+    check_close(attn::strided_attention(Q, K, V, 23), causal, 0, 1e-12, "strided, l = n");
+    check_close(attn::fixed_attention(Q, K, V, 32, 1), causal, 0, 1e-12, "fixed, l > n");
+    check_close(attn::fixed_attention(Q, K, V, 4, 4), causal, 0, 1e-12, "fixed, c = l");
+}
+
+BOOST_AUTO_TEST_CASE(large_logits_stay_finite)
+{
+    auto [Q, K, V] = random_inputs(50, 8, 4, 4);
+    Q *= 1e4;
+    const auto strided = attn::strided_attention(to<float>(Q), to<float>(K), to<float>(V), 7);
+    const auto fixed = attn::fixed_attention(to<float>(Q), to<float>(K), to<float>(V), 7, 2);
+    BOOST_TEST(test_support::all_finite(strided));
+    BOOST_TEST(test_support::all_finite(fixed));
+    check_close(attn::strided_attention(Q, K, V, 7),
+                naive_attention(Q, K, V, [](std::size_t i, std::size_t j) { return strided_rule(i, j, 7); }), 0, 1e-9,
+                "strided, large logits");
+}
+
+BOOST_AUTO_TEST_CASE(future_tokens_do_not_change_the_past)
+{
+    auto [Q, K, V] = random_inputs(40, 8, 4, 5);
+    const auto strided = attn::strided_attention(Q, K, V, 6);
+    const auto fixed = attn::fixed_attention(Q, K, V, 6, 2);
+    xt::view(K, xt::range(25, 40), xt::all()) *= -2.0;
+    xt::view(V, xt::range(25, 40), xt::all()) += 3.0;
+    const auto strided_after = attn::strided_attention(Q, K, V, 6);
+    const auto fixed_after = attn::fixed_attention(Q, K, V, 6, 2);
+    for (std::size_t i = 0; i < 25; ++i)
+        for (std::size_t c = 0; c < 4; ++c) {
+            BOOST_TEST(strided_after(i, c) == strided(i, c));
+            BOOST_TEST(fixed_after(i, c) == fixed(i, c));
+        }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
