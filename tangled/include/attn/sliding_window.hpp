@@ -1,0 +1,264 @@
+// Generated from chapters/06-sliding-window.md by tools/tangle.py; edit the chapter, not this file.
+#pragma once
+/// @file
+/// @brief Chapter 6: sliding-window attention: the pattern, a banded kernel, the online softmax
+/// it runs on, and the rolling-buffer KV cache for token-by-token decoding.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <xtensor/xtensor.hpp>
+
+#include "attn/masked_attention.hpp"
+
+namespace attn {
+
+// ⟨Find the first key in a window⟩ 06-sliding-window.md:61
+/// First key j that query i may attend under a window of w: max(0, i − w + 1).
+inline std::size_t first_key_in_window(std::size_t i, std::size_t window)
+{
+    return i + 1 > window ? i + 1 - window : 0;
+}
+
+/// Throw std::invalid_argument unless w ≥ 1 (a window of 0 would mask every row).
+inline void check_window(std::size_t window)
+{
+    if (window == 0) throw std::invalid_argument("sliding window: the window w must be at least 1");
+}
+
+// ⟨Build the sliding-window mask⟩ 06-sliding-window.md:43
+/// @brief The sliding-window pattern as a dense mask (for figures and tests only).
+/// @param n      sequence length
+/// @param window w ≥ 1: query i attends key j when i − w < j ≤ i
+/// @return mask, n×n, true where query i may attend key j
+inline Mask sliding_window_mask(std::size_t n, std::size_t window)
+{
+    check_window(window);
+    Mask mask = xt::zeros<bool>({n, n});  // n×n
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = first_key_in_window(i, window); j <= i; ++j) mask(i, j) = true;
+    return mask;
+}
+
+// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:132
+/// Throw std::invalid_argument unless Q, K, V have valid shapes and as many keys as queries (m = n).
+template <class T>
+void check_self_attention_inputs(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                 const xt::xtensor<T, 2>& V)
+{
+    check_attention_shapes(Q, K, V);
+    if (Q.shape(0) != K.shape(0))
+        throw std::invalid_argument("positional attention pattern: " + std::to_string(Q.shape(0)) +
+                                    " queries but " + std::to_string(K.shape(0)) +
+                                    " keys; the pattern needs one key per query position (m = n)");
+}
+
+// ⟨Attend within the window, one query at a time⟩ 06-sliding-window.md:96
+/// @brief Sliding-window attention by plain loops over each query's window (the reference).
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                                   const xt::xtensor<T, 2>& V, std::size_t window)
+{
+    check_self_attention_inputs(Q, K, V);
+    check_window(window);
+    const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t first = first_key_in_window(i, window);
+        std::vector<double> a(i + 1 - first);  // scores, then weights, of keys first..i
+        for (std::size_t j = first; j <= i; ++j) {
+            double dot = 0;
+            for (std::size_t c = 0; c < d_k; ++c) dot += double(Q(i, c)) * double(K(j, c));
+            a[j - first] = dot / std::sqrt(double(d_k));
+        }
+        const double s_max = *std::max_element(a.begin(), a.end());
+        double total = 0;
+        for (double& a_j : a) total += (a_j = std::exp(a_j - s_max));
+        for (std::size_t c = 0; c < d_v; ++c) {
+            double acc = 0;
+            for (std::size_t j = first; j <= i; ++j) acc += a[j - first] / total * double(V(j, c));
+            O(i, c) = static_cast<T>(acc);
+        }
+    }
+    return O;
+}
+
+// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:172
+/// @brief One query's softmax-weighted average of values, built up from runs of consecutive keys
+/// (online softmax: when a larger score arrives, the sums so far are rescaled by e^(old max − new max)).
+template <class T>
+class OnlineSoftmax {
+public:
+    /// @param d_k width of queries and keys; @param d_v width of values
+    OnlineSoftmax(std::size_t d_k, std::size_t d_v)
+        : d_k_(d_k), d_v_(d_v), scale_(T(1) / std::sqrt(T(d_k))), acc_(d_v)
+    {
+        reset();
+    }
+
+    /// Forget every key: start a new query row.
+    void reset()
+    {
+        max_ = -std::numeric_limits<T>::infinity();
+        total_ = 0;
+        std::fill(acc_.begin(), acc_.end(), T(0));
+    }
+
+    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:214
+    /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k) and value
+    /// rows at `values` (count×d_v), adding them to the running softmax.
+    void add_run(const T* query, const T* keys, const T* values, std::size_t count)
+    {
+        if (count == 0) return;
+        scores_.resize(count);
+        T run_max = -std::numeric_limits<T>::infinity();
+        for (std::size_t j = 0; j < count; ++j) {
+            const T* key = keys + j * d_k_;
+            T dot = 0;
+            for (std::size_t c = 0; c < d_k_; ++c) dot += query[c] * key[c];
+            scores_[j] = dot * scale_;
+            run_max = std::max(run_max, scores_[j]);
+        }
+        if (run_max > max_) {  // rescale the sums so far to the new maximum (e^(−∞) = 0 on the first run)
+            const T shrink = std::exp(max_ - run_max);
+            total_ *= shrink;
+            for (T& a : acc_) a *= shrink;
+            max_ = run_max;
+        }
+        for (std::size_t j = 0; j < count; ++j) {
+            const T p = std::exp(scores_[j] - max_);  // ≤ 1
+            const T* value = values + j * d_v_;
+            total_ += p;
+            for (std::size_t c = 0; c < d_v_; ++c) acc_[c] += p * value[c];
+        }
+    }
+
+    /// Write the average, d_v numbers, to `out`; zeros if no key was added (a fully masked row).
+    void write(T* out) const
+    {
+        for (std::size_t c = 0; c < d_v_; ++c) out[c] = total_ > 0 ? acc_[c] / total_ : T(0);
+    }
+
+private:
+    std::size_t d_k_, d_v_;
+    T scale_;              // 1/√d_k
+    T max_ = 0, total_ = 0;  // μ, ℓ
+    std::vector<T> acc_;   // a, d_v
+    std::vector<T> scores_;  // the current run's scores
+};
+
+// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:252
+/// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's causal window).
+/// Equals scaled_dot_product_attention(Q, K, V, sliding_window_mask(n, w)) in O(n·w) time and
+/// O(n·d_v) memory: it never builds an n×n matrix.
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                           const xt::xtensor<T, 2>& V, std::size_t window)
+{
+    check_self_attention_inputs(Q, K, V);
+    check_window(window);
+    const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
+    OnlineSoftmax<T> row(d_k, d_v);
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t first = first_key_in_window(i, window);
+        row.reset();
+        row.add_run(Q.data() + i * d_k, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
+        row.write(O.data() + i * d_v);
+    }
+    return O;
+}
+
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:340
+/// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's rolling buffer):
+/// memory w·(d_k + d_v) numbers, however many tokens have passed.
+template <class T>
+class RollingKVCache {
+public:
+    /// @param window w ≥ 1 tokens kept; @param d_k key width; @param d_v value width
+    RollingKVCache(std::size_t window, std::size_t d_k, std::size_t d_v)
+        : window_((check_window(window), window)), d_k_(d_k), d_v_(d_v),
+          keys_(window * d_k), values_(window * d_v), softmax_(d_k, d_v)
+    {
+    }
+
+    /// Store the next token's key (d_k numbers) and value (d_v numbers), overwriting the token w back.
+    void append(const T* key, const T* value)
+    {
+        std::copy(key, key + d_k_, keys_.begin() + next_ * d_k_);
+        std::copy(value, value + d_v_, values_.begin() + next_ * d_v_);
+        next_ = (next_ + 1) % window_;
+        size_ = std::min(size_ + 1, window_);
+    }
+
+    /// Attend `query` (d_k numbers) to the cached tokens; write the output (d_v numbers) to `out`.
+    void attend(const T* query, T* out)
+    {
+        softmax_.reset();
+        const std::size_t oldest = size_ < window_ ? 0 : next_;  // slot of the oldest cached token
+        const std::size_t tail = size_ < window_ ? size_ : window_ - oldest;
+        softmax_.add_run(query, &keys_[oldest * d_k_], &values_[oldest * d_v_], tail);  // oldest…end
+        softmax_.add_run(query, keys_.data(), values_.data(), size_ - tail);             // 0…newest
+        softmax_.write(out);
+    }
+
+    /// Tokens currently cached: min(tokens appended, w).
+    std::size_t size() const { return size_; }
+    /// Bytes held for keys and values: w·(d_k + d_v)·sizeof(T), whatever the number of tokens.
+    std::size_t bytes() const { return (keys_.size() + values_.size()) * sizeof(T); }
+
+private:
+    std::size_t window_, d_k_, d_v_;
+    std::size_t next_ = 0;  // the slot the next token overwrites: (tokens appended) mod w
+    std::size_t size_ = 0;
+    std::vector<T> keys_, values_;  // w×d_k, w×d_v
+    OnlineSoftmax<T> softmax_;
+};
+
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:392
+/// @brief Sliding-window attention computed as a decoder would: token by token through a RollingKVCache.
+/// Equals sliding_window_attention(Q, K, V, window).
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                            const xt::xtensor<T, 2>& V, std::size_t window)
+{
+    check_self_attention_inputs(Q, K, V);
+    const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
+    RollingKVCache<T> cache(window, d_k, d_v);
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
+    for (std::size_t t = 0; t < n; ++t) {
+        cache.append(K.data() + t * d_k, V.data() + t * d_v);
+        cache.attend(Q.data() + t * d_k, O.data() + t * d_v);
+    }
+    return O;
+}
+
+// ⟨Compose two masks⟩ 06-sliding-window.md:518
+/// @brief Boolean product of two patterns: (A∘B)(i, j) is true when some k has A(i, k) and B(k, j),
+/// i.e. when i reaches j by one step of A and then one step of B (two layers).
+/// @param A n×p; @param B p×m
+/// @return n×m
+inline Mask compose_masks(const Mask& A, const Mask& B)
+{
+    if (A.shape(1) != B.shape(0)) throw std::invalid_argument("compose_masks: inner sizes differ");
+    const std::size_t n = A.shape(0), m = B.shape(1);
+    Mask C = xt::zeros<bool>({n, m});  // n×m
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t k = 0; k < A.shape(1); ++k)
+            if (A(i, k))
+                for (std::size_t j = 0; j < m; ++j) C(i, j) = C(i, j) || B(k, j);
+    return C;
+}
+
+}  // namespace attn

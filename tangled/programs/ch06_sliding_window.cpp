@@ -1,0 +1,258 @@
+// Generated from chapters/06-sliding-window.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+#include <xtensor/xreducer.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/cost.hpp"
+#include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
+#include "attn/plot.hpp"
+#include "attn/program.hpp"
+#include "attn/random.hpp"
+#include "attn/sliding_window.hpp"
+
+extern "C" void openblas_set_num_threads(int threads);
+
+namespace {
+
+// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:538
+/// For each (i, j): the fewest layers of `mask` after which token i depends on token j,
+/// or 0 if more than max_layers are needed.
+xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
+{
+    const std::size_t n = mask.shape(0);
+    xt::xtensor<double, 2> layers = xt::zeros<double>({n, n});  // n×n
+    attn::Mask reach = mask;                                    // n×n: reached within L layers
+    for (int L = 1; L <= max_layers; ++L) {
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < n; ++j)
+                if (reach(i, j) && layers(i, j) == 0) layers(i, j) = L;
+        reach = attn::compose_masks(reach, mask);
+    }
+    return layers;
+}
+
+// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:430
+/// Decode n tokens through a rolling cache of `window`, as a generator would: each output row is
+/// used (summed into a checksum) and dropped. Returns the checksum.
+double decode_and_forget(const xt::xtensor<float, 2>& Q, const xt::xtensor<float, 2>& K,
+                         const xt::xtensor<float, 2>& V, std::size_t window)
+{
+    const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
+    attn::RollingKVCache<float> cache(window, d_k, d_v);
+    std::vector<float> o(d_v);  // d_v
+    double checksum = 0;
+    for (std::size_t t = 0; t < n; ++t) {
+        cache.append(K.data() + t * d_k, V.data() + t * d_v);
+        cache.attend(Q.data() + t * d_k, o.data());
+        for (float value : o) checksum += value;
+    }
+    return checksum;
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    return attn::run_program(argc, argv, "ch06", "sliding-window attention: pattern, banded kernel, rolling buffer, cost",
+                             [](const attn::Options& options, attn::Results& results) {
+        const std::filesystem::path& out = options.out;
+        std::mt19937_64 rng(options.seed);
+        const std::size_t w_bench = 128;
+        const std::size_t n_bench_max = options.quick ? 2048 : 16384;
+        const std::size_t n_dense_max = options.quick ? 1024 : 4096;
+        results.add("bench_window", double(w_bench));
+        results.add("bench_n_max", double(n_bench_max));
+        results.add("dense_n_max", double(n_dense_max));
+        openblas_set_num_threads(1);  // dense attention on one core, as the banded kernel
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:900
+        {
+            const std::vector<std::string> words = {"the", "cat", "sat", "on", "the", "mat", "because", "it",
+                                                    "was", "tired", "and", "then", "it", "fell", "asleep", "there"};
+            const std::size_t n_words = words.size(), w_words = 4;
+            const auto Q_w = attn::random_normal<double>(n_words, 8, 1.0, rng);  // n×8
+            const auto K_w = attn::random_normal<double>(n_words, 8, 1.0, rng);  // n×8
+            const attn::Mask mask = attn::sliding_window_mask(n_words, w_words);
+            attn::plot::HeatmapStyle style{"Sliding-window attention weights, w = 4", words, words};
+            style.allowed = mask;
+            attn::plot::heatmap(out / "window_weights.svg", attn::attention_weights(Q_w, K_w, mask), style);
+        }
+        {
+            const std::size_t w_ring = 4, steps = 10;
+            xt::xtensor<double, 2> slot_token = xt::zeros<double>({steps, w_ring});  // step × slot: token held
+            attn::Mask filled = xt::zeros<bool>({steps, w_ring});
+            for (std::size_t t = 0; t < steps; ++t) {
+                if (t > 0) xt::row(slot_token, t) = xt::row(slot_token, t - 1), xt::row(filled, t) = xt::row(filled, t - 1);
+                slot_token(t, t % w_ring) = double(t), filled(t, t % w_ring) = true;
+            }
+            std::vector<std::string> step_labels, slot_labels;
+            for (std::size_t t = 0; t < steps; ++t) step_labels.push_back("token " + std::to_string(t) + " arrives");
+            for (std::size_t s = 0; s < w_ring; ++s) slot_labels.push_back("slot " + std::to_string(s));
+            attn::plot::HeatmapStyle style{"Token held in each slot of a rolling buffer of 4", step_labels, slot_labels};
+            style.x_label = "slot", style.y_label = "step";
+            style.probabilities = false;
+            style.colorbar_label = "token index";
+            style.allowed = filled;
+            attn::plot::heatmap(out / "rolling_buffer.svg", slot_token, style);
+        }
+        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:290
+        const std::size_t n_compare = 1000, w_compare = 96;
+        {
+            const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
+            const auto K_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
+            const auto V_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
+            const attn::Mask mask = attn::sliding_window_mask(n_compare, w_compare);
+            const xt::xtensor<double, 2> O_dense = attn::scaled_dot_product_attention(Q_c, K_c, V_c, mask);
+            const xt::xtensor<double, 2> O_band = attn::sliding_window_attention(Q_c, K_c, V_c, w_compare);
+            const xt::xtensor<double, 2> O_rows = attn::sliding_window_attention_by_rows(Q_c, K_c, V_c, w_compare);
+            const xt::xtensor<float, 2> Q_f = Q_c, K_f = K_c, V_f = V_c;
+            const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
+            const xt::xtensor<float, 2> O_band_f = attn::sliding_window_attention(Q_f, K_f, V_f, w_compare);
+            results.add("compare_n", double(n_compare));
+            results.add("compare_window", double(w_compare));
+            results.add("max_abs_error_double", xt::amax(xt::abs(O_band - O_dense))(), 2);
+            results.add("max_abs_error_vs_reference", xt::amax(xt::abs(O_band - O_rows))(), 2);
+            results.add("max_abs_error_float", xt::amax(xt::abs(O_band_f - O_dense_f))(), 2);
+        }
+        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:413
+        {
+            const auto Q_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
+            const auto K_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
+            const auto V_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
+            const xt::xtensor<float, 2> O_batch = attn::sliding_window_attention(Q_c, K_c, V_c, w_compare);
+            const xt::xtensor<float, 2> O_decode = attn::decode_with_rolling_cache(Q_c, K_c, V_c, w_compare);
+            results.add("max_abs_error_rolling_vs_batch", xt::amax(xt::abs(O_decode - O_batch))(), 2);
+        }
+        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:580
+        {
+            const std::size_t n_field = 32, w_field = 4;
+            const xt::xtensor<double, 2> layers = layers_to_reach(attn::sliding_window_mask(n_field, w_field), 16);
+            attn::plot::HeatmapStyle style{"Layers until query i depends on key j (w = 4)", {}, {}};
+            style.probabilities = false;
+            style.colorbar_label = "layers";
+            style.allowed = layers > 0.0;
+            attn::plot::heatmap(out / "layers_to_reach.svg", layers, style);
+        }
+        {
+            const std::size_t n_field = 128;
+            const int max_layers = 8;
+            std::vector<attn::Series> curves;
+            for (std::size_t w : {2, 4, 8}) {
+                attn::Series measured{"w = " + std::to_string(w) + ", measured", {}, {}, "points"};
+                attn::Series formula{"L(w-1)+1, w = " + std::to_string(w), {}, {}, "lines"};
+                const attn::Mask mask = attn::sliding_window_mask(n_field, w);
+                attn::Mask reach = mask;  // n×n: token i depends on token j within L layers
+                for (int L = 1; L <= max_layers; ++L) {
+                    const double field = double(xt::sum(xt::row(reach, n_field - 1))());
+                    const double expected = double(L * (w - 1) + 1);
+                    measured.x.push_back(L), measured.y.push_back(field);
+                    formula.x.push_back(L), formula.y.push_back(expected);
+                    if (w == 4 && L == max_layers) {
+                        results.add("field_window", double(w));
+                        results.add("field_layers", double(L));
+                        results.add("field_measured", field);
+                        results.add("field_formula", expected);
+                    }
+                    reach = attn::compose_masks(reach, mask);
+                }
+                curves.push_back(measured);
+                curves.push_back(formula);
+            }
+            attn::plot::LinePlotStyle style{"Receptive field of the last token", "layers L", "tokens it depends on"};
+            attn::plot::lines(out / "receptive_field.svg", curves, style);
+        }
+        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:465
+        {
+            attn::Series measured{"rolling buffer: measured peak of the process", {}, {}};
+            attn::Series buffer{"rolling buffer: its own size w·(d_k+d_v)·4 B", {}, {}, "lines"};
+            attn::Series full{"full KV cache: n·(d_k+d_v)·4 B", {}, {}, "lines"};
+            double peak_max = 0;
+            for (std::size_t n = 256; n <= n_bench_max; n *= 2) {
+                const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
+                const auto K_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
+                const auto V_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
+                const double peak = double(attn::peak_memory_bytes([&] { return decode_and_forget(Q_n, K_n, V_n, w_bench); }));
+                peak_max = std::max(peak_max, peak);
+                const double cache_bytes = double(attn::RollingKVCache<float>(w_bench, 64, 64).bytes());
+                for (attn::Series* s : {&measured, &buffer, &full}) s->x.push_back(double(n));
+                measured.y.push_back(std::max(peak, 4096.0) / 1024);  // one page: the resolution of the kernel's count
+                buffer.y.push_back(cache_bytes / 1024);
+                full.y.push_back(double(n * (64 + 64) * sizeof(float)) / 1024);
+            }
+            results.add("rolling_cache_kib", buffer.y.back());
+            results.add("decode_peak_kib_max", peak_max / 1024);
+            results.add("full_cache_kib_at_n_max", full.y.back());
+            attn::plot::LinePlotStyle style{"Memory of decoding n tokens (w = " + std::to_string(w_bench) +
+                                                ", d_k = d_v = 64, float)", "n (tokens decoded)", "KiB"};
+            style.log_x = style.log_y = true;
+            attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
+        }
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:675
+        attn::Series band_time{"sliding window (banded kernel)", {}, {}}, dense_time{"dense masked attention", {}, {}};
+        attn::Series band_memory{"sliding window (banded kernel)", {}, {}}, dense_memory{"dense masked attention", {}, {}};
+        for (std::size_t n = 256; n <= n_bench_max; n *= 2) {
+            const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
+            const auto K_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
+            const auto V_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
+            const int repeats = n <= 2048 ? 11 : 5;
+            auto band = [&] { return attn::sliding_window_attention(Q_n, K_n, V_n, w_bench); };
+            band_time.x.push_back(double(n)), band_memory.x.push_back(double(n));
+            band_time.y.push_back(attn::median_cpu_seconds(band, repeats));
+            band_memory.y.push_back(std::max(double(attn::largest_peak_memory_bytes(band)), 4096.0) / (1 << 20));
+            if (n <= n_dense_max) {
+                const attn::Mask mask = attn::sliding_window_mask(n, w_bench);  // n×n, built outside the clock
+                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask); };
+                dense_time.x.push_back(double(n)), dense_memory.x.push_back(double(n));
+                dense_time.y.push_back(attn::median_cpu_seconds(dense, repeats));
+                dense_memory.y.push_back(double(attn::largest_peak_memory_bytes(dense)) / (1 << 20));
+            }
+        }
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:700
+        const auto tail = [](const attn::Series& s) {  // the points with n ≥ 1024
+            attn::Series t{s.label, {}, {}};
+            for (std::size_t k = 0; k < s.x.size(); ++k)
+                if (s.x[k] >= 1024) t.x.push_back(s.x[k]), t.y.push_back(s.y[k]);
+            return t;
+        };
+        const double band_time_slope = attn::loglog_slope(tail(band_time).x, tail(band_time).y);
+        const double band_memory_slope = attn::loglog_slope(tail(band_memory).x, tail(band_memory).y);
+        const double dense_time_slope = attn::loglog_slope(dense_time.x, dense_time.y);
+        const double dense_memory_slope = attn::loglog_slope(dense_memory.x, dense_memory.y);
+        const attn::Crossover time_crossover = attn::find_crossover(band_time.x, band_time.y, dense_time.y);
+        const attn::Crossover memory_crossover = attn::find_crossover(band_memory.x, band_memory.y, dense_memory.y);
+        results.add("time_slope", band_time_slope);
+        results.add("memory_slope", band_memory_slope);
+        results.add("dense_time_slope", dense_time_slope);
+        results.add("dense_memory_slope", dense_memory_slope);
+        results.add_text("time_crossover", time_crossover.describe());
+        results.add_text("memory_crossover", memory_crossover.describe());
+        results.add("band_seconds_at_n_max", band_time.y.back());
+        results.add("band_mib_at_n_max", band_memory.y.back());
+        results.add("dense_seconds_at_dense_n_max", dense_time.y.back());
+        results.add("band_seconds_at_dense_n_max", band_time.y[dense_time.y.size() - 1]);
+        results.add("dense_mib_at_dense_n_max", dense_memory.y.back());
+        results.add("band_mib_at_dense_n_max", band_memory.y[dense_memory.y.size() - 1]);
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:773
+        attn::plot::LinePlotStyle time_style{"CPU time of one call (w = " + std::to_string(w_bench) +
+                                                 ", d_k = d_v = 64, float, one core)", "n (tokens)", "CPU seconds"};
+        time_style.log_x = time_style.log_y = true;
+        band_time.label += " (slope " + attn::format_number(band_time_slope) + ")";
+        dense_time.label += " (slope " + attn::format_number(dense_time_slope) + ")";
+        attn::plot::lines(out / "cost_time.svg", {dense_time, band_time}, time_style);
+
+        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
+        memory_style.log_x = memory_style.log_y = true;
+        band_memory.label += " (slope " + attn::format_number(band_memory_slope) + ")";
+        dense_memory.label += " (slope " + attn::format_number(dense_memory_slope) + ")";
+        attn::plot::lines(out / "cost_memory.svg", {dense_memory, band_memory}, memory_style);
+    });
+}
