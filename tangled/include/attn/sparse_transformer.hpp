@@ -104,7 +104,7 @@ inline std::array<Mask, 2> fixed_head_masks(std::size_t n, std::size_t stride, s
             mask_where(n, [&](std::size_t i, std::size_t j) { return fixed_summary_allows(i, j, stride, c); })};
 }
 
-// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:229
+// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:230
 /// @brief Attention restricted to the keys `allowed(i, j)` by plain loops (the reference, O(n²) work).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @return outputs, n×d_v; a row with no allowed key is zero
@@ -138,7 +138,7 @@ xt::xtensor<T, 2> pattern_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:280
+// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:281
 /// Rows of X (n×d) regrouped by position mod ℓ: group r holds positions r, r+ℓ, r+2ℓ, … in order.
 /// `group_start[r]` is the row where group r begins (group_start has ℓ+1 entries).
 template <class T>
@@ -157,7 +157,7 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
     return grouped;
 }
 
-// ⟨Compute strided attention⟩ 07-sparse-transformer.md:304
+// ⟨Compute strided attention⟩ 07-sparse-transformer.md:305
 /// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ or (i − j) mod ℓ = 0.
 /// Equals scaled_dot_product_attention(Q, K, V, strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time —
 /// O(n√n) for ℓ ≈ √n — and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
@@ -187,7 +187,7 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:343
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:344
 /// The last c rows of every complete block of ℓ rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
 std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, std::size_t c)
@@ -201,7 +201,7 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:358
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:359
 /// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block of ℓ, or with
 /// j mod ℓ ≥ ℓ − c (the last c positions of every block).
 /// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in O(n·(ℓ + c·n/ℓ)) time and
