@@ -20,7 +20,7 @@ extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS's own contro
 
 namespace {
 
-// ⟨Draw the pattern with its weights⟩ 08-longformer.md:474
+// ⟨Draw the pattern with its weights⟩ 08-longformer.md:475
 /// Draw the attention weights of random Q, K (n×16) under the Longformer mask, masked cells grey.
 /// @return the fraction of the n² pairs the pattern allows
 double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w, std::size_t dilation,
@@ -43,14 +43,14 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the two patterns⟩ 08-longformer.md:490
+        // ⟨Draw the two patterns⟩ 08-longformer.md:491
         results.add("allowed_fraction_window",
                     draw_pattern(out / "pattern.svg", 32, 3, 1, {0},
                                  "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
         results.add("allowed_fraction_dilated",
                     draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
                                  "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:513
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:514
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -69,7 +69,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:555
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:556
         openblas_set_num_threads(1);
         results.add("blas_threads", 1);
         const std::size_t d = 64, w = 64, dilation = 1;
@@ -82,7 +82,7 @@ int main(int argc, char** argv)
             const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto K = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto V = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
-            const int repeats = n <= 4096 ? 7 : 5;
+            const int repeats = 7;
             auto kernel = [&] { return attn::longformer_attention(Q, K, V, w, dilation, global); };
             attn::record_cost(kernel_time, kernel_memory, n, kernel, repeats);
             if (n <= dense_n_max) {
@@ -91,7 +91,7 @@ int main(int argc, char** argv)
                                   [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); }, repeats);
             }
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:654
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:655
         const double fit_from = options.quick ? 256 : 1024;
         const double time_slope = attn::slope_from(kernel_time, fit_from);
         const double memory_slope = attn::slope_from(kernel_memory, fit_from);

@@ -164,7 +164,7 @@ int main(int argc, char** argv)
             const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto K = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto V = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
-            const int repeats = n <= 4096 ? 7 : 5;
+            const int repeats = 7;
             attn::record_cost(kernel_time, kernel_memory, n, [&] { return attn::bigbird_attention(Q, K, V, pattern); },
                               repeats);
             if (n <= dense_n_max) {
