@@ -119,6 +119,7 @@ build/run/%.stamp: figures/style.gp
 
 # A chapter whose program reads what an earlier chapter's program wrote (from figures/chNN/)
 # names that run here, e.g. "build/run/ch05.stamp: build/run/ch04.stamp".
+build/run/ch05.stamp: build/run/ch04.stamp
 
 figures: $(RUNS) ## run every chapter's program (one at a time, so timings are honest)
 

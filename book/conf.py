@@ -30,7 +30,7 @@ source_suffix = {".md": "markdown"}
 nitpicky = True
 nitpick_ignore_regex = [
     (r"cpp:.*", r"(xt|std|boost|Gnuplot)(::.*)?"),
-    (r"cpp:.*", r"[A-Z][A-Za-z]*"),  # template parameters: T, F, Body, ...
+    (r"cpp:.*", r"[A-Z][A-Za-z]*(<[A-Za-z, ]*>)?"),  # template parameters (T, F, Body, ...), Name<T>
     (r"cpp:identifier", r"attn(::plot)?"),  # namespaces: listed as sections, not declarations
 ]
 

@@ -14,6 +14,7 @@
 #include <xtensor/xview.hpp>
 
 #include "attn/attention_backward.hpp"
+#include "attn/multi_head_attention.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 #include "attn/tiny_model.hpp"
@@ -149,6 +150,23 @@ BOOST_AUTO_TEST_CASE(layer_forward_equals_chapter_1_per_head)
     check_close(f.output, expected, 1e-12, 1e-12, "layer output");
     for (const auto& P : f.weights)
         for (std::size_t i = 0; i < n; ++i) BOOST_TEST(std::abs(double(xt::sum(xt::row(P, i))()) - 1.0) < 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(layer_forward_equals_chapter_3_multi_head_attention)
+{
+    std::mt19937_64 rng(13);
+    const std::size_t n = 7, d = 12;
+    for (std::size_t h : {1, 2, 3, 4}) {
+        const attn::AttentionLayer<double> layer{h, attn::random_normal<double>(d, d, 0.3, rng),
+                                                 attn::random_normal<double>(d, d, 0.3, rng),
+                                                 attn::random_normal<double>(d, d, 0.3, rng),
+                                                 attn::random_normal<double>(d, d, 0.3, rng)};
+        const xt::xtensor<double, 2> X = attn::random_normal<double>(n, d, 1.0, rng);
+        const xt::xtensor<double, 2> expected =
+            attn::multi_head_attention(X, X, layer.W_q, layer.W_k, layer.W_v, layer.W_o, h);
+        check_close(attn::attention_layer_forward(layer, X).output, expected, 1e-12, 1e-12,
+                    "h = " + std::to_string(h));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(layer_gradients_match_central_differences)

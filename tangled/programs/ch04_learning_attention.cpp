@@ -26,7 +26,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::vector<std::pair<std::string, double>> gradient_table;
-        // ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:386
+        // ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:390
         {
             std::mt19937_64 check_rng(options.seed + 1);
             xt::xtensor<double, 2> Q = attn::random_normal<double>(5, 4, 1.0, check_rng);  // n×d_k
@@ -40,7 +40,7 @@ int main(int argc, char** argv)
             gradient_table.emplace_back("attention dK", attn::relative_error(grad.dK, attn::numerical_gradient(K, loss)));
             gradient_table.emplace_back("attention dV", attn::relative_error(grad.dV, attn::numerical_gradient(V, loss)));
         }
-        // ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:402
+        // ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:406
         {
             std::mt19937_64 check_rng(options.seed + 2);
             const std::size_t n = 6, d_model = 8;
@@ -59,7 +59,7 @@ int main(int argc, char** argv)
             gradient_table.emplace_back("layer dW_o", attn::relative_error(grad.dW_o, attn::numerical_gradient(layer.W_o, loss)));
             gradient_table.emplace_back("layer dX", attn::relative_error(grad.dX, attn::numerical_gradient(X, loss)));
         }
-        // ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:632
+        // ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:636
         {
             std::mt19937_64 check_rng(options.seed + 3);
             const attn::TinyModelShape small{5, 6, 8, 2, 2};  // vocab, n, d_model, heads, layers
@@ -75,7 +75,7 @@ int main(int argc, char** argv)
                 gradient_table.emplace_back("model " + analytic[p].first,
                                             attn::relative_error(*analytic[p].second, attn::numerical_gradient(*numeric[p].second, loss)));
         }
-        // ⟨Write the gradient table⟩ 04-learning-attention.md:1312
+        // ⟨Write the gradient table⟩ 04-learning-attention.md:1316
         {
             std::ofstream table(out / "gradient_check.txt");
             table << std::left << std::setw(28) << "gradient" << "relative error vs central differences\n";
@@ -87,7 +87,7 @@ int main(int argc, char** argv)
             results.add("gradient_checks", double(gradient_table.size()));
             results.add("gradient_check_max_relative_error", worst, 2);
         }
-        // ⟨Compare the cheap softmax backward with the full Jacobian⟩ 04-learning-attention.md:662
+        // ⟨Compare the cheap softmax backward with the full Jacobian⟩ 04-learning-attention.md:666
         {
             std::mt19937_64 check_rng(options.seed + 4);
             const xt::xtensor<double, 2> S = attn::random_normal<double>(4, 9, 2.0, check_rng);   // n×m scores
@@ -106,7 +106,7 @@ int main(int argc, char** argv)
             }
             results.add("softmax_jacobian_max_abs_difference", worst, 2);
         }
-        // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1161
+        // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1166
         const attn::TinyModelShape shape;  // the defaults: 26 letters, n = 10, d_model = 32, 2 layers of 2 heads
         std::mt19937_64 rng(options.seed);
         attn::TinyModel<float> model = attn::init_tiny_model<float>(shape, rng);
@@ -117,11 +117,10 @@ int main(int argc, char** argv)
         attn::TrainingConfig config;
         if (options.quick) config.steps = 150;
         std::vector<attn::AttentionSnapshot> snapshots;
-        const std::size_t snapshot_every = config.steps / 30;
         const auto start = std::chrono::steady_clock::now();
         const std::vector<attn::TrainingPoint> curve = attn::train_reversal(model, config, rng,
             [&](std::size_t step, const attn::TinyModel<float>& current) {
-                if (step % snapshot_every == 0) snapshots.push_back({step, attn::attention_maps(current, probe)});
+                if (step % (step < 100 ? 5 : 25) == 0) snapshots.push_back({step, attn::attention_maps(current, probe)});
             });
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         snapshots.push_back({config.steps, attn::attention_maps(model, probe)});
@@ -130,7 +129,7 @@ int main(int argc, char** argv)
         results.add("training_seconds", seconds, 2);
         results.add("initial_training_loss", curve.front().loss);
         results.add("final_training_loss", curve.back().loss);
-        // ⟨Draw the training curves⟩ 04-learning-attention.md:1194
+        // ⟨Draw the training curves⟩ 04-learning-attention.md:1198
         attn::Series loss_series{"training loss (batch)", {}, {}, "lines"}, accuracy_series{"training accuracy (batch)", {}, {}, "lines"};
         for (const attn::TrainingPoint& point : curve) {
             loss_series.x.push_back(double(point.step));
@@ -148,7 +147,7 @@ int main(int argc, char** argv)
         accuracy_style.y_min = 0, accuracy_style.y_max = 1.05;
         accuracy_style.key = "bottom right";
         attn::plot::lines(out / "accuracy.svg", {accuracy_series}, accuracy_style);
-        // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1233
+        // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1237
         std::mt19937_64 heldout_rng(options.seed ^ 0x5eed0fdeadbeefULL);  // a generator training never used
         const std::size_t heldout = 1000;
         const attn::Evaluation evaluation = attn::evaluate_reversal(model, heldout, heldout_rng);
@@ -156,7 +155,7 @@ int main(int argc, char** argv)
         results.add("heldout_loss", evaluation.loss);
         results.add("heldout_token_accuracy", evaluation.token_accuracy, 4);
         results.add("heldout_sequence_accuracy", evaluation.sequence_accuracy, 4);
-        // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1252
+        // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1256
         std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
         const auto agreement = attn::ideal_key_agreement(model, attn::reversal_ideal_keys(shape.n), 200, agreement_rng);
         std::size_t best_layer = 0, best_head = 0;
@@ -172,14 +171,14 @@ int main(int argc, char** argv)
         }
         results.add("best_head_agreement", agreement[best_layer][best_head], 3);
         results.add_text("best_head", "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head));
-        // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1275
+        // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1279
         const std::string head_name = "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head);
         const auto maps_after = attn::attention_maps(model, probe);
         attn::plot::heatmap(out / "attention_before.svg", maps_before[best_layer][best_head],
                             {"Before training: " + head_name + " on 'attentions'", letters, letters});
         attn::plot::heatmap(out / "attention_after.svg", maps_after[best_layer][best_head],
                             {"After training: " + head_name + " on 'attentions'", letters, letters});
-        // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1305
+        // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1309
         attn::save_model(out / "model.txt", model);
         attn::save_snapshots(out / "snapshots.txt", probe, snapshots);
     });

@@ -19,7 +19,7 @@
 namespace attn {
 
 // ⟨Multiply and transpose contiguous matrices⟩ 04-learning-attention.md:164
-namespace learning {
+namespace detail {
 
 /// A·B through BLAS, as a contiguous matrix.
 template <class T>
@@ -35,7 +35,7 @@ xt::xtensor<T, 2> transposed(const xt::xtensor<T, 2>& A)
     return xt::transpose(A);
 }
 
-}  // namespace learning
+}  // namespace detail
 
 // ⟨Build the Jacobian of the softmax⟩ 04-learning-attention.md:81
 /// @brief The Jacobian of the softmax at weights p: J = diag(p) − p·pᵀ (the reference).
@@ -98,12 +98,12 @@ AttentionGradients<T> attention_backward(const xt::xtensor<T, 2>& Q, const xt::x
         throw std::invalid_argument("attention_backward: P must be n×m and dO n×d_v");
     const T scale = T(1) / std::sqrt(T(K.shape(1)));
     AttentionGradients<T> grad;
-    grad.dV = learning::matmul(learning::transposed(P), dO);            // m×d_v = Pᵀ·dO
-    const xt::xtensor<T, 2> dP = learning::matmul(dO, learning::transposed(V));  // n×m = dO·Vᵀ
+    grad.dV = detail::matmul(detail::transposed(P), dO);            // m×d_v = Pᵀ·dO
+    const xt::xtensor<T, 2> dP = detail::matmul(dO, detail::transposed(V));  // n×m = dO·Vᵀ
     xt::xtensor<T, 2> dS = softmax_rows_backward(P, dP);                // n×m
     dS *= scale;                                                        // through S = s·Q·Kᵀ
-    grad.dQ = learning::matmul(dS, K);                                  // n×d_k
-    grad.dK = learning::matmul(learning::transposed(dS), Q);            // m×d_k
+    grad.dQ = detail::matmul(dS, K);                                  // n×d_k
+    grad.dK = detail::matmul(detail::transposed(dS), Q);            // m×d_k
     return grad;
 }
 
@@ -154,22 +154,22 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
         throw std::invalid_argument("attention_layer_forward: need d_model×d_model weights and h dividing d_model");
     const std::size_t d_k = d_model / h;
     AttentionLayerForward<T> f;
-    f.Q = learning::matmul(X, layer.W_q);  // n×d_model
-    f.K = learning::matmul(X, layer.W_k);  // n×d_model
-    f.V = learning::matmul(X, layer.W_v);  // n×d_model
+    f.Q = detail::matmul(X, layer.W_q);  // n×d_model
+    f.K = detail::matmul(X, layer.W_k);  // n×d_model
+    f.V = detail::matmul(X, layer.W_v);  // n×d_model
     f.concat = xt::zeros<T>({n, d_model});
     for (std::size_t head = 0; head < h; ++head) {
         const xt::xtensor<T, 2> Q_h = head_columns(f.Q, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> K_h = head_columns(f.K, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
         f.weights.push_back(attention_weights(Q_h, K_h));            // n×n
-        set_head_columns(f.concat, head, d_k, learning::matmul(f.weights.back(), V_h));  // n×d_v
+        set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));  // n×d_v
     }
-    f.output = learning::matmul(f.concat, layer.W_o);  // n×d_model
+    f.output = detail::matmul(f.concat, layer.W_o);  // n×d_model
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:273
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:277
 /// @brief Gradients of a loss with respect to one attention layer's parameters and input.
 template <class T>
 struct AttentionLayerGradients {
@@ -186,7 +186,7 @@ template <class T>
 AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& layer, const xt::xtensor<T, 2>& X,
                                                     const AttentionLayerForward<T>& f, const xt::xtensor<T, 2>& dY)
 {
-    using learning::matmul, learning::transposed;
+    using detail::matmul, detail::transposed;
     const std::size_t h = layer.heads, d_k = X.shape(1) / h;
     AttentionLayerGradients<T> grad;
     grad.dW_o = matmul(transposed(f.concat), dY);                   // d_model×d_model
@@ -210,7 +210,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:334
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:338
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
@@ -232,7 +232,7 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:362
+// ⟨Compare two gradients⟩ 04-learning-attention.md:366
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
 inline double relative_error(const xt::xtensor<double, 2>& a, const xt::xtensor<double, 2>& b)
 {

@@ -26,7 +26,7 @@
 
 namespace attn {
 
-// ⟨Describe the tiny model⟩ 04-learning-attention.md:439
+// ⟨Describe the tiny model⟩ 04-learning-attention.md:443
 /// @brief The sizes of the tiny attention-only model.
 struct TinyModelShape {
     std::size_t vocab = 26;    ///< number of token ids (the letters a–z)
@@ -46,7 +46,7 @@ struct TinyModel {
     xt::xtensor<T, 2> W_out;                 ///< d_model×vocab
 };
 
-// ⟨Create the model⟩ 04-learning-attention.md:465
+// ⟨Create the model⟩ 04-learning-attention.md:469
 /// @brief A model of the given shape with every parameter zero (a container for gradients).
 template <class T>
 TinyModel<T> zero_model(const TinyModelShape& shape)
@@ -78,7 +78,7 @@ TinyModel<T> init_tiny_model(const TinyModelShape& shape, std::mt19937_64& rng)
     return model;
 }
 
-// ⟨List the parameters by name⟩ 04-learning-attention.md:502
+// ⟨List the parameters by name⟩ 04-learning-attention.md:506
 /// @brief Every parameter matrix of `model` with its name, in a fixed order (pointers into the model).
 template <class Model>
 auto parameters(Model& model)
@@ -97,7 +97,7 @@ auto parameters(Model& model)
     return list;
 }
 
-// ⟨Run the model forward⟩ 04-learning-attention.md:525
+// ⟨Run the model forward⟩ 04-learning-attention.md:529
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct TinyModelForward {
@@ -124,11 +124,11 @@ TinyModelForward<T> model_forward(const TinyModel<T>& model, const std::vector<s
         f.layers.push_back(attention_layer_forward(layer, f.residual.back()));
         f.residual.push_back(f.residual.back() + f.layers.back().output);  // X_{l+1} = X_l + MHA_l(X_l)
     }
-    f.logits = learning::matmul(f.residual.back(), model.W_out);  // n×vocab
+    f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
     return f;
 }
 
-// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:564
+// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:568
 /// @brief Cross-entropy of one sequence: its loss, how many positions are right, and d loss/d logits.
 template <class T>
 struct SequenceLoss {
@@ -156,7 +156,7 @@ SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits, const std::vector
     return result;
 }
 
-// ⟨Run the model backward⟩ 04-learning-attention.md:602
+// ⟨Run the model backward⟩ 04-learning-attention.md:606
 /// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped accumulator).
 /// @param f        what model_forward computed on `tokens`
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
@@ -164,7 +164,7 @@ template <class T>
 void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& tokens, const TinyModelForward<T>& f,
                     const xt::xtensor<T, 2>& d_logits, TinyModel<T>& grad)
 {
-    using learning::matmul, learning::transposed;
+    using detail::matmul, detail::transposed;
     grad.W_out += matmul(transposed(f.residual.back()), d_logits);  // d_model×vocab
     xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));  // n×d_model, gradient of X_L
     for (std::size_t l = model.layers.size(); l-- > 0;) {
@@ -181,7 +181,7 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:763
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:767
 /// @brief The Adam optimiser (Kingma & Ba 2015, Algorithm 1) over every parameter of a TinyModel.
 template <class T>
 class Adam {
@@ -220,7 +220,7 @@ private:
     std::size_t t_ = 0;   // steps taken
 };
 
-// ⟨Make reversal examples⟩ 04-learning-attention.md:694
+// ⟨Make reversal examples⟩ 04-learning-attention.md:698
 /// @brief One example of the reversal task: tokens and the targets (the tokens reversed).
 struct ReversalExample {
     std::vector<std::size_t> tokens;   ///< n ids, uniform in [0, vocab)
@@ -245,7 +245,7 @@ inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
     return keys;
 }
 
-// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:723
+// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:727
 /// @brief The token ids of a lower-case word: 'a' → 0, …, 'z' → 25.
 inline std::vector<std::size_t> letter_tokens(const std::string& word)
 {
@@ -265,7 +265,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:813
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:817
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -312,7 +312,7 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model, const TrainingCon
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:865
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:869
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -337,7 +337,7 @@ Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count, std::
     return {loss / positions, double(correct) / positions, double(perfect) / double(count)};
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:896
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:900
 /// @brief Attention weights of every head of every layer on one sequence: [layer][head], each n×n.
 template <class T>
 std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(const TinyModel<T>& model,
@@ -350,7 +350,7 @@ std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(const TinyModel<
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:913
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:917
 /// @brief For each [layer][head], the fraction of queries whose largest weight is on ideal_keys[i],
 /// over `count` fresh reversal examples.
 template <class T>
@@ -372,7 +372,7 @@ std::vector<std::vector<double>> ideal_key_agreement(const TinyModel<T>& model, 
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:943
+// ⟨Save and load the model⟩ 04-learning-attention.md:947
 /// @brief Write `model` as text: a header, the shape, then every parameter matrix by name.
 template <class T>
 void save_model(const std::filesystem::path& path, const TinyModel<T>& model)
@@ -417,7 +417,7 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:992
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:996
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;

@@ -1,0 +1,201 @@
+// Chapter 5: attention rollout and the figures of what a model attends to.
+#define BOOST_TEST_MODULE ch05_visualizing_attention
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
+#include <xtensor-blas/xlinalg.hpp>
+
+#include "attn/random.hpp"
+#include "attn/self_attention.hpp"
+#include "attn/tiny_model.hpp"
+#include "attn/visualize.hpp"
+#include "test_support.hpp"
+
+using test_support::check_close;
+
+namespace {
+
+std::filesystem::path scratch_dir(const std::string& name)
+{
+    const auto dir = std::filesystem::temp_directory_path() / ("ch05_test_" + name);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+
+/// A random row-stochastic n×n matrix (a softmax of random scores).
+xt::xtensor<double, 2> random_attention(std::size_t n, std::mt19937_64& rng)
+{
+    return attn::softmax_rows(attn::random_normal<double>(n, n, 2.0, rng));
+}
+
+/// A model of 2 layers × 3 heads with random weights (the figures must show any model's attention).
+attn::TinyModel<float> random_model()
+{
+    std::mt19937_64 rng(5);
+    attn::TinyModelShape shape;
+    shape.d_model = 12, shape.heads = 3;
+    return attn::init_tiny_model<float>(shape, rng);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(rollout)
+
+BOOST_AUTO_TEST_CASE(rollout_rows_sum_to_one)
+{
+    std::mt19937_64 rng(1);
+    const std::vector<xt::xtensor<double, 2>> layers = {random_attention(7, rng), random_attention(7, rng),
+                                                        random_attention(7, rng)};
+    const xt::xtensor<double, 2> R = attn::attention_rollout(layers);
+    for (std::size_t i = 0; i < 7; ++i) {
+        BOOST_TEST(std::abs(double(xt::sum(xt::row(R, i))()) - 1.0) < 1e-12);
+        for (std::size_t j = 0; j < 7; ++j) BOOST_TEST(R(i, j) >= 0.0);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(rollout_of_one_layer_is_half_attention_half_identity)
+{
+    std::mt19937_64 rng(2);
+    const xt::xtensor<double, 2> A = random_attention(5, rng);
+    const xt::xtensor<double, 2> expected = 0.5 * A + 0.5 * xt::eye<double>(5);
+    check_close(attn::attention_rollout({A}), expected, 1e-14, 1e-15, "one layer");
+}
+
+BOOST_AUTO_TEST_CASE(rollout_multiplies_later_layers_on_the_left)
+{
+    std::mt19937_64 rng(3);
+    const xt::xtensor<double, 2> A1 = random_attention(4, rng), A2 = random_attention(4, rng);
+    const xt::xtensor<double, 2> M1 = 0.5 * A1 + 0.5 * xt::eye<double>(4), M2 = 0.5 * A2 + 0.5 * xt::eye<double>(4);
+    xt::xtensor<double, 2> expected = xt::zeros<double>({4, 4});  // M2·M1 by a plain loop
+    for (std::size_t i = 0; i < 4; ++i)
+        for (std::size_t j = 0; j < 4; ++j)
+            for (std::size_t k = 0; k < 4; ++k) expected(i, j) += M2(i, k) * M1(k, j);
+    check_close(attn::attention_rollout({A1, A2}), expected, 1e-14, 1e-15, "two layers");
+}
+
+BOOST_AUTO_TEST_CASE(a_fully_masked_row_rolls_out_to_itself)
+{
+    // A row of zeros (nothing could be attended) keeps only the residual: all weight on itself.
+    xt::xtensor<double, 2> A = {{0.0, 0.0, 0.0}, {0.5, 0.5, 0.0}, {0.2, 0.3, 0.5}};
+    const xt::xtensor<double, 2> R = attn::attention_rollout({A});
+    BOOST_TEST(R(0, 0) == 1.0);
+    BOOST_TEST(std::abs(double(xt::sum(xt::row(R, 1))()) - 1.0) < 1e-15);
+}
+
+BOOST_AUTO_TEST_CASE(averaged_heads_keep_rows_summing_to_one)
+{
+    std::mt19937_64 rng(4);
+    const xt::xtensor<double, 2> mean = attn::average_heads({random_attention(6, rng), random_attention(6, rng)});
+    for (std::size_t i = 0; i < 6; ++i) BOOST_TEST(std::abs(double(xt::sum(xt::row(mean, i))()) - 1.0) < 1e-12);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(figures)
+
+BOOST_AUTO_TEST_CASE(a_figure_is_produced_for_every_head)
+{
+    const attn::TinyModel<float> model = random_model();
+    const auto tokens = attn::letter_tokens("algorithms");
+    const auto dir = scratch_dir("heads");
+    const auto paths = attn::plot::head_heatmaps(dir, "w", attn::attention_maps(model, tokens), attn::token_letters(tokens));
+    BOOST_REQUIRE(paths.size() == 6u);  // 2 layers × 3 heads
+    for (std::size_t l = 0, k = 0; l < 2; ++l)
+        for (std::size_t h = 0; h < 3; ++h, ++k) {
+            BOOST_TEST(paths[k].filename().string() == "w_layer" + std::to_string(l) + "_head" + std::to_string(h) + ".svg");
+            BOOST_TEST(std::filesystem::file_size(paths[k]) > 1000u);
+        }
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(the_plotted_data_equals_the_models_attention)
+{
+    const attn::TinyModel<float> model = random_model();
+    const auto tokens = attn::letter_tokens("attentions");
+    const auto maps = attn::attention_maps(model, tokens);
+    const auto dir = scratch_dir("data");
+    const auto paths = attn::plot::head_heatmaps(dir, "w", maps, attn::token_letters(tokens));
+    for (std::size_t l = 0, k = 0; l < maps.size(); ++l)
+        for (std::size_t h = 0; h < maps[l].size(); ++h, ++k)
+            check_close(attn::plot::read_matrix_tsv(paths[k]), maps[l][h], 1e-8, 1e-9, paths[k].filename().string());
+    // The maps are the model's own weights: the same as attention_layer_forward's.
+    const auto f = attn::model_forward(model, tokens);
+    check_close(maps[1][2], xt::xtensor<double, 2>(f.layers[1].weights[2]), 0.0, 0.0, "layer 1 head 2");
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(word_to_word_writes_every_weight_of_every_head)
+{
+    const attn::TinyModel<float> model = random_model();
+    const auto tokens = attn::letter_tokens("algorithms");
+    const auto maps = attn::attention_maps(model, tokens);
+    const auto dir = scratch_dir("lines");
+    attn::plot::word_to_word(dir / "lines.svg", maps[0], attn::token_letters(tokens), "test");
+    BOOST_TEST(std::filesystem::file_size(dir / "lines.svg") > 1000u);
+    std::ifstream data(dir / "lines.tsv");
+    std::string header;
+    std::getline(data, header);
+    std::size_t rows = 0;
+    for (std::size_t h, i, j; data >> h >> i >> j;) {
+        double weight;
+        data >> weight;
+        BOOST_TEST(std::abs(weight - maps[0][h](i, j)) < 1e-8);
+        ++rows;
+    }
+    BOOST_TEST(rows == 3u * 10u * 10u);
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(an_animation_holds_every_frame)
+{
+    std::mt19937_64 rng(6);
+    const std::vector<xt::xtensor<double, 2>> frames = {random_attention(4, rng), random_attention(4, rng),
+                                                        random_attention(4, rng)};
+    const auto dir = scratch_dir("gif");
+    attn::plot::animate_heatmaps(dir / "a.gif", frames, {"one", "two", "three"}, {"", {}, {}}, 50);
+    std::ifstream gif(dir / "a.gif", std::ios::binary);
+    const std::string bytes{std::istreambuf_iterator<char>(gif), {}};
+    BOOST_TEST(bytes.substr(0, 6) == "GIF89a");
+    std::size_t delays = 0;  // one graphic control extension (21 F9 04) per animation frame
+    for (std::size_t at = bytes.find("\x21\xF9\x04"); at != std::string::npos; at = bytes.find("\x21\xF9\x04", at + 1))
+        ++delays;
+    BOOST_TEST(delays == frames.size());
+    std::ifstream data(dir / "a.tsv");
+    std::string header;
+    std::getline(data, header);
+    std::size_t rows = 0;
+    for (std::size_t f, i, j; data >> f >> i >> j; ++rows) {
+        double value;
+        data >> value;
+        BOOST_TEST(std::abs(value - frames[f](i, j)) < 1e-8);
+    }
+    BOOST_TEST(rows == 3u * 4u * 4u);
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(the_gallery_counts_allowed_pairs)
+{
+    xt::xtensor<bool, 2> band = xt::zeros<bool>({4, 4});
+    for (std::size_t i = 0; i < 4; ++i) band(i, i) = true;
+    BOOST_TEST(attn::plot::pattern_density(band) == 0.25);
+    const auto dir = scratch_dir("gallery");
+    attn::plot::pattern_gallery(dir / "g.svg", {{"diagonal", band}, {"dense", xt::ones<bool>({4, 4})}});
+    BOOST_TEST(std::filesystem::file_size(dir / "g.svg") > 1000u);
+    BOOST_CHECK_THROW(attn::plot::pattern_gallery(dir / "bad.svg", {{"4", band}, {"5", xt::ones<bool>({5, 5})}}),
+                      std::invalid_argument);
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
