@@ -108,6 +108,7 @@ class ApiEntry:
     header: str = ""          # tangled path of the header, e.g. "include/attn/measure.hpp"
     part: chunks.Part | None = None
     overloaded: bool = False
+    member: bool = False      # a class's member: shown on its class's entry, linked on its own
 
     @property
     def directive(self) -> str:
@@ -251,6 +252,12 @@ def read_api(book: Book) -> None:
         if compound.get("kind") in ("class", "struct"):
             found.append((compound.get("kind"), compound.findtext("compoundname"), "", compound.find("location"),
                           compound.get("id")))
+            for member in compound.findall("sectiondef/memberdef"):
+                documented = "".join(member.find("briefdescription").itertext()).strip() or \
+                    "".join(member.find("detaileddescription").itertext()).strip()
+                if documented and member.get("prot") == "public" and member.get("kind") in ("function", "variable"):
+                    found.append(("member", member.findtext("qualifiedname"), member.findtext("argsstring") or "",
+                                  member.find("location"), member.get("id")))
         elif compound.get("kind") == "namespace":
             for member in compound.iter("memberdef"):
                 if member.get("kind") not in ("function", "typedef", "variable", "enum"):
@@ -265,8 +272,9 @@ def read_api(book: Book) -> None:
             if path not in book.api:
                 continue
             line = int(location.get("line", "0"))
-            book.api[path].append(ApiEntry(kind, name, args, line, refid, path, part_of_line(book, path, line)))
-    names = [e.name for entries in book.api.values() for e in entries]
+            book.api[path].append(ApiEntry(kind, name, args, line, refid, path, part_of_line(book, path, line),
+                                           member=kind == "member"))
+    names = [e.name for entries in book.api.values() for e in entries if not e.member]
     for entries in book.api.values():
         entries.sort(key=lambda e: e.line)
         for entry in entries:
@@ -337,7 +345,7 @@ def page_link(text: str, docname: str, classes: list[str] | None = None):
 
 def api_link(env, entry: ApiEntry):
     """A link to an API entry: the anchor Breathe makes of Doxygen's id, so each overload has its own."""
-    suffix = "()" if entry.kind == "function" else ""
+    suffix = "()" if entry.kind == "function" or (entry.member and entry.args.startswith("(")) else ""
     ref = nodes.reference("", "", refuri=relative_uri(env, api_docname(entry.header), entry.refid),
                           classes=["api-link"])
     ref += nodes.literal(entry.name + suffix, entry.name + suffix, classes=["xref", "cpp"])
@@ -776,9 +784,9 @@ class ApiHeader(Directive):
         env.note_dependency(str(DOXYGEN_XML / "index.xml"))
         info = book.files[path]
         lines = []
-        if not entries:
+        if not [e for e in entries if not e.member]:
             lines += ["This header documents nothing with `///` comments.", ""]
-        for entry in entries:
+        for entry in (e for e in entries if not e.member):
             target = entry.name
             if entry.overloaded and entry.kind == "function":
                 target += re.sub(r"\s*=\s*[^,)]+", "", entry.args)

@@ -540,14 +540,14 @@ def check_site(root: Path, screenshots: Path | None = None, shots: list[tuple[st
 
 
 def default_shots(root: Path) -> list[tuple[str, list[str | None]]]:
-    """A few pages worth looking at: the front page, the first chapter (top, a chunk, a figure), the indexes."""
+    """A few pages worth looking at: the front page, the first chapter (top, and a figure with code), the indexes."""
     pages = pages_of(root)
     chapters = [p for p in pages if p.startswith("chapters/")]
     files = [p for p in pages if p.startswith("files/")]
     api = [p for p in pages if p.startswith("api/")]
     shots: list[tuple[str, list[str | None]]] = [("index.html", [None]), ("chunks.html", [None])]
     if chapters:
-        shots.append((chapters[0], [None, "div.chunk", "figure"]))
+        shots.append((chapters[0], [None, "figure"]))
     shots += [(p, [None]) for p in (files[:1] + api[:1])]
     return shots
 
