@@ -92,6 +92,15 @@ BOOST_AUTO_TEST_CASE(dense_shared_qk_equals_a_naive_loop_with_the_self_rule)
     }
 }
 
+BOOST_AUTO_TEST_CASE(row_form_equals_matrix_form)
+{
+    for (std::size_t n : {1, 2, 17}) {
+        const auto [QK, V] = random_inputs(n, 6, 4, 20 + n);
+        check_close(attn::shared_qk_attention_by_rows(QK, V), attn::shared_qk_attention(QK, V), 0, 1e-12,
+                    "rows vs matrix");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(dense_weights_have_a_zero_diagonal_and_rows_summing_to_one)
 {
     const auto [QK, V] = random_inputs(12, 6, 3, 4);
@@ -356,6 +365,8 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_rejected_with_a_message)
     BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 4, 0, 2, 0), std::invalid_argument);  // no rounds
     BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 4, 1, 0, 0), std::invalid_argument);  // empty chunks
     BOOST_CHECK_THROW(attn::lsh_attention(QK, V_short, 4, 1, 2, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_buckets(QK, 5, 1, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::collision_probability(0.5, 7, 10, 0), std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -44,7 +44,34 @@ xt::xtensor<T, 2> unit_keys(const xt::xtensor<T, 2>& QK)
     return K;
 }
 
-// ⟨Compute dense shared-QK attention⟩ 12-reformer.md:82
+// ⟨Compute dense shared-QK attention row by row⟩ 12-reformer.md:80
+/// @brief Dense shared-QK attention one query at a time with attend_one_query (chapter 1),
+/// each query attending to every key but its own (its own only when n = 1). The naive reference.
+/// @param QK shared queries/keys, n×d_k
+/// @param V  values, n×d_v
+/// @return   outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> shared_qk_attention_by_rows(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V)
+{
+    check_attention_shapes(QK, QK, V);
+    const std::size_t n = QK.shape(0), d_k = QK.shape(1), d_v = V.shape(1);
+    const xt::xtensor<T, 2> K = unit_keys(QK);  // n×d_k
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t m = n > 1 ? n - 1 : 1;  // keys in view: all but i, or i alone
+        xt::xtensor<T, 2> K_i = xt::zeros<T>({m, d_k}), V_i = xt::zeros<T>({m, d_v});
+        for (std::size_t j = 0, row = 0; j < n; ++j) {
+            if (j == i && n > 1) continue;
+            xt::row(K_i, row) = xt::row(K, j);
+            xt::row(V_i, row++) = xt::row(V, j);
+        }
+        const xt::xtensor<T, 1> q = xt::row(QK, i);
+        xt::row(O, i) = attend_one_query(q, K_i, V_i);
+    }
+    return O;
+}
+
+// ⟨Compute dense shared-QK attention⟩ 12-reformer.md:113
 /// @brief Dense shared-QK attention weights: softmax of q_i·k̂_j/√d_k with the diagonal masked
 /// (a token attends to itself only when it is the only token, n = 1). The reference; O(n²).
 /// @param QK shared queries/keys, n×d_k
@@ -74,7 +101,7 @@ xt::xtensor<T, 2> shared_qk_attention(const xt::xtensor<T, 2>& QK, const xt::xte
     return xt::linalg::dot(weights, V);                       // n×d_v
 }
 
-// ⟨Hash every row with one random rotation⟩ 12-reformer.md:142
+// ⟨Hash every row with one random rotation⟩ 12-reformer.md:173
 /// @brief Bucket of every row of X under the rotation R: argmax of [xR ; −xR].
 /// @param X rows to hash, n×d_k
 /// @param R random rotation, d_k×b/2
@@ -98,7 +125,7 @@ std::vector<std::size_t> hash_rows(const xt::xtensor<T, 2>& X, const xt::xtensor
     return bucket;
 }
 
-// ⟨Hash every row in several rounds⟩ 12-reformer.md:170
+// ⟨Hash every row in several rounds⟩ 12-reformer.md:201
 /// @brief Buckets of every row of X in each of `n_hashes` independent hash rounds.
 /// Round r uses the r-th d_k×b/2 standard normal matrix drawn from a generator seeded by `seed`.
 /// @param X rows to hash, n×d_k
@@ -120,7 +147,7 @@ xt::xtensor<std::size_t, 2> lsh_buckets(const xt::xtensor<T, 2>& X, std::size_t 
     return buckets;
 }
 
-// ⟨Estimate the collision probability from the model⟩ 12-reformer.md:226
+// ⟨Estimate the collision probability from the model⟩ 12-reformer.md:257
 /// @brief Collision probability of the b-bucket rotation hash for two vectors at angle θ.
 /// b = 2: the exact 1 − θ/π. b > 2: a Monte Carlo estimate from `samples` draws of the
 /// b/2 correlated normal pairs (u_c, w_c) with correlation cos θ (no hashing involved).
@@ -129,7 +156,10 @@ inline std::pair<double, double> collision_probability(double theta, std::size_t
                                                        std::uint64_t seed)
 {
     const double pi = std::acos(-1.0);
+    if (n_buckets < 2 || n_buckets % 2 != 0)
+        throw std::invalid_argument("collision_probability: the number of buckets must be even and at least 2");
     if (n_buckets == 2) return {1 - theta / pi, 0.0};
+    if (samples == 0) throw std::invalid_argument("collision_probability: need at least one sample");
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     const double c = std::cos(theta), s = std::sin(theta);
@@ -156,7 +186,7 @@ inline std::pair<double, double> collision_probability(double theta, std::size_t
     return {p, std::sqrt(p * (1 - p) / double(samples))};
 }
 
-// ⟨Sort the positions by bucket⟩ 12-reformer.md:393
+// ⟨Sort the positions by bucket⟩ 12-reformer.md:427
 /// @brief Positions sorted by (bucket, position), by a stable counting sort: O(n + b).
 /// @param bucket    bucket of each position, n entries in [0, n_buckets)
 /// @return order, n: order[s] is the position at sorted index s
@@ -170,7 +200,7 @@ inline std::vector<std::size_t> sort_by_bucket(const std::size_t* bucket, std::s
     return order;
 }
 
-// ⟨Describe one hash round⟩ 12-reformer.md:412
+// ⟨Describe one hash round⟩ 12-reformer.md:446
 /// @brief One hash round after sorting: the sorted order and each position's chunk in it.
 struct LshRound {
     std::vector<std::size_t> order;  ///< n: position at each sorted index
@@ -198,7 +228,7 @@ std::vector<LshRound> hash_sort_and_chunk(const xt::xtensor<T, 2>& QK, std::size
     return rounds;
 }
 
-// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:475
+// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:510
 /// @brief N_ij: the number of rounds in which key j is in view of query i (≥ 1 for a scored pair).
 inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size_t i, std::size_t j)
 {
@@ -207,7 +237,7 @@ inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size
     return count;
 }
 
-// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:630
+// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:665
 /// @brief Throw std::invalid_argument unless QK is n×d_k and V is n×d_v with n ≥ 1, the number of
 /// buckets is even and ≥ 2, and there is at least one round and a chunk length of at least 1.
 template <class T>
@@ -222,7 +252,7 @@ void check_lsh_arguments(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V
     if (chunk_len == 0) throw std::invalid_argument("lsh_attention: the chunk length must be at least 1");
 }
 
-// ⟨Attend with one chunk of one round⟩ 12-reformer.md:530
+// ⟨Attend with one chunk of one round⟩ 12-reformer.md:565
 /// @brief Attend the queries of the chunk starting at sorted index `start` of `round` to the
 /// keys of their window, and merge the result into the running output O (n×d_v) and
 /// log-sum-exp z (n). Touches O(chunk_len²) scores, never n×n.
@@ -235,7 +265,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
     const std::size_t stop = std::min(start + chunk_len, n);                  // chunk: [start, stop)
     const std::size_t window = start >= chunk_len ? start - chunk_len : 0;  // window: [window, stop)
     const std::size_t n_q = stop - start, n_kv = stop - window;
-    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:551
+    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:586
     xt::xtensor<T, 2> Q_chunk = xt::zeros<T>({n_q, d_k});     // n_q×d_k
     xt::xtensor<T, 2> K_window_t = xt::zeros<T>({d_k, n_kv});  // d_k×n_kv, transposed for BLAS
     xt::xtensor<T, 2> V_window = xt::zeros<T>({n_kv, d_v});    // n_kv×d_v
@@ -246,10 +276,10 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         for (std::size_t c = 0; c < d_k; ++c) K_window_t(c, b) = K(j, c);
         std::copy_n(V.data() + j * d_v, d_v, V_window.data() + b * d_v);
     }
-    // ⟨Score the chunk against its window⟩ 12-reformer.md:567
+    // ⟨Score the chunk against its window⟩ 12-reformer.md:602
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_chunk, K_window_t);  // n_q×n_kv
     scores *= T(1) / std::sqrt(T(d_k));
-    // ⟨Hide self and count duplicates⟩ 12-reformer.md:575
+    // ⟨Hide self and count duplicates⟩ 12-reformer.md:610
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         for (std::size_t b = 0; b < n_kv; ++b) {
@@ -259,7 +289,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
             else if (rounds.size() > 1) s -= T(std::log(double(rounds_showing(rounds, i, j))));
         }
     }
-    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:592
+    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:627
     std::vector<double> z_chunk(n_q, -std::numeric_limits<double>::infinity());  // n_q
     for (std::size_t a = 0; a < n_q; ++a) {
         T* s = scores.data() + a * n_kv;
@@ -274,7 +304,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         z_chunk[a] = double(s_max) + std::log(total);
     }
     const xt::xtensor<T, 2> O_chunk = xt::linalg::dot(scores, V_window);  // n_q×d_v
-    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:616
+    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:651
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         if (z_chunk[a] == -std::numeric_limits<double>::infinity()) continue;  // this round saw nothing
@@ -286,7 +316,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
     }
 }
 
-// ⟨Compute LSH attention⟩ 12-reformer.md:489
+// ⟨Compute LSH attention⟩ 12-reformer.md:524
 /// @brief Reformer LSH attention with shared QK (Kitaev et al. 2020): angular LSH by random
 /// rotations, sort by (bucket, position), chunks attending to themselves and the previous chunk,
 /// `n_hashes` rounds combined by log-sum-exp with duplicates counted once.
@@ -313,13 +343,13 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
     for (const LshRound& round : rounds)
         for (std::size_t start = 0; start < n; start += chunk_len)
             attend_one_chunk(QK, K, V, rounds, round, start, chunk_len, O, z);
-    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:521
+    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:556
     for (std::size_t i = 0; i < n; ++i)
         if (z[i] == -std::numeric_limits<double>::infinity()) xt::row(O, i) = xt::row(V, i);
     return O;
 }
 
-// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:656
+// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:691
 /// @brief Which keys LSH attention lets each query see: the union over rounds of the chunk
 /// windows, with the self rule. For plots and tests at small n (it is n×n).
 /// @param QK shared queries/keys, n×d_k
