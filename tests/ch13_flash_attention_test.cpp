@@ -1,0 +1,227 @@
+// Chapter 13: FlashAttention on the CPU.
+#define BOOST_TEST_MODULE ch13_flash_attention
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <vector>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/flash_attention.hpp"
+#include "attn/random.hpp"
+#include "attn/self_attention.hpp"
+#include "test_support.hpp"
+
+using test_support::check_close;
+using test_support::naive_attention;
+
+namespace {
+
+struct Inputs {
+    xt::xtensor<double, 2> Q, K, V;
+};
+
+/// Random Q (n×d_k), K (m×d_k), V (m×d_v) with N(0, 1) entries.
+Inputs random_inputs(std::size_t n, std::size_t m, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
+{
+    std::mt19937_64 rng(seed);
+    return {attn::random_normal<double>(n, d_k, 1.0, rng), attn::random_normal<double>(m, d_k, 1.0, rng),
+            attn::random_normal<double>(m, d_v, 1.0, rng)};
+}
+
+auto causal_mask = [](std::size_t i, std::size_t j) { return j <= i; };
+
+attn::FlashOptions tiles(std::size_t query_tile, std::size_t key_tile, bool vectorised, unsigned threads = 2)
+{
+    attn::FlashOptions options;
+    options.query_tile = query_tile;
+    options.key_tile = key_tile;
+    options.vectorised = vectorised;
+    options.threads = threads;
+    return options;
+}
+
+// Shapes with ragged tails: n and m not multiples of any tile, d_k and d_v not multiples of 8 or 16.
+const std::vector<std::array<std::size_t, 4>> shapes = {
+    {1, 1, 1, 1}, {1, 50, 8, 3}, {7, 5, 3, 2}, {37, 53, 5, 7}, {100, 130, 64, 64}, {65, 65, 16, 24}, {200, 97, 33, 17}};
+// Tile sizes from one key per tile to larger than the inputs; 0 = chosen from the machine.
+const std::vector<std::array<std::size_t, 2>> tile_sizes = {{1, 1}, {3, 5}, {7, 16}, {13, 33}, {64, 256}, {96, 17}, {0, 0}};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(flash_attention)
+
+BOOST_AUTO_TEST_CASE(equals_dense_for_any_tile_size_and_ragged_tails_in_double)
+{
+    for (const auto& [n, m, d_k, d_v] : shapes) {
+        const auto [Q, K, V] = random_inputs(n, m, d_k, d_v, n * 1000 + m);
+        const auto expected = naive_attention(Q, K, V);
+        for (const auto& [b_r, b_c] : tile_sizes)
+            check_close(attn::flash_attention(Q, K, V, false, tiles(b_r, b_c, true)), expected, 1e-12, 1e-13,
+                        "double, tiles " + std::to_string(b_r) + "×" + std::to_string(b_c));
+        check_close(attn::flash_attention(Q, K, V), attn::scaled_dot_product_attention(Q, K, V), 1e-12, 1e-13,
+                    "double against chapter 1");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(equals_dense_for_any_tile_size_and_ragged_tails_in_float_both_kernels)
+{
+    for (const auto& [n, m, d_k, d_v] : shapes) {
+        const auto [Q, K, V] = random_inputs(n, m, d_k, d_v, n * 1000 + m + 1);
+        const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+        const auto expected = naive_attention(Q_f, K_f, V_f);
+        for (bool vectorised : {true, false})
+            for (const auto& [b_r, b_c] : tile_sizes)
+                check_close(attn::flash_attention(Q_f, K_f, V_f, false, tiles(b_r, b_c, vectorised)), expected, 2e-5,
+                            2e-6, std::string(vectorised ? "vector" : "portable") + " kernel, tiles " +
+                                      std::to_string(b_r) + "×" + std::to_string(b_c));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(causal_equals_dense_masked_for_any_tile_size)
+{
+    for (std::size_t n : {1, 2, 7, 61, 128, 203}) {
+        const auto [Q, K, V] = random_inputs(n, n, 24, 20, n + 7);
+        const auto expected = naive_attention(Q, K, V, causal_mask);
+        const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+        const auto expected_f = naive_attention(Q_f, K_f, V_f, causal_mask);
+        for (const auto& [b_r, b_c] : tile_sizes) {
+            const std::string what = "n = " + std::to_string(n) + ", tiles " + std::to_string(b_r) + "×" + std::to_string(b_c);
+            check_close(attn::flash_attention(Q, K, V, true, tiles(b_r, b_c, true)), expected, 1e-12, 1e-13,
+                        "causal double, " + what);
+            for (bool vectorised : {true, false})
+                check_close(attn::flash_attention(Q_f, K_f, V_f, true, tiles(b_r, b_c, vectorised)), expected_f,
+                            2e-5, 2e-6, std::string("causal float ") + (vectorised ? "vector, " : "portable, ") + what);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_two_and_three_argument_forms_are_the_contract)
+{
+    const auto [Q, K, V] = random_inputs(40, 40, 16, 8, 3);
+    check_close(attn::flash_attention(Q, K, V, false), attn::flash_attention(Q, K, V), 0, 0, "causal = false");
+    check_close(attn::flash_attention(Q, K, V, true), naive_attention(Q, K, V, causal_mask), 1e-12, 1e-13, "causal");
+}
+
+BOOST_AUTO_TEST_CASE(one_query_and_one_key)
+{
+    const xt::xtensor<float, 2> Q = {{0.3f, -1.0f}}, K = {{2.0f, 0.5f}}, V = {{1.5f, -2.5f, 4.0f}};
+    for (bool causal : {false, true})
+        for (bool vectorised : {true, false})
+            check_close(attn::flash_attention(Q, K, V, causal, tiles(0, 0, vectorised)), V, 0, 0, "n = m = 1");
+}
+
+BOOST_AUTO_TEST_CASE(merging_two_partial_states_equals_one_pass)
+{
+    const auto [Q, K, V] = random_inputs(9, 40, 8, 5, 11);
+    auto one_pass = attn::empty_softmax_state<double>(9, 5);
+    attn::absorb_keys(one_pass, Q, K, V, 0, 40);
+    check_close(attn::finish_softmax_state(one_pass), naive_attention(Q, K, V), 1e-12, 1e-13, "one pass");
+    for (std::size_t split : {0, 1, 17, 39, 40}) {
+        auto first = attn::empty_softmax_state<double>(9, 5), second = attn::empty_softmax_state<double>(9, 5);
+        attn::absorb_keys(first, Q, K, V, 0, split);
+        attn::absorb_keys(second, Q, K, V, split, 40);
+        const auto merged = attn::merge_softmax_states(first, second);
+        const std::string what = "split at " + std::to_string(split);
+        check_close(merged.max, one_pass.max, 0, 0, what + ": running maximum");
+        check_close(merged.sum, one_pass.sum, 1e-12, 1e-13, what + ": running sum");
+        check_close(merged.acc, one_pass.acc, 1e-12, 1e-13, what + ": unnormalised output");
+        check_close(attn::finish_softmax_state(attn::merge_softmax_states(second, first)),
+                    attn::finish_softmax_state(one_pass), 1e-12, 1e-13, what + ": merged the other way round");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(an_empty_state_gives_a_zero_row_and_merges_as_identity)
+{
+    const auto empty = attn::empty_softmax_state<double>(3, 4);
+    const auto O = attn::finish_softmax_state(empty);
+    BOOST_TEST(test_support::all_finite(O));
+    BOOST_TEST(xt::amax(xt::abs(O))() == 0.0);
+    const auto both_empty = attn::merge_softmax_states(empty, empty);
+    BOOST_TEST(test_support::all_finite(both_empty.acc));
+    BOOST_TEST(test_support::all_finite(both_empty.sum));
+}
+
+BOOST_AUTO_TEST_CASE(logits_of_plus_minus_ten_thousand_give_no_nan)
+{
+    // d_k = 1, so the scores are exactly q·k: ±1e4 and 5e3.
+    const xt::xtensor<double, 2> Q = {{100.0}, {-100.0}, {1.0}}, K = {{100.0}, {-100.0}, {50.0}},
+                                 V = {{1.0, 2.0}, {3.0, 4.0}, {5.0, 6.0}};
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    for (bool causal : {false, true}) {
+        const auto mask = [causal](std::size_t i, std::size_t j) { return !causal || j <= i; };
+        check_close(attn::flash_attention(Q, K, V, causal), naive_attention(Q, K, V, mask), 1e-12, 1e-12, "double");
+        for (bool vectorised : {true, false})
+            for (const auto& [b_r, b_c] : tile_sizes) {
+                const auto O = attn::flash_attention(Q_f, K_f, V_f, causal, tiles(b_r, b_c, vectorised));
+                BOOST_TEST(test_support::all_finite(O));
+                check_close(O, naive_attention(Q_f, K_f, V_f, mask), 1e-5, 1e-5, "float, ±1e4 logits");
+            }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_result_does_not_depend_on_the_number_of_threads)
+{
+    const auto [Q, K, V] = random_inputs(300, 300, 64, 64, 5);
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    for (bool causal : {false, true}) {
+        const auto one = attn::flash_attention(Q_f, K_f, V_f, causal, tiles(32, 64, true, 1));
+        const auto three = attn::flash_attention(Q_f, K_f, V_f, causal, tiles(32, 64, true, 3));
+        check_close(three, one, 0, 0, "1 thread against 3, bit for bit");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(future_tokens_do_not_change_the_past)
+{
+    auto [Q, K, V] = random_inputs(150, 150, 16, 16, 9);
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    xt::xtensor<float, 2> K_changed = K_f, V_changed = V_f;
+    for (std::size_t j = 100; j < 150; ++j)
+        for (std::size_t c = 0; c < 16; ++c) K_changed(j, c) *= -3.0f, V_changed(j, c) += 7.0f;
+    for (bool vectorised : {true, false}) {
+        const auto before = attn::flash_attention(Q_f, K_f, V_f, true, tiles(0, 0, vectorised));
+        const auto after = attn::flash_attention(Q_f, K_changed, V_changed, true, tiles(0, 0, vectorised));
+        check_close(xt::xtensor<float, 2>(xt::view(after, xt::range(0, 100), xt::all())),
+                    xt::xtensor<float, 2>(xt::view(before, xt::range(0, 100), xt::all())), 0, 0,
+                    "rows before the change, bit for bit");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_vector_exponential_is_accurate)
+{
+    if (!attn::detail::has_avx2_fma()) {
+        BOOST_TEST_MESSAGE("no AVX2 on this processor: the vector exponential is not used");
+        return;
+    }
+    std::vector<float> x;
+    for (int k = 0; k <= 126 * 4096; ++k) x.push_back(-126.0f * float(k) / float(126 * 4096));
+    for (float special : {0.0f, -0.5f, 0.5f, 3.0f, 100.0f}) x.push_back(special);
+    std::vector<float> y(x.size());
+    attn::detail::exp2_array(x.data(), y.data(), x.size());
+    double worst = 0;
+    for (std::size_t p = 0; p < x.size(); ++p)
+        worst = std::max(worst, std::abs(double(y[p]) / std::exp2(double(x[p])) - 1.0));
+    BOOST_TEST(worst < 3e-7);
+    BOOST_TEST(y[0] == 1.0f);  // 2^0 exactly: the row's largest score gets weight 1
+    const std::vector<float> tiny = {-std::numeric_limits<float>::infinity(), -127.0f, -200.0f, -1e30f, 0.0f, 0.0f, 0.0f, 0.0f};
+    std::vector<float> zero(tiny.size());
+    attn::detail::exp2_array(tiny.data(), zero.data(), tiny.size());
+    for (std::size_t p = 0; p < 4; ++p) BOOST_TEST(zero[p] == 0.0f);
+}
+
+BOOST_AUTO_TEST_CASE(wrong_shapes_are_rejected)
+{
+    const xt::xtensor<double, 2> Q = xt::zeros<double>({4, 3}), K = xt::zeros<double>({5, 3}),
+                                 V = xt::zeros<double>({5, 2}), K_bad = xt::zeros<double>({5, 4});
+    BOOST_CHECK_THROW(attn::flash_attention(Q, K_bad, V), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::flash_attention(Q, K, V, true), std::invalid_argument);  // causal needs n == m
+    BOOST_CHECK_NO_THROW(attn::flash_attention(Q, K, V));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
