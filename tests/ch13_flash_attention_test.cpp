@@ -120,11 +120,11 @@ BOOST_AUTO_TEST_CASE(one_query_and_one_key)
 BOOST_AUTO_TEST_CASE(merging_two_partial_states_equals_one_pass)
 {
     const auto [Q, K, V] = random_inputs(9, 40, 8, 5, 11);
-    auto one_pass = attn::empty_softmax_state<double>(9, 5);
+    auto one_pass = attn::empty_softmax_state(9, 5);
     attn::absorb_keys(one_pass, Q, K, V, 0, 40);
     check_close(attn::finish_softmax_state(one_pass), naive_attention(Q, K, V), 1e-12, 1e-13, "one pass");
     for (std::size_t split : {0, 1, 17, 39, 40}) {
-        auto first = attn::empty_softmax_state<double>(9, 5), second = attn::empty_softmax_state<double>(9, 5);
+        auto first = attn::empty_softmax_state(9, 5), second = attn::empty_softmax_state(9, 5);
         attn::absorb_keys(first, Q, K, V, 0, split);
         attn::absorb_keys(second, Q, K, V, split, 40);
         const auto merged = attn::merge_softmax_states(first, second);
@@ -139,7 +139,7 @@ BOOST_AUTO_TEST_CASE(merging_two_partial_states_equals_one_pass)
 
 BOOST_AUTO_TEST_CASE(an_empty_state_gives_a_zero_row_and_merges_as_identity)
 {
-    const auto empty = attn::empty_softmax_state<double>(3, 4);
+    const auto empty = attn::empty_softmax_state(3, 4);
     const auto O = attn::finish_softmax_state(empty);
     BOOST_TEST(test_support::all_finite(O));
     BOOST_TEST(xt::amax(xt::abs(O))() == 0.0);

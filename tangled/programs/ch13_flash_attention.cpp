@@ -23,7 +23,7 @@ extern "C" int openblas_get_num_threads(void);  // OpenBLAS's own call (not part
 
 namespace {
 
-// ⟨Compute dense causal attention for comparison⟩ 13-flash-attention.md:894
+// ⟨Compute dense causal attention for comparison⟩ 13-flash-attention.md:891
 /// Chapter 1's matrix form with −∞ scores above the diagonal: the dense reference for causal attention.
 template <class T>
 xt::xtensor<T, 2> dense_causal_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
@@ -45,7 +45,7 @@ double max_abs_difference(const xt::xtensor<T, 2>& a, const xt::xtensor<T, 2>& b
     return double(xt::amax(xt::abs(a - b))());
 }
 
-// ⟨Time the two plain matrix products⟩ 13-flash-attention.md:1052
+// ⟨Time the two plain matrix products⟩ 13-flash-attention.md:1049
 /// Seconds for S = Q·Kᵀ then O = S·V with two cblas_sgemm calls: the arithmetic of attention, no softmax.
 double time_two_sgemms(const xt::xtensor<float, 2>& Q, const xt::xtensor<float, 2>& K,
                        const xt::xtensor<float, 2>& V, int repeats)
@@ -69,7 +69,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Compare flash attention with dense attention⟩ 13-flash-attention.md:917
+        // ⟨Compare flash attention with dense attention⟩ 13-flash-attention.md:914
         {
             const auto Q_d = attn::random_normal<double>(300, 64, 1.0, rng);  // n×d_k
             const auto K_d = attn::random_normal<double>(300, 64, 1.0, rng);  // m×d_k
@@ -85,7 +85,7 @@ int main(int argc, char** argv)
                                                                           dense_causal_attention(Q_d, K_d, V_d)));
             results.add_text("vector_kernel", attn::detail::has_avx2_fma() ? "AVX2 and FMA" : "none (portable kernel)");
         }
-        // ⟨Draw which tiles the causal kernel visits⟩ 13-flash-attention.md:953
+        // ⟨Draw which tiles the causal kernel visits⟩ 13-flash-attention.md:950
         {
             const std::size_t n_map = 768, tile = 64, tiles = n_map / tile;
             xt::xtensor<double, 2> share = xt::zeros<double>({tiles, tiles});  // query tile × key tile
@@ -109,7 +109,7 @@ int main(int argc, char** argv)
             style.allowed = visited;
             attn::plot::heatmap(out / "causal_tiles.svg", share, style);
         }
-        // ⟨Measure the vector exponential against std::exp2⟩ 13-flash-attention.md:994
+        // ⟨Measure the vector exponential against std::exp2⟩ 13-flash-attention.md:991
         if (attn::detail::has_avx2_fma()) {
             const std::size_t points = options.quick ? 126 * 1024 : 126 * 8192, bins = 126;
             std::vector<float> x(points), y(points);
@@ -136,10 +136,10 @@ int main(int argc, char** argv)
         } else {
             results.add_text("exp2_max_relative_error", "not measured (no AVX2)");
         }
-        // ⟨Record the threads used⟩ 13-flash-attention.md:1137
+        // ⟨Record the threads used⟩ 13-flash-attention.md:1134
         results.add("flash_threads", double(attn::detail::plan_flash({}, 64, 64).threads));
         results.add("openblas_threads", double(openblas_get_num_threads()));
-        // ⟨Compare the portable kernel, the vector kernel and one thread⟩ 13-flash-attention.md:1249
+        // ⟨Compare the portable kernel, the vector kernel and one thread⟩ 13-flash-attention.md:1246
         {
             const std::size_t n = 1024;
             const auto Q = attn::random_normal<float>(n, 64, 1.0, rng), K = attn::random_normal<float>(n, 64, 1.0, rng),
@@ -155,7 +155,7 @@ int main(int argc, char** argv)
             results.add("gflops_vector", rate(attn::FlashOptions{}));
             results.add("gflops_one_thread", rate(one_thread));
         }
-        // ⟨Sweep the key tile size⟩ 13-flash-attention.md:1273
+        // ⟨Sweep the key tile size⟩ 13-flash-attention.md:1272
         {
             const std::size_t n = options.quick ? 512 : 2048;
             const auto Q = attn::random_normal<float>(n, 64, 1.0, rng), K = attn::random_normal<float>(n, 64, 1.0, rng),
@@ -171,13 +171,14 @@ int main(int argc, char** argv)
             const std::size_t best = std::size_t(rate.x[std::max_element(rate.y.begin(), rate.y.end()) - rate.y.begin()]);
             results.add("best_key_tile", double(best));
             results.add("chosen_key_tile", double(attn::detail::plan_flash({}, 64, 64).key_tile));
-            attn::plot::LinePlotStyle style{"Rate against the key tile B_c (d = 64, B_r = 96)", "B_c (keys per tile)",
-                                            "GFLOP/s"};
+            attn::plot::LinePlotStyle style{"Rate against the key tile B_{c} (d = 64, B_{r} = 96)",
+                                            "B_{c} (keys per tile)", "GFLOP/s"};
             style.log_x = true;
+            style.y_min = 0, style.y_max = 1.2 * *std::max_element(rate.y.begin(), rate.y.end());
             style.key = "bottom center";
             attn::plot::lines(out / "key_tile.svg", {rate}, style);
         }
-        // ⟨Time dense, the ceiling and flash attention against n⟩ 13-flash-attention.md:1069
+        // ⟨Time dense, the ceiling and flash attention against n⟩ 13-flash-attention.md:1066
         const std::size_t d = 64, n_max = options.quick ? 1024 : 16384;
         const std::size_t dense_n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
         attn::Series flash_time{"flash attention", {}, {}}, causal_time{"flash attention, causal", {}, {}};
@@ -211,7 +212,7 @@ int main(int argc, char** argv)
                 sgemm_rate.y.push_back(gflops(n, t_sgemm));
                 dense_memory.y.push_back(mib(attn::peak_memory_bytes(dense)));
             }
-            // ⟨Record the numbers at n = 4096 and n = 16384⟩ 13-flash-attention.md:1113
+            // ⟨Record the numbers at n = 4096 and n = 16384⟩ 13-flash-attention.md:1110
             if (n == std::min<std::size_t>(4096, dense_n_max)) {
                 const std::string at = "_" + std::to_string(n);
                 results.add("n_compare", double(n));
@@ -232,7 +233,7 @@ int main(int argc, char** argv)
         }
         results.add("n_max", double(n_max));
         results.add("dense_n_max", double(dense_n_max));
-        // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:1142
+        // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:1139
         auto tail = [](const attn::Series& s, std::size_t from) {  // the points with n ≥ from
             attn::Series t{s.label, {}, {}};
             for (std::size_t p = 0; p < s.x.size(); ++p)
@@ -256,7 +257,7 @@ int main(int argc, char** argv)
 
         flash_time.label += " (slope " + attn::format_number(flash_slope) + ")";
         dense_time.label += " (slope " + attn::format_number(dense_slope) + ")";
-        attn::plot::LinePlotStyle time_style{"Time of one call, d_k = d_v = 64, float", "n (tokens)", "seconds"};
+        attn::plot::LinePlotStyle time_style{"Time of one call, d_{k} = d_{v} = 64, float", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
         attn::plot::lines(out / "time.svg", {dense_time, sgemm_time, flash_time, causal_time}, time_style);
 

@@ -33,62 +33,59 @@
 namespace attn {
 
 // ⟨Keep the online softmax's state⟩ 13-flash-attention.md:124
-/// @brief The online softmax's running state for n query rows after some of the keys.
-template <class T>
+/// @brief The online softmax's running state for n query rows after some of the keys (kept in double).
 struct SoftmaxState {
-    xt::xtensor<T, 1> max;  ///< n: m_i, the largest score seen so far (−∞ before any key)
-    xt::xtensor<T, 1> sum;  ///< n: ℓ_i = Σ_j exp(s_ij − m_i) over the keys seen
-    xt::xtensor<T, 2> acc;  ///< n×d_v: o_i = Σ_j exp(s_ij − m_i)·v_j over the keys seen (not yet divided by ℓ_i)
+    xt::xtensor<double, 1> max;  ///< n: m_i, the largest score seen so far (−∞ before any key)
+    xt::xtensor<double, 1> sum;  ///< n: ℓ_i = Σ_j exp(s_ij − m_i) over the keys seen
+    xt::xtensor<double, 2> acc;  ///< n×d_v: o_i = Σ_j exp(s_ij − m_i)·v_j over the keys seen (not yet divided by ℓ_i)
 };
 
 /// @brief The state before any key: m = −∞, ℓ = 0, o = 0.
 /// @param n query rows; @param d_v width of a value
 /// @return an empty state for n rows
-template <class T>
-SoftmaxState<T> empty_softmax_state(std::size_t n, std::size_t d_v)
+inline SoftmaxState empty_softmax_state(std::size_t n, std::size_t d_v)
 {
-    SoftmaxState<T> state{xt::zeros<T>({n}), xt::zeros<T>({n}), xt::zeros<T>({n, d_v})};
-    state.max.fill(-std::numeric_limits<T>::infinity());
+    SoftmaxState state{xt::zeros<double>({n}), xt::zeros<double>({n}), xt::zeros<double>({n, d_v})};
+    state.max.fill(-std::numeric_limits<double>::infinity());
     return state;
 }
 
-// ⟨Feed keys to the state one at a time⟩ 13-flash-attention.md:149
+// ⟨Feed keys to the state one at a time⟩ 13-flash-attention.md:148
 /// @brief Feed the keys [begin, end) to `state`, one key at a time (the reference online softmax).
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
 template <class T>
-void absorb_keys(SoftmaxState<T>& state, const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+void absorb_keys(SoftmaxState& state, const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
                  const xt::xtensor<T, 2>& V, std::size_t begin, std::size_t end)
 {
     check_attention_shapes(Q, K, V);
     const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
-    const T scale = T(1) / std::sqrt(T(d_k));
+    const double scale = 1.0 / std::sqrt(double(d_k));
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = begin; j < end; ++j) {
-            T s = 0;
-            for (std::size_t c = 0; c < d_k; ++c) s += Q(i, c) * K(j, c);
+            double s = 0;
+            for (std::size_t c = 0; c < d_k; ++c) s += double(Q(i, c)) * double(K(j, c));
             s *= scale;
-            const T new_max = std::max(state.max(i), s);
-            const T alpha = std::exp(state.max(i) - new_max);  // e^{−∞} = 0 for the first key
-            const T p = std::exp(s - new_max);                  // ≤ 1: never overflows
+            const double new_max = std::max(state.max(i), s);
+            const double alpha = std::exp(state.max(i) - new_max);  // e^{−∞} = 0 for the first key
+            const double p = std::exp(s - new_max);                  // ≤ 1: never overflows
             state.sum(i) = alpha * state.sum(i) + p;
-            for (std::size_t c = 0; c < d_v; ++c) state.acc(i, c) = alpha * state.acc(i, c) + p * V(j, c);
+            for (std::size_t c = 0; c < d_v; ++c) state.acc(i, c) = alpha * state.acc(i, c) + p * double(V(j, c));
             state.max(i) = new_max;
         }
 }
 
-// ⟨Merge two states⟩ 13-flash-attention.md:178
+// ⟨Merge two states⟩ 13-flash-attention.md:177
 /// @brief Combine the states of two disjoint sets of keys into the state of their union.
 /// @param a, b states of the same n rows and width d_v
 /// @return the state as if every key of both had been fed to one state
-template <class T>
-SoftmaxState<T> merge_softmax_states(const SoftmaxState<T>& a, const SoftmaxState<T>& b)
+inline SoftmaxState merge_softmax_states(const SoftmaxState& a, const SoftmaxState& b)
 {
     if (a.acc.shape() != b.acc.shape()) throw std::invalid_argument("merge_softmax_states: shapes differ");
-    SoftmaxState<T> merged = a;
+    SoftmaxState merged = a;
     for (std::size_t i = 0; i < a.max.size(); ++i) {
-        const T new_max = std::max(a.max(i), b.max(i));
-        if (new_max == -std::numeric_limits<T>::infinity()) continue;  // no key on either side
-        const T alpha = std::exp(a.max(i) - new_max), beta = std::exp(b.max(i) - new_max);
+        const double new_max = std::max(a.max(i), b.max(i));
+        if (new_max == -std::numeric_limits<double>::infinity()) continue;  // no key on either side
+        const double alpha = std::exp(a.max(i) - new_max), beta = std::exp(b.max(i) - new_max);
         merged.max(i) = new_max;
         merged.sum(i) = alpha * a.sum(i) + beta * b.sum(i);
         for (std::size_t c = 0; c < a.acc.shape(1); ++c)
@@ -99,17 +96,16 @@ SoftmaxState<T> merge_softmax_states(const SoftmaxState<T>& a, const SoftmaxStat
 
 /// @brief The attention output of a state: o_i / ℓ_i, and a zero row where no key was seen.
 /// @return outputs, n×d_v
-template <class T>
-xt::xtensor<T, 2> finish_softmax_state(const SoftmaxState<T>& state)
+inline xt::xtensor<double, 2> finish_softmax_state(const SoftmaxState& state)
 {
-    xt::xtensor<T, 2> O = xt::zeros<T>(state.acc.shape());  // n×d_v
+    xt::xtensor<double, 2> O = xt::zeros<double>(state.acc.shape());  // n×d_v
     for (std::size_t i = 0; i < O.shape(0); ++i)
         if (state.sum(i) > 0)
             for (std::size_t c = 0; c < O.shape(1); ++c) O(i, c) = state.acc(i, c) / state.sum(i);
     return O;
 }
 
-// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:226
+// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:223
 /// @brief Tile sizes and threads of flash_attention; a 0 means "choose from the machine".
 struct FlashOptions {
     std::size_t query_tile = 0;  ///< B_r, query rows per tile
@@ -120,7 +116,7 @@ struct FlashOptions {
 
 namespace detail {
 
-// ⟨Share tiles among threads⟩ 13-flash-attention.md:242
+// ⟨Share tiles among threads⟩ 13-flash-attention.md:239
 /// Run body(t) for every t in [0, count) on `threads` threads; each takes the next t when it is free.
 template <class Body>
 void parallel_for(std::size_t count, unsigned threads, Body&& body)
@@ -138,7 +134,7 @@ void parallel_for(std::size_t count, unsigned threads, Body&& body)
 inline std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 inline std::size_t round_up(std::size_t a, std::size_t b) { return ceil_div(a, b) * b; }
 
-// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:297
+// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:294
 /// Key tiles that query rows [i0, i1) must visit: all, or in causal attention only those starting
 /// at or before the last row i1 − 1 (every later tile is masked for every row).
 inline std::size_t key_tiles_to_visit(std::size_t m, std::size_t i1, std::size_t key_tile, bool causal)
@@ -146,7 +142,7 @@ inline std::size_t key_tiles_to_visit(std::size_t m, std::size_t i1, std::size_t
     return ceil_div(causal ? std::min(m, i1) : m, key_tile);
 }
 
-// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:362
+// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:359
 /// Fill the zeros in `options` from the machine: a key tile's keys and values take a quarter of L2.
 inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_t d_v)
 {
@@ -160,7 +156,7 @@ inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_
     return options;
 }
 
-// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:266
+// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:263
 /// The portable kernel for query rows [i0, i1): key tiles in order, one online-softmax update per row and tile.
 template <class T>
 void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O, std::size_t i0, std::size_t i1,
@@ -177,7 +173,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O, std::s
         for (std::size_t i = i0; i < i1; ++i) {
             const std::size_t j_end = causal ? std::min(j1, i + 1) : j1;  // causal: keys j ≤ i only
             if (j_end <= j0) continue;                                      // row i sees none of this tile
-            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:306
+            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:303
             T tile_max = -std::numeric_limits<T>::infinity();
             for (std::size_t j = j0; j < j_end; ++j) {
                 T dot = 0;
@@ -185,7 +181,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O, std::s
                 s[j - j0] = dot * scale;
                 tile_max = std::max(tile_max, s[j - j0]);
             }
-            // ⟨Update row i's state with the tile⟩ 13-flash-attention.md:316
+            // ⟨Update row i's state with the tile⟩ 13-flash-attention.md:313
             const std::size_t r = i - i0;
             const T new_max = std::max(row_max[r], tile_max);
             const T alpha = std::exp(row_max[r] - new_max);  // 0 on the row's first tile (m = −∞)
@@ -205,7 +201,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O, std::s
         for (std::size_t c = 0; c < d_v; ++c) O[i * d_v + c] = acc[(i - i0) * d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:336
+// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:333
 /// The portable kernel over all query tiles, shared among the threads.
 template <class T>
 void flash_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n, std::size_t m, std::size_t d_k,
@@ -220,7 +216,7 @@ void flash_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n, std
 #if ATTN_FLASH_AVX2
 constexpr std::size_t micro_rows = 6, micro_cols = 16;  // the register block: 6 rows × 16 columns
 
-// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:438
+// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:435
 /// Floats on 64-byte boundaries (a cache line), zero-filled.
 struct AlignedFloats {
     explicit AlignedFloats(std::size_t count)
@@ -238,7 +234,7 @@ private:
     std::unique_ptr<float, Free> data;
 };
 
-// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:406
+// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:403
 /// Keys and values of every key tile, in the order the vector kernel reads them.
 struct KeyPanels {
     std::size_t tile, tile16, d_k, d_v16;  ///< B_c, B_c rounded up to 16, d_k, d_v rounded up to 16
@@ -266,7 +262,7 @@ inline KeyPanels pack_keys(const float* K, const float* V, std::size_t m, std::s
     return panels;
 }
 
-// ⟨Compute 2^x for eight floats⟩ 13-flash-attention.md:525
+// ⟨Compute 2^x for eight floats⟩ 13-flash-attention.md:522
 /// 2^x for eight floats: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and for −∞).
 ATTN_AVX2 inline __m256 exp2_avx2(__m256 x)
 {
@@ -297,7 +293,7 @@ ATTN_AVX2 inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Reduce the eight lanes of a register⟩ 13-flash-attention.md:602
+// ⟨Reduce the eight lanes of a register⟩ 13-flash-attention.md:599
 ATTN_AVX2 inline float horizontal_max(__m256 x)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -312,7 +308,7 @@ ATTN_AVX2 inline float horizontal_sum(__m256 x)
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:469
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:466
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel (cols a multiple of 16).
 ATTN_AVX2 inline void score_micro_rows(const float* const q[micro_rows], const float* k_panel, std::size_t d_k,
                                        std::size_t cols, float* s, std::size_t ld_s)
@@ -339,7 +335,7 @@ ATTN_AVX2 inline void score_micro_rows(const float* const q[micro_rows], const f
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:568
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:565
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place, sums; α per row.
 ATTN_AVX2 inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
                                          const std::size_t visible[micro_rows], float scale, float* row_max,
@@ -370,7 +366,7 @@ ATTN_AVX2 inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:626
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:623
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a value panel.
 ATTN_AVX2 inline void accumulate_micro_rows(const float* p, std::size_t ld_p, std::size_t cols,
                                             const float* v_panel, std::size_t tile16, std::size_t d_v16,
@@ -402,7 +398,7 @@ ATTN_AVX2 inline void accumulate_micro_rows(const float* p, std::size_t ld_p, st
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:670
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:667
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O (n×d_v).
 ATTN_AVX2 inline void attend_query_tile_avx2(const float* Q, const KeyPanels& keys, float* O, std::size_t i0,
                                              std::size_t i1, std::size_t m, std::size_t d_v, bool causal)
@@ -416,7 +412,7 @@ ATTN_AVX2 inline void attend_query_tile_avx2(const float* Q, const KeyPanels& ke
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:700
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:697
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -439,7 +435,7 @@ ATTN_AVX2 inline void attend_query_tile_avx2(const float* Q, const KeyPanels& ke
         for (std::size_t c = 0; c < d_v; ++c) O[i * d_v + c] = acc.get()[(i - i0) * d_v16 + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:716
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:713
 /// The vector kernel over all query tiles, shared among the threads.
 inline void flash_avx2(const float* Q, const float* K, const float* V, float* O, std::size_t n, std::size_t m,
                        std::size_t d_k, std::size_t d_v, bool causal, const FlashOptions& plan)
@@ -465,7 +461,7 @@ inline bool has_avx2_fma() { return false; }
 
 }  // namespace detail
 
-// ⟨Compute attention in tiles⟩ 13-flash-attention.md:744
+// ⟨Compute attention in tiles⟩ 13-flash-attention.md:741
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles with an online softmax (FlashAttention),
 /// never storing an n×m matrix: O(n·d) memory.
 /// @param Q queries, n×d_k
