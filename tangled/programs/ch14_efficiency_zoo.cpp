@@ -21,7 +21,7 @@ extern "C" int openblas_get_num_threads(void);  // OpenBLAS's own call (not part
 
 namespace {
 
-// ⟨Keep what was measured⟩ 14-efficiency-zoo.md:323
+// ⟨Keep what was measured⟩ 14-efficiency-zoo.md:327
 /// One mechanism at one length.
 struct Measurement {
     double seconds = 0, peak_mib = 0, error = NAN;
@@ -33,7 +33,7 @@ struct Record {
     std::map<std::size_t, double> seconds, peak_mib, error;
 };
 
-// ⟨Measure one mechanism at one length⟩ 14-efficiency-zoo.md:301
+// ⟨Measure one mechanism at one length⟩ 14-efficiency-zoo.md:305
 /// Peak memory, output and median time of `call` (the memory call doubles as the warm-up).
 Measurement measure(const std::function<xt::xtensor<float, 2>()>& call, int repeats)
 {
@@ -62,7 +62,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:336
+        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:340
         const std::vector<attn::Mechanism> zoo = attn::zoo_mechanisms();
         std::vector<Record> records(zoo.size());
         const std::size_t d = 64, n_max = options.quick ? 1024 : 16384;
@@ -70,7 +70,7 @@ int main(int argc, char** argv)
         for (std::size_t n = 256; n <= n_max; n *= 2) {
             const attn::ZooInputs inputs{attn::random_normal<float>(n, d, 1.0, rng), attn::random_normal<float>(n, d, 1.0, rng),
                                          attn::random_normal<float>(n, d, 1.0, rng)};
-            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:367
+            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:371
             xt::xtensor<float, 2> exact_full, exact_causal, exact_shared, dense_full, dense_causal;
             #if __has_include("attn/flash_attention.hpp")
             const bool tiled_reference = true;
@@ -104,7 +104,7 @@ int main(int argc, char** argv)
             std::cout << "  measured n = " << n << std::endl;
         }
         const std::size_t fit_from = options.quick ? 256 : 1024;
-        // ⟨Fit slopes and draw time, memory and error against n⟩ 14-efficiency-zoo.md:393
+        // ⟨Fit slopes and draw time, memory and error against n⟩ 14-efficiency-zoo.md:397
         auto series_of = [&](std::size_t z, const std::map<std::size_t, double>& values, bool with_slope) {
             attn::Series s{zoo[z].name, {}, {}};
             std::vector<double> fit_x, fit_y;
@@ -141,7 +141,7 @@ int main(int argc, char** argv)
                 attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
             }
         }
-        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:498
+        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:502
         {
             const std::size_t dense = 0;  // zoo_mechanisms() lists dense attention first
             std::ofstream table(out / "relative.csv");
@@ -165,7 +165,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:536
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:540
         {
             const std::size_t n = dense_n_max;
             std::vector<attn::Series> points;
@@ -181,7 +181,7 @@ int main(int argc, char** argv)
             attn::plot::lines(out / "speed_error.svg", points, style);
             results.add("n_scatter", double(n));
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:565
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:569
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;

@@ -45,7 +45,7 @@
 
 namespace attn {
 
-// ⟨Describe one mechanism of the zoo⟩ 14-efficiency-zoo.md:63
+// ⟨Describe one mechanism of the zoo⟩ 14-efficiency-zoo.md:67
 /// @brief The exact attention a mechanism stands in for, the yardstick of its error.
 enum class Exact { full, causal, shared_qk };
 
@@ -63,7 +63,7 @@ struct Mechanism {
     std::function<std::function<xt::xtensor<float, 2>()>(const ZooInputs&)> prepare;
 };
 
-// ⟨List the mechanisms of the book⟩ 14-efficiency-zoo.md:86
+// ⟨List the mechanisms of the book⟩ 14-efficiency-zoo.md:90
 /// @brief Every mechanism whose chapter is in this build, with the zoo's fixed parameters.
 inline std::vector<Mechanism> zoo_mechanisms()
 {
@@ -80,7 +80,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
         return [&in] { return flash_attention(in.Q, in.K, in.V, true); };
     }});
 #endif
-    // ⟨Add the pattern mechanisms⟩ 14-efficiency-zoo.md:112
+    // ⟨Add the pattern mechanisms⟩ 14-efficiency-zoo.md:116
     #if __has_include("attn/sliding_window.hpp")
     zoo.push_back({"sliding window (ch. 6)", "pattern", Exact::causal, [](const ZooInputs& in) -> Call {
         return [&in] { return sliding_window_attention(in.Q, in.K, in.V, 256); };
@@ -104,7 +104,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
         return [&in] { return bigbird_attention(in.Q, in.K, in.V, BigBirdPattern{64, 3, 14}); };
     }});
     #endif
-    // ⟨Add the approximating mechanisms⟩ 14-efficiency-zoo.md:143
+    // ⟨Add the approximating mechanisms⟩ 14-efficiency-zoo.md:147
     #if __has_include("attn/linformer.hpp")
     zoo.push_back({"Linformer (ch. 10)", "low rank", Exact::full, [](const ZooInputs& in) -> Call {
         const std::size_t n = in.Q.shape(0);
@@ -134,7 +134,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
     return zoo;
 }
 
-// ⟨Compute exact shared-QK attention row by row⟩ 14-efficiency-zoo.md:178
+// ⟨Compute exact shared-QK attention row by row⟩ 14-efficiency-zoo.md:182
 /// @brief Exact shared-QK attention with the Reformer's self rule, one row at a time (O(n·d) memory).
 /// Scores q_i·k̂_j/√d_k with k̂_j = q_j/‖q_j‖; a token attends to itself only when it is alone (n = 1).
 /// @param QK shared queries and keys, n×d_k; @param V values, n×d_v
@@ -171,7 +171,7 @@ inline xt::xtensor<float, 2> shared_qk_reference(const xt::xtensor<float, 2>& QK
     return O;
 }
 
-// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:219
+// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:223
 /// @brief ‖O − O_exact‖_F / ‖O_exact‖_F, accumulated in double.
 /// @param O, O_exact n×d_v
 inline double relative_error(const xt::xtensor<float, 2>& O, const xt::xtensor<float, 2>& O_exact)
