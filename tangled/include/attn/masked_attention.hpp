@@ -98,7 +98,7 @@ void hide_masked_scores(xt::xtensor<T, 2>& scores, const Mask& mask)
         if (!allowed[k]) s[k] = minus_infinity;
 }
 
-// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:199
+// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:198
 /// @brief The masked attention weights softmax(Q·Kᵀ/√d_k with hidden scores −∞).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @param mask n×m, true where query i may attend key j
@@ -115,7 +115,7 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return softmax_rows(scores);  // a row of −∞ only gives zeros
 }
 
-// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:219
+// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:218
 /// @brief Masked scaled dot-product attention: softmax over the allowed keys only, times V.
 /// A query whose mask row is all false gets a zero output row (PyTorch gives NaN there).
 /// @param Q queries, n×d_k
