@@ -21,7 +21,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 01-self-attention.md:822
+// ⟨Format text for gnuplot⟩ 01-self-attention.md:823
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -59,7 +59,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 01-self-attention.md:768
+// ⟨Open gnuplot on one figure⟩ 01-self-attention.md:769
 /// The gnuplot terminal of the book's still figures: SVG, white background.
 inline std::string svg_terminal(int width = 640, int height = 520)
 {
@@ -122,7 +122,7 @@ struct HeatmapStyle {
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
 };
 
-// ⟨Describe a line plot⟩ 01-self-attention.md:720
+// ⟨Describe a line plot⟩ 01-self-attention.md:721
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -138,7 +138,7 @@ struct LinePlotStyle {
     std::string key = "top left";     ///< where the legend goes
 };
 
-// ⟨Write the data behind a figure⟩ 01-self-attention.md:861
+// ⟨Write the data behind a figure⟩ 01-self-attention.md:862
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -189,7 +189,8 @@ inline void heatmap(const std::filesystem::path& path, const xt::xtensor<double,
            << "set xtics " << tic_labels(style.col_labels, m) << " rotate by 60 right\n"
            << "set ytics " << tic_labels(style.row_labels, n) << "\n";
     if (style.probabilities) figure << "set cbrange [0:1]\n";
-    figure << (masked ? "set key outside bottom right\n" : "unset key\n");
+    figure << "set rmargin 14\n"  // room for the colour bar, however wide the matrix
+           << (masked ? "set key at screen 0.98, screen 0.02 right bottom\n" : "unset key\n");
     figure << "plot '-' using 1:2:3 with image pixels notitle";
     if (masked) figure << ", '-' using 1:2:(0.5):(0.5) with boxxyerror fill solid 1.0 noborder"
                           " fillcolor rgb masked_colour title 'masked'";
@@ -206,7 +207,7 @@ inline void heatmap(const std::filesystem::path& path, const xt::xtensor<double,
     if (masked) figure.send(hidden);
 }
 
-// ⟨Draw a line plot⟩ 01-self-attention.md:737
+// ⟨Draw a line plot⟩ 01-self-attention.md:738
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series, const LinePlotStyle& style)
 {
@@ -231,7 +232,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 01-self-attention.md:896
+// ⟨Draw an animated heatmap⟩ 01-self-attention.md:897
 /// @brief Draw one heatmap per frame into the animated GIF `path`, with `titles[f]` over frame f.
 /// @param frames each n×m, all the same shape
 inline void heatmap_animation(const std::filesystem::path& path, const std::vector<xt::xtensor<double, 2>>& frames,
@@ -249,6 +250,7 @@ inline void heatmap_animation(const std::filesystem::path& path, const std::vect
            << "set xtics " << tic_labels(style.col_labels, m) << " rotate by 60 right\n"
            << "set ytics " << tic_labels(style.row_labels, n) << "\n";
     if (style.probabilities) figure << "set cbrange [0:1]\n";
+    figure << "set rmargin 14\nunset key\n";
     for (std::size_t f = 0; f < frames.size(); ++f) {
         figure << "set title " << quote(titles[f]) << "\nplot '-' using 1:2:3 with image pixels notitle\n";
         std::vector<std::tuple<double, double, double>> cells;
