@@ -137,7 +137,7 @@ int main(int argc, char** argv)
                 attn::plot::LinePlotStyle error_style{"Relative error against exact attention: " + which, "n (tokens)",
                                                       "‖O − O_{exact}‖ / ‖O_{exact}‖"};
                 error_style.log_x = error_style.log_y = true;
-                error_style.key = "bottom right";
+                error_style.key = "outside right";
                 attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
             }
         }
@@ -165,7 +165,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:540
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:549
         {
             const std::size_t n = dense_n_max;
             std::vector<attn::Series> points;
@@ -174,14 +174,14 @@ int main(int argc, char** argv)
                 const double error = std::max(records[z].error.at(n), 1e-8);  // a floor for the logarithm
                 points.push_back({zoo[z].name, {std::log10(error)}, {records[0].seconds.at(n) / records[z].seconds.at(n)}, "points"});
             }
-            attn::plot::LinePlotStyle style{"Speed against error at n = " + std::to_string(n), "log_{10} of the relative error",
+            attn::plot::LinePlotStyle style{"Speed against error at n = " + std::to_string(n), "decimal logarithm of the relative error",
                                             "speed relative to dense attention"};
             style.log_y = true;
             style.key = "outside right";
             attn::plot::lines(out / "speed_error.svg", points, style);
             results.add("n_scatter", double(n));
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:569
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:578
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
