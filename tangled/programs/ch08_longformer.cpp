@@ -35,6 +35,28 @@ double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:523
+/// For layers 1..`layers`, the contiguous reach of token i when every layer attends with `mask`:
+/// the largest r such that every token within distance r of i can influence i's output.
+std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std::size_t layers)
+{
+    const std::size_t n = mask.shape(0);
+    std::vector<bool> heard(n, false);  // tokens whose information has reached token i
+    heard[i] = true;
+    std::vector<double> reach;
+    for (std::size_t layer = 0; layer < layers; ++layer) {
+        std::vector<bool> next = heard;
+        for (std::size_t j = 0; j < n; ++j)
+            if (heard[j])
+                for (std::size_t k = 0; k < n; ++k) next[k] = next[k] || mask(j, k);  // j attends k
+        heard = next;
+        std::size_t r = 0;
+        while (r < i && i + r + 1 < n && heard[i - r - 1] && heard[i + r + 1]) ++r;
+        reach.push_back(double(r));
+    }
+    return reach;
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -50,7 +72,24 @@ int main(int argc, char** argv)
         results.add("allowed_fraction_dilated",
                     draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
                                  "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:514
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:546
+        {
+            const std::size_t n = 401, i = 200, w = 4, layers = 12;
+            const attn::Mask plain = attn::longformer_mask(n, w, 1, {}), dilated = attn::longformer_mask(n, w, 2, {});
+            const attn::Mask two_heads = plain || dilated;  // a layer with one head of each: either may carry it
+            attn::Series s_plain{"w = 4, dilation 1", {}, contiguous_reach(plain, i, layers)};
+            attn::Series s_dilated{"w = 4, dilation 2 in every head", {}, contiguous_reach(dilated, i, layers)};
+            attn::Series s_two{"w = 4, one head of each", {}, contiguous_reach(two_heads, i, layers)};
+            for (attn::Series* s : {&s_plain, &s_dilated, &s_two})
+                for (std::size_t l = 1; l <= layers; ++l) s->x.push_back(double(l));
+            results.add("reach_plain_12", s_plain.y.back());
+            results.add("reach_dilated_12", s_dilated.y.back());
+            results.add("reach_two_heads_12", s_two.y.back());
+            attn::plot::LinePlotStyle style{"Tokens on each side that have all reached token i", "layers",
+                                            "contiguous reach (tokens)"};
+            attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
+        }
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:588
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -69,7 +108,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:556
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:630
         openblas_set_num_threads(1);
         results.add("blas_threads", 1);
         const std::size_t d = 64, w = 64, dilation = 1;
@@ -91,7 +130,7 @@ int main(int argc, char** argv)
                                   [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); }, repeats);
             }
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:655
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:729
         const double fit_from = options.quick ? 256 : 1024;
         const double time_slope = attn::slope_from(kernel_time, fit_from);
         const double memory_slope = attn::slope_from(kernel_memory, fit_from);

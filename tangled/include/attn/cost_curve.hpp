@@ -14,7 +14,7 @@
 
 namespace attn {
 
-// ⟨Time a call in CPU seconds⟩ 08-longformer.md:589
+// ⟨Time a call in CPU seconds⟩ 08-longformer.md:663
 /// @brief The least CPU time the process spends in one call of `f`, over `repeats` calls (after a warm-up call).
 /// CPU time does not count the time other programs hold the cores; of several calls the fastest
 /// is the least disturbed (interference only ever adds time). For a single-threaded call on an
@@ -39,7 +39,7 @@ double least_cpu_seconds(F&& f, int repeats)
     return least;
 }
 
-// ⟨Record the time and memory of one call⟩ 08-longformer.md:615
+// ⟨Record the time and memory of one call⟩ 08-longformer.md:689
 /// @brief Append n, the least CPU seconds of `repeats` calls of `f`, and the MiB one call adds at its peak.
 template <class F>
 void record_cost(Series& time, Series& memory, std::size_t n, F&& f, int repeats)
@@ -50,7 +50,7 @@ void record_cost(Series& time, Series& memory, std::size_t n, F&& f, int repeats
     memory.y.push_back(double(peak_memory_bytes(f)) / double(1 << 20));
 }
 
-// ⟨Summarise a curve by its slope and crossover⟩ 08-longformer.md:632
+// ⟨Summarise a curve by its slope and crossover⟩ 08-longformer.md:706
 /// @brief Least-squares log–log slope of the points of `series` with x ≥ from (and y > 0).
 inline double slope_from(const Series& series, double from)
 {
@@ -72,7 +72,7 @@ inline double crossover(const Series& fast, const Series& slow)
     return from;
 }
 
-// ⟨Keep the points a log axis can show⟩ 08-longformer.md:695
+// ⟨Keep the points a log axis can show⟩ 08-longformer.md:769
 /// @brief The points of `series` with y > 0.
 inline Series positive_points(const Series& series)
 {
