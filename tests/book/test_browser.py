@@ -47,3 +47,40 @@ def test_problems_name_what_is_wrong(fixture_report):
 def test_links_and_pages_elsewhere_are_not_requests(fixture_report):
     problems, _ = fixture_report
     assert not [p for p in problems if p.page in ("good.html", "index.html", "sub/index.html")]
+
+
+BOOK = Path(__file__).resolve().parents[2] / "build" / "book" / "html"
+
+
+@pytest.mark.skipif(not (BOOK / "index.html").is_file(), reason="the book is not built (make book)")
+def test_copy_expanded_puts_the_whole_expanded_chunk_on_the_clipboard():
+    import json
+
+    chapter = sorted((BOOK / "chapters").glob("*.html"))[0].relative_to(BOOK).as_posix()
+    server = browser.LocalServer(BOOK)
+    chromium = browser.Browser(1)
+    try:
+        tab = chromium.tabs[0]
+        tab.call("Page.bringToFront")
+        tab.call("Browser.grantPermissions", {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"],
+                                              "origin": server.origin})
+        chromium.visit([(chapter, f"{server.origin}/{chapter}")], lambda t: None)
+        # The first chunk that uses others: its expanded text is longer than what the page shows.
+        x, y, expected = json.loads(tab.evaluate("""(() => {
+          const chunk = Array.from(document.querySelectorAll('div.chunk')).find(c => c.querySelector('a.chunk-ref'));
+          const button = chunk.querySelector('button.chunk-copy');
+          button.scrollIntoView({block: 'center', behavior: 'instant'});
+          const r = button.getBoundingClientRect();
+          return JSON.stringify([r.x + r.width / 2, r.y + r.height / 2,
+                                 document.getElementById(button.dataset.target).textContent]);
+        })()"""))
+        for kind in ("mousePressed", "mouseReleased"):  # a real click: the clipboard wants a user's gesture
+            tab.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1})
+        chromium.devtools.pump(0.3)
+        copied = tab.evaluate("navigator.clipboard.readText()")
+    finally:
+        chromium.close()
+        server.close()
+    assert "⟨" not in expected.split("\n")[0]
+    assert copied.strip() == expected.strip()
+    assert len(copied.split("\n")) > 3
