@@ -137,7 +137,7 @@ DOXYGEN_STAMP := build/doxygen/xml/index.xml
 tangled/%: build/tangle.stamp ;
 
 $(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp $(wildcard tangled/include/attn/*.hpp)
-	@mkdir -p build/doxygen
+	@rm -rf build/doxygen/xml && mkdir -p build/doxygen
 	@echo "  doxygen  tangled/include"
 	@doxygen book/Doxyfile > build/doxygen/log.txt 2>&1 || { cat build/doxygen/log.txt; exit 1; }
 	@touch $@

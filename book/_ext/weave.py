@@ -236,15 +236,22 @@ def part_of_line(book: Book, path: str, line: int) -> chunks.Part | None:
     return None
 
 
+def doxygen_compounds(kinds: tuple[str, ...]) -> list[Path]:
+    """The XML files of Doxygen's current compounds of these kinds (as its index lists them)."""
+    index = DOXYGEN_XML / "index.xml"
+    if not index.is_file():
+        return []
+    return [DOXYGEN_XML / f"{c.get('refid')}.xml" for c in ET.parse(index).getroot().findall("compound")
+            if c.get("kind") in kinds and (DOXYGEN_XML / f"{c.get('refid')}.xml").is_file()]
+
+
 def read_api(book: Book) -> None:
     """What Doxygen documented in each header, each entry tied to the chunk part that writes it."""
     book.api = {path: [] for path in book.files if path.startswith("include/") and path.endswith(".hpp")}
     if not (DOXYGEN_XML / "index.xml").is_file():
         return
     seen: set[tuple[str, str]] = set()
-    for xml_file in sorted(DOXYGEN_XML.glob("*.xml")):
-        if not (xml_file.name.startswith(("namespace", "class", "struct"))):
-            continue
+    for xml_file in doxygen_compounds(("namespace", "class", "struct")):
         compound = ET.parse(xml_file).getroot().find("compounddef")
         if compound is None:
             continue
@@ -913,7 +920,7 @@ def on_builder_inited(app) -> None:
             logger.warning(f"tangle: {problem}")
     generate_pages(app)
     # Namespaces have no page of their own; a signature's "attn::" names one, so it is not a broken link.
-    for xml_file in DOXYGEN_XML.glob("namespace*.xml"):
+    for xml_file in doxygen_compounds(("namespace",)):
         compound = ET.parse(xml_file).getroot().find("compounddef")
         if compound is not None:
             app.config.nitpick_ignore.append(("cpp:identifier", compound.findtext("compoundname")))
