@@ -122,7 +122,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xten
     return missed / double(n);
 }
 
-// ⟨Find where one curve overtakes another⟩ 12-reformer.md:1133
+// ⟨Find where one curve overtakes another⟩ 12-reformer.md:1137
 /// The n at which `fast` becomes cheaper than `slow` (linear interpolation of log y against log n
 /// between the two measured sizes where the order changes); 0 if it is cheaper from the first
 /// common size, -1 if it never is within the common sizes.
@@ -139,7 +139,7 @@ double crossover(const attn::Series& fast, const attn::Series& slow)
     return -1;
 }
 
-// ⟨Time a call by its processor time⟩ 12-reformer.md:1071
+// ⟨Time a call by its processor time⟩ 12-reformer.md:1075
 /// Processor time used by this process so far, in seconds.
 double cpu_seconds()
 {
@@ -164,7 +164,7 @@ double fastest_cpu_seconds(F&& f, int repeats)
     return best;
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1300
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1304
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets, std::uint64_t seed)
 {
@@ -308,7 +308,7 @@ int main(int argc, char** argv)
         error_style.log_x = error_style.log_y = true;
         error_style.key = "bottom left";
         attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1321
+        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1325
         {
             const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
             const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);  // n×64
@@ -332,7 +332,7 @@ int main(int argc, char** argv)
             attn::plot::lines(out / "bucket_sizes.svg", {uniform_series, topic_series, chunk_series, mean_series},
                               size_style);
         }
-        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1102
+        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1106
         openblas_set_num_threads(1);
         const std::size_t n_fit = options.quick ? 256 : 1024, n_hi = options.quick ? 2048 : 16384;
         const std::size_t n_dense_hi = options.quick ? 1024 : 4096;
@@ -354,7 +354,7 @@ int main(int argc, char** argv)
             dense_time.y.push_back(fastest_cpu_seconds(dense_call, repeats));
             dense_memory.y.push_back(double(attn::peak_memory_bytes(dense_call)) / (1 << 20));
         }
-        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1151
+        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1155
         const double lsh_time_slope = attn::loglog_slope(fit_n, fit_seconds);
         const double dense_time_slope = attn::loglog_slope(dense_time.x, dense_time.y);
         const double lsh_memory_slope = attn::loglog_slope(lsh_memory.x, lsh_memory.y);
