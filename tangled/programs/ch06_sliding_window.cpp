@@ -24,7 +24,7 @@ extern "C" void openblas_set_num_threads(int threads);
 
 namespace {
 
-// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:538
+// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:533
 /// For each (i, j): the fewest layers of `mask` after which token i depends on token j,
 /// or 0 if more than max_layers are needed.
 xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
@@ -41,7 +41,7 @@ xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
     return layers;
 }
 
-// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:430
+// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:425
 /// Decode n tokens through a rolling cache of `window`, as a generator would: each output row is
 /// used (summed into a checksum) and dropped. Returns the checksum.
 double decode_and_forget(const xt::xtensor<float, 2>& Q, const xt::xtensor<float, 2>& K,
@@ -74,7 +74,7 @@ int main(int argc, char** argv)
         results.add("bench_n_max", double(n_bench_max));
         results.add("dense_n_max", double(n_dense_max));
         openblas_set_num_threads(1);  // dense attention on one core, as the banded kernel
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:900
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:895
         {
             const std::vector<std::string> words = {"the", "cat", "sat", "on", "the", "mat", "because", "it",
                                                     "was", "tired", "and", "then", "it", "fell", "asleep", "there"};
@@ -104,7 +104,7 @@ int main(int argc, char** argv)
             style.allowed = filled;
             attn::plot::heatmap(out / "rolling_buffer.svg", slot_token, style);
         }
-        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:290
+        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:285
         const std::size_t n_compare = 1000, w_compare = 96;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -123,7 +123,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_vs_reference", xt::amax(xt::abs(O_band - O_rows))(), 2);
             results.add("max_abs_error_float", xt::amax(xt::abs(O_band_f - O_dense_f))(), 2);
         }
-        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:413
+        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:408
         {
             const auto Q_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
             const auto K_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
@@ -132,7 +132,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_decode = attn::decode_with_rolling_cache(Q_c, K_c, V_c, w_compare);
             results.add("max_abs_error_rolling_vs_batch", xt::amax(xt::abs(O_decode - O_batch))(), 2);
         }
-        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:580
+        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:575
         {
             const std::size_t n_field = 32, w_field = 4;
             const xt::xtensor<double, 2> layers = layers_to_reach(attn::sliding_window_mask(n_field, w_field), 16);
@@ -170,7 +170,7 @@ int main(int argc, char** argv)
             attn::plot::LinePlotStyle style{"Receptive field of the last token", "layers L", "tokens it depends on"};
             attn::plot::lines(out / "receptive_field.svg", curves, style);
         }
-        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:465
+        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:460
         {
             attn::Series measured{"rolling buffer: measured peak of the process", {}, {}};
             attn::Series buffer{"rolling buffer: its own size w·(d_k+d_v)·4 B", {}, {}, "lines"};
@@ -196,7 +196,7 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
         }
-        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:675
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:670
         attn::Series band_time{"sliding window (banded kernel)", {}, {}}, dense_time{"dense masked attention", {}, {}};
         attn::Series band_memory{"sliding window (banded kernel)", {}, {}}, dense_memory{"dense masked attention", {}, {}};
         for (std::size_t n = 256; n <= n_bench_max; n *= 2) {
@@ -216,7 +216,7 @@ int main(int argc, char** argv)
                 dense_memory.y.push_back(double(attn::largest_peak_memory_bytes(dense)) / (1 << 20));
             }
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:700
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:695
         const auto tail = [](const attn::Series& s) {  // the points with n ≥ 1024
             attn::Series t{s.label, {}, {}};
             for (std::size_t k = 0; k < s.x.size(); ++k)
@@ -241,7 +241,7 @@ int main(int argc, char** argv)
         results.add("band_seconds_at_dense_n_max", band_time.y[dense_time.y.size() - 1]);
         results.add("dense_mib_at_dense_n_max", dense_memory.y.back());
         results.add("band_mib_at_dense_n_max", band_memory.y[dense_memory.y.size() - 1]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:773
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:768
         attn::plot::LinePlotStyle time_style{"CPU time of one call (w = " + std::to_string(w_bench) +
                                                  ", d_k = d_v = 64, float, one core)", "n (tokens)", "CPU seconds"};
         time_style.log_x = time_style.log_y = true;

@@ -24,7 +24,7 @@ extern "C" void openblas_set_num_threads(int threads);
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:629
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:624
 /// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
@@ -80,7 +80,7 @@ int main(int argc, char** argv)
         results.add("bench_n_max", double(n_bench_max));
         results.add("dense_n_max", double(n_dense_max));
         openblas_set_num_threads(1);  // dense attention on one core, as the sparse kernels
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:671
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:666
         {
             const std::size_t n_small = 32;
             draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
@@ -90,7 +90,7 @@ int main(int argc, char** argv)
             draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
             draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:686
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:681
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -114,7 +114,7 @@ int main(int argc, char** argv)
             style.allowed = steps > 0.0;
             attn::plot::heatmap(out / "reach_steps.svg", steps, style);
         }
-        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:406
+        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:401
         const std::size_t n_compare = 1000, stride_compare = 30, c_compare = 4;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -150,7 +150,7 @@ int main(int argc, char** argv)
                                     return bool(fixed(i, j));
                                 })), 2);
         }
-        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:464
+        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:459
         attn::Series strided_time{"strided", {}, {}}, fixed_time{"fixed", {}, {}}, dense_time{"dense masked", {}, {}};
         attn::Series strided_memory{"strided", {}, {}}, fixed_memory{"fixed", {}, {}}, dense_memory{"dense masked", {}, {}};
         for (std::size_t n = 256; n <= n_bench_max; n *= 2) {
@@ -175,7 +175,7 @@ int main(int argc, char** argv)
                 dense_memory.y.push_back(double(attn::largest_peak_memory_bytes(dense)) / (1 << 20));
             }
         }
-        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:494
+        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:489
         const auto tail = [](const attn::Series& s) {  // the points with n ≥ 1024
             attn::Series t{s.label, {}, {}};
             for (std::size_t k = 0; k < s.x.size(); ++k)
@@ -204,7 +204,7 @@ int main(int argc, char** argv)
         results.add("dense_mib_at_dense_n_max", dense_memory.y.back());
         results.add("strided_mib_at_dense_n_max", strided_memory.y[dense_memory.y.size() - 1]);
         results.add("strided_mib_at_n_max", strided_memory.y.back());
-        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:525
+        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:520
         attn::plot::LinePlotStyle time_style{"CPU time of one call (ℓ ≈ √n strided, √(cn) fixed, c = " +
                                                  std::to_string(c_bench) + ", d_k = d_v = 64)", "n (tokens)", "CPU seconds"};
         time_style.log_x = time_style.log_y = true;

@@ -15,7 +15,7 @@
 
 namespace attn {
 
-// ⟨Time a call in CPU seconds⟩ 06-sliding-window.md:638
+// ⟨Time a call in CPU seconds⟩ 06-sliding-window.md:633
 /// CPU seconds used so far by the whole process (all its threads).
 inline double process_cpu_seconds()
 {
@@ -51,7 +51,7 @@ std::size_t largest_peak_memory_bytes(F&& f, int tries = 3)
     return largest;
 }
 
-// ⟨Find where a cheaper-growing cost overtakes another⟩ 06-sliding-window.md:733
+// ⟨Find where a cheaper-growing cost overtakes another⟩ 06-sliding-window.md:728
 /// @brief Where the cost curve `fast` drops below `dense`, both measured at the sizes `n`.
 struct Crossover {
     double n = NAN;   ///< the size at which `fast` becomes cheaper (NaN if never)

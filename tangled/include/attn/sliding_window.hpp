@@ -18,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Find the first key in a window⟩ 06-sliding-window.md:61
+// ⟨Find the first key in a window⟩ 06-sliding-window.md:56
 /// First key j that query i may attend under a window of w: max(0, i − w + 1).
 inline std::size_t first_key_in_window(std::size_t i, std::size_t window)
 {
@@ -31,7 +31,7 @@ inline void check_window(std::size_t window)
     if (window == 0) throw std::invalid_argument("sliding window: the window w must be at least 1");
 }
 
-// ⟨Build the sliding-window mask⟩ 06-sliding-window.md:43
+// ⟨Build the sliding-window mask⟩ 06-sliding-window.md:38
 /// @brief The sliding-window pattern as a dense mask (for figures and tests only).
 /// @param n      sequence length
 /// @param window w ≥ 1: query i attends key j when i − w < j ≤ i
@@ -45,7 +45,7 @@ inline Mask sliding_window_mask(std::size_t n, std::size_t window)
     return mask;
 }
 
-// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:132
+// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:127
 /// Throw std::invalid_argument unless Q, K, V have valid shapes and as many keys as queries (m = n).
 template <class T>
 void check_self_attention_inputs(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
@@ -58,7 +58,7 @@ void check_self_attention_inputs(const xt::xtensor<T, 2>& Q, const xt::xtensor<T
                                     " keys; the pattern needs one key per query position (m = n)");
 }
 
-// ⟨Attend within the window, one query at a time⟩ 06-sliding-window.md:96
+// ⟨Attend within the window, one query at a time⟩ 06-sliding-window.md:91
 /// @brief Sliding-window attention by plain loops over each query's window (the reference).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
 /// @return outputs, n×d_v
@@ -90,7 +90,7 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, c
     return O;
 }
 
-// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:172
+// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:167
 /// @brief One query's softmax-weighted average of values, built up from runs of consecutive keys
 /// (online softmax: when a larger score arrives, the sums so far are rescaled by e^(old max − new max)).
 template <class T>
@@ -111,7 +111,7 @@ public:
         std::fill(acc_.begin(), acc_.end(), T(0));
     }
 
-    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:214
+    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:209
     /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k) and value
     /// rows at `values` (count×d_v), adding them to the running softmax.
     void add_run(const T* query, const T* keys, const T* values, std::size_t count)
@@ -154,7 +154,7 @@ private:
     std::vector<T> scores_;  // the current run's scores
 };
 
-// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:252
+// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:247
 /// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's causal window).
 /// Equals scaled_dot_product_attention(Q, K, V, sliding_window_mask(n, w)) in O(n·w) time and
 /// O(n·d_v) memory: it never builds an n×n matrix.
@@ -178,7 +178,7 @@ xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q, const xt:
     return O;
 }
 
-// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:340
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:335
 /// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's rolling buffer):
 /// memory w·(d_k + d_v) numbers, however many tokens have passed.
 template <class T>
@@ -224,7 +224,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:392
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:387
 /// @brief Sliding-window attention computed as a decoder would: token by token through a RollingKVCache.
 /// Equals sliding_window_attention(Q, K, V, window).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
@@ -244,7 +244,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:518
+// ⟨Compose two masks⟩ 06-sliding-window.md:513
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true when some k has A(i, k) and B(k, j),
 /// i.e. when i reaches j by one step of A and then one step of B (two layers).
 /// @param A n×p; @param B p×m
