@@ -4,6 +4,12 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include <unistd.h>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -15,6 +21,7 @@
 #include <xtensor/xview.hpp>
 
 #include "attn/measure.hpp"
+#include "attn/plot.hpp"
 #include "attn/program.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
@@ -238,6 +245,31 @@ BOOST_AUTO_TEST_CASE(bad_options_are_usage_errors)
     BOOST_TEST(options.quick);
     BOOST_TEST(options.out.string() == "somewhere");
     BOOST_TEST(parse({}).out.string() == "figures/ch01");
+}
+
+BOOST_AUTO_TEST_CASE(figures_are_drawn_and_their_data_written)
+{
+    const auto dir = std::filesystem::temp_directory_path() / ("attn-plot-test-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    xt::xtensor<double, 2> weights = {{1.0, 0.0}, {0.25, 0.75}};
+    attn::plot::HeatmapStyle style{"two tokens", {"a", "b"}, {"a", "b"}};
+    style.allowed = xt::xtensor<bool, 2>{{true, false}, {true, true}};
+    attn::plot::heatmap(dir / "w.svg", weights, style);
+    std::ifstream svg(dir / "w.svg");
+    const std::string text{std::istreambuf_iterator<char>(svg), {}};
+    BOOST_TEST(text.find("<svg") != std::string::npos);
+    BOOST_TEST(text.find("masked") != std::string::npos);
+    BOOST_TEST(std::filesystem::exists(dir / "w.tsv"));
+
+    attn::plot::heatmap_animation(dir / "a.gif", {weights, weights * 0.5, weights * 0.25}, {"one", "two", "three"},
+                                  {"", {"a", "b"}, {"a", "b"}});
+    std::ifstream gif(dir / "a.gif", std::ios::binary);
+    char magic[6] = {};
+    gif.read(magic, 6);
+    BOOST_TEST(std::string(magic, 6) == "GIF89a");
+    BOOST_CHECK_THROW(attn::plot::heatmap(dir / "bad.svg", weights, {"wrong labels", {"a"}, {"a", "b"}}),
+                      std::invalid_argument);
+    std::filesystem::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_CASE(numbers_are_formatted_as_the_book_prints_them)

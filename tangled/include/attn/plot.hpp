@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -21,7 +22,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 01-self-attention.md:823
+// ⟨Format text for gnuplot⟩ 01-self-attention.md:838
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -69,7 +70,8 @@ inline std::string svg_terminal(int width = 640, int height = 520)
 
 /// @brief One gnuplot process drawing one file with the book's style.
 /// gnuplot's messages go to a log beside the figure; any message at all (an error or a
-/// warning) makes the figure fail, so a figure is either right or loudly missing.
+/// warning) makes the figure fail, so a figure is either right or loudly missing. If the
+/// code drawing it throws, the half-drawn file is removed and that exception goes on.
 class Figure {
 public:
     explicit Figure(std::filesystem::path path, const std::string& terminal = svg_terminal())
@@ -87,9 +89,12 @@ public:
     {
         *gnuplot_ << "set output\n";
         gnuplot_.reset();  // flushes and waits for gnuplot to finish
-        std::ifstream log_file(log_);
-        const std::string messages{std::istreambuf_iterator<char>(log_file), {}};
+        const std::string messages = read_messages(log_);
         std::filesystem::remove(log_);
+        if (std::uncaught_exceptions() > unwinding_) {  // an error while drawing: drop the figure, keep that error
+            std::filesystem::remove(path_);
+            return;
+        }
         if (!messages.empty()) throw std::runtime_error("gnuplot, drawing " + path_.string() + ":\n" + messages);
         if (!std::filesystem::exists(path_) || std::filesystem::file_size(path_) == 0)
             throw std::runtime_error("gnuplot did not write " + path_.string());
@@ -105,8 +110,19 @@ public:
     void send(const Points& points) { gnuplot_->send1d(points); }
 
 private:
+    /// gnuplot's messages, less the one line it always prints when it closes an animation.
+    static std::string read_messages(const std::filesystem::path& log)
+    {
+        std::ifstream in(log);
+        std::string messages;
+        for (std::string line; std::getline(in, line);)
+            if (line.find("frames in animation sequence") == std::string::npos) messages += line + "\n";
+        return messages;
+    }
+
     std::filesystem::path path_, log_;
     std::unique_ptr<Gnuplot> gnuplot_;
+    int unwinding_ = std::uncaught_exceptions();
 };
 
 // ⟨Describe a heatmap⟩ 01-self-attention.md:666
@@ -138,7 +154,7 @@ struct LinePlotStyle {
     std::string key = "top left";     ///< where the legend goes
 };
 
-// ⟨Write the data behind a figure⟩ 01-self-attention.md:862
+// ⟨Write the data behind a figure⟩ 01-self-attention.md:877
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -232,7 +248,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 01-self-attention.md:897
+// ⟨Draw an animated heatmap⟩ 01-self-attention.md:912
 /// @brief Draw one heatmap per frame into the animated GIF `path`, with `titles[f]` over frame f.
 /// @param frames each n×m, all the same shape
 inline void heatmap_animation(const std::filesystem::path& path, const std::vector<xt::xtensor<double, 2>>& frames,
