@@ -75,7 +75,7 @@ int main(int argc, char** argv)
                 gradient_table.emplace_back("model " + analytic[p].first,
                                             attn::relative_error(*analytic[p].second, attn::numerical_gradient(*numeric[p].second, loss)));
         }
-        // ⟨Write the gradient table⟩ 04-learning-attention.md:1316
+        // ⟨Write the gradient table⟩ 04-learning-attention.md:1320
         {
             std::ofstream table(out / "gradient_check.txt");
             table << std::left << std::setw(28) << "gradient" << "relative error vs central differences\n";
@@ -147,7 +147,7 @@ int main(int argc, char** argv)
         accuracy_style.y_min = 0, accuracy_style.y_max = 1.05;
         accuracy_style.key = "bottom right";
         attn::plot::lines(out / "accuracy.svg", {accuracy_series}, accuracy_style);
-        // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1237
+        // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1241
         std::mt19937_64 heldout_rng(options.seed ^ 0x5eed0fdeadbeefULL);  // a generator training never used
         const std::size_t heldout = 1000;
         const attn::Evaluation evaluation = attn::evaluate_reversal(model, heldout, heldout_rng);
@@ -155,7 +155,7 @@ int main(int argc, char** argv)
         results.add("heldout_loss", evaluation.loss);
         results.add("heldout_token_accuracy", evaluation.token_accuracy, 4);
         results.add("heldout_sequence_accuracy", evaluation.sequence_accuracy, 4);
-        // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1256
+        // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1260
         std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
         const auto agreement = attn::ideal_key_agreement(model, attn::reversal_ideal_keys(shape.n), 200, agreement_rng);
         std::size_t best_layer = 0, best_head = 0;
@@ -171,14 +171,14 @@ int main(int argc, char** argv)
         }
         results.add("best_head_agreement", agreement[best_layer][best_head], 3);
         results.add_text("best_head", "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head));
-        // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1279
+        // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1283
         const std::string head_name = "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head);
         const auto maps_after = attn::attention_maps(model, probe);
         attn::plot::heatmap(out / "attention_before.svg", maps_before[best_layer][best_head],
                             {"Before training: " + head_name + " on 'attentions'", letters, letters});
         attn::plot::heatmap(out / "attention_after.svg", maps_after[best_layer][best_head],
                             {"After training: " + head_name + " on 'attentions'", letters, letters});
-        // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1309
+        // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1313
         attn::save_model(out / "model.txt", model);
         attn::save_snapshots(out / "snapshots.txt", probe, snapshots);
     });
