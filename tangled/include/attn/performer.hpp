@@ -1,0 +1,285 @@
+// Generated from chapters/11-performer.md by tools/tangle.py; edit the chapter, not this file.
+#pragma once
+/// @file
+/// @brief Chapter 11: Performer — FAVOR+ attention through positive orthogonal random features.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xview.hpp>
+#include <xtensor/xmanipulation.hpp>
+#include <xtensor-blas/xlinalg.hpp>
+
+#include "attn/random.hpp"
+#include "attn/self_attention.hpp"
+
+namespace attn {
+
+// ⟨Draw independent random features⟩ 11-performer.md:83
+/// @brief r×d random features with independent N(0, 1) entries.
+/// @param r number of features; @param d width of the vectors; @param seed fixes the draw
+/// @return W, r×d
+template <class T>
+xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
+{
+    if (r == 0 || d == 0) throw std::invalid_argument("iid_features: r and d must be positive");
+    std::mt19937_64 rng(seed);
+    return random_normal<T>(r, d, 1.0, rng);
+}
+
+// ⟨Draw orthogonal random features⟩ 11-performer.md:108
+/// @brief r×d orthogonal random features (Choromanski et al. 2020, §2.4): each block of d rows
+/// is orthogonal, and each row, a direction scaled by a χ_d-distributed length, is N(0, I_d).
+/// @param r number of features (the paper's m); @param d width of the vectors; @param seed fixes the draw
+/// @return W, r×d
+template <class T>
+xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_t seed)
+{
+    if (r == 0 || d == 0) throw std::invalid_argument("orthogonal_features: r and d must be positive");
+    std::mt19937_64 rng(seed);
+    std::chi_squared_distribution<double> chi_squared{double(d)};
+    xt::xtensor<T, 2> W = xt::zeros<T>({r, d});  // r×d
+    for (std::size_t start = 0; start < r; start += d) {
+        const xt::xtensor<double, 2> G = random_normal<double>(d, d, 1.0, rng);  // d×d
+        const auto factors = xt::linalg::qr(G);
+        const xt::xtensor<double, 2> directions = std::get<0>(factors);  // d×d, orthonormal columns
+        const xt::xtensor<double, 2> R = std::get<1>(factors);
+        for (std::size_t row = 0; row < std::min(d, r - start); ++row) {
+            // Column `row` of the Q factor, sign-fixed by R's diagonal so the rotation is uniform.
+            const double length = std::sqrt(chi_squared(rng)) * (R(row, row) < 0 ? -1.0 : 1.0);
+            for (std::size_t c = 0; c < d; ++c) W(start + row, c) = static_cast<T>(length * directions(c, row));
+        }
+    }
+    return W;
+}
+
+// ⟨Compute the exponents of the positive features⟩ 11-performer.md:142
+namespace detail {
+
+/// Throw std::invalid_argument unless W (r×d) has the width d of the rows of X and r ≥ 1.
+template <class T>
+void check_feature_shapes(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+{
+    if (W.shape(0) == 0 || W.shape(1) != X.shape(1))
+        throw std::invalid_argument("performer: W is " + std::to_string(W.shape(0)) + "×" +
+                                    std::to_string(W.shape(1)) + " but the rows have width " +
+                                    std::to_string(X.shape(1)) + "; W must be r×d with r ≥ 1");
+}
+
+/// X̃·Wᵀ with x̃ = x·d^(−1/4): the projections w_l·x̃_i, n×r.
+template <class T>
+xt::xtensor<T, 2> scaled_projections(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+{
+    check_feature_shapes(X, W);
+    const T scale = T(1) / std::sqrt(std::sqrt(T(X.shape(1))));  // d^(−1/4)
+    const xt::xtensor<T, 2> X_tilde = X * scale;                   // n×d
+    const xt::xtensor<T, 2> W_t = xt::transpose(W);                // d×r, contiguous for BLAS
+    return xt::linalg::dot(X_tilde, W_t);                          // n×r
+}
+
+/// Half the squared length of each scaled row, ‖x̃_i‖²/2, accumulated in double: n.
+template <class T>
+std::vector<double> half_squared_norms(const xt::xtensor<T, 2>& X)
+{
+    const std::size_t n = X.shape(0), d = X.shape(1);
+    std::vector<double> half(n, 0.0);
+    for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t c = 0; c < d; ++c) half[i] += double(X(i, c)) * double(X(i, c));
+        half[i] /= 2.0 * std::sqrt(double(d));  // ‖x̃‖² = ‖x‖²/√d
+    }
+    return half;
+}
+
+/// The exponents w_l·x̃_i − ‖x̃_i‖²/2 of the positive features, n×r.
+template <class T>
+xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+{
+    xt::xtensor<T, 2> exponents = scaled_projections(X, W);  // n×r
+    const std::vector<double> half = half_squared_norms(X);
+    const std::size_t r = W.shape(0);
+    for (std::size_t i = 0; i < X.shape(0); ++i)
+        for (std::size_t l = 0; l < r; ++l) exponents(i, l) -= static_cast<T>(half[i]);
+    return exponents;
+}
+
+}  // namespace detail
+
+// ⟨Compute the positive random features⟩ 11-performer.md:194
+/// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r with x̃ = x·d^(−1/4),
+/// so that φ(q)·φ(k) is an unbiased estimate of exp(q·k/√d) (Choromanski et al. 2020, Lemma 1).
+/// No stabiliser: entries overflow when W·x̃ is large; the attention functions guard against it.
+/// @param X rows, n×d; @param W random features, r×d
+/// @return φ(X), n×r, every entry positive
+template <class T>
+xt::xtensor<T, 2> favor_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+{
+    xt::xtensor<T, 2> features = xt::exp(detail::favor_exponents(X, W));  // n×r
+    features *= T(1) / std::sqrt(T(W.shape(0)));
+    return features;
+}
+
+/// @brief Trigonometric random features exp(‖x̃‖²/2)·(sin W·x̃, cos W·x̃)/√r with x̃ = x·d^(−1/4):
+/// unbiased for exp(q·k/√d) too, but neither positive nor accurate where the kernel is small.
+/// @param X rows, n×d; @param W random features, r×d
+/// @return n×2r: the r sines, then the r cosines
+template <class T>
+xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+{
+    const xt::xtensor<T, 2> projections = detail::scaled_projections(X, W);  // n×r
+    const std::vector<double> half = detail::half_squared_norms(X);
+    const std::size_t n = X.shape(0), r = W.shape(0);
+    xt::xtensor<T, 2> features = xt::zeros<T>({n, 2 * r});  // n×2r
+    for (std::size_t i = 0; i < n; ++i) {
+        const double size = std::exp(half[i]) / std::sqrt(double(r));
+        for (std::size_t l = 0; l < r; ++l) {
+            features(i, l) = static_cast<T>(size * std::sin(double(projections(i, l))));
+            features(i, r + l) = static_cast<T>(size * std::cos(double(projections(i, l))));
+        }
+    }
+    return features;
+}
+
+// ⟨Form the implied attention weights⟩ 11-performer.md:510
+/// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
+/// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
+/// @param causal if true, key j > i gets no weight (requires n = m)
+/// @return weights, n×m, rows summing to 1
+template <class T>
+xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                    const xt::xtensor<T, 2>& W, bool causal = false)
+{
+    const xt::xtensor<T, 2> phi_Q = favor_features(Q, W), phi_K = favor_features(K, W);  // n×r, m×r
+    const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);                              // r×m
+    xt::xtensor<T, 2> kernels = xt::linalg::dot(phi_Q, phi_K_t);                         // n×m
+    for (std::size_t i = 0; i < kernels.shape(0); ++i) {
+        double total = 0;
+        for (std::size_t j = 0; j < kernels.shape(1); ++j) {
+            if (causal && j > i) kernels(i, j) = 0;
+            total += double(kernels(i, j));
+        }
+        for (std::size_t j = 0; j < kernels.shape(1); ++j) kernels(i, j) = static_cast<T>(kernels(i, j) / total);
+    }
+    return kernels;
+}
+
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:555
+namespace detail {
+
+/// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
+template <class T>
+void exponentiate_each_row_stably(xt::xtensor<T, 2>& exponents)
+{
+    const std::size_t n = exponents.shape(0), r = exponents.shape(1);
+    for (std::size_t i = 0; i < n; ++i) {
+        T* row = exponents.data() + i * r;
+        const T a = *std::max_element(row, row + r);
+        for (std::size_t l = 0; l < r; ++l) row[l] = std::exp(row[l] - a);
+    }
+}
+
+/// exp(exponents − b) with b the largest entry of the whole matrix: √r·φ·e^{−b}, in (0, 1].
+template <class T>
+void exponentiate_all_stably(xt::xtensor<T, 2>& exponents)
+{
+    if (exponents.size() == 0) return;
+    const T b = *std::max_element(exponents.begin(), exponents.end());
+    for (T& e : exponents) e = std::exp(e - b);
+}
+
+}  // namespace detail
+
+// ⟨Attend through positive random features⟩ 11-performer.md:591
+/// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1) (Choromanski et al. 2020, §2.2),
+/// stabilised so that no feature overflows; the stabiliser cancels exactly. O(n·r·d) time, no n×m array.
+/// @param Q queries, n×d_k
+/// @param K keys, m×d_k
+/// @param V values, m×d_v
+/// @param W random features, r×d_k (iid_features or orthogonal_features)
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> performer_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                      const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& W)
+{
+    check_attention_shapes(Q, K, V);
+    const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1);
+    xt::xtensor<T, 2> phi_Q = detail::favor_exponents(Q, W);  // n×r
+    xt::xtensor<T, 2> phi_K = detail::favor_exponents(K, W);  // m×r
+    detail::exponentiate_each_row_stably(phi_Q);
+    detail::exponentiate_all_stably(phi_K);
+    xt::xtensor<T, 2> V_1 = xt::ones<T>({m, d_v + 1});  // m×(d_v+1): [V 1]
+    xt::view(V_1, xt::all(), xt::range(0, d_v)) = V;
+    const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);              // r×m
+    const xt::xtensor<T, 2> summary = xt::linalg::dot(phi_K_t, V_1);     // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
+    const xt::xtensor<T, 2> totals = xt::linalg::dot(phi_Q, summary);    // n×(d_v+1): numerators, D
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                        // n×d_v
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c < d_v; ++c) O(i, c) = totals(i, c) / totals(i, d_v);
+    return O;
+}
+
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:646
+/// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums S_i = Σ_{j≤i} φ(k_j)v_jᵀ and
+/// z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2), stabilised by a running maximum so that
+/// output i depends on tokens 0..i only. O(n·r·d_v) time, O(r·d_v) extra memory.
+/// @param Q queries, n×d_k
+/// @param K keys, n×d_k (one per position)
+/// @param V values, n×d_v
+/// @param W random features, r×d_k
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> performer_causal_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                                             const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& W)
+{
+    check_attention_shapes(Q, K, V);
+    if (Q.shape(0) != K.shape(0))
+        throw std::invalid_argument("performer_causal_attention: needs one key per query (n = m)");
+    const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
+    xt::xtensor<T, 2> phi_Q = detail::favor_exponents(Q, W);                // n×r
+    detail::exponentiate_each_row_stably(phi_Q);
+    const xt::xtensor<T, 2> key_exponents = detail::favor_exponents(K, W);  // n×r
+    std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r);              // r×d_v, r, r
+    double b = -std::numeric_limits<double>::infinity();                    // running maximum
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
+    for (std::size_t i = 0; i < n; ++i) {
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:677
+        const T* exponents = key_exponents.data() + i * r;
+        const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
+        if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
+            const double shrink = std::exp(b - b_i);
+            for (double& s : S) s *= shrink;
+            for (double& s : z) s *= shrink;
+            b = b_i;
+        }
+        const T* v_i = V.data() + i * d_v;
+        for (std::size_t l = 0; l < r; ++l) {
+            phi_k[l] = std::exp(double(exponents[l]) - b);
+            z[l] += phi_k[l];
+            double* S_l = S.data() + l * d_v;
+            for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
+        }
+        // ⟨Read out query i⟩ 11-performer.md:695
+        const T* phi_q = phi_Q.data() + i * r;
+        std::vector<double> numerator(d_v, 0.0);
+        double denominator = 0;
+        for (std::size_t l = 0; l < r; ++l) {
+            const double* S_l = S.data() + l * d_v;
+            for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
+            denominator += double(phi_q[l]) * z[l];
+        }
+        for (std::size_t c = 0; c < d_v; ++c) O(i, c) = static_cast<T>(numerator[c] / denominator);
+    }
+    return O;
+}
+
+}  // namespace attn

@@ -1,0 +1,295 @@
+// Generated from chapters/10-linformer.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xreducer.hpp>
+#include <xtensor/xview.hpp>
+#include <xtensor-blas/xlinalg.hpp>
+
+#include "attn/cpu_time.hpp"
+#include "attn/linformer.hpp"
+#include "attn/measure.hpp"
+#include "attn/plot.hpp"
+#include "attn/program.hpp"
+#include "attn/random.hpp"
+#include "attn/self_attention.hpp"
+
+// ⟨Declare OpenBLAS's thread control⟩ 10-linformer.md:566
+/// OpenBLAS's own setter for the number of threads its routines use.
+extern "C" void openblas_set_num_threads(int threads);
+
+namespace {
+
+// ⟨Accumulate the singular values of a matrix⟩ 10-linformer.md:59
+/// Normalised cumulative singular values c_r = Σ_{i≤r} σ_i / Σ σ_i of `A` (n×n), r = 1..n.
+std::vector<double> cumulative_singular_values(const xt::xtensor<double, 2>& A)
+{
+    const auto decomposition = xt::linalg::svd(A, false, false);  // singular values only
+    const xt::xtensor<double, 1> sigma = std::get<1>(decomposition);  // n, descending
+    const double total = xt::sum(sigma)();
+    std::vector<double> cumulative;
+    double running = 0;
+    for (double s : sigma) cumulative.push_back((running += s) / total);
+    return cumulative;
+}
+
+/// The smallest r with c_r ≥ level.
+std::size_t rank_reaching(const std::vector<double>& cumulative, double level)
+{
+    const auto at = std::lower_bound(cumulative.begin(), cumulative.end(), level);
+    return std::size_t(at - cumulative.begin()) + 1;
+}
+
+// ⟨Build structured and random inputs⟩ 10-linformer.md:85
+/// Sinusoidal position codes (Vaswani et al. 2017, §3.5) times `scale`: n×d, row i is position i.
+xt::xtensor<double, 2> position_codes(std::size_t n, std::size_t d, double scale)
+{
+    xt::xtensor<double, 2> P = xt::zeros<double>({n, d});  // n×d
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c + 1 < d; c += 2) {
+            const double angle = double(i) / std::pow(10000.0, double(c) / double(d));
+            P(i, c) = scale * std::sin(angle);
+            P(i, c + 1) = scale * std::cos(angle);
+        }
+    return P;
+}
+
+/// Queries and keys of one kind of input, n×d each, and values with N(0, 1) entries.
+struct Inputs {
+    xt::xtensor<double, 2> Q, K, V;
+};
+
+/// "random": N(0, 1) rows; "positions": Q = K = position codes; "vocabulary": n words drawn
+/// from a vocabulary of 16 with fixed random embeddings and a weak position code, projected
+/// by random W_q, W_k with entries of variance 1/d.
+Inputs make_inputs(const std::string& kind, std::size_t n, std::size_t d, std::mt19937_64& rng)
+{
+    const xt::xtensor<double, 2> V = attn::random_normal<double>(n, d, 1.0, rng);  // n×d
+    if (kind == "random")
+        return {attn::random_normal<double>(n, d, 1.0, rng), attn::random_normal<double>(n, d, 1.0, rng), V};
+    if (kind == "positions") return {position_codes(n, d, 1.0), position_codes(n, d, 1.0), V};
+    const std::size_t vocabulary = 16;
+    const auto embeddings = attn::random_normal<double>(vocabulary, d, 1.0, rng);  // vocabulary×d
+    std::uniform_int_distribution<std::size_t> word(0, vocabulary - 1);
+    xt::xtensor<double, 2> X = position_codes(n, d, 0.5);  // n×d
+    for (std::size_t i = 0; i < n; ++i) xt::row(X, i) += xt::row(embeddings, word(rng));
+    const auto W_q = attn::random_normal<double>(d, d, 1.0 / std::sqrt(double(d)), rng);  // d×d
+    const auto W_k = attn::random_normal<double>(d, d, 1.0 / std::sqrt(double(d)), rng);  // d×d
+    return {xt::linalg::dot(X, W_q), xt::linalg::dot(X, W_k), V};
+}
+
+// ⟨Measure the error against k⟩ 10-linformer.md:427
+/// Root-mean-square of the entries of A − B.
+double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double, 2>& B)
+{
+    const xt::xtensor<double, 2> diff = A - B;
+    return std::sqrt(xt::mean(diff * diff)());
+}
+
+/// RMS error against dense attention of the three projections, for k = 16, 32, … < n; then the
+/// 1/√k trend and the error of an output of zeros (the RMS of the dense output) for scale.
+std::vector<attn::Series> error_against_k(const Inputs& in, int draws, std::uint64_t seed)
+{
+    const std::size_t n = in.Q.shape(0);
+    const xt::xtensor<double, 2> P = attn::attention_weights(in.Q, in.K);  // n×n, analysis only
+    const xt::xtensor<double, 2> O = xt::linalg::dot(P, in.V);            // n×d_v
+    attn::Series inside{"random E = F, inside the softmax", {}, {}}, pooled{"mean pooling", {}, {}},
+        after{"random E, after the softmax: P·E^T·E·V", {}, {}}, trend{"∝ 1/√k", {}, {}, "lines"},
+        zero{"an output of zeros", {}, {}, "lines"};
+    for (std::size_t k = 16; k < n; k *= 2) {
+        double error_inside = 0, error_after = 0;
+        for (int draw = 0; draw < draws; ++draw) {
+            const auto E = attn::random_projection<double>(k, n, seed + 1000 * k + draw);  // k×n
+            error_inside += rms_difference(attn::linformer_attention(in.Q, in.K, in.V, E, E), O) / draws;
+            const xt::xtensor<double, 2> EV = xt::linalg::dot(E, in.V);                           // k×d_v
+            const xt::xtensor<double, 2> PEt = xt::linalg::dot(P, xt::xtensor<double, 2>(xt::transpose(E)));  // n×k
+            error_after += rms_difference(xt::linalg::dot(PEt, EV), O) / draws;
+        }
+        const auto E_pool = attn::pooling_projection<double>(k, n);
+        for (attn::Series* s : {&inside, &pooled, &after, &trend, &zero}) s->x.push_back(double(k));
+        inside.y.push_back(error_inside);
+        pooled.y.push_back(rms_difference(attn::linformer_attention(in.Q, in.K, in.V, E_pool, E_pool), O));
+        after.y.push_back(error_after);
+        trend.y.push_back(after.y.front() * std::sqrt(16.0 / double(k)));
+        zero.y.push_back(rms_difference(xt::zeros_like(O), O));
+    }
+    return {inside, pooled, after, trend, zero};
+}
+
+// ⟨Find where two cost curves cross⟩ 10-linformer.md:662
+/// Log–log slope of the points of `s` with x ≥ x_min.
+double slope_from(const attn::Series& s, double x_min)
+{
+    std::vector<double> x, y;
+    for (std::size_t i = 0; i < s.x.size(); ++i)
+        if (s.x[i] >= x_min) x.push_back(s.x[i]), y.push_back(s.y[i]);
+    return attn::loglog_slope(x, y);
+}
+
+/// The n where `b` becomes cheaper than `a` (log–log interpolation between the sizes that
+/// bracket the first change of sign), or NaN if it never does. Both are sampled at `n`.
+double crossover(const std::vector<double>& n, const std::vector<double>& a, const std::vector<double>& b)
+{
+    for (std::size_t i = 1; i < std::min({n.size(), a.size(), b.size()}); ++i) {
+        const double before = std::log(b[i - 1] / a[i - 1]), after = std::log(b[i] / a[i]);
+        if (before >= 0 && after < 0) {
+            const double t = before / (before - after);
+            return std::exp(std::log(n[i - 1]) + t * (std::log(n[i]) - std::log(n[i - 1])));
+        }
+    }
+    return std::numeric_limits<double>::quiet_NaN();
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    return attn::run_program(argc, argv, "ch10", "Linformer: spectrum, error against k, cost against n",
+                             [](const attn::Options& options, attn::Results& results) {
+        const std::filesystem::path& out = options.out;
+        std::mt19937_64 rng(options.seed);
+        openblas_set_num_threads(1);
+        // ⟨Measure the spectrum of attention matrices⟩ 10-linformer.md:124
+        const std::size_t n_spectrum = options.quick ? 128 : 512;
+        results.add("spectrum_n", double(n_spectrum));
+        std::vector<attn::Series> spectra;
+        for (const std::string kind : {"random", "positions", "vocabulary"}) {
+            const Inputs in = make_inputs(kind, n_spectrum, 64, rng);
+            const auto cumulative = cumulative_singular_values(attn::attention_weights(in.Q, in.K));
+            attn::Series curve{kind, {}, {}, "lines"};
+            for (std::size_t r = 0; r < cumulative.size(); ++r) {
+                curve.x.push_back(double(r + 1));
+                curve.y.push_back(cumulative[r]);
+            }
+            spectra.push_back(curve);
+            results.add("rank90_" + kind, double(rank_reaching(cumulative, 0.9)));
+        }
+        attn::plot::LinePlotStyle spectrum_style{"Normalised cumulative singular values of softmax(QK^T/√d_k), n = " +
+                                                 std::to_string(n_spectrum), "index r", "c_r"};
+        spectrum_style.y_min = 0, spectrum_style.y_max = 1.02;
+        spectrum_style.key = "bottom right";
+        attn::plot::lines(out / "spectrum.svg", spectra, spectrum_style);
+        // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:372
+        {
+            const std::size_t n_small = 32, k_small = 16;
+            const xt::xtensor<double, 2> P = position_codes(n_small, 64, 2.0);  // n×64, a sharper band
+            const auto E = attn::pooling_projection<double>(k_small, n_small);  // k×n
+            std::vector<std::string> token_labels, segment_labels;
+            for (std::size_t i = 0; i < n_small; ++i) token_labels.push_back(std::to_string(i));
+            for (std::size_t l = 0; l < k_small; ++l)
+                segment_labels.push_back(std::to_string(l * n_small / k_small) + "–" +
+                                         std::to_string((l + 1) * n_small / k_small - 1));
+            attn::plot::heatmap(out / "weights_dense.svg", attn::attention_weights(P, P),
+                                {"Dense attention weights, position codes, n = 32", token_labels, token_labels});
+            attn::plot::HeatmapStyle pooled{"Linformer weights, mean pooling to k = 16", token_labels, segment_labels};
+            pooled.x_label = "projected key (tokens it averages)";
+            attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
+        }
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:787
+        {
+            const Inputs in = make_inputs("vocabulary", 64, 64, rng);
+            const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
+            const auto E = attn::random_projection<float>(16, 64, options.seed);  // 16×64
+            results.add("max_abs_difference_fast_vs_loops",
+                        xt::amax(xt::abs(attn::linformer_attention(Q, K, V, E, E) -
+                                         attn::linformer_attention_by_rows(Q, K, V, E, E)))());
+            const xt::xtensor<float, 2> I = xt::eye<float>(64);
+            results.add("identity_max_abs_difference", xt::amax(xt::abs(attn::linformer_attention(Q, K, V, I, I) -
+                                                                        attn::scaled_dot_product_attention(Q, K, V)))());
+        }
+        // ⟨Draw the error against k⟩ 10-linformer.md:466
+        const std::size_t n_error = options.quick ? 256 : 1024;
+        const int error_draws = options.quick ? 2 : 5;
+        results.add("error_n", double(n_error));
+        results.add("error_draws", double(error_draws));
+        for (const std::string kind : {"vocabulary", "random"}) {
+            const Inputs in = make_inputs(kind, n_error, 64, rng);
+            const auto curves = error_against_k(in, error_draws, options.seed);
+            for (std::size_t c = 0; c < 3; ++c) {
+                const std::string name = c == 0 ? "inside" : c == 1 ? "pooling" : "after";
+                results.add("error_" + kind + "_" + name + "_k16", curves[c].y.front());
+                results.add("error_" + kind + "_" + name + "_kmax", curves[c].y.back());
+            }
+            results.add("dense_output_rms_" + kind, curves[4].y.front());
+            if (kind == "vocabulary") results.add("error_kmax", curves[0].x.back());
+            attn::plot::LinePlotStyle style{"RMS error of Linformer against dense attention, " + kind + " input, n = " +
+                                            std::to_string(n_error), "k (projected length)", "RMS error of the output"};
+            style.log_x = style.log_y = true;
+            style.key = "top right";
+            attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
+        }
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:753
+        {
+            const std::size_t n_c = 64, k_c = 16;
+            Inputs in = make_inputs("vocabulary", n_c, 64, rng);
+            const auto E = attn::random_projection<double>(k_c, n_c, options.seed);  // k×n
+            const xt::xtensor<double, 2> before = attn::linformer_attention(in.Q, in.K, in.V, E, E);
+            xt::row(in.K, n_c - 1) = xt::row(attn::random_normal<double>(1, 64, 1.0, rng), 0);
+            xt::row(in.V, n_c - 1) = xt::row(attn::random_normal<double>(1, 64, 1.0, rng), 0);
+            const xt::xtensor<double, 2> after = attn::linformer_attention(in.Q, in.K, in.V, E, E);
+            results.add("first_output_change_from_last_token", xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
+        }
+        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:624
+        const std::size_t k_bench = 256, n_dense_max = options.quick ? 1024 : 4096;
+        const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
+        const int repeats = options.quick ? 3 : 5;  // more for the cheap small sizes, below
+        results.add("bench_k", double(k_bench));
+        attn::Series dense_time{"dense", {}, {}}, linformer_time{"Linformer, k = 256", {}, {}};
+        attn::Series dense_wall{"dense, wall clock", {}, {}, "points"}, linformer_wall{"Linformer, wall clock", {}, {}, "points"};
+        attn::Series dense_memory{"dense", {}, {}}, linformer_memory{"Linformer, k = 256", {}, {}};
+        for (std::size_t n_cost = 128; n_cost <= n_linformer_max; n_cost *= 2) {
+            const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const auto E = attn::random_projection<float>(k_bench, n_cost, options.seed + n_cost);  // k×n
+            const int runs = n_cost < 2048 ? 3 * repeats : repeats;
+            auto linformer = [&] { return attn::linformer_attention(Q_n, K_n, V_n, E, E); };
+            linformer_time.x.push_back(double(n_cost));
+            linformer_time.y.push_back(attn::median_thread_seconds(linformer, runs));
+            linformer_wall.x.push_back(double(n_cost));
+            linformer_wall.y.push_back(attn::median_seconds(linformer, runs));
+            linformer_memory.x.push_back(double(n_cost));
+            linformer_memory.y.push_back(double(attn::peak_memory_bytes(linformer)) / (1 << 20));
+            if (n_cost <= n_dense_max) {
+                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
+                dense_time.x.push_back(double(n_cost));
+                dense_time.y.push_back(attn::median_thread_seconds(dense, runs));
+                dense_wall.x.push_back(double(n_cost));
+                dense_wall.y.push_back(attn::median_seconds(dense, runs));
+                dense_memory.x.push_back(double(n_cost));
+                dense_memory.y.push_back(double(attn::peak_memory_bytes(dense)) / (1 << 20));
+            }
+        }
+        // ⟨Draw the cost against n⟩ 10-linformer.md:687
+        const double time_slope = slope_from(linformer_time, 1024);
+        const double memory_slope = slope_from(linformer_memory, 1024);
+        results.add("linformer_time_slope", time_slope);
+        results.add("linformer_memory_slope", memory_slope);
+        results.add("dense_time_slope", attn::loglog_slope(dense_time.x, dense_time.y));
+        results.add("linformer_wall_slope", slope_from(linformer_wall, 1024));
+        results.add("crossover_time_n", std::round(crossover(dense_time.x, dense_time.y, linformer_time.y)));
+        results.add("crossover_memory_n", std::round(crossover(dense_memory.x, dense_memory.y, linformer_memory.y)));
+        results.add("linformer_max_n", linformer_time.x.back());
+        results.add("linformer_seconds_at_max_n", linformer_time.y.back());
+        results.add("linformer_mib_at_max_n", linformer_memory.y.back());
+        linformer_time.label += " (slope " + attn::format_number(time_slope) + " for n ≥ 1024)";
+        linformer_memory.label += " (slope " + attn::format_number(memory_slope) + " for n ≥ 1024)";
+        attn::plot::LinePlotStyle time_style{"CPU time of one call (d_k = d_v = 64, float, one thread)", "n (tokens)",
+                                             "seconds"};
+        time_style.log_x = time_style.log_y = true;
+        time_style.key = "bottom right";
+        attn::plot::lines(out / "cost_time.svg", {dense_time, linformer_time, dense_wall, linformer_wall}, time_style);
+        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
+        memory_style.log_x = memory_style.log_y = true;
+        memory_style.key = "bottom right";
+        attn::plot::lines(out / "cost_memory.svg", {dense_memory, linformer_memory}, memory_style);
+    });
+}

@@ -1,0 +1,397 @@
+// Generated from chapters/11-performer.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <iomanip>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xreducer.hpp>
+#include <xtensor/xview.hpp>
+#include <xtensor-blas/xlinalg.hpp>
+
+#include "attn/cpu_time.hpp"
+#include "attn/measure.hpp"
+#include "attn/performer.hpp"
+#include "attn/plot.hpp"
+#include "attn/program.hpp"
+#include "attn/random.hpp"
+#include "attn/self_attention.hpp"
+
+// ⟨Declare OpenBLAS's thread control⟩ 11-performer.md:937
+/// OpenBLAS's own setter for the number of threads its routines use.
+extern "C" void openblas_set_num_threads(int threads);
+
+namespace {
+
+// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:250
+/// The kind of random features compared in the experiments.
+enum class FeatureKind { positive_iid, positive_orthogonal, trig_iid, trig_orthogonal };
+
+/// Estimates of exp(x_p·y_p/√d) for each pair of rows of X and Y (P×d) from one draw of W.
+std::vector<double> kernel_estimates(const xt::xtensor<double, 2>& X, const xt::xtensor<double, 2>& Y,
+                                     FeatureKind kind, std::size_t r, std::uint64_t seed)
+{
+    const std::size_t d = X.shape(1);
+    const bool orthogonal = kind == FeatureKind::positive_orthogonal || kind == FeatureKind::trig_orthogonal;
+    const bool positive = kind == FeatureKind::positive_iid || kind == FeatureKind::positive_orthogonal;
+    const auto W = orthogonal ? attn::orthogonal_features<double>(r, d, seed) : attn::iid_features<double>(r, d, seed);
+    const xt::xtensor<double, 2> phi_X = positive ? attn::favor_features(X, W) : attn::trig_features(X, W);
+    const xt::xtensor<double, 2> phi_Y = positive ? attn::favor_features(Y, W) : attn::trig_features(Y, W);
+    std::vector<double> estimates(X.shape(0), 0.0);
+    for (std::size_t p = 0; p < X.shape(0); ++p)
+        for (std::size_t l = 0; l < phi_X.shape(1); ++l) estimates[p] += phi_X(p, l) * phi_Y(p, l);
+    return estimates;
+}
+
+/// Mean over pairs of the relative mean squared error E[(estimate − SM)²]/SM², over `draws` draws.
+double relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<double, 2>& Y, FeatureKind kind,
+                    std::size_t r, int draws, std::uint64_t seed)
+{
+    const std::size_t pairs = X.shape(0), d = X.shape(1);
+    double total = 0;
+    for (int draw = 0; draw < draws; ++draw) {
+        const auto estimates = kernel_estimates(X, Y, kind, r, seed + std::uint64_t(draw));
+        for (std::size_t p = 0; p < pairs; ++p) {
+            const double exact = std::exp(xt::sum(xt::row(X, p) * xt::row(Y, p))() / std::sqrt(double(d)));
+            total += std::pow((estimates[p] - exact) / exact, 2);
+        }
+    }
+    return total / double(draws) / double(pairs);
+}
+
+// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:291
+/// Pairs of rows with ‖x̃‖ = ‖ỹ‖ = `norm` (x̃ = x·d^(−1/4)), P×d each. If `angle` is NaN the
+/// directions are random; otherwise y is at `angle` radians from x, in a random plane.
+std::pair<xt::xtensor<double, 2>, xt::xtensor<double, 2>> make_pairs(std::size_t pairs, std::size_t d,
+                                                                     double norm, double angle,
+                                                                     std::mt19937_64& rng)
+{
+    auto unit = [&](xt::xtensor<double, 1> v) { return xt::xtensor<double, 1>(v / std::sqrt(xt::sum(v * v)())); };
+    xt::xtensor<double, 2> X = xt::zeros<double>({pairs, d}), Y = xt::zeros<double>({pairs, d});
+    const double length = norm * std::sqrt(std::sqrt(double(d)));
+    for (std::size_t p = 0; p < pairs; ++p) {
+        const auto draws = attn::random_normal<double>(2, d, 1.0, rng);  // 2×d
+        const xt::xtensor<double, 1> u = unit(xt::row(draws, 0));
+        xt::xtensor<double, 1> v = unit(xt::row(draws, 1));
+        if (!std::isnan(angle)) {
+            v = unit(v - xt::sum(u * v)() * u);  // orthogonal to u
+            v = std::cos(angle) * u + std::sin(angle) * v;
+        }
+        xt::row(X, p) = length * u;
+        xt::row(Y, p) = length * v;
+    }
+    return {X, Y};
+}
+
+/// The mean over pairs of Lemma 2's relative MSE for r iid features: positive, or trigonometric.
+double lemma2_relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<double, 2>& Y, std::size_t r,
+                           bool positive)
+{
+    const double d = double(X.shape(1));
+    double total = 0;
+    for (std::size_t p = 0; p < X.shape(0); ++p) {
+        const xt::xtensor<double, 1> x = xt::row(X, p) / std::sqrt(std::sqrt(d)), y = xt::row(Y, p) / std::sqrt(std::sqrt(d));
+        const double xx = xt::sum(x * x)(), yy = xt::sum(y * y)(), xy = xt::sum(x * y)();
+        if (positive) total += (std::exp(xx + yy + 2 * xy) - 1) / double(r);  // ‖x+y‖²
+        else total += std::exp(xx + yy - 2 * xy) * std::pow(1 - std::exp(-(xx + yy - 2 * xy)), 2) / (2 * double(r));
+    }
+    return total / double(X.shape(0));
+}
+
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:827
+/// Dense causal attention: softmax over keys j ≤ i only (scores above the diagonal set to −∞), n×d_v.
+xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q, const xt::xtensor<double, 2>& K,
+                                              const xt::xtensor<double, 2>& V)
+{
+    const xt::xtensor<double, 2> K_t = xt::transpose(K);
+    xt::xtensor<double, 2> scores = xt::linalg::dot(Q, K_t) / std::sqrt(double(Q.shape(1)));  // n×n
+    for (std::size_t i = 0; i < scores.shape(0); ++i)
+        for (std::size_t j = i + 1; j < scores.shape(1); ++j) scores(i, j) = -std::numeric_limits<double>::infinity();
+    return xt::linalg::dot(attn::softmax_rows(scores), V);
+}
+
+/// Root-mean-square of the entries of A − B.
+double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double, 2>& B)
+{
+    const xt::xtensor<double, 2> diff = A - B;
+    return std::sqrt(xt::mean(diff * diff)());
+}
+
+// ⟨Fit slopes and crossings⟩ 11-performer.md:985
+/// Log–log slope of the points of `s` with x ≥ x_min.
+double slope_from(const attn::Series& s, double x_min)
+{
+    std::vector<double> x, y;
+    for (std::size_t i = 0; i < s.x.size(); ++i)
+        if (s.x[i] >= x_min) x.push_back(s.x[i]), y.push_back(s.y[i]);
+    return attn::loglog_slope(x, y);
+}
+
+/// The n where `b` becomes cheaper than `a` (log–log interpolation between the sizes that
+/// bracket the first change of sign), or NaN if it never does. Both are sampled at `n`.
+double crossover(const std::vector<double>& n, const std::vector<double>& a, const std::vector<double>& b)
+{
+    for (std::size_t i = 1; i < std::min({n.size(), a.size(), b.size()}); ++i) {
+        const double before = std::log(b[i - 1] / a[i - 1]), after = std::log(b[i] / a[i]);
+        if (before >= 0 && after < 0) {
+            const double t = before / (before - after);
+            return std::exp(std::log(n[i - 1]) + t * (std::log(n[i]) - std::log(n[i - 1])));
+        }
+    }
+    return std::numeric_limits<double>::quiet_NaN();
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    return attn::run_program(argc, argv, "ch11", "Performer: FAVOR+ estimators, attention error, cost against n",
+                             [](const attn::Options& options, attn::Results& results) {
+        const std::filesystem::path& out = options.out;
+        std::mt19937_64 rng(options.seed);
+        openblas_set_num_threads(1);
+        // ⟨Measure the MSE against the number of features⟩ 11-performer.md:335
+        {
+            const std::size_t d = 16, pairs = 8;
+            const double norm = 0.7;
+            const int draws = options.quick ? 100 : 1000;
+            results.add("mse_d", double(d));
+            results.add("mse_pairs", double(pairs));
+            results.add("mse_norm", norm);
+            results.add("mse_draws", double(draws));
+            const auto [X, Y] = make_pairs(pairs, d, norm, std::numeric_limits<double>::quiet_NaN(), rng);
+            const std::vector<std::pair<FeatureKind, std::string>> kinds = {
+                {FeatureKind::positive_iid, "positive, iid"}, {FeatureKind::positive_orthogonal, "positive, orthogonal"},
+                {FeatureKind::trig_iid, "trigonometric, iid"}, {FeatureKind::trig_orthogonal, "trigonometric, orthogonal"}};
+            std::vector<attn::Series> curves;
+            for (const auto& [kind, label] : kinds) curves.push_back({label, {}, {}});
+            attn::Series theory_positive{"Lemma 2, positive iid (∝ 1/r)", {}, {}, "lines"};
+            attn::Series theory_trig{"Lemma 2, trigonometric iid (∝ 1/r)", {}, {}, "lines"};
+            std::ofstream table(out / "mse_table.txt");
+            table << std::left << std::setw(6) << "r";
+            for (const auto& [kind, label] : kinds) table << std::setw(28) << label;
+            table << "\n";
+            for (std::size_t r = 4; r <= 512; r *= 2) {
+                table << std::setw(6) << r;
+                for (std::size_t k = 0; k < kinds.size(); ++k) {
+                    const double mse = relative_mse(X, Y, kinds[k].first, r, draws, options.seed + 7919 * r + 104729 * k);
+                    curves[k].x.push_back(double(r));
+                    curves[k].y.push_back(mse);
+                    table << std::setw(28) << std::setprecision(3) << mse;
+                }
+                table << "\n";
+                theory_positive.x.push_back(double(r));
+                theory_positive.y.push_back(lemma2_relative_mse(X, Y, r, true));
+                theory_trig.x.push_back(double(r));
+                theory_trig.y.push_back(lemma2_relative_mse(X, Y, r, false));
+            }
+            results.add("mse_slope_positive_iid", attn::loglog_slope(curves[0].x, curves[0].y));
+            results.add("mse_slope_positive_orthogonal", attn::loglog_slope(curves[1].x, curves[1].y));
+            results.add("orthogonal_over_iid_positive_r16", curves[1].y[2] / curves[0].y[2]);
+            results.add("orthogonal_over_iid_trig_r16", curves[3].y[2] / curves[2].y[2]);
+            curves.push_back(theory_positive);
+            curves.push_back(theory_trig);
+            attn::plot::LinePlotStyle style{"Relative MSE of the softmax-kernel estimate, d = 16, |x̃| = |ỹ| = 0.7",
+                                            "r (random features)", "E[(estimate − SM)^2] / SM^2"};
+            style.log_x = style.log_y = true;
+            style.key = "top right";
+            attn::plot::lines(out / "mse_vs_r.svg", curves, style);
+        }
+        // ⟨Measure the error against the angle⟩ 11-performer.md:420
+        {
+            const std::size_t d = 16, pairs = 8, r = 64;
+            const double norm = 1.0;
+            const int draws = options.quick ? 50 : 400;
+            attn::Series positive{"positive", {}, {}}, trig{"trigonometric", {}, {}};
+            attn::Series theory_positive{"Lemma 2, positive", {}, {}, "lines"}, theory_trig{"Lemma 2, trigonometric", {}, {}, "lines"};
+            double negative_share = 0, exact_at_180 = 0, trig_at_0 = 0;
+            for (int degrees = 0; degrees <= 180; degrees += 15) {
+                const auto [X, Y] = make_pairs(pairs, d, norm, degrees * M_PI / 180.0, rng);
+                const std::uint64_t seed = options.seed + 31 * std::uint64_t(degrees);
+                if (degrees == 0) {  // y = x: the trigonometric estimate is exact (cos 0 = 1); log axes cannot show 0
+                    trig_at_0 = relative_mse(X, Y, FeatureKind::trig_iid, r, draws, seed);
+                    continue;
+                }
+                if (degrees == 180) {  // y = −x: the positive estimate is exact
+                    exact_at_180 = relative_mse(X, Y, FeatureKind::positive_iid, r, draws, seed);
+                    int negative = 0;
+                    for (int draw = 0; draw < draws; ++draw)
+                        for (double e : kernel_estimates(X, Y, FeatureKind::trig_iid, r, seed + std::uint64_t(draw)))
+                            negative += e < 0;
+                    negative_share = double(negative) / double(draws * int(pairs));
+                    break;
+                }
+                for (attn::Series* s : {&positive, &trig, &theory_positive, &theory_trig}) s->x.push_back(degrees);
+                positive.y.push_back(relative_mse(X, Y, FeatureKind::positive_iid, r, draws, seed));
+                trig.y.push_back(relative_mse(X, Y, FeatureKind::trig_iid, r, draws, seed));
+                theory_positive.y.push_back(lemma2_relative_mse(X, Y, r, true));
+                theory_trig.y.push_back(lemma2_relative_mse(X, Y, r, false));
+            }
+            results.add("angle_r", double(r));
+            results.add("angle_norm", norm);
+            results.add("trig_relative_mse_at_0", trig_at_0);
+            results.add("positive_relative_mse_at_15", positive.y.front());
+            results.add("positive_relative_mse_at_165", positive.y.back());
+            results.add("trig_relative_mse_at_15", trig.y.front());
+            results.add("trig_relative_mse_at_165", trig.y.back());
+            results.add("positive_relative_mse_at_180", exact_at_180);
+            results.add("trig_negative_share_at_180", negative_share);
+            attn::plot::LinePlotStyle style{"Relative MSE against the angle between x and y, r = 64, |x̃| = |ỹ| = 1",
+                                            "angle between x and y (degrees)", "E[(estimate − SM)^2] / SM^2"};
+            style.log_y = true;
+            style.key = "bottom center";
+            attn::plot::lines(out / "mse_vs_angle.svg", {positive, trig, theory_positive, theory_trig}, style);
+        }
+        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:766
+        {
+            const std::size_t n_small = 24, d = 16, r = 256;
+            xt::xtensor<double, 2> P = xt::zeros<double>({n_small, d});  // n×d, sinusoidal position codes
+            for (std::size_t i = 0; i < n_small; ++i)
+                for (std::size_t c = 0; c < d; c += 2) {
+                    const double angle = double(i) / std::pow(10000.0, double(c) / double(d));
+                    P(i, c) = 1.25 * std::sin(angle);
+                    P(i, c + 1) = 1.25 * std::cos(angle);
+                }
+            const auto W = attn::orthogonal_features<double>(r, d, options.seed);
+            std::vector<std::string> labels;
+            for (std::size_t i = 0; i < n_small; ++i) labels.push_back(std::to_string(i));
+            attn::plot::heatmap(out / "weights_dense.svg", attn::attention_weights(P, P),
+                                {"Dense attention weights, position codes", labels, labels});
+            attn::plot::heatmap(out / "weights_favor.svg", attn::performer_weights(P, P, W),
+                                {"FAVOR+ weights, r = 256 orthogonal features", labels, labels});
+            attn::plot::HeatmapStyle causal{"Causal FAVOR+ weights, r = 256", labels, labels};
+            causal.allowed = xt::xtensor<bool, 2>(xt::zeros<bool>({n_small, n_small}));
+            for (std::size_t i = 0; i < n_small; ++i)
+                for (std::size_t j = 0; j <= i; ++j) causal.allowed(i, j) = true;
+            attn::plot::heatmap(out / "weights_favor_causal.svg", attn::performer_weights(P, P, W, true), causal);
+            results.add("weights_max_abs_error_r256",
+                        xt::amax(xt::abs(attn::performer_weights(P, P, W) - attn::attention_weights(P, P)))());
+        }
+        // ⟨Measure the attention error against r⟩ 11-performer.md:847
+        {
+            const std::size_t n = options.quick ? 128 : 512, d = 16, r_max = options.quick ? 1024 : 4096;
+            const int draws = options.quick ? 2 : 5;
+            results.add("attention_n", double(n));
+            results.add("attention_draws", double(draws));
+            std::vector<attn::Series> curves;
+            for (const double sigma : {0.5, 1.0}) {
+                const auto Q = attn::random_normal<double>(n, d, sigma, rng), K = attn::random_normal<double>(n, d, sigma, rng);
+                const auto V = attn::random_normal<double>(n, d, 1.0, rng);
+                const auto dense = attn::scaled_dot_product_attention(Q, K, V), causal = causal_dense_attention(Q, K, V);
+                const std::string tag = "σ = " + attn::format_number(sigma) + ", ";
+                attn::Series iid{tag + "iid", {}, {}}, ort{tag + "orthogonal", {}, {}}, causal_ort{tag + "causal, orthogonal", {}, {}};
+                double max_error = 0;
+                for (std::size_t r = 16; r <= r_max; r *= 4) {
+                    double e_iid = 0, e_ort = 0, e_causal = 0;
+                    for (int draw = 0; draw < draws; ++draw) {
+                        const std::uint64_t seed = options.seed + 1000 * r + std::uint64_t(draw);
+                        const auto W_iid = attn::iid_features<double>(r, d, seed);
+                        const auto W_ort = attn::orthogonal_features<double>(r, d, seed);
+                        const auto O_ort = attn::performer_attention(Q, K, V, W_ort);
+                        e_iid += rms_difference(attn::performer_attention(Q, K, V, W_iid), dense) / draws;
+                        e_ort += rms_difference(O_ort, dense) / draws;
+                        e_causal += rms_difference(attn::performer_causal_attention(Q, K, V, W_ort), causal) / draws;
+                        if (r == r_max) max_error += xt::amax(xt::abs(O_ort - dense))() / draws;
+                    }
+                    for (attn::Series* s : {&iid, &ort, &causal_ort}) s->x.push_back(double(r));
+                    iid.y.push_back(e_iid);
+                    ort.y.push_back(e_ort);
+                    causal_ort.y.push_back(e_causal);
+                }
+                const std::string key = sigma == 0.5 ? "small" : "unit";
+                results.add("output_rms_" + key, std::sqrt(xt::mean(xt::square(dense))()));
+                results.add("error_orthogonal_r16_" + key, ort.y.front());
+                results.add("error_orthogonal_rmax_" + key, ort.y.back());
+                results.add("error_iid_rmax_" + key, iid.y.back());
+                results.add("error_causal_rmax_" + key, causal_ort.y.back());
+                results.add("max_abs_error_orthogonal_rmax_" + key, max_error);
+                results.add("error_slope_orthogonal_" + key, attn::loglog_slope(ort.x, ort.y));
+                curves.insert(curves.end(), {iid, ort, causal_ort});
+            }
+            results.add("attention_r_max", double(r_max));
+            attn::Series trend{"∝ 1/√r", curves[1].x, {}, "lines"};
+            for (double r : trend.x) trend.y.push_back(curves[1].y.front() * std::sqrt(16.0 / r));
+            curves.push_back(trend);
+            attn::plot::LinePlotStyle style{"RMS error of FAVOR+ against dense attention, n = " + std::to_string(n) +
+                                            ", d = 16", "r (random features)", "RMS error of the output"};
+            style.log_x = style.log_y = true;
+            style.y_min = 1e-3, style.y_max = 10;  // room for the legend above the curves
+            style.key = "top right";
+            attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
+        }
+        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:945
+        const std::size_t r_bench = 256, n_dense_max = options.quick ? 1024 : 4096;
+        const std::size_t n_max = options.quick ? 2048 : 16384;
+        const int repeats = options.quick ? 3 : 5;
+        results.add("bench_r", double(r_bench));
+        const auto W_bench = attn::orthogonal_features<float>(r_bench, 64, options.seed);
+        attn::Series dense_time{"dense", {}, {}}, bi_time{"FAVOR+", {}, {}}, causal_time{"causal FAVOR+", {}, {}};
+        attn::Series dense_wall{"dense, wall clock", {}, {}, "points"}, bi_wall{"FAVOR+, wall clock", {}, {}, "points"};
+        attn::Series causal_wall{"causal FAVOR+, wall clock", {}, {}, "points"};
+        attn::Series dense_memory{"dense", {}, {}}, bi_memory{"FAVOR+", {}, {}}, causal_memory{"causal FAVOR+", {}, {}};
+        for (std::size_t n_cost = 128; n_cost <= n_max; n_cost *= 2) {
+            const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const int runs = n_cost < 2048 ? 3 * repeats : repeats;
+            auto bidirectional = [&] { return attn::performer_attention(Q_n, K_n, V_n, W_bench); };
+            auto causal = [&] { return attn::performer_causal_attention(Q_n, K_n, V_n, W_bench); };
+            for (attn::Series* s : {&bi_time, &causal_time, &bi_wall, &causal_wall, &bi_memory, &causal_memory})
+                s->x.push_back(double(n_cost));
+            bi_time.y.push_back(attn::median_thread_seconds(bidirectional, runs));
+            causal_time.y.push_back(attn::median_thread_seconds(causal, runs));
+            bi_wall.y.push_back(attn::median_seconds(bidirectional, runs));
+            causal_wall.y.push_back(attn::median_seconds(causal, runs));
+            bi_memory.y.push_back(double(attn::peak_memory_bytes(bidirectional)) / (1 << 20));
+            causal_memory.y.push_back(double(attn::peak_memory_bytes(causal)) / (1 << 20));
+            if (n_cost <= n_dense_max) {
+                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
+                dense_time.x.push_back(double(n_cost));
+                dense_time.y.push_back(attn::median_thread_seconds(dense, runs));
+                dense_wall.x.push_back(double(n_cost));
+                dense_wall.y.push_back(attn::median_seconds(dense, runs));
+                dense_memory.x.push_back(double(n_cost));
+                dense_memory.y.push_back(double(attn::peak_memory_bytes(dense)) / (1 << 20));
+            }
+        }
+        // ⟨Draw the cost against n⟩ 11-performer.md:1010
+        const double bi_slope = slope_from(bi_time, 1024), causal_slope = slope_from(causal_time, 1024);
+        const double bi_memory_slope = slope_from(bi_memory, 1024), causal_memory_slope = slope_from(causal_memory, 1024);
+        results.add("favor_time_slope", bi_slope);
+        results.add("causal_time_slope", causal_slope);
+        results.add("favor_memory_slope", bi_memory_slope);
+        results.add("causal_memory_slope", causal_memory_slope);
+        results.add("dense_time_slope", attn::loglog_slope(dense_time.x, dense_time.y));
+        results.add("favor_wall_slope", slope_from(bi_wall, 1024));
+        results.add("causal_wall_slope", slope_from(causal_wall, 1024));
+        results.add("crossover_time_n", std::round(crossover(dense_time.x, dense_time.y, bi_time.y)));
+        results.add("crossover_causal_time_n", std::round(crossover(dense_time.x, dense_time.y, causal_time.y)));
+        results.add("crossover_memory_n", std::round(crossover(dense_memory.x, dense_memory.y, bi_memory.y)));
+        results.add("max_n", bi_time.x.back());
+        results.add("favor_seconds_at_max_n", bi_time.y.back());
+        results.add("causal_seconds_at_max_n", causal_time.y.back());
+        results.add("favor_mib_at_max_n", bi_memory.y.back());
+        results.add("causal_mib_at_max_n", causal_memory.y.back());
+        bi_time.label += " (slope " + attn::format_number(bi_slope) + ")";
+        causal_time.label += " (slope " + attn::format_number(causal_slope) + ")";
+        bi_memory.label += " (slope " + attn::format_number(bi_memory_slope) + ")";
+        causal_memory.label += " (slope " + attn::format_number(causal_memory_slope) + ")";
+        attn::plot::LinePlotStyle time_style{"CPU time of one call (r = 256, d_k = d_v = 64, float, one thread)",
+                                             "n (tokens)", "seconds"};
+        time_style.log_x = time_style.log_y = true;
+        time_style.key = "bottom right";
+        attn::plot::lines(out / "cost_time.svg", {dense_time, bi_time, causal_time, dense_wall, bi_wall, causal_wall},
+                          time_style);
+        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
+        memory_style.log_x = memory_style.log_y = true;
+        memory_style.key = "bottom right";
+        attn::plot::lines(out / "cost_memory.svg", {dense_memory, bi_memory, causal_memory}, memory_style);
+    });
+}
