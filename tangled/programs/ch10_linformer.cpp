@@ -14,7 +14,7 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
-#include "attn/cpu_time.hpp"
+#include "attn/cost_curve.hpp"
 #include "attn/linformer.hpp"
 #include "attn/measure.hpp"
 #include "attn/plot.hpp"
@@ -124,30 +124,6 @@ std::vector<attn::Series> error_against_k(const Inputs& in, int draws, std::uint
     return {inside, pooled, after, trend, zero};
 }
 
-// ⟨Find where two cost curves cross⟩ 10-linformer.md:662
-/// Log–log slope of the points of `s` with x ≥ x_min.
-double slope_from(const attn::Series& s, double x_min)
-{
-    std::vector<double> x, y;
-    for (std::size_t i = 0; i < s.x.size(); ++i)
-        if (s.x[i] >= x_min) x.push_back(s.x[i]), y.push_back(s.y[i]);
-    return attn::loglog_slope(x, y);
-}
-
-/// The n where `b` becomes cheaper than `a` (log–log interpolation between the sizes that
-/// bracket the first change of sign), or NaN if it never does. Both are sampled at `n`.
-double crossover(const std::vector<double>& n, const std::vector<double>& a, const std::vector<double>& b)
-{
-    for (std::size_t i = 1; i < std::min({n.size(), a.size(), b.size()}); ++i) {
-        const double before = std::log(b[i - 1] / a[i - 1]), after = std::log(b[i] / a[i]);
-        if (before >= 0 && after < 0) {
-            const double t = before / (before - after);
-            return std::exp(std::log(n[i - 1]) + t * (std::log(n[i]) - std::log(n[i - 1])));
-        }
-    }
-    return std::numeric_limits<double>::quiet_NaN();
-}
-
 }  // namespace
 
 int main(int argc, char** argv)
@@ -193,7 +169,7 @@ int main(int argc, char** argv)
             pooled.x_label = "projected key (tokens it averages)";
             attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
         }
-        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:787
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:701
         {
             const Inputs in = make_inputs("vocabulary", 64, 64, rng);
             const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -226,7 +202,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
         }
-        // ⟨Show that the first token sees the last⟩ 10-linformer.md:753
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:667
         {
             const std::size_t n_c = 64, k_c = 16;
             Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -237,13 +213,12 @@ int main(int argc, char** argv)
             const xt::xtensor<double, 2> after = attn::linformer_attention(in.Q, in.K, in.V, E, E);
             results.add("first_output_change_from_last_token", xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
         }
-        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:624
+        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:576
         const std::size_t k_bench = 256, n_dense_max = options.quick ? 1024 : 4096;
         const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
         const int repeats = options.quick ? 3 : 5;  // more for the cheap small sizes, below
         results.add("bench_k", double(k_bench));
         attn::Series dense_time{"dense", {}, {}}, linformer_time{"Linformer, k = 256", {}, {}};
-        attn::Series dense_wall{"dense, wall clock", {}, {}, "points"}, linformer_wall{"Linformer, wall clock", {}, {}, "points"};
         attn::Series dense_memory{"dense", {}, {}}, linformer_memory{"Linformer, k = 256", {}, {}};
         for (std::size_t n_cost = 128; n_cost <= n_linformer_max; n_cost *= 2) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
@@ -252,31 +227,20 @@ int main(int argc, char** argv)
             const auto E = attn::random_projection<float>(k_bench, n_cost, options.seed + n_cost);  // k×n
             const int runs = n_cost < 2048 ? 3 * repeats : repeats;
             auto linformer = [&] { return attn::linformer_attention(Q_n, K_n, V_n, E, E); };
-            linformer_time.x.push_back(double(n_cost));
-            linformer_time.y.push_back(attn::median_thread_seconds(linformer, runs));
-            linformer_wall.x.push_back(double(n_cost));
-            linformer_wall.y.push_back(attn::median_seconds(linformer, runs));
-            linformer_memory.x.push_back(double(n_cost));
-            linformer_memory.y.push_back(double(attn::peak_memory_bytes(linformer)) / (1 << 20));
+            attn::record_cost(linformer_time, linformer_memory, n_cost, linformer, runs);
             if (n_cost <= n_dense_max) {
                 auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
-                dense_time.x.push_back(double(n_cost));
-                dense_time.y.push_back(attn::median_thread_seconds(dense, runs));
-                dense_wall.x.push_back(double(n_cost));
-                dense_wall.y.push_back(attn::median_seconds(dense, runs));
-                dense_memory.x.push_back(double(n_cost));
-                dense_memory.y.push_back(double(attn::peak_memory_bytes(dense)) / (1 << 20));
+                attn::record_cost(dense_time, dense_memory, n_cost, dense, runs);
             }
         }
-        // ⟨Draw the cost against n⟩ 10-linformer.md:687
-        const double time_slope = slope_from(linformer_time, 1024);
-        const double memory_slope = slope_from(linformer_memory, 1024);
+        // ⟨Draw the cost against n⟩ 10-linformer.md:602
+        const double time_slope = attn::slope_from(linformer_time, 1024);
+        const double memory_slope = attn::slope_from(linformer_memory, 1024);
         results.add("linformer_time_slope", time_slope);
         results.add("linformer_memory_slope", memory_slope);
         results.add("dense_time_slope", attn::loglog_slope(dense_time.x, dense_time.y));
-        results.add("linformer_wall_slope", slope_from(linformer_wall, 1024));
-        results.add("crossover_time_n", std::round(crossover(dense_time.x, dense_time.y, linformer_time.y)));
-        results.add("crossover_memory_n", std::round(crossover(dense_memory.x, dense_memory.y, linformer_memory.y)));
+        results.add("crossover_time_n", attn::crossover(linformer_time, dense_time));
+        results.add("crossover_memory_n", attn::crossover(linformer_memory, dense_memory));
         results.add("linformer_max_n", linformer_time.x.back());
         results.add("linformer_seconds_at_max_n", linformer_time.y.back());
         results.add("linformer_mib_at_max_n", linformer_memory.y.back());
@@ -286,10 +250,11 @@ int main(int argc, char** argv)
                                              "seconds"};
         time_style.log_x = time_style.log_y = true;
         time_style.key = "bottom right";
-        attn::plot::lines(out / "cost_time.svg", {dense_time, linformer_time, dense_wall, linformer_wall}, time_style);
+        attn::plot::lines(out / "cost_time.svg", {dense_time, linformer_time}, time_style);
         attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
         memory_style.key = "bottom right";
-        attn::plot::lines(out / "cost_memory.svg", {dense_memory, linformer_memory}, memory_style);
+        attn::plot::lines(out / "cost_memory.svg", {attn::positive_points(dense_memory), attn::positive_points(linformer_memory)},
+                          memory_style);
     });
 }

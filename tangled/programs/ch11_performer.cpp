@@ -16,7 +16,7 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
-#include "attn/cpu_time.hpp"
+#include "attn/cost_curve.hpp"
 #include "attn/measure.hpp"
 #include "attn/performer.hpp"
 #include "attn/plot.hpp"
@@ -122,30 +122,6 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
 {
     const xt::xtensor<double, 2> diff = A - B;
     return std::sqrt(xt::mean(diff * diff)());
-}
-
-// ⟨Fit slopes and crossings⟩ 11-performer.md:985
-/// Log–log slope of the points of `s` with x ≥ x_min.
-double slope_from(const attn::Series& s, double x_min)
-{
-    std::vector<double> x, y;
-    for (std::size_t i = 0; i < s.x.size(); ++i)
-        if (s.x[i] >= x_min) x.push_back(s.x[i]), y.push_back(s.y[i]);
-    return attn::loglog_slope(x, y);
-}
-
-/// The n where `b` becomes cheaper than `a` (log–log interpolation between the sizes that
-/// bracket the first change of sign), or NaN if it never does. Both are sampled at `n`.
-double crossover(const std::vector<double>& n, const std::vector<double>& a, const std::vector<double>& b)
-{
-    for (std::size_t i = 1; i < std::min({n.size(), a.size(), b.size()}); ++i) {
-        const double before = std::log(b[i - 1] / a[i - 1]), after = std::log(b[i] / a[i]);
-        if (before >= 0 && after < 0) {
-            const double t = before / (before - after);
-            return std::exp(std::log(n[i - 1]) + t * (std::log(n[i]) - std::log(n[i - 1])));
-        }
-    }
-    return std::numeric_limits<double>::quiet_NaN();
 }
 
 }  // namespace
@@ -333,8 +309,6 @@ int main(int argc, char** argv)
         results.add("bench_r", double(r_bench));
         const auto W_bench = attn::orthogonal_features<float>(r_bench, 64, options.seed);
         attn::Series dense_time{"dense", {}, {}}, bi_time{"FAVOR+", {}, {}}, causal_time{"causal FAVOR+", {}, {}};
-        attn::Series dense_wall{"dense, wall clock", {}, {}, "points"}, bi_wall{"FAVOR+, wall clock", {}, {}, "points"};
-        attn::Series causal_wall{"causal FAVOR+, wall clock", {}, {}, "points"};
         attn::Series dense_memory{"dense", {}, {}}, bi_memory{"FAVOR+", {}, {}}, causal_memory{"causal FAVOR+", {}, {}};
         for (std::size_t n_cost = 128; n_cost <= n_max; n_cost *= 2) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
@@ -343,37 +317,25 @@ int main(int argc, char** argv)
             const int runs = n_cost < 2048 ? 3 * repeats : repeats;
             auto bidirectional = [&] { return attn::performer_attention(Q_n, K_n, V_n, W_bench); };
             auto causal = [&] { return attn::performer_causal_attention(Q_n, K_n, V_n, W_bench); };
-            for (attn::Series* s : {&bi_time, &causal_time, &bi_wall, &causal_wall, &bi_memory, &causal_memory})
-                s->x.push_back(double(n_cost));
-            bi_time.y.push_back(attn::median_thread_seconds(bidirectional, runs));
-            causal_time.y.push_back(attn::median_thread_seconds(causal, runs));
-            bi_wall.y.push_back(attn::median_seconds(bidirectional, runs));
-            causal_wall.y.push_back(attn::median_seconds(causal, runs));
-            bi_memory.y.push_back(double(attn::peak_memory_bytes(bidirectional)) / (1 << 20));
-            causal_memory.y.push_back(double(attn::peak_memory_bytes(causal)) / (1 << 20));
+            attn::record_cost(bi_time, bi_memory, n_cost, bidirectional, runs);
+            attn::record_cost(causal_time, causal_memory, n_cost, causal, runs);
             if (n_cost <= n_dense_max) {
                 auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
-                dense_time.x.push_back(double(n_cost));
-                dense_time.y.push_back(attn::median_thread_seconds(dense, runs));
-                dense_wall.x.push_back(double(n_cost));
-                dense_wall.y.push_back(attn::median_seconds(dense, runs));
-                dense_memory.x.push_back(double(n_cost));
-                dense_memory.y.push_back(double(attn::peak_memory_bytes(dense)) / (1 << 20));
+                attn::record_cost(dense_time, dense_memory, n_cost, dense, runs);
             }
         }
-        // ⟨Draw the cost against n⟩ 11-performer.md:1010
-        const double bi_slope = slope_from(bi_time, 1024), causal_slope = slope_from(causal_time, 1024);
-        const double bi_memory_slope = slope_from(bi_memory, 1024), causal_memory_slope = slope_from(causal_memory, 1024);
+        // ⟨Draw the cost against n⟩ 11-performer.md:974
+        const double bi_slope = attn::slope_from(bi_time, 1024), causal_slope = attn::slope_from(causal_time, 1024);
+        const double bi_memory_slope = attn::slope_from(bi_memory, 1024);
+        const double causal_memory_slope = attn::slope_from(causal_memory, 1024);
         results.add("favor_time_slope", bi_slope);
         results.add("causal_time_slope", causal_slope);
         results.add("favor_memory_slope", bi_memory_slope);
         results.add("causal_memory_slope", causal_memory_slope);
         results.add("dense_time_slope", attn::loglog_slope(dense_time.x, dense_time.y));
-        results.add("favor_wall_slope", slope_from(bi_wall, 1024));
-        results.add("causal_wall_slope", slope_from(causal_wall, 1024));
-        results.add("crossover_time_n", std::round(crossover(dense_time.x, dense_time.y, bi_time.y)));
-        results.add("crossover_causal_time_n", std::round(crossover(dense_time.x, dense_time.y, causal_time.y)));
-        results.add("crossover_memory_n", std::round(crossover(dense_memory.x, dense_memory.y, bi_memory.y)));
+        results.add("crossover_time_n", attn::crossover(bi_time, dense_time));
+        results.add("crossover_causal_time_n", attn::crossover(causal_time, dense_time));
+        results.add("crossover_memory_n", attn::crossover(bi_memory, dense_memory));
         results.add("max_n", bi_time.x.back());
         results.add("favor_seconds_at_max_n", bi_time.y.back());
         results.add("causal_seconds_at_max_n", causal_time.y.back());
@@ -387,11 +349,12 @@ int main(int argc, char** argv)
                                              "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
         time_style.key = "bottom right";
-        attn::plot::lines(out / "cost_time.svg", {dense_time, bi_time, causal_time, dense_wall, bi_wall, causal_wall},
-                          time_style);
+        attn::plot::lines(out / "cost_time.svg", {dense_time, bi_time, causal_time}, time_style);
         attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
         memory_style.key = "bottom right";
-        attn::plot::lines(out / "cost_memory.svg", {dense_memory, bi_memory, causal_memory}, memory_style);
+        attn::plot::lines(out / "cost_memory.svg",
+                          {attn::positive_points(dense_memory), attn::positive_points(bi_memory), attn::positive_points(causal_memory)},
+                          memory_style);
     });
 }
