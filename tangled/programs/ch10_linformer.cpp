@@ -22,7 +22,7 @@
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 
-// ⟨Declare OpenBLAS's thread control⟩ 10-linformer.md:566
+// ⟨Declare OpenBLAS's thread control⟩ 10-linformer.md:567
 /// OpenBLAS's own setter for the number of threads its routines use.
 extern "C" void openblas_set_num_threads(int threads);
 
@@ -169,7 +169,7 @@ int main(int argc, char** argv)
             pooled.x_label = "projected key (tokens it averages)";
             attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
         }
-        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:701
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:702
         {
             const Inputs in = make_inputs("vocabulary", 64, 64, rng);
             const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -199,10 +199,11 @@ int main(int argc, char** argv)
             attn::plot::LinePlotStyle style{"RMS error of Linformer against dense attention, " + kind + " input, n = " +
                                             std::to_string(n_error), "k (projected length)", "RMS error of the output"};
             style.log_x = style.log_y = true;
+            style.y_min = 0.01, style.y_max = 100;  // room for the legend above the curves
             style.key = "top right";
             attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
         }
-        // ⟨Show that the first token sees the last⟩ 10-linformer.md:667
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:668
         {
             const std::size_t n_c = 64, k_c = 16;
             Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -213,7 +214,7 @@ int main(int argc, char** argv)
             const xt::xtensor<double, 2> after = attn::linformer_attention(in.Q, in.K, in.V, E, E);
             results.add("first_output_change_from_last_token", xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
         }
-        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:576
+        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:577
         const std::size_t k_bench = 256, n_dense_max = options.quick ? 1024 : 4096;
         const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
         const int repeats = options.quick ? 3 : 5;  // more for the cheap small sizes, below
@@ -233,7 +234,7 @@ int main(int argc, char** argv)
                 attn::record_cost(dense_time, dense_memory, n_cost, dense, runs);
             }
         }
-        // ⟨Draw the cost against n⟩ 10-linformer.md:602
+        // ⟨Draw the cost against n⟩ 10-linformer.md:603
         const double time_slope = attn::slope_from(linformer_time, 1024);
         const double memory_slope = attn::slope_from(linformer_memory, 1024);
         results.add("linformer_time_slope", time_slope);
