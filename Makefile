@@ -146,7 +146,8 @@ BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/
 
 build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
 	@echo "  sphinx   build/book/html"
-	@$(SPHINX) -b html -d build/book/doctrees -W --keep-going -n -q book build/book/html
+	@$(SPHINX) -b html -d build/book/doctrees -W --keep-going -n -q book build/book/html \
+	  || { rm -rf build/book/doctrees; exit 1; }  # so the next build reads every page and repeats each warning
 	@touch $@
 
 book: deps ## build the HTML book into build/book/html (tangles, builds, runs every chapter)
