@@ -100,7 +100,7 @@ int main(int argc, char** argv)
         // ⟨Compare the row form with the matrix form⟩ 01-self-attention.md:464
         const xt::xtensor<float, 2> O_rows = attn::attention_by_rows(Q, K, V);  // n×d_v
         results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
-        // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:1176
+        // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:1196
         attn::Series unscaled{"var(q·k)", {}, {}}, scaled{"var(q·k/√d_k)", {}, {}}, theory{"d_k (theory)", {}, {}, "lines"};
         attn::Series peak_unscaled{"without 1/√d_k", {}, {}}, peak_scaled{"with 1/√d_k", {}, {}};
         const std::size_t pairs = options.quick ? 2000 : 20000;
@@ -142,7 +142,7 @@ int main(int argc, char** argv)
         peak_style.log_x = true;
         peak_style.y_min = 0, peak_style.y_max = 1.05;
         attn::plot::lines(out / "saturation.svg", {peak_unscaled, peak_scaled}, peak_style);
-        // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:1158
+        // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:1178
         {
             const std::vector<float> big = {100.0f, 101.0f, 102.0f};
             std::ofstream table(out / "softmax_overflow.txt");

@@ -18,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Parse the common options⟩ 01-self-attention.md:1005
+// ⟨Parse the common options⟩ 01-self-attention.md:1025
 /// @brief The options every chapter's program accepts.
 struct Options {
     std::filesystem::path out;  ///< where figures and results are written
@@ -59,7 +59,7 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter, 
     return options;
 }
 
-// ⟨Collect the numbers the book quotes⟩ 01-self-attention.md:1050
+// ⟨Collect the numbers the book quotes⟩ 01-self-attention.md:1070
 /// A number as the book prints it: whole numbers in full, others with `digits` significant digits.
 inline std::string format_number(double value, int digits = 3)
 {
@@ -92,7 +92,7 @@ private:
     std::vector<std::pair<std::string, std::string>> entries_;
 };
 
-// ⟨Run a chapter's program⟩ 01-self-attention.md:1088
+// ⟨Run a chapter's program⟩ 01-self-attention.md:1108
 /// @brief The body of every chapter's main(): options, output folder, errors, results.
 /// @param chapter short name, e.g. "ch01"; @param about one line saying what the program does
 /// @param body    the experiments: body(options, results)
