@@ -29,20 +29,10 @@
 
 using test_support::check_close;
 using test_support::naive_attention;
+using test_support::Inputs;
+using test_support::random_inputs;
 
 namespace {
-
-struct Inputs {
-    xt::xtensor<double, 2> Q, K, V;
-};
-
-/// Random Q (n×d_k), K (m×d_k), V (m×d_v) with N(0, 1) entries.
-Inputs random_inputs(std::size_t n, std::size_t m, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
-{
-    std::mt19937_64 rng(seed);
-    return {attn::random_normal<double>(n, d_k, 1.0, rng), attn::random_normal<double>(m, d_k, 1.0, rng),
-            attn::random_normal<double>(m, d_v, 1.0, rng)};
-}
 
 template <class T>
 xt::xtensor<T, 2> cast(const xt::xtensor<double, 2>& x)

@@ -20,21 +20,10 @@
 
 using test_support::check_close;
 using test_support::naive_attention;
+using test_support::Inputs;
+using test_support::random_inputs;
 
 namespace {
-
-struct Inputs {
-    xt::xtensor<double, 2> Q, K, V;
-};
-
-/// Random Q (n×d_k), K (m×d_k), V (m×d_v) with N(0, scale²) entries for Q and K, N(0, 1) for V.
-Inputs random_inputs(std::size_t n, std::size_t m, std::size_t d_k, std::size_t d_v, std::uint64_t seed,
-                     double scale = 1.0)
-{
-    std::mt19937_64 rng(seed);
-    return {attn::random_normal<double>(n, d_k, scale, rng), attn::random_normal<double>(m, d_k, scale, rng),
-            attn::random_normal<double>(m, d_v, 1.0, rng)};
-}
 
 /// φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r, x̃ = x·d^(−1/4), for one row, in long double (independent of the library).
 std::vector<long double> naive_features(const xt::xtensor<double, 2>& X, std::size_t i, const xt::xtensor<double, 2>& W)

@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -15,7 +17,31 @@
 #include <boost/test/unit_test.hpp>
 #include <xtensor/xtensor.hpp>
 
+#include "attn/random.hpp"
+
 namespace test_support {
+
+/// Queries, keys and values of one test case.
+struct Inputs {
+    xt::xtensor<double, 2> Q, K, V;
+};
+
+/// Random Q (n×d_k), K (m×d_k) and V (m×d_v): N(0, scale²) entries in Q and K, N(0, 1) in V.
+inline Inputs random_inputs(std::size_t n, std::size_t m, std::size_t d_k, std::size_t d_v, std::uint64_t seed,
+                            double scale = 1.0)
+{
+    std::mt19937_64 rng(seed);
+    xt::xtensor<double, 2> Q = attn::random_normal<double>(n, d_k, scale, rng);
+    xt::xtensor<double, 2> K = attn::random_normal<double>(m, d_k, scale, rng);
+    xt::xtensor<double, 2> V = attn::random_normal<double>(m, d_v, 1.0, rng);
+    return {Q, K, V};
+}
+
+/// Self-attention inputs: n queries, and n keys and values, as random_inputs(n, n, d_k, d_v, seed).
+inline Inputs random_inputs(std::size_t n, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
+{
+    return random_inputs(n, n, d_k, d_v, seed);
+}
 
 /// softmax(Q·Kᵀ/√d_k)·V by three plain loops in long double, written independently of the library.
 /// `allowed(i, j)` says whether query i may attend key j; a row with nothing allowed gives zeros.
