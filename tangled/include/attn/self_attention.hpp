@@ -19,7 +19,8 @@
 namespace attn {
 
 // ⟨Check the shapes of Q, K and V⟩ 01-self-attention.md:123
-/// @brief Throw std::invalid_argument unless Q is n×d_k, K is m×d_k and V is m×d_v with m ≥ 1.
+/// @brief Throw std::invalid_argument unless Q is n×d_k, K is m×d_k and V is m×d_v, with
+/// m ≥ 1 and d_k ≥ 1 (see "The contract every kernel keeps").
 template <class T>
 void check_attention_shapes(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
                             const xt::xtensor<T, 2>& V)
@@ -35,6 +36,9 @@ void check_attention_shapes(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>&
                                     "; there must be one value per key");
     if (K.shape(0) == 0)
         throw std::invalid_argument("attention: there are no keys (m = 0)");
+    if (K.shape(1) == 0)
+        throw std::invalid_argument("attention: queries and keys are empty (d_k = 0), so "
+                                    "the scale 1/√d_k is undefined");
 }
 
 // ⟨Attend with one query⟩ 01-self-attention.md:51
@@ -87,7 +91,7 @@ xt::xtensor<T, 2> attention_by_rows(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return O;
 }
 
-// ⟨Normalise each row with a stable softmax⟩ 01-self-attention.md:236
+// ⟨Normalise each row with a stable softmax⟩ 01-self-attention.md:240
 /// @brief Softmax of every row of `scores`, stable for any finite input.
 /// Subtracts each row's maximum before exponentiating; a row that is all −∞
 /// (nothing may be attended) gives all zeros instead of NaN.
@@ -110,7 +114,7 @@ xt::xtensor<T, 2> softmax_rows(const xt::xtensor<T, 2>& scores)
     return weights;
 }
 
-// ⟨Compute the attention weights⟩ 01-self-attention.md:273
+// ⟨Compute the attention weights⟩ 01-self-attention.md:277
 /// @brief The attention weights softmax(Q·Kᵀ/√d_k).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @return weights, n×m, rows summing to 1
@@ -123,7 +127,7 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return softmax_rows(scores);
 }
 
-// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:287
+// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:291
 /// @brief Scaled dot-product attention softmax(Q·Kᵀ/√d_k)·V (Vaswani et al. 2017).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
