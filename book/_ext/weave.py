@@ -830,6 +830,9 @@ class ApiHeader(Directive):
                 lines += [f"{{chunkref}}`{info.chapter.short}:{entry.part.name}`{suffix}, "
                           f"{{doc}}`{info.chapter.title.replace('`', '')} </{info.chapter.docname}>`.", ""]
                 lines[-2] = "Written in " + lines[-2]
+            if entry.kind == "function" and entry.name.endswith("attention"):
+                lines += ["A kernel: it keeps {ref}`the contract every kernel keeps "
+                          "<kernel-contract>` (shapes, options, masks, NaN, range).", ""]
         return parse_markdown(self, lines, f"api-{path}")
 
 
