@@ -23,7 +23,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:951
+// ⟨Format text for gnuplot⟩ 00-instruments.md:977
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -64,13 +64,17 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:876
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:898
+/// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
+/// and shown at 450–740, so text lands at 11 pixels or more on the page.
+constexpr int font_size = 16;
+
 /// The gnuplot terminal of the book's still figures: SVG, white background.
 inline std::string svg_terminal(int width = 640, int height = 520)
 {
     return "set terminal svg size " + std::to_string(width) + "," +
-           std::to_string(height) +
-           " dynamic enhanced font 'DejaVu Sans,12' background rgb 'white'";
+           std::to_string(height) + " dynamic enhanced font 'DejaVu Sans," +
+           std::to_string(font_size) + "' background rgb 'white'";
 }
 
 /// @brief One gnuplot process drawing one file with the book's style.
@@ -148,7 +152,7 @@ struct HeatmapStyle {
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:825
+// ⟨Describe a line plot⟩ 00-instruments.md:847
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -161,10 +165,10 @@ struct LinePlotStyle {
     std::string title, x_label, y_label;
     bool log_x = false, log_y = false;
     double y_min = NAN, y_max = NAN;  ///< fixed y range when both are set
-    std::string key = "top left";     ///< where the legend goes
+    std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:993
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1019
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -197,7 +201,33 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:777
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:782
+/// Whether `labels` fit side by side, level, under a plot about `width` pixels wide.
+inline bool labels_fit_level(const std::vector<std::string>& labels, double width = 400)
+{
+    double characters = 0;
+    for (const std::string& label : labels) characters += double(label.size()) + 1;
+    return characters * 0.6 * font_size <= width;  // a DejaVu Sans letter ≈ 0.6 em
+}
+
+/// @brief The axes of a heatmap of n rows and m columns: rows top down, one tic per
+/// token, the colour bar's label and range, room for the colour bar.
+inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::size_t n,
+                             std::size_t m)
+{
+    figure << "set xlabel " << quote(style.x_label) << "\nset ylabel "
+           << quote(style.y_label) << "\nset cblabel " << quote(style.colorbar_label)
+           << "\nset xrange [-0.5:" << m - 0.5 << "]\nset yrange [" << n - 0.5
+           << ":-0.5]\nset size ratio " << double(n) / double(m)
+           << "\nunset grid\nset tics scale 0\nset xtics "
+           << tic_labels(style.col_labels, m)
+           << (labels_fit_level(style.col_labels) ? "" : " rotate by 90 right")
+           << "\nset ytics " << tic_labels(style.row_labels, n) << "\n";
+    if (style.probabilities) figure << "set cbrange [0:1]\n";
+    figure << "set rmargin 14\n";  // room for the colour bar, however wide the matrix
+}
+
+// ⟨Draw a heatmap⟩ 00-instruments.md:809
 /// @brief Draw `values` (n×m) as a heatmap into the SVG file `path`, and its data as
 /// `path`.tsv.
 inline void heatmap(const std::filesystem::path& path,
@@ -211,19 +241,9 @@ inline void heatmap(const std::filesystem::path& path,
     write_matrix_tsv(path, values, masked ? &style.allowed : nullptr);
 
     Figure figure(path);
-    figure << "set title " << quote(style.title) << "\n"
-           << "set xlabel " << quote(style.x_label) << "\nset ylabel "
-           << quote(style.y_label) << "\n"
-           << "set cblabel " << quote(style.colorbar_label) << "\n"
-           << "set xrange [-0.5:" << m - 0.5 << "]\nset yrange [" << n - 0.5
-           << ":-0.5]\n"
-           << "set size ratio " << double(n) / double(m)
-           << "\nunset grid\nset tics scale 0\n"
-           << "set xtics " << tic_labels(style.col_labels, m) << " rotate by 60 right\n"
-           << "set ytics " << tic_labels(style.row_labels, n) << "\n";
-    if (style.probabilities) figure << "set cbrange [0:1]\n";
-    figure << "set rmargin 14\n"  // room for the colour bar, however wide the matrix
-           << (masked ? "set key at screen 0.98, screen 0.02 right bottom\n"
+    figure << "set title " << quote(style.title) << "\n";
+    set_heatmap_axes(figure, style, n, m);
+    figure << (masked ? "set key at screen 0.98, screen 0.02 right bottom\n"
                       : "unset key\n");
     figure << "plot '-' using 1:2:3 with image pixels notitle";
     if (masked)
@@ -242,7 +262,7 @@ inline void heatmap(const std::filesystem::path& path,
     if (masked) figure.send(hidden);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:842
+// ⟨Draw a line plot⟩ 00-instruments.md:864
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -270,7 +290,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1030
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1056
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
@@ -284,19 +304,10 @@ inline void heatmap_animation(const std::filesystem::path& path,
             "heatmap_animation: need one title per frame and at least one frame");
     const std::size_t n = frames[0].shape(0), m = frames[0].shape(1);
     Figure figure(path, "set terminal gif animate delay " + std::to_string(delay_cs) +
-                            " loop 0 size 640,560 enhanced font 'DejaVu Sans,11' "
-                            "background rgb 'white'");
-    figure << "set xlabel " << quote(style.x_label) << "\nset ylabel "
-           << quote(style.y_label) << "\n"
-           << "set cblabel " << quote(style.colorbar_label) << "\n"
-           << "set xrange [-0.5:" << m - 0.5 << "]\nset yrange [" << n - 0.5
-           << ":-0.5]\n"
-           << "set size ratio " << double(n) / double(m)
-           << "\nunset grid\nset tics scale 0\n"
-           << "set xtics " << tic_labels(style.col_labels, m) << " rotate by 60 right\n"
-           << "set ytics " << tic_labels(style.row_labels, n) << "\n";
-    if (style.probabilities) figure << "set cbrange [0:1]\n";
-    figure << "set rmargin 14\nunset key\n";
+                            " loop 0 size 640,560 enhanced font 'DejaVu Sans," +
+                            std::to_string(font_size) + "' background rgb 'white'");
+    set_heatmap_axes(figure, style, n, m);
+    figure << "unset key\n";
     for (std::size_t f = 0; f < frames.size(); ++f) {
         figure << "set title " << quote(titles[f])
                << "\nplot '-' using 1:2:3 with image pixels notitle\n";
