@@ -21,13 +21,14 @@
 
 namespace attn {
 
-// ⟨Parse the common options⟩ 00-instruments.md:1152
+// ⟨Parse the common options⟩ 00-instruments.md:1153
 /// @brief The options every chapter's program accepts.
 struct Options {
     std::filesystem::path out;  ///< where figures and results are written
     std::uint64_t seed = 20240611;
     bool quick = false;         ///< smaller experiments, for a fast check
     bool bench = false;         ///< the largest benchmarks
+    std::filesystem::path model;  ///< a trained model to read (chapter 5 reads chapter 4's)
 };
 
 /// Thrown for a bad command line; the program prints usage and exits 2.
@@ -52,6 +53,7 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter,
         else if (arg == "--quick") options.quick = true;
         else if (arg == "--bench") options.bench = true;
         else if (arg == "--out") options.out = value();
+        else if (arg == "--model") options.model = value();
         else if (arg == "--seed") {
             const std::string text = value();
             std::size_t used = 0;
@@ -68,7 +70,7 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter,
     return options;
 }
 
-// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1203
+// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1206
 /// A number as the book prints it: whole numbers in full, others with `digits`
 /// significant digits.
 inline std::string format_number(double value, int digits = 3)
@@ -131,7 +133,7 @@ private:
     std::vector<std::pair<std::string, std::string>> entries_;
 };
 
-// ⟨Run a chapter's program⟩ 00-instruments.md:1275
+// ⟨Run a chapter's program⟩ 00-instruments.md:1278
 /// @brief The body of every chapter's main(): options, output folder, errors, results.
 /// @param chapter short name, e.g. "ch01"; @param about one line saying what the
 /// program does
@@ -144,8 +146,9 @@ int run_program(int argc, char** argv, const std::string& chapter,
     select_blas_core();  // may run the program again, on the BLAS core the processor
                          // deserves
     const std::string name = std::filesystem::path(argv[0]).filename().string();
-    const std::string usage =
-        "usage: " + name + " [--out DIR] [--seed N] [--quick] [--bench] [--help]";
+    const std::string usage = "usage: " + name +
+                              " [--out DIR] [--seed N] [--quick] [--bench] [--model FILE]"
+                              " [--help]";
     Options options;
     try {
         bool help = false;
