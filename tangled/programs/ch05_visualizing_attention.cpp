@@ -18,7 +18,7 @@
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:514
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:499
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -77,16 +77,7 @@ int main(int argc, char** argv)
         for (std::size_t l = 0; l < layers; ++l)
             attn::plot::word_to_word(out / ("word_to_word_layer" + std::to_string(l) + ".svg"), word_maps[l], word_letters,
                                      "Layer " + std::to_string(l) + " on 'algorithms': query → key");
-        // ⟨Animate the heads⟩ 05-visualizing-attention.md:321
-        std::vector<xt::xtensor<double, 2>> head_frames;
-        std::vector<std::string> head_titles;
-        for (std::size_t l = 0; l < layers; ++l)
-            for (std::size_t h = 0; h < heads; ++h) {
-                head_frames.push_back(maps[l][h]);
-                head_titles.push_back("Layer " + std::to_string(l) + ", head " + std::to_string(h) + " on 'attentions'");
-            }
-        attn::plot::animate_heatmaps(out / "heads.gif", head_frames, head_titles, {"", letters, letters}, 120);
-        // ⟨Animate the training steps⟩ 05-visualizing-attention.md:344
+        // ⟨Animate the training steps⟩ 05-visualizing-attention.md:324
         std::vector<xt::xtensor<double, 2>> step_frames;
         std::vector<std::string> step_titles;
         for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -94,10 +85,15 @@ int main(int argc, char** argv)
             step_titles.push_back("Layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head) +
                                   " after " + std::to_string(snapshot.step) + " Adam steps");
         }
-        attn::plot::animate_heatmaps(out / "training.gif", step_frames, step_titles, {"", letters, letters}, 30);
+        for (int hold = 0; hold < 6; ++hold) {  // the last frame stays about two seconds
+            step_frames.push_back(step_frames.back());
+            step_titles.push_back(step_titles.back());
+        }
+        attn::plot::animate_heatmaps(out / "training.gif", step_frames, step_titles,
+                                     {"", letters, letters}, 30);
         results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head));
-        results.add("training_frames", double(step_frames.size()));
-        // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:417
+        results.add("training_frames", double(snapshots.size()));
+        // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:402
         std::vector<xt::xtensor<double, 2>> layer_means;
         for (std::size_t l = 0; l < layers; ++l) {
             layer_means.push_back(attn::average_heads(maps[l]));
@@ -119,7 +115,7 @@ int main(int argc, char** argv)
         results.add("rollout_mass_on_mirror", on_mirror);
         results.add("rollout_mass_on_self", on_self);
         results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-        // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:448
+        // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:433
         double last_on_mirror = 0, mirror_rows_differ = 0;
         for (std::size_t i = 0; i < n; ++i) {
             last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -129,7 +125,7 @@ int main(int argc, char** argv)
         }
         results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
         results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-        // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:522
+        // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:507
         const std::size_t n_gallery = 64;
         std::vector<attn::plot::Pattern> gallery = {{"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};
         gallery.push_back({"causal (ch. 2)", attn::causal_mask(n_gallery)});

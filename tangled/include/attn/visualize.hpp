@@ -26,7 +26,7 @@
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:384
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:369
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
 inline xt::xtensor<double, 2> average_heads(const std::vector<xt::xtensor<double, 2>>& heads)
 {
@@ -36,7 +36,7 @@ inline xt::xtensor<double, 2> average_heads(const std::vector<xt::xtensor<double
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:395
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:380
 /// @brief Attention rollout (Abnar & Zuidema 2020, §3): R = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
 /// @param layer_weights each layer's attention (heads averaged), first layer first, each n×n
 /// @return R, n×n; row i is how much each input token contributes to output position i (sums to 1)
@@ -213,7 +213,7 @@ inline void animate_heatmaps(const std::filesystem::path& path, const std::vecto
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:549
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:534
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;
