@@ -23,7 +23,8 @@
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch02", "causal and padding masks, fully masked rows, cost",
+    return attn::run_program(argc, argv, "ch02",
+                             "causal and padding masks, fully masked rows, cost",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
