@@ -20,7 +20,7 @@
 
 namespace {
 
-// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:507
+// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:508
 /// The slope of time (or memory) over the curve's five largest lengths; none if fewer.
 std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool memory)
 {
@@ -50,7 +50,7 @@ attn::Series error_series(const std::map<std::size_t, double>& error)
     return s;
 }
 
-// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:684
+// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:685
 /// The wall seconds (or peak MiB) of `curve` at length n; NaN if not measured there.
 double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 {
@@ -157,7 +157,7 @@ int main(int argc, char** argv)
             }
             std::cout << "  measured n = " << n << std::endl;
         }
-        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:542
+        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:543
         for (int group = 0; group < 2; ++group) {
             const std::string file = group == 0 ? "patterns" : "approximations";
             std::vector<attn::Series> time_curves, memory_curves, error_curves;
@@ -186,7 +186,7 @@ int main(int argc, char** argv)
             error_style.key = "above";
             attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
         }
-        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:638
+        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:639
         {
             std::ofstream slopes(out / "slopes.csv");
             slopes << "mechanism,family,lengths fitted,time slope,memory slope,"
@@ -213,7 +213,7 @@ int main(int argc, char** argv)
                        << "\",\"" << overtakes(z, true) << "\"\n";
             }
         }
-        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:702
+        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:703
         {
             std::ofstream table(out / "relative.csv");
             table << "mechanism,family,speed 1K,speed 2K,speed 4K,"
@@ -234,7 +234,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:748
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:749
         {
             const std::size_t n = dense_n_max;
             std::vector<attn::Series> points;
@@ -258,7 +258,7 @@ int main(int argc, char** argv)
             results.add("n_scatter", double(n));
             results.add_text("scatter_missing", missing.empty() ? "none" : missing);
         }
-        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:795
+        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:796
         {
             std::ofstream table(out / "all_threads.csv");
             table << "mechanism,threads,ms 1K,ms 2K,ms 4K,speed 1K,speed 2K,speed 4K\n";
@@ -275,7 +275,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:825
+        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:826
         auto versus_dense = [&](const attn::CostCurve& flash, const attn::CostCurve& baseline) {
             const double ratio = cost_at(baseline, dense_n_max, false) /
                                  cost_at(flash, dense_n_max, false);
@@ -299,7 +299,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:853
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:854
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
