@@ -28,14 +28,25 @@ nothing and names every stale file in tangled/.
 
 from __future__ import annotations
 
+import signal
+import sys
+
+
+
+def _interrupted_starting(signum, frame) -> None:
+    print("tangle: interrupted; nothing written", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__":   # Ctrl-C while starting up: a message, not a traceback (replaced below)
+    signal.signal(signal.SIGINT, _interrupted_starting)
+
 import argparse
 import hashlib
 import json
 import os
 import re
 import shutil
-import signal
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +56,15 @@ from chunks import (COMMENT, REFERENCE, TEMP_PREFIX, Chapter, Problem, normalise
                     read_chapter)
 
 C_LIKE = {"cpp", "c"}
+WRITTEN = False        # set once the write phase has finished
+
+
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C outside the write phase: say so, without a traceback (the write phase defers it)."""
+    done = "every file was written" if WRITTEN else "nothing written"
+    print(f"tangle: interrupted; {done}", file=sys.stderr)
+    raise SystemExit(130)
+
 MAX_LINES = 1_000_000   # a root that expands to more is an error (e.g. chunks that use each other twice over)
 
 
@@ -628,6 +648,8 @@ def apply(trees: list[Tree], plans: list[Plan]) -> list[str]:
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+    global WRITTEN
+    WRITTEN = True
     if caught:
         raise Interrupted()
     return changed
@@ -734,4 +756,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted)
     sys.exit(main())
