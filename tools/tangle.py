@@ -659,9 +659,11 @@ class Interrupted(Exception):
     """A signal arrived while the tangler was writing; it finished writing first."""
 
 
-def outputs_makefile(paths: list[str]) -> str:
-    lines = ["# Written by tools/tangle.py: every file it writes. The Makefile includes this file, and",
-             "# remakes it (by tangling) when a chapter changed or an output is missing or newer.",
+def outputs_makefile(paths: list[str], chapters: list[str]) -> str:
+    lines = ["# Written by tools/tangle.py: the chapters it read and every file it wrote. The Makefile",
+             "# includes this file, and remakes it (by tangling) when a chapter changed or an output",
+             "# is missing or newer.",
+             f"TANGLE_CHAPTERS := {' '.join(chapters)}",
              "TANGLE_OUTPUTS := \\"]
     lines += [f"  {p} \\" for p in sorted(paths)]
     return "\n".join(lines) + "\n\n"
@@ -730,7 +732,7 @@ def run(args: argparse.Namespace) -> int:
     state_files["roots.list"] = "".join(f"{path}\n" for path in sorted(clean))
     state_files["manifest.json"] = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
     outputs = [str(d / p) for d in (tangled, twin) for p in clean] + [str(state / p) for p in state_files]
-    state_files["outputs.mk"] = outputs_makefile(outputs)
+    state_files["outputs.mk"] = outputs_makefile(outputs, args.chapters)
     state_owners = {f"keys/{p}": o for p, o in owners.items()}
     trees = [Tree(tangled, clean, owners, read_manifest(state / "manifest.json") or {}),
              Tree(twin, {root.path: twin_text(root) for root in roots}, owners),
