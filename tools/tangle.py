@@ -28,9 +28,8 @@ nothing and names every stale file in tangled/.
 
 from __future__ import annotations
 
-import signal
+import _signal  # the C module: the handler below must not wait for the imports of 'signal'
 import sys
-
 
 
 def _interrupted_starting(signum, frame) -> None:
@@ -39,9 +38,10 @@ def _interrupted_starting(signum, frame) -> None:
 
 
 if __name__ == "__main__":   # Ctrl-C while starting up: a message, not a traceback (replaced below)
-    signal.signal(signal.SIGINT, _interrupted_starting)
+    _signal.signal(_signal.SIGINT, _interrupted_starting)
 
-import argparse
+import argparse  # noqa: E402
+import signal  # noqa: E402
 import hashlib
 import json
 import os

@@ -307,7 +307,7 @@ def test_ctrl_c_leaves_old_or_new_never_half(tmp_path):
     old = trees(tmp_path)
     path.write_text(text.replace(" = ", " = 1 + "))
     args = [sys.executable, str(ROOT / "tools/tangle.py"), str(path.relative_to(tmp_path))]
-    for delay in (0.2, 0.4, 0.6, 0.9):
+    for delay in (0.3, 0.5, 0.7, 1.0):
         process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
