@@ -110,7 +110,7 @@ endif
 
 $(STATE)/outputs.mk: $(CHAPTERS) $(TOOLS) $(TANGLE_OUTPUTS)
 	@echo "  tangle   $(words $(CHAPTERS)) chapters -> tangled/"
-	@$(PYTHON) tools/tangle.py --quiet $(if $(FORCE),--force) --state $(STATE) $(CHAPTERS)
+	@mkdir -p build && flock build/.tangle.lock $(PYTHON) tools/tangle.py --quiet $(if $(FORCE),--force) --state $(STATE) $(CHAPTERS)
 	@touch $@
 
 $(TANGLE_OUTPUTS): ;

@@ -718,7 +718,9 @@ def run(args: argparse.Namespace) -> int:
         for path, why in stale:
             print(f"stale: {tangled / path}: {why}", file=sys.stderr)
         if stale:
-            print(f"check-tangle: {len(stale)} stale file(s); run 'make tangle'", file=sys.stderr)
+            print(f"check-tangle: {len(stale)} stale file(s); run 'make tangle' (a file edited by hand is "
+                  "refused: move the edit into its chapter, or discard it with 'make tangle FORCE=1')",
+                  file=sys.stderr)
             return 1
         if not args.quiet:
             print(f"check-tangle: {len(clean)} files in sync with their chapters")

@@ -268,3 +268,15 @@ def test_added_chapter_is_tangled(repo):
     (repo / "chapters/03-three.md").unlink()
     make(repo, "ch01")
     assert not (repo / "tangled/programs/ch03_three.cpp").exists()
+
+
+def test_check_tangle_and_help_do_not_tangle(repo):
+    """check-tangle must see the committed tangled/ as it is, so it (and help, clean) never tangles first."""
+    edit(repo / "chapters/01-one.md", "int seed = 1;", "int seed = 4;")
+    before = (repo / "tangled/programs/ch01_one.cpp").read_text()
+    done = make(repo, "check-tangle", check=False)
+    assert done.returncode != 0 and "tangled/programs/ch01_one.cpp: differs from its chapter" in done.stderr
+    make(repo, "help")
+    assert (repo / "tangled/programs/ch01_one.cpp").read_text() == before
+    make(repo, "tangle")
+    make(repo, "check-tangle")
