@@ -74,7 +74,7 @@ TWO = ONE.replace("# 1. One", "# 2. Two").replace("ch01_one", "ch02_two").replac
 
 
 def make(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE") and k != "MFLAGS"}
     done = subprocess.run(["make", "--no-print-directory", *args], cwd=repo, capture_output=True, text=True, env=env)
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
