@@ -28,7 +28,7 @@
 
 namespace attn {
 
-// ⟨Name the position schemes⟩ 15-positions.md:780
+// ⟨Name the position schemes⟩ 15-positions.md:802
 /// @brief How a PositionModel knows where its tokens are.
 enum class PositionScheme {
     none,        ///< nothing: the causal mask is the only source of order
@@ -53,17 +53,17 @@ inline std::string scheme_name(PositionScheme scheme)
     return "?";
 }
 
-// ⟨Describe the position model⟩ 15-positions.md:806
+// ⟨Describe the position model⟩ 15-positions.md:828
 /// @brief The sizes of a PositionModel and its position scheme.
 struct PositionModelShape {
     PositionScheme scheme = PositionScheme::none;
-    std::size_t vocab = 16;         ///< token ids 0 … vocab−1
-    std::size_t d_model = 32;       ///< embedding width
-    std::size_t heads = 4;          ///< h per layer; d_k = d_v = d_model/h
-    std::size_t layers = 1;         ///< causal attention layers
-    std::size_t max_n = 256;        ///< rows of the learned table: the longest input
-    std::size_t buckets = 16;       ///< T5 buckets (causal: keys before the query)
-    std::size_t max_distance = 64;  ///< T5: distances beyond share the last bucket
+    std::size_t vocab = 16;    ///< token ids 0 … vocab−1
+    std::size_t d_model = 32;  ///< embedding width
+    std::size_t heads = 4;     ///< h per layer; d_k = d_v = d_model/h
+    std::size_t layers = 1;    ///< causal attention layers
+    std::size_t max_n = 256;   ///< rows of the learned table: the longest input
+    std::size_t buckets = 16;  ///< T5 buckets (causal: keys before the query)
+    std::size_t max_distance = 16;  ///< T5: from here on, one shared bucket
 };
 
 /// @brief A causal attention-only model whose position scheme is a parameter.
@@ -71,13 +71,13 @@ template <class T>
 struct PositionModel {
     PositionModelShape shape;
     xt::xtensor<T, 2> token_embedding;             ///< vocab×d_model
-    xt::xtensor<T, 2> position_embedding;          ///< max_n×d_model if learned, else 0×d_model
+    xt::xtensor<T, 2> position_embedding;          ///< max_n×d_model (learned)
     std::vector<AttentionLayer<T>> layers;         ///< chapter 4's layers
-    std::vector<xt::xtensor<T, 2>> relative_bias;  ///< per layer: heads×buckets if T5, else 0×0
+    std::vector<xt::xtensor<T, 2>> relative_bias;  ///< per layer: heads×buckets (T5)
     xt::xtensor<T, 2> W_out;                       ///< d_model×vocab
 };
 
-// ⟨Create the position model⟩ 15-positions.md:837
+// ⟨Create the position model⟩ 15-positions.md:859
 /// @brief A model of the given shape with every parameter zero (for gradients).
 template <class T>
 PositionModel<T> zero_position_model(const PositionModelShape& shape)
@@ -100,7 +100,8 @@ PositionModel<T> zero_position_model(const PositionModelShape& shape)
 
 /// @brief A model with N(0, 1) embeddings, N(0, 1/d_model) weights and zero T5 biases.
 template <class T>
-PositionModel<T> init_position_model(const PositionModelShape& shape, std::mt19937_64& rng)
+PositionModel<T> init_position_model(const PositionModelShape& shape,
+                                     std::mt19937_64& rng)
 {
     PositionModel<T> model = zero_position_model<T>(shape);
     const std::size_t d = shape.d_model;
@@ -119,17 +120,19 @@ PositionModel<T> init_position_model(const PositionModelShape& shape, std::mt199
 template <class Model>
 auto position_model_parameters(Model& model)
 {
-    using Matrix = std::remove_reference_t<decltype((model.W_out))>;  // const if Model is
+    // const if Model is
+    using Matrix = std::remove_reference_t<decltype((model.W_out))>;
     std::vector<Matrix*> list = {&model.token_embedding, &model.position_embedding};
     for (std::size_t l = 0; l < model.layers.size(); ++l)
-        for (Matrix* W : {&model.layers[l].W_q, &model.layers[l].W_k, &model.layers[l].W_v,
-                          &model.layers[l].W_o, &model.relative_bias[l]})
+        for (Matrix* W :
+             {&model.layers[l].W_q, &model.layers[l].W_k, &model.layers[l].W_v,
+              &model.layers[l].W_o, &model.relative_bias[l]})
             list.push_back(W);
     list.push_back(&model.W_out);
     return list;
 }
 
-// ⟨Embed the tokens and their positions⟩ 15-positions.md:895
+// ⟨Embed the tokens and their positions⟩ 15-positions.md:920
 /// @brief The first layer's input: token embeddings, plus positions if absolute.
 /// @param tokens n token ids
 /// @return X_0, n×d_model
@@ -150,33 +153,37 @@ xt::xtensor<T, 2> embed_positions(const PositionModel<T>& model,
         if (model.shape.scheme == PositionScheme::learned)
             xt::row(X, i) += xt::row(model.position_embedding, i);
     }
-    if (model.shape.scheme == PositionScheme::sinusoidal) X += sinusoidal_positions<T>(n, d);
+    if (model.shape.scheme == PositionScheme::sinusoidal)
+        X += sinusoidal_positions<T>(n, d);
     return X;
 }
 
-// ⟨Find the bias of a head⟩ 15-positions.md:926
-/// @brief The bias head h of layer l adds to its scores over n positions (zero if none).
+// ⟨Find the bias of a head⟩ 15-positions.md:952
+/// @brief The bias head h of layer l adds to its scores over n positions (or zeros).
 /// @return n×n
 template <class T>
-xt::xtensor<T, 2> score_bias(const PositionModel<T>& model, std::size_t l, std::size_t h,
-                             std::size_t n)
+xt::xtensor<T, 2> score_bias(const PositionModel<T>& model, std::size_t l,
+                             std::size_t h, std::size_t n)
 {
     const PositionModelShape& s = model.shape;
-    if (s.scheme == PositionScheme::alibi) return alibi_bias<T>(n, alibi_slopes(s.heads)[h]);
+    if (s.scheme == PositionScheme::alibi)
+        return alibi_bias<T>(n, alibi_slopes(s.heads)[h]);
     if (s.scheme == PositionScheme::t5_bias) {
         const T* row = model.relative_bias[l].data() + h * s.buckets;  // head h's table
-        return t5_bias<T>(n, std::vector<T>(row, row + s.buckets), false, s.max_distance);
+        return t5_bias<T>(n, std::vector<T>(row, row + s.buckets), false,
+                          s.max_distance);
     }
     return xt::zeros<T>({n, n});
 }
 
-// ⟨Run a position layer forward⟩ 15-positions.md:943
+// ⟨Run a position layer forward⟩ 15-positions.md:971
 /// @brief Causal multi-head self-attention with the model's position scheme.
 /// @param X the layer's input, n×d_model
 /// @return the output with what the backward pass needs (Q and K as rotated, if RoPE)
 template <class T>
 AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
-                                                std::size_t l, const xt::xtensor<T, 2>& X)
+                                                std::size_t l,
+                                                const xt::xtensor<T, 2>& X)
 {
     using detail::matmul;
     const AttentionLayer<T>& layer = model.layers[l];
@@ -196,7 +203,8 @@ AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
             set_head_columns(f.Q, head, d_k, q);
             set_head_columns(f.K, head, d_k, k);
         }
-        f.weights.push_back(biased_attention_weights(q, k, score_bias(model, l, head, n),
+        f.weights.push_back(biased_attention_weights(q, k,
+                                                     score_bias(model, l, head, n),
                                                      causal));  // n×n
         set_head_columns(f.concat, head, d_k,
                          matmul(f.weights.back(), head_columns(f.V, head, d_k)));
@@ -205,7 +213,7 @@ AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Run the position model forward⟩ 15-positions.md:982
+// ⟨Run the position model forward⟩ 15-positions.md:1012
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct PositionModelForward {
@@ -229,7 +237,7 @@ PositionModelForward<T> position_model_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Backpropagate through a position layer⟩ 15-positions.md:1021
+// ⟨Backpropagate through a position layer⟩ 15-positions.md:1051
 /// @brief Backward pass of position_layer_forward: add the gradients of layer l's
 /// weights (and T5 biases) to `grad`; return the gradient of its input X, n×d_model.
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
@@ -237,7 +245,8 @@ template <class T>
 xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::size_t l,
                                           const xt::xtensor<T, 2>& X,
                                           const AttentionLayerForward<T>& f,
-                                          const xt::xtensor<T, 2>& dY, PositionModel<T>& grad)
+                                          const xt::xtensor<T, 2>& dY,
+                                          PositionModel<T>& grad)
 {
     using detail::matmul, detail::transposed;
     const AttentionLayer<T>& layer = model.layers[l];
@@ -246,20 +255,21 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
     const xt::xtensor<T, 2> d_concat = matmul(dY, transposed(layer.W_o));  // n×d_model
     xt::xtensor<T, 2> dQ = xt::zeros<T>({n, model.shape.d_model}), dK = dQ, dV = dQ;
     for (std::size_t head = 0; head < h; ++head) {
-        const xt::xtensor<T, 2> v = head_columns(f.V, head, d_k), d_o =
-            head_columns(d_concat, head, d_k);  // n×d_v each
+        const xt::xtensor<T, 2> v = head_columns(f.V, head, d_k),
+                                d_o = head_columns(d_concat, head, d_k);  // n×d_v each
         AttentionGradients<T> g = attention_backward<T>(head_columns(f.Q, head, d_k),
-            head_columns(f.K, head, d_k), v, f.weights[head], d_o);
+                                                        head_columns(f.K, head, d_k), v,
+                                                        f.weights[head], d_o);
         if (model.shape.scheme == PositionScheme::t5_bias)
-            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1066
+            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1098
             {
-                const xt::xtensor<T, 2> dS = softmax_rows_backward(f.weights[head],
-                    xt::xtensor<T, 2>(matmul(d_o, transposed(v))));  // n×n, zero where masked
+                const xt::xtensor<T, 2> dP = matmul(d_o, transposed(v));                  // n×n
+                const xt::xtensor<T, 2> dS = softmax_rows_backward(f.weights[head], dP);  // n×n
                 T* table = grad.relative_bias[l].data() + head * model.shape.buckets;
                 for (std::size_t i = 0; i < n; ++i)
                     for (std::size_t j = 0; j <= i; ++j)
-                        table[t5_bucket(std::int64_t(j) - std::int64_t(i), false, model.shape.buckets,
-                                        model.shape.max_distance)] += dS(i, j);
+                        table[t5_bucket(std::int64_t(j) - std::int64_t(i), false,
+                                        model.shape.buckets, model.shape.max_distance)] += dS(i, j);
             }
         if (model.shape.scheme == PositionScheme::rope) {
             g.dQ = rope_backward(g.dQ, 0);  // through q' = R q: dq = Rᵀ dq'
@@ -279,7 +289,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
     return dX;
 }
 
-// ⟨Run the position model backward⟩ 15-positions.md:1078
+// ⟨Run the position model backward⟩ 15-positions.md:1110
 /// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped sum).
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
 template <class T>
@@ -300,7 +310,7 @@ void position_model_backward(const PositionModel<T>& model,
     }
 }
 
-// ⟨Make the task examples⟩ 15-positions.md:1117
+// ⟨Make the task examples⟩ 15-positions.md:1149
 /// @brief "No target here": positions the loss and the accuracy skip.
 constexpr std::size_t no_target = std::numeric_limits<std::size_t>::max();
 
@@ -316,11 +326,12 @@ struct PositionTask {
 };
 
 /// @brief Uniform tokens; the target at i is the token at i − offset.
-inline TaskExample copy_back_example(std::size_t n, std::size_t vocab, std::size_t offset,
-                                     std::mt19937_64& rng)
+inline TaskExample copy_back_example(std::size_t n, std::size_t vocab,
+                                     std::size_t offset, std::mt19937_64& rng)
 {
     std::uniform_int_distribution<std::size_t> token(0, vocab - 1);
-    TaskExample example{std::vector<std::size_t>(n), std::vector<std::size_t>(n, no_target)};
+    TaskExample example{std::vector<std::size_t>(n),
+                        std::vector<std::size_t>(n, no_target)};
     for (std::size_t i = 0; i < n; ++i) {
         example.tokens[i] = token(rng);
         if (i >= offset) example.targets[i] = example.tokens[i - offset];
@@ -335,8 +346,10 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
                                        std::mt19937_64& rng)
 {
     std::bernoulli_distribution is_marker(rate);
-    std::uniform_int_distribution<std::size_t> marker(0, markers - 1), other(markers, vocab - 1);
-    TaskExample example{std::vector<std::size_t>(n), std::vector<std::size_t>(n, no_target)};
+    std::uniform_int_distribution<std::size_t> marker(0, markers - 1),
+        other(markers, vocab - 1);
+    TaskExample example{std::vector<std::size_t>(n),
+                        std::vector<std::size_t>(n, no_target)};
     std::size_t last = no_target;
     for (std::size_t i = 0; i < n; ++i) {
         example.tokens[i] = is_marker(rng) ? (last = marker(rng)) : other(rng);
@@ -345,18 +358,19 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
     return example;
 }
 
-// ⟨Score the predictions where there is a target⟩ 15-positions.md:1165
+// ⟨Score the predictions where there is a target⟩ 15-positions.md:1200
 /// @brief Cross-entropy over the positions that have a target, with its gradient.
 template <class T>
 struct TaskLoss {
     double loss = 0;             ///< Σ −log p_i(t_i) over counted positions
     std::size_t counted = 0;     ///< positions with a target
-    std::size_t correct = 0;     ///< counted positions whose largest logit is the target
-    xt::xtensor<T, 2> d_logits;  ///< n×vocab: softmax − onehot on counted rows, 0 elsewhere
+    std::size_t correct = 0;     ///< counted positions whose top logit is the target
+    xt::xtensor<T, 2> d_logits;  ///< n×vocab: softmax − onehot; 0 on other rows
 };
 
 template <class T>
-TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits, const std::vector<std::size_t>& targets)
+TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
+                      const std::vector<std::size_t>& targets)
 {
     const std::size_t n = logits.shape(0), vocab = logits.shape(1);
     TaskLoss<T> result{0, 0, 0, softmax_rows(logits)};
@@ -376,7 +390,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits, const std::vector<std::si
     return result;
 }
 
-// ⟨Train a position model⟩ 15-positions.md:1204
+// ⟨Train a position model⟩ 15-positions.md:1240
 /// @brief How to train: the length, steps, batch size and Adam's learning rate.
 struct PositionTraining {
     std::size_t n = 16, steps = 800, batch = 16;
@@ -396,9 +410,11 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
         PositionModel<T> grad = zero_position_model<T>(model.shape);
         std::vector<TaskExample> batch;
         std::size_t counted = 0;
-        for (std::size_t b = 0; b < config.batch; ++b) batch.push_back(task.draw(config.n, rng));
+        for (std::size_t b = 0; b < config.batch; ++b)
+            batch.push_back(task.draw(config.n, rng));
         for (const TaskExample& example : batch) {
-            const PositionModelForward<T> f = position_model_forward(model, example.tokens);
+            const PositionModelForward<T> f =
+                position_model_forward(model, example.tokens);
             TaskLoss<T> scored = task_loss(f.logits, example.targets);
             position_model_backward(model, example.tokens, f, scored.d_logits, grad);
             counted += scored.counted;
@@ -406,7 +422,8 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
         }
         if (10 * step > 9 * config.steps) late_count += double(counted);
         const double mean = 1.0 / double(std::max<std::size_t>(counted, 1));
-        const double c1 = 1 - std::pow(beta1, double(step)), c2 = 1 - std::pow(beta2, double(step));
+        const double c1 = 1 - std::pow(beta1, double(step)),
+                     c2 = 1 - std::pow(beta2, double(step));
         auto theta = position_model_parameters(model);
         auto g = position_model_parameters(grad), m1 = position_model_parameters(m),
              m2 = position_model_parameters(v);
@@ -424,7 +441,7 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
     return late_count > 0 ? late_loss / late_count : 0.0;
 }
 
-// ⟨Measure the accuracy at a length⟩ 15-positions.md:1256
+// ⟨Measure the accuracy at a length⟩ 15-positions.md:1295
 /// @brief Fraction of the positions with a target that the model gets right, over
 /// `count` fresh sequences of n tokens.
 template <class T>
@@ -434,8 +451,8 @@ double position_accuracy(const PositionModel<T>& model, const PositionTask& task
     std::size_t counted = 0, correct = 0;
     for (std::size_t s = 0; s < count; ++s) {
         const TaskExample example = task.draw(n, rng);
-        const TaskLoss<T> scored =
-            task_loss(position_model_forward(model, example.tokens).logits, example.targets);
+        const TaskLoss<T> scored = task_loss(
+            position_model_forward(model, example.tokens).logits, example.targets);
         counted += scored.counted;
         correct += scored.correct;
     }
