@@ -45,7 +45,7 @@ xt::xtensor<double, 2> to_double(const Matrix& A)
     return xt::xtensor<double, 2>(A);
 }
 
-// ⟨Name a scheme in results⟩ 15-positions.md:1546
+// ⟨Name a scheme in results⟩ 15-positions.md:1666
 /// The key of a scheme in results.tsv: none, sinusoidal, learned, t5, alibi, rope.
 std::string scheme_key(attn::PositionScheme scheme)
 {
@@ -173,7 +173,7 @@ int main(int argc, char** argv)
                 line_style.key = "bottom left";
                 attn::plot::lines(out / "alibi_slopes.svg", lines, line_style);
             }
-            // ⟨Check the two layouts and the relative property⟩ 15-positions.md:668
+            // ⟨Check the two layouts and the relative property⟩ 15-positions.md:671
             {
                 const std::size_t rows = 32, d = 64;
                 // q and k in split-halves column order
@@ -197,7 +197,7 @@ int main(int argc, char** argv)
                 const double shift_error = xt::amax(xt::abs(scores - shifted))();
                 results.add("rope_shift_max_abs_difference", shift_error, 2);
             }
-            // ⟨Draw RoPE's score against distance⟩ 15-positions.md:702
+            // ⟨Draw RoPE's score against distance⟩ 15-positions.md:706
             {
                 const std::size_t d = 64, max_distance = 2048;
                 std::vector<attn::Series> curves;
@@ -221,7 +221,27 @@ int main(int argc, char** argv)
                 style.key = "bottom left";
                 attn::plot::lines(out / "rope_decay.svg", curves, style);
             }
-            // ⟨Set up the experiment⟩ 15-positions.md:1438
+            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1049
+            {
+                const attn::PositionModelShape shape;  // scheme none
+                std::mt19937_64 model_rng(options.seed + 5);
+                const auto model = attn::init_position_model<float>(shape, model_rng);
+                const std::vector<std::size_t> tokens = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8};
+                const auto f = attn::position_model_forward(model, tokens);
+                const Matrix X = attn::embed_positions(model, tokens);  // n×d_model
+                const Matrix Q = matmul(X, model.layers[0].W_q), K = matmul(X, model.layers[0].W_k);
+                const std::size_t d_k = shape.d_model / shape.heads;
+                double worst = 0;
+                for (std::size_t h = 0; h < shape.heads; ++h) {
+                    const Matrix P = attn::attention_weights<float>(
+                        attn::head_columns(Q, h, d_k), attn::head_columns(K, h, d_k),
+                        attn::causal_mask(tokens.size()));  // n×n
+                    const Matrix difference = P - f.layers[0].weights[h];
+                    worst = std::max(worst, double(xt::amax(xt::abs(difference))()));
+                }
+                results.add("model_vs_masked_attention", worst, 2);
+            }
+            // ⟨Set up the experiment⟩ 15-positions.md:1539
             const std::vector<attn::PositionScheme> schemes = {
                 attn::PositionScheme::none,    attn::PositionScheme::sinusoidal,
                 attn::PositionScheme::learned, attn::PositionScheme::t5_bias,
@@ -254,7 +274,7 @@ int main(int argc, char** argv)
                 "Repeat the last marker", [vocab](std::size_t n, auto& rng) {
                     return attn::last_marker_example(n, vocab, vocab / 2, 0.25, rng);
                 }};
-            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1388
+            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1481
             auto run_task = [&](const attn::PositionTask& task, const std::string& key) {
                 std::vector<attn::Series> curves;
                 std::vector<std::string> extrapolate, fit;
@@ -271,16 +291,24 @@ int main(int argc, char** argv)
                         curve.y.push_back(
                             attn::position_accuracy(model, task, n, eval_count, test_rng));
                     }
-                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1417
+                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1510
                     const std::string name = scheme_key(scheme);
                     const double at_train = curve.y[train_index], at_longest = curve.y.back();
                     results.add(key + "_" + name + "_at_train", at_train, 3);
                     results.add(key + "_" + name + "_at_longest", at_longest, 3);
+                    for (std::size_t n : {training.n, lengths.back()}) {
+                        std::mt19937_64 source_rng(options.seed + 2000 + n);
+                        const attn::SourceAttention focus =
+                            attn::source_attention(model, task, n, eval_count / 4, source_rng);
+                        const std::string at = n == training.n ? "_at_train" : "_at_longest";
+                        results.add(key + "_" + name + "_source" + at, focus.source, 2);
+                        results.add(key + "_" + name + "_rival" + at, focus.rival, 2);
+                    }
                     if (at_train >= 0.9) fit.push_back(attn::scheme_name(scheme));
                     if (at_longest >= 0.9) extrapolate.push_back(attn::scheme_name(scheme));
                     curves.push_back(curve);
                 }
-                // ⟨Draw the accuracy against length⟩ 15-positions.md:1426
+                // ⟨Draw the accuracy against length⟩ 15-positions.md:1527
                 results.add_text(key + "_fit", list_text(fit));
                 results.add_text(key + "_extrapolate", list_text(extrapolate));
                 attn::plot::LinePlotStyle style{
@@ -291,7 +319,7 @@ int main(int argc, char** argv)
                 style.key = "outside right top";
                 attn::plot::lines(out / (key + "_accuracy.svg"), curves, style);
             };
-            // ⟨Run the experiment⟩ 15-positions.md:1473
+            // ⟨Run the experiment⟩ 15-positions.md:1574
             run_task(copy_back, "copy");
             run_task(last_marker, "marker");
         });

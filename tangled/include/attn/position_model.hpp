@@ -28,7 +28,7 @@
 
 namespace attn {
 
-// ⟨Name the position schemes⟩ 15-positions.md:802
+// ⟨Name the position schemes⟩ 15-positions.md:806
 /// @brief How a PositionModel knows where its tokens are.
 enum class PositionScheme {
     none,        ///< nothing: the causal mask is the only source of order
@@ -53,7 +53,7 @@ inline std::string scheme_name(PositionScheme scheme)
     return "?";
 }
 
-// ⟨Describe the position model⟩ 15-positions.md:828
+// ⟨Describe the position model⟩ 15-positions.md:832
 /// @brief The sizes of a PositionModel and its position scheme.
 struct PositionModelShape {
     PositionScheme scheme = PositionScheme::none;
@@ -77,7 +77,7 @@ struct PositionModel {
     xt::xtensor<T, 2> W_out;                       ///< d_model×vocab
 };
 
-// ⟨Create the position model⟩ 15-positions.md:859
+// ⟨Create the position model⟩ 15-positions.md:863
 /// @brief A model of the given shape with every parameter zero (for gradients).
 template <class T>
 PositionModel<T> zero_position_model(const PositionModelShape& shape)
@@ -132,7 +132,7 @@ auto position_model_parameters(Model& model)
     return list;
 }
 
-// ⟨Embed the tokens and their positions⟩ 15-positions.md:920
+// ⟨Embed the tokens and their positions⟩ 15-positions.md:924
 /// @brief The first layer's input: token embeddings, plus positions if absolute.
 /// @param tokens n token ids
 /// @return X_0, n×d_model
@@ -158,7 +158,7 @@ xt::xtensor<T, 2> embed_positions(const PositionModel<T>& model,
     return X;
 }
 
-// ⟨Find the bias of a head⟩ 15-positions.md:952
+// ⟨Find the bias of a head⟩ 15-positions.md:956
 /// @brief The bias head h of layer l adds to its scores over n positions (or zeros).
 /// @return n×n
 template <class T>
@@ -176,7 +176,7 @@ xt::xtensor<T, 2> score_bias(const PositionModel<T>& model, std::size_t l,
     return xt::zeros<T>({n, n});
 }
 
-// ⟨Run a position layer forward⟩ 15-positions.md:971
+// ⟨Run a position layer forward⟩ 15-positions.md:975
 /// @brief Causal multi-head self-attention with the model's position scheme.
 /// @param X the layer's input, n×d_model
 /// @return the output with what the backward pass needs (Q and K as rotated, if RoPE)
@@ -213,7 +213,7 @@ AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Run the position model forward⟩ 15-positions.md:1012
+// ⟨Run the position model forward⟩ 15-positions.md:1016
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct PositionModelForward {
@@ -237,7 +237,7 @@ PositionModelForward<T> position_model_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Backpropagate through a position layer⟩ 15-positions.md:1051
+// ⟨Backpropagate through a position layer⟩ 15-positions.md:1085
 /// @brief Backward pass of position_layer_forward: add the gradients of layer l's
 /// weights (and T5 biases) to `grad`; return the gradient of its input X, n×d_model.
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
@@ -261,7 +261,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
                                                         head_columns(f.K, head, d_k), v,
                                                         f.weights[head], d_o);
         if (model.shape.scheme == PositionScheme::t5_bias)
-            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1098
+            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1132
             {
                 const xt::xtensor<T, 2> dP = matmul(d_o, transposed(v));                  // n×n
                 const xt::xtensor<T, 2> dS = softmax_rows_backward(f.weights[head], dP);  // n×n
@@ -289,7 +289,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
     return dX;
 }
 
-// ⟨Run the position model backward⟩ 15-positions.md:1110
+// ⟨Run the position model backward⟩ 15-positions.md:1144
 /// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped sum).
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
 template <class T>
@@ -310,13 +310,14 @@ void position_model_backward(const PositionModel<T>& model,
     }
 }
 
-// ⟨Make the task examples⟩ 15-positions.md:1149
+// ⟨Make the task examples⟩ 15-positions.md:1183
 /// @brief "No target here": positions the loss and the accuracy skip.
 constexpr std::size_t no_target = std::numeric_limits<std::size_t>::max();
 
-/// @brief One example of a task: n tokens and n targets (or no_target).
+/// @brief One example of a task: n tokens, n targets (or no_target), and where each
+/// target comes from: the position of the token it repeats (or no_target).
 struct TaskExample {
-    std::vector<std::size_t> tokens, targets;
+    std::vector<std::size_t> tokens, targets, sources;
 };
 
 /// @brief A task: a name and a way to draw an example of any length.
@@ -331,10 +332,14 @@ inline TaskExample copy_back_example(std::size_t n, std::size_t vocab,
 {
     std::uniform_int_distribution<std::size_t> token(0, vocab - 1);
     TaskExample example{std::vector<std::size_t>(n),
+                        std::vector<std::size_t>(n, no_target),
                         std::vector<std::size_t>(n, no_target)};
     for (std::size_t i = 0; i < n; ++i) {
         example.tokens[i] = token(rng);
-        if (i >= offset) example.targets[i] = example.tokens[i - offset];
+        if (i >= offset) {
+            example.sources[i] = i - offset;
+            example.targets[i] = example.tokens[i - offset];
+        }
     }
     return example;
 }
@@ -349,16 +354,19 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
     std::uniform_int_distribution<std::size_t> marker(0, markers - 1),
         other(markers, vocab - 1);
     TaskExample example{std::vector<std::size_t>(n),
+                        std::vector<std::size_t>(n, no_target),
                         std::vector<std::size_t>(n, no_target)};
-    std::size_t last = no_target;
+    std::size_t last = no_target;  // the position of the last marker
     for (std::size_t i = 0; i < n; ++i) {
-        example.tokens[i] = is_marker(rng) ? (last = marker(rng)) : other(rng);
-        example.targets[i] = last;
+        example.tokens[i] = is_marker(rng) ? marker(rng) : other(rng);
+        if (example.tokens[i] < markers) last = i;
+        example.sources[i] = last;
+        example.targets[i] = last == no_target ? no_target : example.tokens[last];
     }
     return example;
 }
 
-// ⟨Score the predictions where there is a target⟩ 15-positions.md:1200
+// ⟨Score the predictions where there is a target⟩ 15-positions.md:1242
 /// @brief Cross-entropy over the positions that have a target, with its gradient.
 template <class T>
 struct TaskLoss {
@@ -390,7 +398,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Train a position model⟩ 15-positions.md:1240
+// ⟨Train a position model⟩ 15-positions.md:1282
 /// @brief How to train: the length, steps, batch size and Adam's learning rate.
 struct PositionTraining {
     std::size_t n = 16, steps = 800, batch = 16;
@@ -441,7 +449,7 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
     return late_count > 0 ? late_loss / late_count : 0.0;
 }
 
-// ⟨Measure the accuracy at a length⟩ 15-positions.md:1295
+// ⟨Measure the accuracy at a length⟩ 15-positions.md:1337
 /// @brief Fraction of the positions with a target that the model gets right, over
 /// `count` fresh sequences of n tokens.
 template <class T>
@@ -457,6 +465,46 @@ double position_accuracy(const PositionModel<T>& model, const PositionTask& task
         correct += scored.correct;
     }
     return counted ? double(correct) / double(counted) : 0.0;
+}
+
+// ⟨Measure the attention on the source⟩ 15-positions.md:1364
+/// @brief How sharply a model attends to each target's source.
+struct SourceAttention {
+    double source = 0;  ///< weight on the source key, in the head that gives it most
+    double rival = 0;   ///< the largest weight on any other key, in that same head
+};
+
+/// @brief SourceAttention averaged over the positions with a target in `count` fresh
+/// sequences of n tokens (heads of every layer compete).
+template <class T>
+SourceAttention source_attention(const PositionModel<T>& model,
+                                 const PositionTask& task, std::size_t n,
+                                 std::size_t count, std::mt19937_64& rng)
+{
+    SourceAttention mean;
+    double counted = 0;
+    for (std::size_t s = 0; s < count; ++s) {
+        const TaskExample example = task.draw(n, rng);
+        const PositionModelForward<T> f = position_model_forward(model, example.tokens);
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t source = example.sources[i];
+            if (source == no_target) continue;
+            SourceAttention best{-1, 0};
+            for (const AttentionLayerForward<T>& layer : f.layers)
+                for (const xt::xtensor<T, 2>& P : layer.weights) {  // n×n
+                    if (double(P(i, source)) <= best.source) continue;
+                    best = {double(P(i, source)), 0};
+                    for (std::size_t j = 0; j <= i; ++j)  // the causal keys
+                        if (j != source)
+                            best.rival = std::max(best.rival, double(P(i, j)));
+                }
+            mean.source += best.source;
+            mean.rival += best.rival;
+            ++counted;
+        }
+    }
+    if (counted > 0) mean.source /= counted, mean.rival /= counted;
+    return mean;
 }
 
 }  // namespace attn
