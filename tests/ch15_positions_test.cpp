@@ -422,13 +422,17 @@ BOOST_AUTO_TEST_CASE(tasks_have_the_right_targets)
 {
     std::mt19937_64 rng(1513);
     const attn::TaskExample copy = attn::copy_back_example(30, 16, 3, rng);
-    for (std::size_t i = 0; i < 30; ++i)
+    for (std::size_t i = 0; i < 30; ++i) {
         BOOST_TEST(copy.targets[i] == (i < 3 ? attn::no_target : copy.tokens[i - 3]));
+        BOOST_TEST(copy.sources[i] == (i < 3 ? attn::no_target : i - 3));
+    }
     const attn::TaskExample marker = attn::last_marker_example(200, 16, 8, 0.25, rng);
     std::size_t last = attn::no_target, markers = 0;
     for (std::size_t i = 0; i < 200; ++i) {
-        if (marker.tokens[i] < 8) last = marker.tokens[i], ++markers;
-        BOOST_TEST(marker.targets[i] == last);
+        if (marker.tokens[i] < 8) last = i, ++markers;
+        BOOST_TEST(marker.sources[i] == last);
+        BOOST_TEST(marker.targets[i] == (last == attn::no_target ? attn::no_target
+                                                                 : marker.tokens[last]));
     }
     BOOST_TEST(markers > 20u);
     BOOST_TEST(markers < 80u);
@@ -460,6 +464,41 @@ BOOST_AUTO_TEST_CASE(rope_model_learns_to_copy_back)
     attn::train_position_model(model, task, config, rng);
     std::mt19937_64 test_rng(1516);
     BOOST_TEST(attn::position_accuracy(model, task, 16, 50, test_rng) > 0.95);
+    const attn::SourceAttention focus = attn::source_attention(model, task, 16, 10, test_rng);
+    BOOST_TEST(focus.source > 2 * focus.rival);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(bad_arguments)
+
+BOOST_AUTO_TEST_CASE(tasks_and_losses_reject_what_they_cannot_use)
+{
+    std::mt19937_64 rng(1517);
+    BOOST_CHECK_THROW(attn::copy_back_example(5, 0, 1, rng), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::last_marker_example(5, 8, 8, 0.25, rng), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::last_marker_example(5, 8, 0, 0.25, rng), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::last_marker_example(5, 8, 4, 1.5, rng), std::invalid_argument);
+    const Matrix logits = xt::zeros<double>({3, 4});
+    BOOST_CHECK_THROW(attn::task_loss(logits, {0, 1}), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::task_loss(logits, {0, 1, 4}), std::invalid_argument);
+    BOOST_CHECK_NO_THROW(attn::task_loss(logits, {0, attn::no_target, 3}));
+    attn::PositionModelShape shape;
+    shape.heads = 5;  // does not divide d_model = 32
+    BOOST_CHECK_THROW(attn::zero_position_model<double>(shape), std::invalid_argument);
+    const auto model = attn::zero_position_model<double>(attn::PositionModelShape{});
+    BOOST_CHECK_THROW(attn::position_model_forward(model, {0, 16}), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(a_loss_counts_only_positions_with_a_target)
+{
+    const Matrix logits = {{0.0, 3.0}, {5.0, 0.0}, {0.0, 1.0}};
+    const auto scored = attn::task_loss(logits, {1, attn::no_target, 0});
+    BOOST_TEST(scored.counted == 2u);
+    BOOST_TEST(scored.correct == 1u);
+    for (std::size_t c = 0; c < 2; ++c) BOOST_TEST(scored.d_logits(1, c) == 0.0);
+    const double expected = std::log(1 + std::exp(-3.0)) + std::log(1 + std::exp(1.0));
+    BOOST_TEST(std::abs(scored.loss - expected) < 1e-12);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -330,6 +330,7 @@ struct PositionTask {
 inline TaskExample copy_back_example(std::size_t n, std::size_t vocab,
                                      std::size_t offset, std::mt19937_64& rng)
 {
+    if (vocab == 0) throw std::invalid_argument("copy_back_example: empty vocabulary");
     std::uniform_int_distribution<std::size_t> token(0, vocab - 1);
     TaskExample example{std::vector<std::size_t>(n),
                         std::vector<std::size_t>(n, no_target),
@@ -350,6 +351,9 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
                                        std::size_t markers, double rate,
                                        std::mt19937_64& rng)
 {
+    if (markers == 0 || markers >= vocab || !(rate >= 0 && rate <= 1))
+        throw std::invalid_argument("last_marker_example: need 0 < markers < vocab and "
+                                    "a rate in [0, 1]");
     std::bernoulli_distribution is_marker(rate);
     std::uniform_int_distribution<std::size_t> marker(0, markers - 1),
         other(markers, vocab - 1);
@@ -366,7 +370,7 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
     return example;
 }
 
-// ⟨Score the predictions where there is a target⟩ 15-positions.md:1242
+// ⟨Score the predictions where there is a target⟩ 15-positions.md:1246
 /// @brief Cross-entropy over the positions that have a target, with its gradient.
 template <class T>
 struct TaskLoss {
@@ -381,6 +385,10 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
                       const std::vector<std::size_t>& targets)
 {
     const std::size_t n = logits.shape(0), vocab = logits.shape(1);
+    if (targets.size() != n)
+        throw std::invalid_argument("task_loss: " + std::to_string(targets.size()) +
+                                    " targets for logits of " +
+                                    detail::shape_of(logits));
     TaskLoss<T> result{0, 0, 0, softmax_rows(logits)};
     for (std::size_t i = 0; i < n; ++i) {
         T* p = result.d_logits.data() + i * vocab;
@@ -388,6 +396,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
             std::fill(p, p + vocab, T(0));
             continue;
         }
+        if (targets[i] >= vocab) throw std::invalid_argument("task_loss: target id");
         const T* z = logits.data() + i * vocab;
         const std::size_t best = std::size_t(std::max_element(z, z + vocab) - z);
         ++result.counted;
@@ -398,7 +407,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Train a position model⟩ 15-positions.md:1282
+// ⟨Train a position model⟩ 15-positions.md:1291
 /// @brief How to train: the length, steps, batch size and Adam's learning rate.
 struct PositionTraining {
     std::size_t n = 16, steps = 800, batch = 16;
@@ -449,7 +458,7 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
     return late_count > 0 ? late_loss / late_count : 0.0;
 }
 
-// ⟨Measure the accuracy at a length⟩ 15-positions.md:1337
+// ⟨Measure the accuracy at a length⟩ 15-positions.md:1346
 /// @brief Fraction of the positions with a target that the model gets right, over
 /// `count` fresh sequences of n tokens.
 template <class T>
@@ -467,7 +476,7 @@ double position_accuracy(const PositionModel<T>& model, const PositionTask& task
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Measure the attention on the source⟩ 15-positions.md:1364
+// ⟨Measure the attention on the source⟩ 15-positions.md:1373
 /// @brief How sharply a model attends to each target's source.
 struct SourceAttention {
     double source = 0;  ///< weight on the source key, in the head that gives it most
