@@ -45,7 +45,7 @@ xt::xtensor<double, 2> to_double(const Matrix& A)
     return xt::xtensor<double, 2>(A);
 }
 
-// ⟨Name a scheme in results⟩ 15-positions.md:1676
+// ⟨Name a scheme in results⟩ 15-positions.md:1680
 /// The key of a scheme in results.tsv: none, sinusoidal, learned, t5, alibi, rope.
 std::string scheme_key(attn::PositionScheme scheme)
 {
@@ -147,8 +147,11 @@ int main(int argc, char** argv)
                     ++shared;
                 results.add("t5_last_own_bucket", double(shared - 1));
                 results.add("t5_first_shared_distance", double(shared));
+                std::int64_t last = 0;  // the first distance in the experiment's last bucket
+                while (attn::t5_bucket(-last, false, 16, 16) != 15) ++last;
+                results.add("t5_experiment_last_bucket_from", double(last));
             }
-            // ⟨Draw the ALiBi biases⟩ 15-positions.md:507
+            // ⟨Draw the ALiBi biases⟩ 15-positions.md:510
             {
                 const std::vector<double> slopes = attn::alibi_slopes(8);
                 const std::size_t bias_n = 16;
@@ -173,7 +176,7 @@ int main(int argc, char** argv)
                 line_style.key = "bottom left";
                 attn::plot::lines(out / "alibi_slopes.svg", lines, line_style);
             }
-            // ⟨Check the two layouts and the relative property⟩ 15-positions.md:671
+            // ⟨Check the two layouts and the relative property⟩ 15-positions.md:674
             {
                 const std::size_t rows = 32, d = 64;
                 // q and k in split-halves column order
@@ -197,7 +200,7 @@ int main(int argc, char** argv)
                 const double shift_error = xt::amax(xt::abs(scores - shifted))();
                 results.add("rope_shift_max_abs_difference", shift_error, 2);
             }
-            // ⟨Draw RoPE's score against distance⟩ 15-positions.md:706
+            // ⟨Draw RoPE's score against distance⟩ 15-positions.md:709
             {
                 const std::size_t d = 64, max_distance = 2048;
                 std::vector<attn::Series> curves;
@@ -221,7 +224,7 @@ int main(int argc, char** argv)
                 style.key = "bottom left";
                 attn::plot::lines(out / "rope_decay.svg", curves, style);
             }
-            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1051
+            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1054
             {
                 const attn::PositionModelShape shape;  // scheme none
                 std::mt19937_64 model_rng(options.seed + 5);
@@ -241,7 +244,7 @@ int main(int argc, char** argv)
                 }
                 results.add("model_vs_masked_attention", worst, 2);
             }
-            // ⟨Set up the experiment⟩ 15-positions.md:1550
+            // ⟨Set up the experiment⟩ 15-positions.md:1553
             const std::vector<attn::PositionScheme> schemes = {
                 attn::PositionScheme::none,    attn::PositionScheme::sinusoidal,
                 attn::PositionScheme::learned, attn::PositionScheme::t5_bias,
@@ -274,7 +277,7 @@ int main(int argc, char** argv)
                 "Repeat the last marker", [vocab](std::size_t n, auto& rng) {
                     return attn::last_marker_example(n, vocab, vocab / 2, 0.25, rng);
                 }};
-            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1492
+            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1495
             auto run_task = [&](const attn::PositionTask& task, const std::string& key) {
                 std::vector<attn::Series> curves;
                 std::vector<std::string> extrapolate, fit;
@@ -291,7 +294,7 @@ int main(int argc, char** argv)
                         curve.y.push_back(
                             attn::position_accuracy(model, task, n, eval_count, test_rng));
                     }
-                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1521
+                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1524
                     const std::string name = scheme_key(scheme);
                     const double at_train = curve.y[train_index], at_longest = curve.y.back();
                     results.add(key + "_" + name + "_at_train", at_train, 3);
@@ -308,7 +311,7 @@ int main(int argc, char** argv)
                     if (at_longest >= 0.9) extrapolate.push_back(attn::scheme_name(scheme));
                     curves.push_back(curve);
                 }
-                // ⟨Draw the accuracy against length⟩ 15-positions.md:1538
+                // ⟨Draw the accuracy against length⟩ 15-positions.md:1541
                 results.add_text(key + "_fit", list_text(fit));
                 results.add_text(key + "_extrapolate", list_text(extrapolate));
                 attn::plot::LinePlotStyle style{
@@ -319,7 +322,7 @@ int main(int argc, char** argv)
                 style.key = "outside right top";
                 attn::plot::lines(out / (key + "_accuracy.svg"), curves, style);
             };
-            // ⟨Run the experiment⟩ 15-positions.md:1585
+            // ⟨Run the experiment⟩ 15-positions.md:1588
             run_task(copy_back, "copy");
             run_task(last_marker, "marker");
         });

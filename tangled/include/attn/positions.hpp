@@ -142,7 +142,7 @@ xt::xtensor<T, 2> t5_bias(std::size_t n, const std::vector<T>& table,
     return B;
 }
 
-// ⟨Compute the ALiBi slopes⟩ 15-positions.md:448
+// ⟨Compute the ALiBi slopes⟩ 15-positions.md:451
 /// @brief The ALiBi slopes of h heads (Press et al. 2022): 2^(−8k/h), k = 1 … h, when h
 /// is a power of two; otherwise those of the power of two p below h, followed by the
 /// first h − p of every other slope of 2p.
@@ -164,7 +164,7 @@ inline std::vector<double> alibi_slopes(std::size_t h)
     return slopes;
 }
 
-// ⟨Build the ALiBi bias of one head⟩ 15-positions.md:476
+// ⟨Build the ALiBi bias of one head⟩ 15-positions.md:479
 /// @brief The ALiBi bias of one head over n positions: B(i, j) = −slope·|i − j|.
 /// (The paper's bias for j ≤ i; a causal mask hides the rest.)
 /// @return B, n×n
@@ -178,7 +178,7 @@ xt::xtensor<T, 2> alibi_bias(std::size_t n, double slope)
     return B;
 }
 
-// ⟨Name the two RoPE layouts⟩ 15-positions.md:576
+// ⟨Name the two RoPE layouts⟩ 15-positions.md:579
 /// @brief Which columns RoPE rotates together.
 enum class RopeLayout {
     interleaved,   ///< pairs (2c, 2c+1): RoFormer, GPT-J, Meta's LLaMA code
@@ -193,7 +193,7 @@ inline std::pair<std::size_t, std::size_t> rope_pair(std::size_t c, std::size_t 
                                              : std::make_pair(c, c + d / 2);
 }
 
-// ⟨Rotate the rows⟩ 15-positions.md:595
+// ⟨Rotate the rows⟩ 15-positions.md:598
 namespace detail {
 
 /// Rotate pair c of row i of X by direction·(first_position + i)·θ_c,
@@ -228,7 +228,7 @@ xt::xtensor<T, 2> rotate_rows(const xt::xtensor<T, 2>& X, std::int64_t first_pos
 
 }  // namespace detail
 
-// ⟨Apply rotary position embedding⟩ 15-positions.md:631
+// ⟨Apply rotary position embedding⟩ 15-positions.md:634
 /// @brief Rotary position embedding (Su et al., RoFormer): row i of X, at position
 /// first_position + i, has pair c of its columns rotated by that position times θ_c.
 /// @param X       queries or keys of one head, n×d (d even)
