@@ -164,14 +164,18 @@ $(BUILD)/tests/ch00_instruments_test: $(BUILD)/bin/ch00_instruments
 # API reference is extracted, and they run one at a time (a lock), even under -j. The stamp
 # records a hash of the program and inputs and what was published: a relinked program whose
 # content did not change is not run again, and a published folder changed by hand is.
-$(RUN)/%.stamp: figures/style.gp | $(BINS) $(DOXYGEN_STAMP)
+# (`make run-chNN` runs one chapter as soon as its own program is built: ONE_RUN=1.)
+RUN_AFTER := $(if $(ONE_RUN),,$(BINS) $(DOXYGEN_STAMP))
+$(RUN)/%.stamp: figures/style.gp | $(RUN_AFTER)
 	@mkdir -p $(@D)
 	@$(PYTHON) tools/run_chapter.py --program $(BUILD)/bin/$(PROG_$*) --out $(FIGURES)/$* --stamp $@ \
-	  --log $(RUN)/$*.log --lock $(RUN)/.lock $(addprefix --input ,$(filter-out $(BUILD)/bin/% FORCE,$^))
+	  --log $(RUN)/$*.log --lock $(RUN)/.lock $(addprefix --input ,$(filter-out $(BUILD)/bin/% FORCE,$^)) \
+	  $(addprefix --arg=,$(ARGS_$*))
 
 # A chapter whose program reads what an earlier chapter's program wrote (from figures/chNN/)
 # names that run here, e.g. "$(RUN)/ch05.stamp: $(RUN)/ch04.stamp".
 $(RUN)/ch05.stamp: $(RUN)/ch04.stamp
+ARGS_ch05 := --model $(FIGURES)/ch04/model.txt
 
 figures: $(RUNS) ## run every chapter's program (one at a time, so timings are honest)
 
@@ -226,7 +230,7 @@ $(RUN)/$(2).stamp: $(BUILD)/bin/$(1)
 $(2): $(BUILD)/bin/$(1) ## build one chapter's program
 run-$(2): $(BUILD)/bin/$(1)
 	@rm -f $(RUN)/$(2).stamp
-	@$$(MAKE) --no-print-directory -s $(RUN)/$(2).stamp
+	@$$(MAKE) --no-print-directory -s ONE_RUN=1 $(RUN)/$(2).stamp
 	@cat $(RUN)/$(2).log
 test-$(2): $(if $(wildcard tests/$(1)_test.cpp),$(BUILD)/tests/$(1)_test)
 	@$(PYTHON) tools/run_tests.py $$^

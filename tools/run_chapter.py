@@ -78,7 +78,7 @@ def write_stamp(path: Path, record: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     program, out, stamp_path = Path(args.program), Path(args.out), Path(args.stamp)
     stamp_path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"program": str(program), "program_sha256": sha256_file(program),
+    record = {"program": str(program), "program_sha256": sha256_file(program), "args": args.arg,
               "inputs": {name: sha256_file(Path(name)) for name in sorted(args.input)}}
     old = read_stamp(stamp_path)
     if (old is not None and all(old.get(k) == v for k, v in record.items())
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open(args.lock, "w") as lock, log.open("w") as log_file:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            done = subprocess.run([str(program), "--out", str(partial)], stdout=log_file, stderr=subprocess.STDOUT)
+            done = subprocess.run([str(program), "--out", str(partial), *args.arg],
+                                  stdout=log_file, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             sys.stdout.write(log.read_text(encoding="utf-8", errors="replace"))
             print(f"run: {program} failed (exit {done.returncode}); {out} left as it was", file=sys.stderr)
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log")
     parser.add_argument("--lock")
     parser.add_argument("--input", action="append", default=[], help="a file the run reads (repeatable)")
+    parser.add_argument("--arg", action="append", default=[], help="an argument for the program (repeatable)")
     args = parser.parse_args(argv)
     if args.stale:
         print(" ".join(stale(Path(args.runs), Path(args.figures), args.chapters)))
