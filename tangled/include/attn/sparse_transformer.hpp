@@ -158,14 +158,18 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
 }
 
 // ⟨Compute strided attention⟩ 07-sparse-transformer.md:300
-/// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ or (i − j) mod ℓ = 0.
-/// Equals scaled_dot_product_attention(Q, K, V, strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time —
-/// O(n√n) for ℓ ≈ √n — and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
-/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param stride ℓ ≥ 1
+/// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ or
+/// (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V, strided_mask(n, ℓ)) in
+/// O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and O(n·(d_k + d_v)) memory: it never
+/// builds an n×n matrix.
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
+/// @param stride ℓ ≥ 1
+/// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                    const xt::xtensor<T, 2>& V, std::size_t stride)
+                                    const xt::xtensor<T, 2>& V, std::size_t stride,
+                                    KeyVisits* visits = nullptr)
 {
     check_self_attention_inputs(Q, K, V);
     check_stride(stride);
@@ -178,16 +182,18 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     for (std::size_t i = 0; i < n; ++i) {
         const T* q = Q.data() + i * d_k;
         const std::size_t first = first_key_in_window(i, stride);  // head 1: first..i
-        const std::size_t group = group_start[i % stride], earlier = i / stride;  // head 2: i − ℓ, i − 2ℓ, …
+        const std::size_t group = group_start[i % stride];  // head 2: i − ℓ, i − 2ℓ, …
+        const std::size_t earlier = i / stride;
         row.reset();
         row.add_run(q, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
         row.add_run(q, &K_grouped[group * d_k], &V_grouped[group * d_v], earlier);
         row.write(O.data() + i * d_v);
     }
+    if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:339
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:345
 /// The last c rows of every complete block of ℓ rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
 std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, std::size_t c)
@@ -201,17 +207,19 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:354
-/// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block of ℓ, or with
-/// j mod ℓ ≥ ℓ − c (the last c positions of every block).
-/// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in O(n·(ℓ + c·n/ℓ)) time and
-/// O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:360
+/// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block of ℓ,
+/// or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
+/// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in O(n·(ℓ + c·n/ℓ))
+/// time and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
-/// @param stride ℓ ≥ 1, the block length; @param c summary positions per block, 1 ≤ c ≤ ℓ
+/// @param stride ℓ ≥ 1, the block length; @param c summaries per block, 1 ≤ c ≤ ℓ
+/// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> fixed_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                  const xt::xtensor<T, 2>& V, std::size_t stride, std::size_t c)
+                                  const xt::xtensor<T, 2>& V, std::size_t stride,
+                                  std::size_t c, KeyVisits* visits = nullptr)
 {
     check_self_attention_inputs(Q, K, V);
     check_stride(stride, c);
@@ -225,9 +233,10 @@ xt::xtensor<T, 2> fixed_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<
         const std::size_t block = i / stride, first = block * stride;  // head 1: first..i
         row.reset();
         row.add_run(q, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
-        row.add_run(q, K_summaries.data(), V_summaries.data(), block * c);  // head 2: earlier blocks
+        row.add_run(q, K_summaries.data(), V_summaries.data(), block * c);  // head 2
         row.write(O.data() + i * d_v);
     }
+    if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
