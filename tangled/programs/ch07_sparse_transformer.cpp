@@ -22,7 +22,7 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:788
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:799
 /// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
@@ -68,11 +68,12 @@ void draw_grid(const std::filesystem::path& path, const std::array<attn::Mask, 2
 int main(int argc, char** argv)
 {
     return attn::run_program(argc, argv, "ch07",
-                             "Sparse Transformer: strided and fixed patterns, kernels, O(n√n)",
+                             "Sparse Transformer: strided and fixed patterns, kernels, "
+                             "O(n√n)",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:922
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:934
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -84,7 +85,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:830
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:841
         {
             const std::size_t n_small = 32;
             draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
@@ -94,7 +95,7 @@ int main(int argc, char** argv)
             draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
             draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:845
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:856
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -156,7 +157,7 @@ int main(int argc, char** argv)
         }
         // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:476
         attn::CostCurve strided{"strided", 1}, fixed{"fixed", 1}, dense{"dense", 1};
-        std::vector<double> strided_keys, fixed_keys;  // keys visited (scores computed) at each n
+        std::vector<double> strided_keys, fixed_keys;  // keys visited (scores computed), per n
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
             const std::size_t stride = std::size_t(std::lround(std::sqrt(double(n))));  // √n
             const std::size_t block = std::size_t(std::lround(std::sqrt(double(c_bench * n))));
@@ -165,21 +166,26 @@ int main(int argc, char** argv)
             const auto V_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
             const attn::Mask mask = n <= n_dense_max ? attn::strided_mask(n, stride)
                                                      : attn::Mask();  // n×n, outside the clock
+            const attn::Call strided_call = [&] {
+                return attn::strided_attention(Q_n, K_n, V_n, stride);
+            };
+            const attn::Call fixed_call = [&] {
+                return attn::fixed_attention(Q_n, K_n, V_n, block, c_bench);
+            };
             attn::Call dense_call;  // empty beyond n_dense_max: dense is skipped there
             if (n <= n_dense_max)
-                dense_call = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask); };
-            attn::measure_costs(
-                {&strided, &fixed, &dense}, double(n),
-                {[&] { return attn::strided_attention(Q_n, K_n, V_n, stride); },
-                 [&] { return attn::fixed_attention(Q_n, K_n, V_n, block, c_bench); }, dense_call},
-                repeats);
+                dense_call = [&] {
+                    return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask);
+                };
+            attn::measure_costs({&strided, &fixed, &dense}, double(n),
+                                {strided_call, fixed_call, dense_call}, repeats);
             attn::KeyVisits strided_visits, fixed_visits;
             attn::strided_attention(Q_n, K_n, V_n, stride, &strided_visits);
             attn::fixed_attention(Q_n, K_n, V_n, block, c_bench, &fixed_visits);
             strided_keys.push_back(double(strided_visits.scores));
             fixed_keys.push_back(double(fixed_visits.scores));
         }
-        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:507
+        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:512
         const attn::SlopeFit strided_fit = strided.time_fit(), fixed_fit = fixed.time_fit();
         const attn::SlopeFit dense_fit = dense.time_fit();
         results.add_fit("strided_time_slope", strided_fit);
@@ -188,7 +194,8 @@ int main(int argc, char** argv)
         results.add_fit("strided_memory_slope", strided.memory_fit());
         results.add_fit("fixed_memory_slope", fixed.memory_fit());
         results.add_fit("dense_memory_slope", dense.memory_fit());
-        results.add_text("strided_time_crossover", attn::find_crossover(strided, dense).describe());
+        results.add_text("strided_time_crossover",
+                         attn::find_crossover(strided, dense).describe());
         results.add_text("fixed_time_crossover", attn::find_crossover(fixed, dense).describe());
         results.add_text("strided_memory_crossover",
                          attn::find_crossover(strided, dense, true).describe());
@@ -200,16 +207,17 @@ int main(int argc, char** argv)
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("strided_mib_at_dense_n_max", strided.peak_mib[shared]);
         results.add("strided_mib_at_n_max", strided.peak_mib.back());
-        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:530
+        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:536
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
         };
         {
-            attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest of the rounds)"};
+            attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "cost_time.svg",
-                              {with_fit(dense.time(), dense_fit), with_fit(strided.time(), strided_fit),
+                              {with_fit(dense.time(), dense_fit),
+                               with_fit(strided.time(), strided_fit),
                                with_fit(fixed.time(), fixed_fit)}, style);
             style.y_label = "peak MiB one call adds";
             attn::plot::lines(out / "cost_memory.svg",
@@ -217,7 +225,7 @@ int main(int argc, char** argv)
                                with_fit(strided.memory(), strided.memory_fit()),
                                with_fit(fixed.memory(), fixed.memory_fit())}, style);
         }
-        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:599
+        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:606
         {
             const attn::SlopeFit strided_keys_fit = attn::loglog_fit(strided.n, strided_keys);
             const attn::SlopeFit fixed_keys_fit = attn::loglog_fit(fixed.n, fixed_keys);
@@ -225,8 +233,9 @@ int main(int argc, char** argv)
             results.add_fit("fixed_keys_slope", fixed_keys_fit);
             results.add("strided_keys_at_n_max", strided_keys.back());
             results.add("dense_keys_at_n_max", strided.n.back() * strided.n.back());
-            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:628
-            attn::Series strided_per_key{"strided", strided.n, {}}, fixed_per_key{"fixed", fixed.n, {}};
+            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:637
+            attn::Series strided_per_key{"strided", strided.n, {}};
+            attn::Series fixed_per_key{"fixed", fixed.n, {}};
             for (std::size_t k = 0; k < strided.n.size(); ++k) {
                 strided_per_key.y.push_back(1e9 * strided.wall_seconds[k] / strided_keys[k]);
                 fixed_per_key.y.push_back(1e9 * fixed.wall_seconds[k] / fixed_keys[k]);
@@ -235,13 +244,14 @@ int main(int argc, char** argv)
             for (std::size_t k = 0; k < dense.n.size(); ++k)
                 dense_per_key.y.push_back(1e9 * dense.wall_seconds[k] / (dense.n[k] * dense.n[k]));
             results.add("dense_ns_per_score_at_dense_n_max", dense_per_key.y.back());
-            const attn::SlopeFit per_key_fit = attn::loglog_fit(strided_per_key.x, strided_per_key.y);
+            const attn::SlopeFit per_key_fit =
+                attn::loglog_fit(strided_per_key.x, strided_per_key.y);
             results.add_fit("strided_ns_per_key_slope", per_key_fit);
             results.add("strided_ns_per_key_at_n_min", strided_per_key.y.front());
             results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
             results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
             results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
-            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:650
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:661
             const auto compare = [](const attn::SlopeFit& fit) -> std::string {
                 if (fit.slope > 2 * fit.standard_error) return "steeper than";
                 if (fit.slope < -2 * fit.standard_error) return "shallower than";
@@ -251,7 +261,7 @@ int main(int argc, char** argv)
             results.add_text("fixed_time_vs_keys",
                              compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
             results.add_text("per_key_trend", per_key_fit.slope > 0 ? "grows" : "falls");
-            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:671
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:682
             const attn::Machine machine = attn::this_machine();
             const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
             results.add("l2_kib", double(machine.l2_bytes) / 1024);
@@ -260,16 +270,18 @@ int main(int argc, char** argv)
             results.add("n_outgrowing_l3", double(machine.l3_bytes) / bytes_per_token);
             attn::Series strided_count{"strided, slope " + strided_keys_fit.text(), strided.n,
                                        strided_keys};
-            attn::Series fixed_count{"fixed, slope " + fixed_keys_fit.text(), fixed.n, fixed_keys};
+            attn::Series fixed_count{"fixed, slope " + fixed_keys_fit.text(), fixed.n,
+                                     fixed_keys};
             attn::Series all_pairs{"every pair, n²", strided.n, {}, "lines"};
             for (double n : strided.n) all_pairs.y.push_back(n * n);
             attn::plot::LinePlotStyle style{"", "n (tokens)", "keys visited (scores computed)"};
             style.log_x = style.log_y = true;
-            attn::plot::lines(out / "keys_visited.svg", {all_pairs, strided_count, fixed_count}, style);
+            attn::plot::lines(out / "keys_visited.svg", {all_pairs, strided_count, fixed_count},
+                              style);
             style.y_label = "nanoseconds per key visited";
             style.key = "top right";
-            attn::plot::lines(out / "time_per_key.svg", {dense_per_key, strided_per_key, fixed_per_key},
-                              style);
+            attn::plot::lines(out / "time_per_key.svg",
+                              {dense_per_key, strided_per_key, fixed_per_key}, style);
         }
     });
 }

@@ -19,7 +19,7 @@
 
 namespace {
 
-// ⟨Draw the pattern with its weights⟩ 08-longformer.md:500
+// ⟨Draw the pattern with its weights⟩ 08-longformer.md:503
 /// Draw the attention weights of random Q, K (n×16) under the Longformer mask, masked cells grey.
 /// @return the fraction of the n² pairs the pattern allows
 double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w, std::size_t dilation,
@@ -34,7 +34,7 @@ double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
-// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:548
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:551
 /// For layers 1..`layers`, the contiguous reach of token i when every layer attends with `mask`:
 /// the largest r such that every token within distance r of i can influence i's output.
 std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std::size_t layers)
@@ -61,18 +61,19 @@ std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std:
 int main(int argc, char** argv)
 {
     return attn::run_program(argc, argv, "ch08",
-                             "Longformer: pattern, kernel against dense, cost against n",
+                             "Longformer: pattern, kernel against dense, cost "
+                             "against n",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the two patterns⟩ 08-longformer.md:516
+        // ⟨Draw the two patterns⟩ 08-longformer.md:519
         results.add("allowed_fraction_window",
                     draw_pattern(out / "pattern.svg", 32, 3, 1, {0},
                                  "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
         results.add("allowed_fraction_dilated",
                     draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
                                  "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:571
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:574
         {
             const std::size_t n = 401, i = 200, w = 4, layers = 12;
             const attn::Mask plain = attn::longformer_mask(n, w, 1, {}), dilated = attn::longformer_mask(n, w, 2, {});
@@ -89,7 +90,7 @@ int main(int argc, char** argv)
                                             "contiguous reach (tokens)"};
             attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:613
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:616
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -108,7 +109,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:843
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:855
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -120,29 +121,31 @@ int main(int argc, char** argv)
         results.add("fit_from", fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:662
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:665
         const std::size_t d = 64, w = 64, dilation = 1;
         const std::vector<std::size_t> global = {0};
         attn::CostCurve kernel{"Longformer kernel", 1}, dense{"dense", 1};
-        std::vector<double> scores;  // scores the kernel computes at each n (chapter 6's KeyVisits)
+        std::vector<double> scores;  // per n: the scores the kernel computes (KeyVisits)
         for (std::size_t n = n_min; n <= n_max; n *= 2) {
             const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto K = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto V = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
-            const attn::Mask mask = n <= dense_n_max ? attn::longformer_mask(n, w, dilation, global)
-                                                     : attn::Mask();  // n×n, outside the clock
+            const attn::Mask mask = n <= dense_n_max
+                                        ? attn::longformer_mask(n, w, dilation, global)
+                                        : attn::Mask();  // n×n, outside the clock
+            const attn::Call kernel_call = [&] {
+                return attn::longformer_attention(Q, K, V, w, dilation, global);
+            };
             attn::Call dense_call;  // empty beyond dense_n_max: dense is skipped there
             if (n <= dense_n_max)
                 dense_call = [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); };
-            attn::measure_costs(
-                {&kernel, &dense}, double(n),
-                {[&] { return attn::longformer_attention(Q, K, V, w, dilation, global); }, dense_call},
-                repeats);
+            attn::measure_costs({&kernel, &dense}, double(n), {kernel_call, dense_call},
+                                repeats);
             attn::KeyVisits visits;  // one more call, outside the clock
             attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:692
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:697
         const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
         const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
@@ -155,34 +158,40 @@ int main(int argc, char** argv)
         results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
         results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
         const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
-        results.add("speedup_at_dense_n_max", dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
-        results.add("memory_ratio_at_dense_n_max", dense.peak_mib[shared] / kernel.peak_mib[shared]);
+        results.add("speedup_at_dense_n_max",
+                    dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
+        results.add("memory_ratio_at_dense_n_max",
+                    dense.peak_mib[shared] / kernel.peak_mib[shared]);
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
         };
-        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest of the rounds)"};
+        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
         style.log_x = style.log_y = true;
-        attn::plot::lines(out / "cost_time.svg", {with_fit(dense.time(), dense_time_fit),
-                                                  with_fit(kernel.time(), time_fit)}, style);
+        attn::plot::lines(out / "cost_time.svg",
+                          {with_fit(dense.time(), dense_time_fit),
+                           with_fit(kernel.time(), time_fit)}, style);
         style.y_label = "peak MiB one call adds";
-        attn::plot::lines(out / "cost_memory.svg", {with_fit(dense.memory(), dense_memory_fit),
-                                                    with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:764
+        attn::plot::lines(out / "cost_memory.svg",
+                          {with_fit(dense.memory(), dense_memory_fit),
+                           with_fit(kernel.memory(), memory_fit)}, style);
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:773
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());
         const std::vector<double> fitted_scores(scores.begin() + first_fitted, scores.end());
-        results.add_fit("scores_slope", attn::loglog_fit(fitted_n, fitted_scores));  // n ≥ fit_from
+        results.add_fit("scores_slope", attn::loglog_fit(fitted_n, fitted_scores));
         results.add("scores_at_n_max", scores.back());
         results.add("dense_scores_at_n_max", kernel.n.back() * kernel.n.back());
-        const auto ns_per_score = [&](std::size_t k) { return 1e9 * kernel.wall_seconds[k] / scores[k]; };
+        const auto ns_per_score = [&](std::size_t k) {
+            return 1e9 * kernel.wall_seconds[k] / scores[k];
+        };
         results.add("ns_per_score_at_fit_from", ns_per_score(first_fitted));
         results.add("ns_per_score_at_n_max", ns_per_score(kernel.n.size() - 1));
         const double distance = (time_fit.slope - 1) / time_fit.standard_error;  // in errors
-        results.add_text("time_vs_linear",
-                         std::abs(distance) <= 2 ? "the slope is 1 within two standard errors"
-                         : distance < 0 ? "the slope is below 1 by more than two standard errors"
-                                        : "the slope is above 1 by more than two standard errors");
+        const std::string side = std::abs(distance) <= 2 ? "1 within"
+                                 : distance < 0          ? "below 1 by more than"
+                                                         : "above 1 by more than";
+        results.add_text("time_vs_linear", "the slope is " + side + " two standard errors");
     });
 }

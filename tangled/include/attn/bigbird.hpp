@@ -116,7 +116,8 @@ inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& 
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> bigbird_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                    const xt::xtensor<T, 2>& V, const BigBirdPattern& pattern,
+                                    const xt::xtensor<T, 2>& V,
+                                    const BigBirdPattern& pattern,
                                     KeyVisits* visits = nullptr)
 {
     check_attention_shapes(Q, K, V);
@@ -130,7 +131,7 @@ xt::xtensor<T, 2> bigbird_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     const auto every_pair = [](std::size_t, std::size_t) { return true; };
     for (std::size_t q = 0; q < key_blocks.size(); ++q) {
         const std::vector<std::size_t> queries = block_positions({q}, b);         // b
-        const std::vector<std::size_t> keys = block_positions(key_blocks[q], b);  // (blocks)·b
+        const std::vector<std::size_t> keys = block_positions(key_blocks[q], b);
         detail::attend_listed(Q, K, V, queries, keys, every_pair, O, visits);
     }
     return O;

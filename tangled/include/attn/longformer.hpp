@@ -101,22 +101,23 @@ xt::xtensor<T, 2> gather_rows(const xt::xtensor<T, 2>& X, const std::vector<std:
 }
 
 // ⟨Attend from listed queries to listed keys⟩ 08-longformer.md:204
-/// Attention of the queries Q[queries] over the keys K[keys] and values V[keys], written to
-/// O[queries]. `allowed(a, c)` says whether the a-th listed query may attend the c-th listed
-/// key; a key listed twice would be counted twice, so `keys` must not repeat.
-/// Memory: O((|queries| + d)·|keys|). Adds the |queries|·|keys| scores to `visits` if given.
+/// Attention of the queries Q[queries] over the keys K[keys] and values V[keys],
+/// written to O[queries]. `allowed(a, c)` says whether the a-th listed query may attend
+/// the c-th listed key; a key listed twice would be counted twice, so `keys` must not
+/// repeat. Memory: O((|queries| + d)·|keys|). Adds the |queries|·|keys| scores computed
+/// to `visits` if given.
 template <class T, class Allowed>
 void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
                    const xt::xtensor<T, 2>& V, const std::vector<std::size_t>& queries,
-                   const std::vector<std::size_t>& keys, Allowed allowed, xt::xtensor<T, 2>& O,
-                   KeyVisits* visits)
+                   const std::vector<std::size_t>& keys, Allowed allowed,
+                   xt::xtensor<T, 2>& O, KeyVisits* visits)
 {
     const xt::xtensor<T, 2> Q_listed = gather_rows(Q, queries);               // q×d_k
     const xt::xtensor<T, 2> K_listed_t = xt::transpose(gather_rows(K, keys));  // d_k×c, contiguous for BLAS
     const xt::xtensor<T, 2> V_listed = gather_rows(V, keys);                   // c×d_v
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_listed, K_listed_t);         // q×c
     if (visits) visits->scores += scores.size();  // every one computed, allowed or not
-    // ⟨Scale the allowed scores and hide the others⟩ 08-longformer.md:236
+    // ⟨Scale the allowed scores and hide the others⟩ 08-longformer.md:237
     const T scale = T(1) / std::sqrt(T(Q.shape(1)));
     const T hidden = -std::numeric_limits<T>::infinity();
     for (std::size_t a = 0; a < queries.size(); ++a) {
@@ -130,25 +131,26 @@ void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
         std::copy_n(O_listed.data() + a * d_v, d_v, O.data() + queries[a] * d_v);
 }
 
-// ⟨Attend within the window, block by block⟩ 08-longformer.md:261
+// ⟨Attend within the window, block by block⟩ 08-longformer.md:262
 /// Window rows of the non-global queries among `positions` (one subsequence r, r + dilation, ...),
 /// in blocks of `block` consecutive queries. Writes those rows of O.
 template <class T>
 void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                          const xt::xtensor<T, 2>& V, const std::vector<std::size_t>& positions,
-                          std::size_t w, std::size_t dilation, const std::vector<bool>& is_global,
+                          const xt::xtensor<T, 2>& V,
+                          const std::vector<std::size_t>& positions, std::size_t w,
+                          std::size_t dilation, const std::vector<bool>& is_global,
                           const std::vector<std::size_t>& global_positions,
                           xt::xtensor<T, 2>& O, KeyVisits* visits)
 {
     const std::size_t count = positions.size(), block = std::max<std::size_t>(w, 32);
     for (std::size_t t0 = 0; t0 < count; t0 += block) {
         const std::size_t t1 = std::min(count, t0 + block);  // this block: positions[t0, t1)
-        // ⟨List the block's queries⟩ 08-longformer.md:285
+        // ⟨List the block's queries⟩ 08-longformer.md:287
         std::vector<std::size_t> queries, steps;  // positions, and their indices t in the subsequence
         for (std::size_t t = t0; t < t1; ++t)
             if (!is_global[positions[t]]) queries.push_back(positions[t]), steps.push_back(t);
         if (queries.empty()) continue;
-        // ⟨List the keys the block can see⟩ 08-longformer.md:298
+        // ⟨List the keys the block can see⟩ 08-longformer.md:300
         const std::size_t u0 = t0 > w ? t0 - w : 0, u1 = std::min(count, t1 + w);  // span: positions[u0, u1)
         const std::size_t span = u1 - u0;
         std::vector<std::size_t> keys(positions.begin() + u0, positions.begin() + u1);
@@ -164,12 +166,13 @@ void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K
     }
 }
 
-// ⟨Give the global tokens full rows⟩ 08-longformer.md:317
+// ⟨Give the global tokens full rows⟩ 08-longformer.md:319
 /// Full rows for the global queries: each attends every key. Groups of 32 queries keep the
 /// score matrix at 32×n. Writes those rows of O.
 template <class T>
 void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                     const xt::xtensor<T, 2>& V, const std::vector<std::size_t>& global_positions,
+                     const xt::xtensor<T, 2>& V,
+                     const std::vector<std::size_t>& global_positions,
                      xt::xtensor<T, 2>& O, KeyVisits* visits)
 {
     std::vector<std::size_t> every_key(K.shape(0));
@@ -185,7 +188,7 @@ void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
 
 }  // namespace detail
 
-// ⟨Compute Longformer attention with separate global projections⟩ 08-longformer.md:361
+// ⟨Compute Longformer attention with separate global projections⟩ 08-longformer.md:364
 /// @brief Longformer attention whose global rows use their own projections (Beltagy et al. 2020, §3.1).
 /// Window rows: softmax over the window and the global keys of Q·Kᵀ/√d_k, averaging V.
 /// Global rows (i in `global`): softmax(Q_g[i]·K_gᵀ/√d_k)·V_g over every key.
@@ -204,7 +207,7 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     std::size_t w, std::size_t dilation, const std::vector<std::size_t>& global,
     KeyVisits* visits = nullptr)
 {
-    // ⟨Check the Longformer operands⟩ 08-longformer.md:399
+    // ⟨Check the Longformer operands⟩ 08-longformer.md:402
     check_attention_shapes(Q, K, V);
     check_attention_shapes(Q_g, K_g, V_g);
     detail::check_dilation(dilation, "longformer_attention");
@@ -227,7 +230,7 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     return O;
 }
 
-// ⟨Compute Longformer attention⟩ 08-longformer.md:413
+// ⟨Compute Longformer attention⟩ 08-longformer.md:416
 /// @brief Longformer attention (Beltagy et al. 2020): a dilated sliding window plus symmetric global tokens.
 /// Equals scaled_dot_product_attention(Q, K, V, longformer_mask(n, w, dilation, global)) but never
 /// builds an n×n matrix: a banded block kernel, O(n·(w + g)·d), plus g full global rows, O(g·n·d).
@@ -246,8 +249,8 @@ xt::xtensor<T, 2> longformer_attention(const xt::xtensor<T, 2>& Q, const xt::xte
                                        const std::vector<std::size_t>& global,
                                        KeyVisits* visits = nullptr)
 {
-    return longformer_attention_global_projections(Q, K, V, Q, K, V, w, dilation, global,
-                                                   visits);
+    return longformer_attention_global_projections(Q, K, V, Q, K, V, w, dilation,
+                                                   global, visits);
 }
 
 }  // namespace attn

@@ -90,9 +90,10 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, c
     return O;
 }
 
-// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:294
+// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:296
 /// @brief The work a sparse kernel did, counted where it is done. Pass a pointer as a
-/// kernel's last argument (the default, nullptr, counts nothing); counts add up over calls.
+/// kernel's last argument (the default, nullptr, counts nothing); counts add up over
+/// calls.
 struct KeyVisits {
     std::size_t scores = 0;  ///< query–key scores q_i·k_j computed (keys visited)
 };
@@ -167,9 +168,10 @@ private:
 };
 
 // ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:252
-/// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's causal
-/// window). Equals scaled_dot_product_attention(Q, K, V, sliding_window_mask(n, w)) in
-/// O(n·w) time and O(n·d_v) memory: it never builds an n×n matrix.
+/// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's
+/// causal window). Equals scaled_dot_product_attention(Q, K, V,
+/// sliding_window_mask(n, w)) in O(n·w) time and O(n·d_v) memory: it never builds an
+/// n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @param window w ≥ 1
 /// @param visits optional: adds the query–key scores computed (the allowed pairs)
@@ -177,7 +179,8 @@ private:
 template <class T>
 xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q,
                                            const xt::xtensor<T, 2>& K,
-                                           const xt::xtensor<T, 2>& V, std::size_t window,
+                                           const xt::xtensor<T, 2>& V,
+                                           std::size_t window,
                                            KeyVisits* visits = nullptr)
 {
     check_self_attention_inputs(Q, K, V);
@@ -196,7 +199,7 @@ xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:365
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:368
 /// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's rolling buffer):
 /// memory w·(d_k + d_v) numbers, however many tokens have passed.
 template <class T>
@@ -242,7 +245,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:417
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:420
 /// @brief Sliding-window attention computed as a decoder would: token by token through a RollingKVCache.
 /// Equals sliding_window_attention(Q, K, V, window).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
@@ -262,7 +265,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:543
+// ⟨Compose two masks⟩ 06-sliding-window.md:546
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true when some k has A(i, k) and B(k, j),
 /// i.e. when i reaches j by one step of A and then one step of B (two layers).
 /// @param A n×p; @param B p×m

@@ -158,10 +158,10 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
 }
 
 // ⟨Compute strided attention⟩ 07-sparse-transformer.md:300
-/// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ or
-/// (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V, strided_mask(n, ℓ)) in
-/// O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and O(n·(d_k + d_v)) memory: it never
-/// builds an n×n matrix.
+/// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ
+/// or (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V,
+/// strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and
+/// O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @param stride ℓ ≥ 1
 /// @param visits optional: adds the query–key scores computed (the allowed pairs)
@@ -208,10 +208,10 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
 }
 
 // ⟨Compute fixed attention⟩ 07-sparse-transformer.md:360
-/// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block of ℓ,
-/// or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
-/// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in O(n·(ℓ + c·n/ℓ))
-/// time and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
+/// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block
+/// of ℓ, or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
+/// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in
+/// O(n·(ℓ + c·n/ℓ)) time and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @param stride ℓ ≥ 1, the block length; @param c summaries per block, 1 ≤ c ≤ ℓ
 /// @param visits optional: adds the query–key scores computed (the allowed pairs)
