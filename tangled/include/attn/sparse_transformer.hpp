@@ -19,7 +19,7 @@
 
 namespace attn {
 
-// ⟨Say which keys each head attends⟩ 07-sparse-transformer.md:46
+// ⟨Say which keys each head attends⟩ 07-sparse-transformer.md:47
 /// Strided head 1: the last ℓ positions, i − ℓ < j ≤ i.
 inline bool strided_local_allows(std::size_t i, std::size_t j, std::size_t stride)
 {
@@ -44,7 +44,7 @@ inline bool fixed_summary_allows(std::size_t i, std::size_t j, std::size_t strid
     return j <= i && j % stride >= stride - c;
 }
 
-// ⟨Build a mask from a rule⟩ 07-sparse-transformer.md:72
+// ⟨Build a mask from a rule⟩ 07-sparse-transformer.md:73
 /// An n×n mask with allowed(i, j) in every cell.
 template <class Allowed>
 Mask mask_where(std::size_t n, Allowed allowed)
@@ -64,7 +64,7 @@ inline void check_stride(std::size_t stride, std::size_t c = 1)
                                     std::to_string(c) + " for ℓ = " + std::to_string(stride));
 }
 
-// ⟨Build the strided and fixed masks⟩ 07-sparse-transformer.md:93
+// ⟨Build the strided and fixed masks⟩ 07-sparse-transformer.md:94
 /// @brief The strided pattern (Child et al. 2019, §4.2) as a dense mask (for figures and tests only).
 /// @param n sequence length; @param stride ℓ ≥ 1
 /// @return mask, n×n: j ≤ i and (i − j < ℓ or (i − j) mod ℓ = 0)
@@ -87,7 +87,7 @@ inline Mask fixed_mask(std::size_t n, std::size_t stride, std::size_t c)
     });
 }
 
-// ⟨Build each head's mask⟩ 07-sparse-transformer.md:120
+// ⟨Build each head's mask⟩ 07-sparse-transformer.md:121
 /// @brief The two heads of the strided pattern: {A⁽¹⁾ local, A⁽²⁾ strided}, each n×n.
 inline std::array<Mask, 2> strided_head_masks(std::size_t n, std::size_t stride)
 {
@@ -104,7 +104,7 @@ inline std::array<Mask, 2> fixed_head_masks(std::size_t n, std::size_t stride, s
             mask_where(n, [&](std::size_t i, std::size_t j) { return fixed_summary_allows(i, j, stride, c); })};
 }
 
-// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:225
+// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:226
 /// @brief Attention restricted to the keys `allowed(i, j)` by plain loops (the reference, O(n²) work).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @return outputs, n×d_v; a row with no allowed key is zero
@@ -138,7 +138,7 @@ xt::xtensor<T, 2> pattern_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:276
+// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:277
 /// Rows of X (n×d) regrouped by position mod ℓ: group r holds positions r, r+ℓ, r+2ℓ, … in order.
 /// `group_start[r]` is the row where group r begins (group_start has ℓ+1 entries).
 template <class T>
@@ -157,7 +157,7 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
     return grouped;
 }
 
-// ⟨Compute strided attention⟩ 07-sparse-transformer.md:300
+// ⟨Compute strided attention⟩ 07-sparse-transformer.md:301
 /// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ
 /// or (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V,
 /// strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and
@@ -193,7 +193,7 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:345
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:346
 /// The last c rows of every complete block of ℓ rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
 std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, std::size_t c)
@@ -207,7 +207,7 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:360
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:361
 /// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block
 /// of ℓ, or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
 /// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in
