@@ -22,7 +22,7 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:809
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:810
 /// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
@@ -73,7 +73,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:944
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:945
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -85,7 +85,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:851
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:852
         {
             const std::size_t n_small = 32;
             draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
@@ -95,7 +95,7 @@ int main(int argc, char** argv)
             draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
             draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:866
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:867
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -248,7 +248,8 @@ int main(int argc, char** argv)
             results.add("strided_gflops_at_n_max", flops_per_key / strided_per_key.y.back());
             const double n_dense = dense.n.back();
             const double dense_flops = attn::attention_flops(n_dense, n_dense, 64, 64);
-            results.add("dense_gflops_at_dense_n_max", dense_flops / dense.wall_seconds.back() / 1e9);
+            const double dense_seconds = dense.wall_seconds.back();
+            results.add("dense_gflops_at_dense_n_max", dense_flops / dense_seconds / 1e9);
             const attn::SlopeFit per_key_fit =
                 attn::loglog_fit(strided_per_key.x, strided_per_key.y);
             results.add_fit("strided_ns_per_key_slope", per_key_fit);
@@ -256,7 +257,7 @@ int main(int argc, char** argv)
             results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
             results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
             results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
-            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:667
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:668
             const auto compare = [](const attn::SlopeFit& fit) -> std::string {
                 if (fit.slope > 2 * fit.standard_error) return "steeper than";
                 if (fit.slope < -2 * fit.standard_error) return "shallower than";
@@ -265,7 +266,7 @@ int main(int argc, char** argv)
             results.add_text("strided_time_vs_keys", compare(per_key_fit));
             results.add_text("fixed_time_vs_keys",
                              compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
-            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:687
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:688
             const attn::Machine machine = attn::this_machine();
             const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
             results.add("l2_kib", double(machine.l2_bytes) / 1024);
