@@ -66,7 +66,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:908
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:910
         const std::size_t w_bench = 128;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -78,7 +78,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:822
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:824
         {
             const std::vector<std::string> words = {"the", "cat", "sat", "on", "the", "mat", "because", "it",
                                                     "was", "tired", "and", "then", "it", "fell", "asleep", "there"};
@@ -244,11 +244,13 @@ int main(int argc, char** argv)
             };
             attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds (fastest round)"};
             time_style.log_x = time_style.log_y = true;
+            time_style.key = "bottom right";  // the corner the curves leave empty
             attn::plot::lines(out / "cost_time.svg",
                               {with_fit(dense.time(), dense_time_fit),
                                with_fit(band.time(), band_time_fit)}, time_style);
             attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB one call adds"};
             memory_style.log_x = memory_style.log_y = true;
+            memory_style.key = "bottom right";
             attn::plot::lines(out / "cost_memory.svg",
                               {with_fit(dense.memory(), dense_memory_fit),
                                with_fit(band.memory(), band_memory_fit)}, memory_style);

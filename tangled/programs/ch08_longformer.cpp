@@ -109,7 +109,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:855
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:856
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -168,6 +168,7 @@ int main(int argc, char** argv)
         };
         attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
         style.log_x = style.log_y = true;
+        style.key = "bottom right";  // the corner the curves leave empty
         attn::plot::lines(out / "cost_time.svg",
                           {with_fit(dense.time(), dense_time_fit),
                            with_fit(kernel.time(), time_fit)}, style);
@@ -175,7 +176,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:773
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:774
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());

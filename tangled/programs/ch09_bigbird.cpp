@@ -151,7 +151,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:668
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:669
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -210,6 +210,7 @@ int main(int argc, char** argv)
         };
         attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
         style.log_x = style.log_y = true;
+        style.key = "bottom right";  // the corner the curves leave empty
         attn::plot::lines(out / "cost_time.svg",
                           {with_fit(dense.time(), dense_time_fit),
                            with_fit(kernel.time(), time_fit)}, style);
@@ -217,7 +218,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Fit the count of scores⟩ 09-bigbird.md:559
+        // ⟨Fit the count of scores⟩ 09-bigbird.md:560
         {
             std::vector<double> fitted_n, fitted_scores;  // n ≥ fit_from
             for (std::size_t k = 0; k < kernel.n.size(); ++k)
