@@ -22,7 +22,7 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:812
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:815
 /// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
@@ -73,7 +73,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:947
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:950
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -85,7 +85,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:854
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:857
         {
             const std::size_t n_small = 32;
             draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
@@ -95,7 +95,7 @@ int main(int argc, char** argv)
             draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
             draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:869
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:872
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
