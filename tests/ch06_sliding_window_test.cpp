@@ -257,6 +257,12 @@ BOOST_AUTO_TEST_CASE(the_kernel_visits_far_fewer_than_n_squared_keys)
 
 BOOST_AUTO_TEST_CASE(the_kernel_never_holds_an_n_by_n_matrix)
 {
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed blocks in quarantine, so the peak would count every
+    // allocation of the call, not what it holds at once.
+    BOOST_TEST_MESSAGE("peak memory not checked under AddressSanitizer");
+    return;
+#endif
     // One n×n float matrix is 4n² bytes (64 MiB at n = 4096); the kernel's peak is its
     // n×d_v output and a window's scores.
     const std::size_t n = 4096;

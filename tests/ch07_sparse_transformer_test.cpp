@@ -281,6 +281,12 @@ BOOST_AUTO_TEST_CASE(the_kernels_visit_order_n_sqrt_n_keys_not_n_squared)
 
 BOOST_AUTO_TEST_CASE(the_kernels_never_hold_an_n_by_n_matrix)
 {
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed blocks in quarantine, so the peak would count every
+    // allocation of the call, not what it holds at once.
+    BOOST_TEST_MESSAGE("peak memory not checked under AddressSanitizer");
+    return;
+#endif
     // One n×n float matrix is 4n² bytes (64 MiB at n = 4096).
     const std::size_t n = 4096;
     const auto [Q, K, V] = random_inputs(n, 16, 16, 42);
