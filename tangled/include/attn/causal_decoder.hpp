@@ -130,14 +130,16 @@ TinyModelForward<T> causal_model_forward(const TinyModel<T>& model,
     return f;
 }
 
-// ⟨Train the causal model on next tokens⟩ 16-decoding.md:380
-/// @brief Train `model` with Adam to predict the reversed letters, one token ahead.
+// ⟨Train the causal model on next tokens⟩ 16-decoding.md:383
+/// @brief Train `model` with Adam to predict the reversed letters, one token ahead;
+/// `adjust(grad)` sees the summed gradient before every update.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
-template <class T>
+template <class T, class AdjustGradient>
 std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
                                                  const ReversalTask& task,
                                                  const TrainingConfig& config,
-                                                 std::mt19937_64& rng)
+                                                 std::mt19937_64& rng,
+                                                 AdjustGradient&& adjust)
 {
     const std::size_t k = task.letters, n = task.context(), vocab = model.shape.vocab;
     if (model.shape.n < n || vocab != task.vocab())
@@ -170,12 +172,23 @@ std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
         if (step % config.record_every == 0 || step + 1 == config.steps)
             curve.push_back({step, loss / double(config.batch * k),
                              double(correct) / double(config.batch * k)});
+        adjust(grad);
         adam.step(model, grad);
     }
     return curve;
 }
 
-// ⟨Multiply a row by a matrix⟩ 16-decoding.md:438
+/// @brief train_causal_reversal with the gradient left as it is.
+template <class T>
+std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
+                                                 const ReversalTask& task,
+                                                 const TrainingConfig& config,
+                                                 std::mt19937_64& rng)
+{
+    return train_causal_reversal(model, task, config, rng, [](TinyModel<T>&) {});
+}
+
+// ⟨Multiply a row by a matrix⟩ 16-decoding.md:454
 namespace detail {
 /// y = x·W for one row x (d_in) and W (d_in×d_out): y_c = Σ_i x_i W_ic, i ascending.
 template <class T>
@@ -202,7 +215,7 @@ xt::xtensor<T, 1> row_block(const xt::xtensor<T, 1>& row, std::size_t head,
 }
 }  // namespace detail
 
-// ⟨Decode one token with the cache⟩ 16-decoding.md:470
+// ⟨Decode one token with the cache⟩ 16-decoding.md:486
 /// @brief Runs a TinyModel causally, one token per step, keeping a KV cache per layer
 /// and head. The model must outlive the decoder.
 template <class T>
@@ -249,7 +262,7 @@ public:
         return detail::row_times(x.data(), model_->W_out);  // vocab
     }
 
-    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:687
+    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:703
     /// @brief Read a whole prompt at once with matrix products (BLAS), filling the caches;
     /// the decoder must be empty. @return the logits (vocab) of the token after the prompt
     xt::xtensor<T, 1> prefill(const std::vector<std::size_t>& prompt)
@@ -311,7 +324,7 @@ private:
     std::vector<std::vector<KVCache<T>>> caches_;  // [layer][head]
 };
 
-// ⟨Run the causal model forward row by row⟩ 16-decoding.md:559
+// ⟨Run the causal model forward row by row⟩ 16-decoding.md:575
 /// @brief The causal model on `tokens`, layer after layer, each row with the decoder's
 /// row functions: the same numbers as the decoder, computed without a cache.
 /// @return logits, n×vocab (row i predicts token i+1)
@@ -355,7 +368,7 @@ xt::xtensor<T, 2> causal_forward_by_rows(const TinyModel<T>& model,
     return logits;
 }
 
-// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:612
+// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:628
 /// @brief The tokens a generation wrote and the logits (vocab each) it chose them from.
 template <class T>
 struct Generation {
