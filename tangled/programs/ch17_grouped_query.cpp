@@ -188,7 +188,7 @@ int main(int argc, char** argv)
                     return O;
                 });
             }
-            const auto timings = attn::time_alternating(calls, options.quick ? 3 : 9);
+            const auto timings = attn::time_alternating(calls, options.quick ? 3 : 15);
             for (std::size_t c = 0; c < kv_counts.size(); ++c) {
                 grouped.x.push_back(double(kv_counts[c]));
                 grouped.y.push_back(1.0 / timings[2 * c].wall);
