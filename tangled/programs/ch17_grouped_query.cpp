@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Evaluate a grouped model on held-out words⟩ 17-grouped-query.md:685
+// ⟨Evaluate a grouped model on held-out words⟩ 17-grouped-query.md:686
 /// Held-out quality of a model.
 struct Quality {
     double loss = 0;  ///< mean cross-entropy per scored letter
@@ -216,7 +216,7 @@ int main(int argc, char** argv)
         speed_style.log_x = speed_style.log_y = true;
         speed_style.key = "bottom left";
         attn::plot::lines(out / "decode_speed.svg", speed_series, speed_style);
-        // ⟨Train models with fewer key and value heads⟩ 17-grouped-query.md:723
+        // ⟨Train models with fewer key and value heads⟩ 17-grouped-query.md:724
         const attn::ReversalTask task{options.quick ? 5u : 8u};
         attn::TinyModelShape narrow = attn::causal_model_shape(task);
         narrow.d_model = 16;
