@@ -45,7 +45,7 @@ T dot_in_lanes(const T* a, const T* b, std::size_t d)
 }
 }  // namespace detail
 
-// ⟨Attend over a run of keys⟩ 16-decoding.md:104
+// ⟨Attend over a run of keys⟩ 16-decoding.md:105
 /// @brief The state of query `q` over keys [begin, end) of `keys` and `values`.
 /// @param q      d_k numbers
 /// @param keys   m×d_k, row-major; @param values m×d_v, row-major
@@ -73,7 +73,7 @@ QueryState<T> attend_keys(const T* q, const T* keys, const T* values, std::size_
     return state;
 }
 
-// ⟨Finish a state into an output row⟩ 16-decoding.md:137
+// ⟨Finish a state into an output row⟩ 16-decoding.md:138
 /// @brief The output of a state: a / ℓ (d_v numbers); zeros if no key was seen.
 template <class T>
 xt::xtensor<T, 1> finish_state(const QueryState<T>& state)
@@ -85,7 +85,7 @@ xt::xtensor<T, 1> finish_state(const QueryState<T>& state)
     return out;
 }
 
-// ⟨Merge two states of one query⟩ 16-decoding.md:759
+// ⟨Merge two states of one query⟩ 16-decoding.md:763
 /// @brief The state of one query over the keys of both `a` and `b` (disjoint sets).
 template <class T>
 QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
@@ -104,7 +104,7 @@ QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
     return merged;
 }
 
-// ⟨Keep the keys and values of one head⟩ 16-decoding.md:160
+// ⟨Keep the keys and values of one head⟩ 16-decoding.md:161
 /// @brief The keys and values of one attention head, one row per token seen so far.
 template <class T>
 class KVCache {
@@ -146,7 +146,9 @@ public:
 
     /// Tokens held, m.
     std::size_t size() const { return keys_.size() / d_k_; }
+    /// Width of a key, d_k.
     std::size_t d_k() const { return d_k_; }
+    /// Width of a value, d_v.
     std::size_t d_v() const { return d_v_; }
     /// @brief Make room for `tokens` rows without moving the blocks again.
     void reserve(std::size_t tokens)
@@ -175,7 +177,7 @@ private:
     std::vector<T> keys_, values_;  // m×d_k and m×d_v, row-major, growing by rows
 };
 
-// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:787
+// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:791
 /// @brief One query's attention over K, V computed in `parts` pieces and merged.
 /// @param q d_k numbers; @param K m×d_k; @param V m×d_v (m ≥ 1)
 /// @param parts P ≥ 1; more parts than keys are clamped to m (one key each)
