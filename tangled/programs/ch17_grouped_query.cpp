@@ -214,7 +214,7 @@ int main(int argc, char** argv)
         attn::plot::LinePlotStyle speed_style{"", "key/value heads g (of h = 8 query heads)",
                                               "decoding steps per second (one layer)"};
         speed_style.log_x = speed_style.log_y = true;
-        speed_style.key = "bottom left";
+        speed_style.key = "top right";
         attn::plot::lines(out / "decode_speed.svg", speed_series, speed_style);
         // ⟨Train models with fewer key and value heads⟩ 17-grouped-query.md:724
         const attn::ReversalTask task{options.quick ? 5u : 8u};
