@@ -350,23 +350,24 @@ BOOST_AUTO_TEST_SUITE(blocks)
 BOOST_AUTO_TEST_CASE(blocked_kernels_equal_the_unblocked_ones_at_ragged_sizes)
 {
     // n not a multiple of the block (and blocks of 1, of n, of more than n, and the
-    // cache-sized default): the blocked kernels equal the whole-matrix references in double
-    // to 1e-12 relative, bidirectional (with m ≠ n) and causal, with the same features W.
-    for (auto [n, m] : std::vector<std::pair<std::size_t, std::size_t>>{{37, 53}, {100, 61}}) {
-        Inputs in = random_inputs(n, m, 16, 5, 110 + n, 1.5);
+    // cache-sized default): the blocked kernels equal the whole-matrix references in
+    // double to 1e-12 relative, bidirectional (m ≠ n) and causal, with the same W.
+    using Sizes = std::vector<std::pair<std::size_t, std::size_t>>;
+    for (auto [n, m] : Sizes{{37, 53}, {100, 61}}) {
         const auto W = attn::orthogonal_features<double>(40, 16, 11);
-        const auto reference = attn::performer_attention_unblocked(in.Q, in.K, in.V, W);
-        for (std::size_t block : {std::size_t(1), std::size_t(7), std::size_t(16), n, 2 * n,
-                                  std::size_t(0)})
-            check_close(attn::performer_attention(in.Q, in.K, in.V, W, block), reference, 1e-12,
-                        1e-13, "bidirectional, block " + std::to_string(block));
-        Inputs self = random_inputs(n, n, 16, 5, 120 + n, 1.5);
-        const auto causal_reference =
-            attn::performer_causal_attention_unblocked(self.Q, self.K, self.V, W);
-        for (std::size_t block : {std::size_t(1), std::size_t(7), std::size_t(16), n, 2 * n,
-                                  std::size_t(0)})
-            check_close(attn::performer_causal_attention(self.Q, self.K, self.V, W, block),
-                        causal_reference, 1e-12, 1e-13, "causal, block " + std::to_string(block));
+        const std::vector<std::size_t> blocks = {1, 7, 16, n, 2 * n, 0};  // 0: default
+        {
+            const auto [Q, K, V] = random_inputs(n, m, 16, 5, 110 + n, 1.5);
+            const auto reference = attn::performer_attention_unblocked(Q, K, V, W);
+            for (std::size_t block : blocks)
+                check_close(attn::performer_attention(Q, K, V, W, block), reference,
+                            1e-12, 1e-13, "bidirectional, block " + std::to_string(block));
+        }
+        const auto [Q, K, V] = random_inputs(n, n, 16, 5, 120 + n, 1.5);
+        const auto reference = attn::performer_causal_attention_unblocked(Q, K, V, W);
+        for (std::size_t block : blocks)
+            check_close(attn::performer_causal_attention(Q, K, V, W, block), reference,
+                        1e-12, 1e-13, "causal, block " + std::to_string(block));
     }
 }
 

@@ -163,7 +163,7 @@ int main(int argc, char** argv)
             pooled.x_label = "projected key (tokens it averages)";
             attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
         }
-        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:712
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:719
         {
             const Inputs in = make_inputs("vocabulary", 64, 64, rng);
             const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -189,7 +189,8 @@ int main(int argc, char** argv)
                 results.add("error_" + kind + "_" + name + "_kmax", curves[c].y.back());
             }
             results.add("dense_output_rms_" + kind, curves[4].y.front());
-            results.add_fit("error_" + kind + "_after_slope", attn::loglog_fit(curves[2].x, curves[2].y));
+            const attn::SlopeFit after_fit = attn::loglog_fit(curves[2].x, curves[2].y);
+            results.add_fit("error_" + kind + "_after_slope", after_fit);
             if (kind == "vocabulary") results.add("error_kmax", curves[0].x.back());
             attn::plot::LinePlotStyle style{"RMS error of Linformer against dense attention, " + kind + " input, n = " +
                                             std::to_string(n_error), "k (projected length)", "RMS error of the output"};
@@ -198,7 +199,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
         }
-        // ⟨Show that the first token sees the last⟩ 10-linformer.md:678
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:685
         {
             const std::size_t n_c = 64, k_c = 16;
             Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -209,7 +210,7 @@ int main(int argc, char** argv)
             const xt::xtensor<double, 2> after = attn::linformer_attention(in.Q, in.K, in.V, E, E);
             results.add("first_output_change_from_last_token", xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
         }
-        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:578
+        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:579
         const std::size_t k_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
         const std::size_t n_fit = options.quick ? 128 : 1024;
         const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
@@ -221,37 +222,43 @@ int main(int argc, char** argv)
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
-            const auto E = attn::random_projection<float>(k_bench, n_cost, options.seed + n_cost);
+            const std::uint64_t seed = options.seed + n_cost;
+            const auto E = attn::random_projection<float>(k_bench, n_cost, seed);  // k×n
             attn::Call dense_call;  // empty beyond n_dense_max: no point there
             if (n_cost <= n_dense_max)
                 dense_call = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
+            auto linformer_call = [&] {
+                return attn::linformer_attention(Q_n, K_n, V_n, E, E);
+            };
+            const int rounds = n_cost < 2048 ? 3 * repeats : repeats;
             attn::measure_costs({&dense, &linformer}, double(n_cost),
-                                {dense_call,
-                                 [&] { return attn::linformer_attention(Q_n, K_n, V_n, E, E); }},
-                                n_cost < 2048 ? 3 * repeats : repeats);
+                                {dense_call, linformer_call}, rounds);
         }
-        // ⟨Draw the cost against n⟩ 10-linformer.md:606
+        // ⟨Draw the cost against n⟩ 10-linformer.md:610
         const attn::SlopeFit time_fit = linformer.time_fit(n_fit);
         const attn::SlopeFit memory_fit = linformer.memory_fit(n_fit);
         const attn::SlopeFit dense_fit = dense.time_fit();
         results.add_fit("linformer_time_slope", time_fit);
         results.add_fit("linformer_memory_slope", memory_fit);
         results.add_fit("dense_time_slope", dense_fit);
-        results.add_text("crossover_time", attn::find_crossover(linformer, dense).describe());
-        results.add_text("crossover_memory", attn::find_crossover(linformer, dense, true).describe());
+        const attn::Crossover time_crossover = attn::find_crossover(linformer, dense);
+        const attn::Crossover memory_crossover = attn::find_crossover(linformer, dense, true);
+        results.add_text("crossover_time", time_crossover.describe());
+        results.add_text("crossover_memory", memory_crossover.describe());
         results.add("linformer_max_n", linformer.n.back());
         results.add("dense_max_n", dense.n.back());
         results.add("linformer_seconds_at_max_n", linformer.wall_seconds.back());
         results.add("linformer_mib_at_max_n", linformer.peak_mib.back());
         std::vector<attn::Series> times = {dense.time(), linformer.time()};
         times[0].label += ", slope " + dense_fit.text();
-        times[1].label += ", slope " + time_fit.text() + " from n = " + std::to_string(n_fit);
+        const std::string from = " from n = " + std::to_string(n_fit);
+        times[1].label += ", slope " + time_fit.text() + from;
         attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
         time_style.key = "bottom right";
         attn::plot::lines(out / "cost_time.svg", times, time_style);
         std::vector<attn::Series> memories = {dense.memory(), linformer.memory()};
-        memories[1].label += ", slope " + memory_fit.text() + " from n = " + std::to_string(n_fit);
+        memories[1].label += ", slope " + memory_fit.text() + from;
         attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
         memory_style.key = "bottom right";

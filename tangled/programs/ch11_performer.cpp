@@ -101,7 +101,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<do
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1032
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1036
 /// Dense causal attention: softmax over keys j ≤ i only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q, const xt::xtensor<double, 2>& K,
                                               const xt::xtensor<double, 2>& V)
@@ -120,7 +120,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1153
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1158
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -174,7 +174,8 @@ int main(int argc, char** argv)
                 theory_trig.x.push_back(double(r));
                 theory_trig.y.push_back(lemma2_relative_mse(X, Y, r, false));
             }
-            results.add_fit("mse_slope_positive_iid", attn::loglog_fit(curves[0].x, curves[0].y));
+            results.add_fit("mse_slope_positive_iid",
+                            attn::loglog_fit(curves[0].x, curves[0].y));
             results.add_fit("mse_slope_positive_orthogonal",
                             attn::loglog_fit(curves[1].x, curves[1].y));
             results.add("orthogonal_over_iid_positive_r16", curves[1].y[2] / curves[0].y[2]);
@@ -187,7 +188,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / "mse_vs_r.svg", curves, style);
         }
-        // ⟨Measure the error against the angle⟩ 11-performer.md:424
+        // ⟨Measure the error against the angle⟩ 11-performer.md:425
         {
             const std::size_t d = 16, pairs = 8, r = 64;
             const double norm = 1.0;
@@ -232,7 +233,7 @@ int main(int argc, char** argv)
             style.key = "bottom center";
             attn::plot::lines(out / "mse_vs_angle.svg", {positive, trig, theory_positive, theory_trig}, style);
         }
-        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:971
+        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:975
         {
             const std::size_t n_small = 24, d = 16, r = 256;
             xt::xtensor<double, 2> P = xt::zeros<double>({n_small, d});  // n×d, sinusoidal position codes
@@ -257,7 +258,7 @@ int main(int argc, char** argv)
             results.add("weights_max_abs_error_r256",
                         xt::amax(xt::abs(attn::performer_weights(P, P, W) - attn::attention_weights(P, P)))());
         }
-        // ⟨Measure the attention error against r⟩ 11-performer.md:1052
+        // ⟨Measure the attention error against r⟩ 11-performer.md:1056
         {
             const std::size_t n = options.quick ? 128 : 512, d = 16, r_max = options.quick ? 1024 : 4096;
             const int draws = options.quick ? 2 : 5;
@@ -295,7 +296,8 @@ int main(int argc, char** argv)
                 results.add("error_iid_rmax_" + key, iid.y.back());
                 results.add("error_causal_rmax_" + key, causal_ort.y.back());
                 results.add("max_abs_error_orthogonal_rmax_" + key, max_error);
-                results.add_fit("error_slope_orthogonal_" + key, attn::loglog_fit(ort.x, ort.y));
+                results.add_fit("error_slope_orthogonal_" + key,
+                                attn::loglog_fit(ort.x, ort.y));
                 curves.insert(curves.end(), {iid, ort, causal_ort});
             }
             results.add("attention_r_max", double(r_max));
@@ -309,15 +311,16 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
         }
-        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1165
+        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1170
         const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
-        const std::size_t n_fit = options.quick ? 128 : 1024, n_max = options.quick ? 2048 : 16384;
+        const std::size_t n_fit = options.quick ? 128 : 1024;
+        const std::size_t n_max = options.quick ? 2048 : 16384;
         const int repeats = options.quick ? 3 : 5;
         results.add("bench_r", double(r_bench));
         results.add("fit_from", double(n_fit));
         results.add("l2_kib", double(attn::cache_bytes(2)) / 1024);
         results.add("block_rows", double(attn::performer_block_rows<float>(64, 64, r_bench)));
-        const auto W_bench = attn::orthogonal_features<float>(r_bench, 64, options.seed);  // r×64
+        const auto W_bench = attn::orthogonal_features<float>(r_bench, 64, options.seed);
         attn::CostCurve dense{"dense", 1}, favor{"FAVOR+", 1}, whole{"FAVOR+ unblocked", 1};
         attn::CostCurve causal{"causal FAVOR+", 1}, causal_whole{"causal FAVOR+ unblocked", 1};
         for (const std::size_t n_cost : cost_lengths(n_fit, n_max)) {
@@ -336,8 +339,9 @@ int main(int argc, char** argv)
                  [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
                 n_cost < 2048 ? 3 * repeats : repeats);
         }
-        // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1200
-        const attn::SlopeFit favor_fit = favor.time_fit(n_fit), whole_fit = whole.time_fit(n_fit);
+        // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1206
+        const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
+        const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
         const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
         const attn::SlopeFit causal_whole_fit = causal_whole.time_fit(n_fit);
         const attn::SlopeFit dense_fit = dense.time_fit();
@@ -352,9 +356,12 @@ int main(int argc, char** argv)
         results.add_fit("favor_memory_slope", favor_memory_fit);
         results.add_fit("unblocked_memory_slope", whole_memory_fit);
         results.add_fit("causal_memory_slope", causal_memory_fit);
-        results.add_text("crossover_time", attn::find_crossover(favor, dense).describe());
-        results.add_text("crossover_causal_time", attn::find_crossover(causal, dense).describe());
-        results.add_text("crossover_memory", attn::find_crossover(favor, dense, true).describe());
+        const attn::Crossover time_crossover = attn::find_crossover(favor, dense);
+        const attn::Crossover causal_crossover = attn::find_crossover(causal, dense);
+        const attn::Crossover memory_crossover = attn::find_crossover(favor, dense, true);
+        results.add_text("crossover_time", time_crossover.describe());
+        results.add_text("crossover_causal_time", causal_crossover.describe());
+        results.add_text("crossover_memory", memory_crossover.describe());
         results.add("max_n", favor.n.back());
         results.add("dense_max_n", dense.n.back());
         results.add("favor_seconds_at_max_n", favor.wall_seconds.back());
@@ -366,10 +373,10 @@ int main(int argc, char** argv)
         results.add("favor_mib_at_max_n", favor.peak_mib.back());
         results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
         results.add("causal_mib_at_max_n", causal.peak_mib.back());
-        // ⟨Draw the cost against n⟩ 11-performer.md:1232
+        // ⟨Draw the cost against n⟩ 11-performer.md:1242
         const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
-            {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit}, {&causal, causal_fit},
-            {&causal_whole, causal_whole_fit}};
+            {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
+            {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};
         std::vector<attn::Series> times;
         for (const auto& [curve, fit] : time_fits) {
             times.push_back(curve->time());

@@ -108,7 +108,7 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k, std::size
     return QK;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1017
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1018
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xtensor<bool, 2>& allowed)
 {
@@ -119,7 +119,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xten
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1252
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1255
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets, std::uint64_t seed)
 {
@@ -256,7 +256,8 @@ int main(int argc, char** argv)
             results.add("max_abs_error_rounds_" + r, largest.y.back());
         }
         results.add("error_seeds", double(error_seeds));
-        results.add_fit("relative_error_rounds_slope", attn::loglog_fit(relative.x, relative.y));
+        results.add_fit("relative_error_rounds_slope",
+                        attn::loglog_fit(relative.x, relative.y));
         results.add_fit("missed_weight_rounds_slope", attn::loglog_fit(missed.x, missed.y));
         attn::plot::LinePlotStyle error_style{"LSH attention against dense (n = " + std::to_string(n_error) +
                                                   ", b = 32, L = " + std::to_string(L_error) + ", mean of " +
@@ -265,7 +266,7 @@ int main(int argc, char** argv)
         error_style.log_x = error_style.log_y = true;
         error_style.key = "bottom left";
         attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1273
+        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1276
         {
             const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
             const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);  // n×64
@@ -289,8 +290,9 @@ int main(int argc, char** argv)
             attn::plot::lines(out / "bucket_sizes.svg", {uniform_series, topic_series, chunk_series, mean_series},
                               size_style);
         }
-        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1086
-        const std::size_t n_fit = options.quick ? 128 : 1024, n_hi = options.quick ? 2048 : 16384;
+        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1087
+        const std::size_t n_fit = options.quick ? 128 : 1024;
+        const std::size_t n_hi = options.quick ? 2048 : 16384;
         const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
         const int repeats = options.quick ? 2 : 7;
         attn::CostCurve lsh{"LSH attention", 1}, dense{"dense shared-QK", 1};
@@ -300,13 +302,13 @@ int main(int argc, char** argv)
             attn::Call dense_call;  // empty beyond n_dense_hi: no point there
             if (n_cost <= n_dense_hi)
                 dense_call = [&] { return attn::shared_qk_attention(QK_n, V_n); };
-            attn::measure_costs(
-                {&lsh, &dense}, double(n_cost),
-                {[&] { return attn::lsh_attention(QK_n, V_n, 32, 2, 64, options.seed); }, dense_call},
-                repeats);
+            auto lsh_call = [&] { return attn::lsh_attention(QK_n, V_n, 32, 2, 64, options.seed); };
+            attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
+                                repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1110
-        const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit), dense_time_fit = dense.time_fit();
+        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1111
+        const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
+        const attn::SlopeFit dense_time_fit = dense.time_fit();
         const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);
         const attn::SlopeFit dense_memory_fit = dense.memory_fit();
         results.add_fit("lsh_time_slope", lsh_time_fit);
@@ -326,13 +328,14 @@ int main(int argc, char** argv)
         results.add_text("time_crossover", attn::find_crossover(lsh, dense).describe());
         results.add_text("memory_crossover", attn::find_crossover(lsh, dense, true).describe());
         std::vector<attn::Series> times = {lsh.time(), dense.time()};
-        times[0].label += ", slope " + lsh_time_fit.text() + " from n = " + std::to_string(n_fit);
+        const std::string from = " from n = " + std::to_string(n_fit);
+        times[0].label += ", slope " + lsh_time_fit.text() + from;
         times[1].label += ", slope " + dense_time_fit.text();
         attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
         attn::plot::lines(out / "cost_time.svg", times, time_style);
         std::vector<attn::Series> memories = {lsh.memory(), dense.memory()};
-        memories[0].label += ", slope " + lsh_memory_fit.text() + " from n = " + std::to_string(n_fit);
+        memories[0].label += ", slope " + lsh_memory_fit.text() + from;
         memories[1].label += ", slope " + dense_memory_fit.text();
         attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;

@@ -152,7 +152,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:514
+// ⟨Form the implied attention weights⟩ 11-performer.md:515
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
 /// @param causal if true, key j > i gets no weight (requires n = m)
@@ -175,7 +175,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:559
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:560
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
@@ -201,7 +201,7 @@ void exponentiate_all_stably(xt::xtensor<T, 2>& exponents)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:599
+// ⟨Attend through positive random features⟩ 11-performer.md:600
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -233,7 +233,7 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:657
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:658
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -261,7 +261,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:692
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:693
         const T* exponents = key_exponents.data() + row * r;
         const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
         if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
@@ -277,7 +277,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:710
+        // ⟨Read out query i⟩ 11-performer.md:711
         const T* phi_q = phi_Q.data() + row * r;
         std::vector<double> numerator(d_v, 0.0);
         double denominator = 0;
@@ -291,7 +291,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:751
+// ⟨Choose the tokens per block⟩ 11-performer.md:752
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -306,19 +306,20 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Copy a block of rows⟩ 11-performer.md:770
+// ⟨Copy a block of rows⟩ 11-performer.md:771
 namespace detail {
 
 /// Rows begin … end − 1 of X, as their own (end − begin)×d matrix.
 template <class T>
-xt::xtensor<T, 2> row_block(const xt::xtensor<T, 2>& X, std::size_t begin, std::size_t end)
+xt::xtensor<T, 2> row_block(const xt::xtensor<T, 2>& X, std::size_t begin,
+                            std::size_t end)
 {
     return xt::view(X, xt::range(begin, end), xt::all());
 }
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:786
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:788
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -330,34 +331,34 @@ xt::xtensor<T, 2> row_block(const xt::xtensor<T, 2>& X, std::size_t begin, std::
 /// @param block tokens per block; 0 chooses performer_block_rows
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> performer_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                      const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& W,
-                                      std::size_t block = 0)
+xt::xtensor<T, 2> performer_attention(
+    const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
+    const xt::xtensor<T, 2>& W, std::size_t block = 0)
 {
     check_attention_shapes(Q, K, V);
     detail::check_feature_shapes(K, W);
     const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1), r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(K.shape(1), d_v, r);
-    xt::xtensor<T, 2> summary = xt::zeros<T>({r, d_v + 1});  // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
-    T b = -std::numeric_limits<T>::infinity();                // largest key exponent so far
+    xt::xtensor<T, 2> summary = xt::zeros<T>({r, d_v + 1});  // [φ(K)ᵀV  φ(K)ᵀ1]
+    T b = -std::numeric_limits<T>::infinity();  // the largest key exponent so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m);
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:830
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:832
         xt::xtensor<T, 2> phi_K = detail::favor_exponents(detail::row_block(K, begin, end), W);
         const T b_block = *std::max_element(phi_K.begin(), phi_K.end());  // phi_K: B×r
-        if (b_block > b) {  // a new maximum: shrink what was summed so far (first block: 0·0 = 0)
+        if (b_block > b) {  // a new maximum: shrink the sum so far (first block: 0·0 = 0)
             summary *= std::exp(b - b_block);
             b = b_block;
         }
         for (T& e : phi_K) e = std::exp(e - b);  // √r·φ(k_j)·e^{−b}, in (0, 1]
         xt::xtensor<T, 2> V_1 = xt::ones<T>({end - begin, d_v + 1});  // B×(d_v+1): [V 1]
-        xt::view(V_1, xt::all(), xt::range(0, d_v)) = xt::view(V, xt::range(begin, end), xt::all());
+        xt::view(V_1, xt::all(), xt::range(0, d_v)) = detail::row_block(V, begin, end);
         xt::blas::gemm(phi_K, V_1, summary, true, false, T(1), T(1));  // summary += φᵀ·[V 1]
     }
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
-        // ⟨Read out a block of queries⟩ 11-performer.md:843
+        // ⟨Read out a block of queries⟩ 11-performer.md:845
         xt::xtensor<T, 2> phi_Q = detail::favor_exponents(detail::row_block(Q, begin, end), W);
         detail::exponentiate_each_row_stably(phi_Q);                        // B×r
         const xt::xtensor<T, 2> totals = xt::linalg::dot(phi_Q, summary);  // B×(d_v+1)
@@ -368,7 +369,7 @@ xt::xtensor<T, 2> performer_attention(const xt::xtensor<T, 2>& Q, const xt::xten
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:857
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:859
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, to the last bit when
 /// BLAS computes each row of a product the same way), with the features computed
 /// one block of `block` tokens at a time and the prefix sums S, z and the running
@@ -386,7 +387,8 @@ xt::xtensor<T, 2> performer_causal_attention(
 {
     check_attention_shapes(Q, K, V);
     if (Q.shape(0) != K.shape(0))
-        throw std::invalid_argument("performer_causal_attention: needs one key per query (n = m)");
+        throw std::invalid_argument(
+            "performer_causal_attention: needs one key per query (n = m)");
     detail::check_feature_shapes(K, W);
     const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(K.shape(1), d_v, r);
@@ -395,13 +397,14 @@ xt::xtensor<T, 2> performer_causal_attention(
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});              // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
-        xt::xtensor<T, 2> phi_Q = detail::favor_exponents(detail::row_block(Q, begin, end), W);
-        detail::exponentiate_each_row_stably(phi_Q);  // B×r
+        xt::xtensor<T, 2> phi_Q =
+            detail::favor_exponents(detail::row_block(Q, begin, end), W);  // B×r
+        detail::exponentiate_each_row_stably(phi_Q);
         const xt::xtensor<T, 2> key_exponents =
             detail::favor_exponents(detail::row_block(K, begin, end), W);  // B×r
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:692
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:693
             const T* exponents = key_exponents.data() + row * r;
             const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
             if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
@@ -417,7 +420,7 @@ xt::xtensor<T, 2> performer_causal_attention(
                 double* S_l = S.data() + l * d_v;
                 for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
             }
-            // ⟨Read out query i⟩ 11-performer.md:710
+            // ⟨Read out query i⟩ 11-performer.md:711
             const T* phi_q = phi_Q.data() + row * r;
             std::vector<double> numerator(d_v, 0.0);
             double denominator = 0;
