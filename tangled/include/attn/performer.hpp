@@ -28,7 +28,7 @@
 
 namespace attn {
 
-// ⟨Draw independent random features⟩ 11-performer.md:83
+// ⟨Draw independent random features⟩ 11-performer.md:84
 /// @brief r×d random features with independent N(0, 1) entries.
 /// @param r number of features; @param d width of the vectors; @param seed fixes the draw
 /// @return W, r×d
@@ -40,7 +40,7 @@ xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
     return random_normal<T>(r, d, 1.0, rng);
 }
 
-// ⟨Draw orthogonal random features⟩ 11-performer.md:108
+// ⟨Draw orthogonal random features⟩ 11-performer.md:109
 /// @brief r×d orthogonal random features (Choromanski et al. 2020, §2.4): each block of d rows
 /// is orthogonal, and each row, a direction scaled by a χ_d-distributed length, is N(0, I_d).
 /// @param r number of features (the paper's m); @param d width of the vectors; @param seed fixes the draw
@@ -66,7 +66,7 @@ xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_
     return W;
 }
 
-// ⟨Compute the exponents of the positive features⟩ 11-performer.md:142
+// ⟨Compute the exponents of the positive features⟩ 11-performer.md:143
 namespace detail {
 
 /// Throw std::invalid_argument unless W (r×d) has the width d of the rows of X and r ≥ 1.
@@ -117,7 +117,7 @@ xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<
 
 }  // namespace detail
 
-// ⟨Compute the positive random features⟩ 11-performer.md:194
+// ⟨Compute the positive random features⟩ 11-performer.md:195
 /// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r with x̃ = x·d^(−1/4),
 /// so that φ(q)·φ(k) is an unbiased estimate of exp(q·k/√d) (Choromanski et al. 2020, Lemma 1).
 /// No stabiliser: entries overflow when W·x̃ is large; the attention functions guard against it.
@@ -152,7 +152,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:515
+// ⟨Form the implied attention weights⟩ 11-performer.md:516
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
 /// @param causal if true, key j > i gets no weight (requires n = m)
@@ -175,7 +175,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:560
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:561
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
@@ -201,7 +201,7 @@ void exponentiate_all_stably(xt::xtensor<T, 2>& exponents)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:600
+// ⟨Attend through positive random features⟩ 11-performer.md:601
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -233,7 +233,7 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:658
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:659
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -261,7 +261,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:693
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
         const T* exponents = key_exponents.data() + row * r;
         const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
         if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
@@ -277,7 +277,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:711
+        // ⟨Read out query i⟩ 11-performer.md:712
         const T* phi_q = phi_Q.data() + row * r;
         std::vector<double> numerator(d_v, 0.0);
         double denominator = 0;
@@ -291,7 +291,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:752
+// ⟨Choose the tokens per block⟩ 11-performer.md:754
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -306,7 +306,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Copy a block of rows⟩ 11-performer.md:771
+// ⟨Copy a block of rows⟩ 11-performer.md:773
 namespace detail {
 
 /// Rows begin … end − 1 of X, as their own (end − begin)×d matrix.
@@ -319,7 +319,7 @@ xt::xtensor<T, 2> row_block(const xt::xtensor<T, 2>& X, std::size_t begin,
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:788
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:790
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -343,7 +343,7 @@ xt::xtensor<T, 2> performer_attention(
     T b = -std::numeric_limits<T>::infinity();  // the largest key exponent so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m);
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:832
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:834
         xt::xtensor<T, 2> phi_K = detail::favor_exponents(detail::row_block(K, begin, end), W);
         const T b_block = *std::max_element(phi_K.begin(), phi_K.end());  // phi_K: B×r
         if (b_block > b) {  // a new maximum: shrink the sum so far (first block: 0·0 = 0)
@@ -358,7 +358,7 @@ xt::xtensor<T, 2> performer_attention(
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
-        // ⟨Read out a block of queries⟩ 11-performer.md:845
+        // ⟨Read out a block of queries⟩ 11-performer.md:847
         xt::xtensor<T, 2> phi_Q = detail::favor_exponents(detail::row_block(Q, begin, end), W);
         detail::exponentiate_each_row_stably(phi_Q);                        // B×r
         const xt::xtensor<T, 2> totals = xt::linalg::dot(phi_Q, summary);  // B×(d_v+1)
@@ -369,7 +369,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:859
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:861
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, to the last bit when
 /// BLAS computes each row of a product the same way), with the features computed
 /// one block of `block` tokens at a time and the prefix sums S, z and the running
@@ -404,7 +404,7 @@ xt::xtensor<T, 2> performer_causal_attention(
             detail::favor_exponents(detail::row_block(K, begin, end), W);  // B×r
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:693
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
             const T* exponents = key_exponents.data() + row * r;
             const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
             if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
@@ -420,7 +420,7 @@ xt::xtensor<T, 2> performer_causal_attention(
                 double* S_l = S.data() + l * d_v;
                 for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
             }
-            // ⟨Read out query i⟩ 11-performer.md:711
+            // ⟨Read out query i⟩ 11-performer.md:712
             const T* phi_q = phi_Q.data() + row * r;
             std::vector<double> numerator(d_v, 0.0);
             double denominator = 0;
