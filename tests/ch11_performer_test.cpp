@@ -361,7 +361,8 @@ BOOST_AUTO_TEST_CASE(blocked_kernels_equal_the_unblocked_ones_at_ragged_sizes)
             const auto reference = attn::performer_attention_unblocked(Q, K, V, W);
             for (std::size_t block : blocks)
                 check_close(attn::performer_attention(Q, K, V, W, block), reference,
-                            1e-12, 1e-13, "bidirectional, block " + std::to_string(block));
+                            1e-12, 1e-13,
+                            "bidirectional, block " + std::to_string(block));
         }
         const auto [Q, K, V] = random_inputs(n, n, 16, 5, 120 + n, 1.5);
         const auto reference = attn::performer_causal_attention_unblocked(Q, K, V, W);

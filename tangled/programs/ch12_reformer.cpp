@@ -119,7 +119,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xten
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1255
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1276
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets, std::uint64_t seed)
 {
@@ -137,6 +137,20 @@ double fraction_in_overfull_buckets(const std::vector<double>& size, std::size_t
     for (double s : size)
         if (s > double(chunk_len)) crowded += s;
     return crowded / double(n);
+}
+
+// ⟨Leave room for the legend⟩ 12-reformer.md:1151
+/// A log y range from the decade below the lowest point to one decade above the decade
+/// of the highest, so the legend at the top stays clear of the curves.
+void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
+                            const std::vector<attn::Series>& curves)
+{
+    double lowest = INFINITY, highest = 0;
+    for (const attn::Series& curve : curves)
+        for (double y : curve.y) lowest = std::min(lowest, y), highest = std::max(highest, y);
+    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
+    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
+    style.key = "top left";
 }
 
 }  // namespace
@@ -266,7 +280,7 @@ int main(int argc, char** argv)
         error_style.log_x = error_style.log_y = true;
         error_style.key = "bottom left";
         attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1276
+        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1297
         {
             const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
             const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);  // n×64
@@ -327,18 +341,20 @@ int main(int argc, char** argv)
         results.add("lsh_mib_at_n_dense_hi", lsh.peak_mib[at_dense_hi]);
         results.add_text("time_crossover", attn::find_crossover(lsh, dense).describe());
         results.add_text("memory_crossover", attn::find_crossover(lsh, dense, true).describe());
-        std::vector<attn::Series> times = {lsh.time(), dense.time()};
+        std::vector<attn::Series> times = {dense.time(), lsh.time()};  // dense: first colour
         const std::string from = " from n = " + std::to_string(n_fit);
-        times[0].label += ", slope " + lsh_time_fit.text() + from;
-        times[1].label += ", slope " + dense_time_fit.text();
+        times[1].label += ", slope " + lsh_time_fit.text() + from;
+        times[0].label += ", slope " + dense_time_fit.text();
         attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
+        leave_room_for_the_key(time_style, times);
         attn::plot::lines(out / "cost_time.svg", times, time_style);
-        std::vector<attn::Series> memories = {lsh.memory(), dense.memory()};
-        memories[0].label += ", slope " + lsh_memory_fit.text() + from;
-        memories[1].label += ", slope " + dense_memory_fit.text();
+        std::vector<attn::Series> memories = {dense.memory(), lsh.memory()};
+        memories[1].label += ", slope " + lsh_memory_fit.text() + from;
+        memories[0].label += ", slope " + dense_memory_fit.text();
         attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
+        leave_room_for_the_key(memory_style, memories);
         attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
     });
 }
