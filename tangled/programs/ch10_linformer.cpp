@@ -127,7 +127,10 @@ void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
 {
     double lowest = INFINITY, highest = 0;
     for (const attn::Series& curve : curves)
-        for (double y : curve.y) lowest = std::min(lowest, y), highest = std::max(highest, y);
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
     style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
     style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
     style.key = "top left";
@@ -177,7 +180,7 @@ int main(int argc, char** argv)
             pooled.x_label = "projected key (tokens it averages)";
             attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
         }
-        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:737
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:740
         {
             const Inputs in = make_inputs("vocabulary", 64, 64, rng);
             const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -213,7 +216,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
         }
-        // ⟨Show that the first token sees the last⟩ 10-linformer.md:703
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:706
         {
             const std::size_t n_c = 64, k_c = 16;
             Inputs in = make_inputs("vocabulary", n_c, 64, rng);

@@ -139,7 +139,10 @@ void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
 {
     double lowest = INFINITY, highest = 0;
     for (const attn::Series& curve : curves)
-        for (double y : curve.y) lowest = std::min(lowest, y), highest = std::max(highest, y);
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
     style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
     style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
     style.key = "top left";

@@ -119,7 +119,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xten
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1276
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1279
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets, std::uint64_t seed)
 {
@@ -147,7 +147,10 @@ void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
 {
     double lowest = INFINITY, highest = 0;
     for (const attn::Series& curve : curves)
-        for (double y : curve.y) lowest = std::min(lowest, y), highest = std::max(highest, y);
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
     style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
     style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
     style.key = "top left";
@@ -280,7 +283,7 @@ int main(int argc, char** argv)
         error_style.log_x = error_style.log_y = true;
         error_style.key = "bottom left";
         attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1297
+        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1300
         {
             const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
             const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);  // n×64
