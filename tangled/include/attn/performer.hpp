@@ -306,20 +306,65 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Copy a block of rows⟩ 11-performer.md:773
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:778
 namespace detail {
 
-/// Rows begin … end − 1 of X, as their own (end − begin)×d matrix.
+/// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
+/// C is m×n with leading dimension ldc, op(A) m×k, op(B) k×n.
 template <class T>
-xt::xtensor<T, 2> row_block(const xt::xtensor<T, 2>& X, std::size_t begin,
-                            std::size_t end)
+void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
+               std::size_t k, const T* A, std::size_t lda, const T* B, std::size_t ldb,
+               T beta, T* C, std::size_t ldc)
 {
-    return xt::view(X, xt::range(begin, end), xt::all());
+    using I = xt::blas_index_t;
+    const auto op = [](bool t) { return t ? cxxblas::Transpose::Trans : cxxblas::NoTrans; };
+    cxxblas::gemm<I>(cxxblas::StorageOrder::RowMajor, op(transpose_a), op(transpose_b),
+                     I(m), I(n), I(k), T(1), A, I(lda), B, I(ldb), beta, C, I(ldc));
 }
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:790
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:801
+namespace detail {
+
+/// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
+/// once for blocks of up to `block` rows and reused from block to block.
+template <class T>
+struct FeatureBlock {
+    std::size_t d, r;
+    std::vector<T> scaled;     ///< block×d: the rows times d^(−1/4)
+    std::vector<double> half;  ///< block: ‖x̃_i‖²/2
+    std::vector<T> exponents;  ///< block×r, row i − begin for row i of X
+
+    FeatureBlock(std::size_t block, std::size_t d, std::size_t r)
+        : d(d), r(r), scaled(block * d), half(block), exponents(block * r) {}
+
+    /// Fill the first end − begin rows of `exponents` for rows begin … end − 1 of X.
+    void compute(const xt::xtensor<T, 2>& X, std::size_t begin, std::size_t end,
+                 const xt::xtensor<T, 2>& W)
+    {
+        const std::size_t rows = end - begin;
+        const T scale = T(1) / std::sqrt(std::sqrt(T(d)));  // d^(−1/4)
+        for (std::size_t i = 0; i < rows; ++i) {
+            const T* x = X.data() + (begin + i) * d;
+            double squares = 0;
+            for (std::size_t c = 0; c < d; ++c) {
+                scaled[i * d + c] = x[c] * scale;
+                squares += double(x[c]) * double(x[c]);
+            }
+            half[i] = squares / (2.0 * std::sqrt(double(d)));  // ‖x̃‖² = ‖x‖²/√d
+        }
+        gemm_rows(false, true, rows, r, d, scaled.data(), d, W.data(), d, T(0),
+                  exponents.data(), r);  // X̃·Wᵀ
+        for (std::size_t i = 0; i < rows; ++i)
+            for (std::size_t l = 0; l < r; ++l)
+                exponents[i * r + l] -= static_cast<T>(half[i]);
+    }
+};
+
+}  // namespace detail
+
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:845
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -339,41 +384,54 @@ xt::xtensor<T, 2> performer_attention(
     detail::check_feature_shapes(K, W);
     const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1), r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(K.shape(1), d_v, r);
-    xt::xtensor<T, 2> summary = xt::zeros<T>({r, d_v + 1});  // [φ(K)ᵀV  φ(K)ᵀ1]
-    T b = -std::numeric_limits<T>::infinity();  // the largest key exponent so far
+    detail::FeatureBlock<T> features(block, K.shape(1), r);
+    std::vector<T> V_1(block * (d_v + 1), T(1));  // block×(d_v+1): [V 1], ones kept
+    std::vector<T> summary(r * (d_v + 1), T(0));  // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
+    T b = -std::numeric_limits<T>::infinity();    // the largest key exponent so far
     for (std::size_t begin = 0; begin < m; begin += block) {
-        const std::size_t end = std::min(begin + block, m);
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:834
-        xt::xtensor<T, 2> phi_K = detail::favor_exponents(detail::row_block(K, begin, end), W);
-        const T b_block = *std::max_element(phi_K.begin(), phi_K.end());  // phi_K: B×r
+        const std::size_t end = std::min(begin + block, m), rows = end - begin;
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:892
+        features.compute(K, begin, end, W);
+        T* phi = features.exponents.data();  // rows×r
+        const T b_block = *std::max_element(phi, phi + rows * r);
         if (b_block > b) {  // a new maximum: shrink the sum so far (first block: 0·0 = 0)
-            summary *= std::exp(b - b_block);
+            const T shrink = std::exp(b - b_block);
+            for (T& s : summary) s *= shrink;
             b = b_block;
         }
-        for (T& e : phi_K) e = std::exp(e - b);  // √r·φ(k_j)·e^{−b}, in (0, 1]
-        xt::xtensor<T, 2> V_1 = xt::ones<T>({end - begin, d_v + 1});  // B×(d_v+1): [V 1]
-        xt::view(V_1, xt::all(), xt::range(0, d_v)) = detail::row_block(V, begin, end);
-        xt::blas::gemm(phi_K, V_1, summary, true, false, T(1), T(1));  // summary += φᵀ·[V 1]
+        for (std::size_t e = 0; e < rows * r; ++e) phi[e] = std::exp(phi[e] - b);  // (0, 1]
+        for (std::size_t j = 0; j < rows; ++j)
+            std::copy_n(V.data() + (begin + j) * d_v, d_v, V_1.data() + j * (d_v + 1));
+        detail::gemm_rows(true, false, r, d_v + 1, rows, phi, r, V_1.data(), d_v + 1, T(1),
+                          summary.data(), d_v + 1);  // summary += φᵀ·[V 1]
     }
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
+    std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
-        const std::size_t end = std::min(begin + block, n);
-        // ⟨Read out a block of queries⟩ 11-performer.md:847
-        xt::xtensor<T, 2> phi_Q = detail::favor_exponents(detail::row_block(Q, begin, end), W);
-        detail::exponentiate_each_row_stably(phi_Q);                        // B×r
-        const xt::xtensor<T, 2> totals = xt::linalg::dot(phi_Q, summary);  // B×(d_v+1)
-        for (std::size_t i = begin; i < end; ++i)
-            for (std::size_t c = 0; c < d_v; ++c)
-                O(i, c) = totals(i - begin, c) / totals(i - begin, d_v);
+        const std::size_t end = std::min(begin + block, n), rows = end - begin;
+        // ⟨Read out a block of queries⟩ 11-performer.md:908
+        features.compute(Q, begin, end, W);
+        T* phi = features.exponents.data();  // rows×r
+        for (std::size_t i = 0; i < rows; ++i) {  // each row stabilised by its own maximum
+            T* row = phi + i * r;
+            const T a = *std::max_element(row, row + r);
+            for (std::size_t l = 0; l < r; ++l) row[l] = std::exp(row[l] - a);
+        }
+        detail::gemm_rows(false, false, rows, d_v + 1, r, phi, r, summary.data(), d_v + 1, T(0),
+                          totals.data(), d_v + 1);  // rows×(d_v+1): numerators, D
+        for (std::size_t i = 0; i < rows; ++i) {
+            const T* total = totals.data() + i * (d_v + 1);
+            for (std::size_t c = 0; c < d_v; ++c) O(begin + i, c) = total[c] / total[d_v];
+        }
     }
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:861
-/// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, to the last bit when
-/// BLAS computes each row of a product the same way), with the features computed
-/// one block of `block` tokens at a time and the prefix sums S, z and the running
-/// maximum carried across blocks. O(n·r·d_v) time, O(r·d_v + block·r) extra memory.
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:929
+/// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
+/// the features computed one block of `block` tokens at a time and the prefix sums S,
+/// z and the running maximum carried across blocks. O(n·r·d_v) time,
+/// O(r·d_v + block·r) extra memory.
 /// @param Q queries, n×d_k
 /// @param K keys, n×d_k (one per position)
 /// @param V values, n×d_v
@@ -390,18 +448,23 @@ xt::xtensor<T, 2> performer_causal_attention(
         throw std::invalid_argument(
             "performer_causal_attention: needs one key per query (n = m)");
     detail::check_feature_shapes(K, W);
-    const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
-    if (block == 0) block = performer_block_rows<T>(K.shape(1), d_v, r);
+    const std::size_t n = Q.shape(0), d_k = K.shape(1), d_v = V.shape(1), r = W.shape(0);
+    if (block == 0) block = performer_block_rows<T>(d_k, d_v, r);
+    detail::FeatureBlock<T> queries(block, d_k, r), keys(block, d_k, r);
+    const std::vector<T>& phi_Q = queries.exponents;       // block×r, exponentiated below
+    const std::vector<T>& key_exponents = keys.exponents;  // block×r
     std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r);  // r×d_v, r, r
     double b = -std::numeric_limits<double>::infinity();       // running maximum
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});              // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
-        xt::xtensor<T, 2> phi_Q =
-            detail::favor_exponents(detail::row_block(Q, begin, end), W);  // B×r
-        detail::exponentiate_each_row_stably(phi_Q);
-        const xt::xtensor<T, 2> key_exponents =
-            detail::favor_exponents(detail::row_block(K, begin, end), W);  // B×r
+        queries.compute(Q, begin, end, W);
+        keys.compute(K, begin, end, W);
+        for (std::size_t row = 0; row < end - begin; ++row) {  // stabilise each query
+            T* e = queries.exponents.data() + row * r;
+            const T a = *std::max_element(e, e + r);
+            for (std::size_t l = 0; l < r; ++l) e[l] = std::exp(e[l] - a);
+        }
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
             // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
