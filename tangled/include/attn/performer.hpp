@@ -317,7 +317,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
                T beta, T* C, std::size_t ldc)
 {
     using I = xt::blas_index_t;
-    const auto op = [](bool t) { return t ? cxxblas::Transpose::Trans : cxxblas::NoTrans; };
+    const auto op = [](bool t) { return t ? cxxblas::Trans : cxxblas::NoTrans; };
     cxxblas::gemm<I>(cxxblas::StorageOrder::RowMajor, op(transpose_a), op(transpose_b),
                      I(m), I(n), I(k), T(1), A, I(lda), B, I(ldb), beta, C, I(ldc));
 }
@@ -448,10 +448,11 @@ xt::xtensor<T, 2> performer_causal_attention(
         throw std::invalid_argument(
             "performer_causal_attention: needs one key per query (n = m)");
     detail::check_feature_shapes(K, W);
-    const std::size_t n = Q.shape(0), d_k = K.shape(1), d_v = V.shape(1), r = W.shape(0);
+    const std::size_t n = Q.shape(0), d_k = K.shape(1), d_v = V.shape(1);
+    const std::size_t r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(d_k, d_v, r);
     detail::FeatureBlock<T> queries(block, d_k, r), keys(block, d_k, r);
-    const std::vector<T>& phi_Q = queries.exponents;       // block×r, exponentiated below
+    const std::vector<T>& phi_Q = queries.exponents;  // block×r, exponentiated below
     const std::vector<T>& key_exponents = keys.exponents;  // block×r
     std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r);  // r×d_v, r, r
     double b = -std::numeric_limits<double>::infinity();       // running maximum
