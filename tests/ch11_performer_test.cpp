@@ -344,3 +344,40 @@ BOOST_AUTO_TEST_CASE(a_single_token_returns_its_value)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(blocks)
+
+BOOST_AUTO_TEST_CASE(blocked_kernels_equal_the_unblocked_ones_at_ragged_sizes)
+{
+    // n not a multiple of the block (and blocks of 1, of n, of more than n, and the
+    // cache-sized default): the blocked kernels equal the whole-matrix references in
+    // double to 1e-12 relative, bidirectional (m ≠ n) and causal, with the same W.
+    using Sizes = std::vector<std::pair<std::size_t, std::size_t>>;
+    for (auto [n, m] : Sizes{{37, 53}, {100, 61}}) {
+        const auto W = attn::orthogonal_features<double>(40, 16, 11);
+        const std::vector<std::size_t> blocks = {1, 7, 16, n, 2 * n, 0};  // 0: default
+        {
+            const auto [Q, K, V] = random_inputs(n, m, 16, 5, 110 + n, 1.5);
+            const auto reference = attn::performer_attention_unblocked(Q, K, V, W);
+            for (std::size_t block : blocks)
+                check_close(attn::performer_attention(Q, K, V, W, block), reference,
+                            1e-12, 1e-13,
+                            "bidirectional, block " + std::to_string(block));
+        }
+        const auto [Q, K, V] = random_inputs(n, n, 16, 5, 120 + n, 1.5);
+        const auto reference = attn::performer_causal_attention_unblocked(Q, K, V, W);
+        for (std::size_t block : blocks)
+            check_close(attn::performer_causal_attention(Q, K, V, W, block), reference,
+                        1e-12, 1e-13, "causal, block " + std::to_string(block));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_block_holds_a_few_hundred_tokens_at_the_benchmark_size)
+{
+    const std::size_t block = attn::performer_block_rows<float>(64, 64, 256);
+    BOOST_TEST_MESSAGE("tokens per block (r = 256, d = 64, float): " << block);
+    BOOST_TEST(block >= 16u);
+    BOOST_TEST(block <= 4096u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -14,17 +14,12 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
-#include "attn/cost_curve.hpp"
 #include "attn/linformer.hpp"
 #include "attn/measure.hpp"
 #include "attn/plot.hpp"
 #include "attn/program.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
-
-// ⟨Declare OpenBLAS's thread control⟩ 10-linformer.md:567
-/// OpenBLAS's own setter for the number of threads its routines use.
-extern "C" void openblas_set_num_threads(int threads);
 
 namespace {
 
@@ -124,6 +119,23 @@ std::vector<attn::Series> error_against_k(const Inputs& in, int draws, std::uint
     return {inside, pooled, after, trend, zero};
 }
 
+// ⟨Leave room for the legend⟩ 10-linformer.md:643
+/// A log y range from the decade below the lowest point to one decade above the decade
+/// of the highest, so the legend at the top stays clear of the curves.
+void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
+                            const std::vector<attn::Series>& curves)
+{
+    double lowest = INFINITY, highest = 0;
+    for (const attn::Series& curve : curves)
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
+    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
+    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
+    style.key = "top left";
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -132,7 +144,6 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        openblas_set_num_threads(1);
         // ⟨Measure the spectrum of attention matrices⟩ 10-linformer.md:124
         const std::size_t n_spectrum = options.quick ? 128 : 512;
         results.add("spectrum_n", double(n_spectrum));
@@ -169,7 +180,7 @@ int main(int argc, char** argv)
             pooled.x_label = "projected key (tokens it averages)";
             attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
         }
-        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:702
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:740
         {
             const Inputs in = make_inputs("vocabulary", 64, 64, rng);
             const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -195,6 +206,8 @@ int main(int argc, char** argv)
                 results.add("error_" + kind + "_" + name + "_kmax", curves[c].y.back());
             }
             results.add("dense_output_rms_" + kind, curves[4].y.front());
+            const attn::SlopeFit after_fit = attn::loglog_fit(curves[2].x, curves[2].y);
+            results.add_fit("error_" + kind + "_after_slope", after_fit);
             if (kind == "vocabulary") results.add("error_kmax", curves[0].x.back());
             attn::plot::LinePlotStyle style{"RMS error of Linformer against dense attention, " + kind + " input, n = " +
                                             std::to_string(n_error), "k (projected length)", "RMS error of the output"};
@@ -203,7 +216,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
         }
-        // ⟨Show that the first token sees the last⟩ 10-linformer.md:668
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:706
         {
             const std::size_t n_c = 64, k_c = 16;
             Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -214,48 +227,58 @@ int main(int argc, char** argv)
             const xt::xtensor<double, 2> after = attn::linformer_attention(in.Q, in.K, in.V, E, E);
             results.add("first_output_change_from_last_token", xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
         }
-        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:577
-        const std::size_t k_bench = 256, n_dense_max = options.quick ? 1024 : 4096;
+        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:579
+        const std::size_t k_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
+        const std::size_t n_fit = options.quick ? 128 : 1024;
         const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
         const int repeats = options.quick ? 3 : 5;  // more for the cheap small sizes, below
         results.add("bench_k", double(k_bench));
-        attn::Series dense_time{"dense", {}, {}}, linformer_time{"Linformer, k = 256", {}, {}};
-        attn::Series dense_memory{"dense", {}, {}}, linformer_memory{"Linformer, k = 256", {}, {}};
+        results.add("fit_from", double(n_fit));
+        attn::CostCurve dense{"dense", 1}, linformer{"Linformer, k = 256", 1};
         for (std::size_t n_cost = 128; n_cost <= n_linformer_max; n_cost *= 2) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
-            const auto E = attn::random_projection<float>(k_bench, n_cost, options.seed + n_cost);  // k×n
-            const int runs = n_cost < 2048 ? 3 * repeats : repeats;
-            auto linformer = [&] { return attn::linformer_attention(Q_n, K_n, V_n, E, E); };
-            attn::record_cost(linformer_time, linformer_memory, n_cost, linformer, runs);
-            if (n_cost <= n_dense_max) {
-                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
-                attn::record_cost(dense_time, dense_memory, n_cost, dense, runs);
-            }
+            const std::uint64_t seed = options.seed + n_cost;
+            const auto E = attn::random_projection<float>(k_bench, n_cost, seed);  // k×n
+            attn::Call dense_call;  // empty beyond n_dense_max: no point there
+            if (n_cost <= n_dense_max)
+                dense_call = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
+            auto linformer_call = [&] {
+                return attn::linformer_attention(Q_n, K_n, V_n, E, E);
+            };
+            const int rounds = n_cost < 2048 ? 3 * repeats : repeats;
+            attn::measure_costs({&dense, &linformer}, double(n_cost),
+                                {dense_call, linformer_call}, rounds);
         }
-        // ⟨Draw the cost against n⟩ 10-linformer.md:603
-        const double time_slope = attn::slope_from(linformer_time, 1024);
-        const double memory_slope = attn::slope_from(linformer_memory, 1024);
-        results.add("linformer_time_slope", time_slope);
-        results.add("linformer_memory_slope", memory_slope);
-        results.add("dense_time_slope", attn::loglog_slope(dense_time.x, dense_time.y));
-        results.add("crossover_time_n", attn::crossover(linformer_time, dense_time));
-        results.add("crossover_memory_n", attn::crossover(linformer_memory, dense_memory));
-        results.add("linformer_max_n", linformer_time.x.back());
-        results.add("linformer_seconds_at_max_n", linformer_time.y.back());
-        results.add("linformer_mib_at_max_n", linformer_memory.y.back());
-        linformer_time.label += " (slope " + attn::format_number(time_slope) + " for n ≥ 1024)";
-        linformer_memory.label += " (slope " + attn::format_number(memory_slope) + " for n ≥ 1024)";
-        attn::plot::LinePlotStyle time_style{"CPU time of one call (d_k = d_v = 64, float, one thread)", "n (tokens)",
-                                             "seconds"};
+        // ⟨Draw the cost against n⟩ 10-linformer.md:610
+        const attn::SlopeFit time_fit = linformer.time_fit(n_fit);
+        const attn::SlopeFit memory_fit = linformer.memory_fit(n_fit);
+        const attn::SlopeFit dense_fit = dense.time_fit();
+        results.add_fit("linformer_time_slope", time_fit);
+        results.add_fit("linformer_memory_slope", memory_fit);
+        results.add_fit("dense_time_slope", dense_fit);
+        const attn::Crossover time_crossover = attn::find_crossover(linformer, dense);
+        const attn::Crossover memory_crossover = attn::find_crossover(linformer, dense, true);
+        results.add_text("crossover_time", time_crossover.describe());
+        results.add_text("crossover_memory", memory_crossover.describe());
+        results.add("linformer_max_n", linformer.n.back());
+        results.add("dense_max_n", dense.n.back());
+        results.add("linformer_seconds_at_max_n", linformer.wall_seconds.back());
+        results.add("linformer_mib_at_max_n", linformer.peak_mib.back());
+        std::vector<attn::Series> times = {dense.time(), linformer.time()};
+        times[0].label += ", slope " + dense_fit.text();
+        const std::string from = " from n = " + std::to_string(n_fit);
+        times[1].label += ", slope " + time_fit.text() + from;
+        attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
-        time_style.key = "bottom right";
-        attn::plot::lines(out / "cost_time.svg", {dense_time, linformer_time}, time_style);
-        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
+        leave_room_for_the_key(time_style, times);
+        attn::plot::lines(out / "cost_time.svg", times, time_style);
+        std::vector<attn::Series> memories = {dense.memory(), linformer.memory()};
+        memories[1].label += ", slope " + memory_fit.text() + from;
+        attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
-        memory_style.key = "bottom right";
-        attn::plot::lines(out / "cost_memory.svg", {attn::positive_points(dense_memory), attn::positive_points(linformer_memory)},
-                          memory_style);
+        leave_room_for_the_key(memory_style, memories);
+        attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
     });
 }

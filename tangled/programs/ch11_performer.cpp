@@ -16,7 +16,7 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
-#include "attn/cost_curve.hpp"
+#include "attn/machine.hpp"
 #include "attn/measure.hpp"
 #include "attn/performer.hpp"
 #include "attn/plot.hpp"
@@ -24,13 +24,9 @@
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 
-// ⟨Declare OpenBLAS's thread control⟩ 11-performer.md:937
-/// OpenBLAS's own setter for the number of threads its routines use.
-extern "C" void openblas_set_num_threads(int threads);
-
 namespace {
 
-// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:250
+// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:251
 /// The kind of random features compared in the experiments.
 enum class FeatureKind { positive_iid, positive_orthogonal, trig_iid, trig_orthogonal };
 
@@ -66,7 +62,7 @@ double relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<double, 2
     return total / double(draws) / double(pairs);
 }
 
-// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:291
+// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:292
 /// Pairs of rows with ‖x̃‖ = ‖ỹ‖ = `norm` (x̃ = x·d^(−1/4)), P×d each. If `angle` is NaN the
 /// directions are random; otherwise y is at `angle` radians from x, in a random plane.
 std::pair<xt::xtensor<double, 2>, xt::xtensor<double, 2>> make_pairs(std::size_t pairs, std::size_t d,
@@ -105,7 +101,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<do
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:827
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1114
 /// Dense causal attention: softmax over keys j ≤ i only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q, const xt::xtensor<double, 2>& K,
                                               const xt::xtensor<double, 2>& V)
@@ -124,6 +120,34 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1236
+/// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
+std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
+{
+    std::vector<std::size_t> lengths;
+    for (std::size_t n = 128; n < from; n *= 2) lengths.push_back(n);
+    for (double n = double(from); n <= double(n_max) * 1.001; n *= std::sqrt(2.0))
+        lengths.push_back(std::size_t(std::round(n)));
+    return lengths;
+}
+
+// ⟨Leave room for the legend⟩ 11-performer.md:1348
+/// A log y range from the decade below the lowest point to one decade above the decade
+/// of the highest, so the legend at the top stays clear of the curves.
+void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
+                            const std::vector<attn::Series>& curves)
+{
+    double lowest = INFINITY, highest = 0;
+    for (const attn::Series& curve : curves)
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
+    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
+    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
+    style.key = "top left";
+}
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -132,8 +156,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        openblas_set_num_threads(1);
-        // ⟨Measure the MSE against the number of features⟩ 11-performer.md:335
+        // ⟨Measure the MSE against the number of features⟩ 11-performer.md:336
         {
             const std::size_t d = 16, pairs = 8;
             const double norm = 0.7;
@@ -168,8 +191,10 @@ int main(int argc, char** argv)
                 theory_trig.x.push_back(double(r));
                 theory_trig.y.push_back(lemma2_relative_mse(X, Y, r, false));
             }
-            results.add("mse_slope_positive_iid", attn::loglog_slope(curves[0].x, curves[0].y));
-            results.add("mse_slope_positive_orthogonal", attn::loglog_slope(curves[1].x, curves[1].y));
+            results.add_fit("mse_slope_positive_iid",
+                            attn::loglog_fit(curves[0].x, curves[0].y));
+            results.add_fit("mse_slope_positive_orthogonal",
+                            attn::loglog_fit(curves[1].x, curves[1].y));
             results.add("orthogonal_over_iid_positive_r16", curves[1].y[2] / curves[0].y[2]);
             results.add("orthogonal_over_iid_trig_r16", curves[3].y[2] / curves[2].y[2]);
             curves.push_back(theory_positive);
@@ -180,7 +205,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / "mse_vs_r.svg", curves, style);
         }
-        // ⟨Measure the error against the angle⟩ 11-performer.md:420
+        // ⟨Measure the error against the angle⟩ 11-performer.md:426
         {
             const std::size_t d = 16, pairs = 8, r = 64;
             const double norm = 1.0;
@@ -225,7 +250,7 @@ int main(int argc, char** argv)
             style.key = "bottom center";
             attn::plot::lines(out / "mse_vs_angle.svg", {positive, trig, theory_positive, theory_trig}, style);
         }
-        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:766
+        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1053
         {
             const std::size_t n_small = 24, d = 16, r = 256;
             xt::xtensor<double, 2> P = xt::zeros<double>({n_small, d});  // n×d, sinusoidal position codes
@@ -250,7 +275,7 @@ int main(int argc, char** argv)
             results.add("weights_max_abs_error_r256",
                         xt::amax(xt::abs(attn::performer_weights(P, P, W) - attn::attention_weights(P, P)))());
         }
-        // ⟨Measure the attention error against r⟩ 11-performer.md:847
+        // ⟨Measure the attention error against r⟩ 11-performer.md:1134
         {
             const std::size_t n = options.quick ? 128 : 512, d = 16, r_max = options.quick ? 1024 : 4096;
             const int draws = options.quick ? 2 : 5;
@@ -288,7 +313,8 @@ int main(int argc, char** argv)
                 results.add("error_iid_rmax_" + key, iid.y.back());
                 results.add("error_causal_rmax_" + key, causal_ort.y.back());
                 results.add("max_abs_error_orthogonal_rmax_" + key, max_error);
-                results.add("error_slope_orthogonal_" + key, attn::loglog_slope(ort.x, ort.y));
+                results.add_fit("error_slope_orthogonal_" + key,
+                                attn::loglog_fit(ort.x, ort.y));
                 curves.insert(curves.end(), {iid, ort, causal_ort});
             }
             results.add("attention_r_max", double(r_max));
@@ -302,59 +328,91 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
         }
-        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:945
-        const std::size_t r_bench = 256, n_dense_max = options.quick ? 1024 : 4096;
+        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1248
+        const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
+        const std::size_t n_fit = options.quick ? 128 : 1024;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const int repeats = options.quick ? 3 : 5;
         results.add("bench_r", double(r_bench));
+        results.add("fit_from", double(n_fit));
+        results.add("l2_kib", double(attn::cache_bytes(2)) / 1024);
+        results.add("block_rows", double(attn::performer_block_rows<float>(64, 64, r_bench)));
         const auto W_bench = attn::orthogonal_features<float>(r_bench, 64, options.seed);
-        attn::Series dense_time{"dense", {}, {}}, bi_time{"FAVOR+", {}, {}}, causal_time{"causal FAVOR+", {}, {}};
-        attn::Series dense_memory{"dense", {}, {}}, bi_memory{"FAVOR+", {}, {}}, causal_memory{"causal FAVOR+", {}, {}};
-        for (std::size_t n_cost = 128; n_cost <= n_max; n_cost *= 2) {
+        attn::CostCurve dense{"dense", 1}, favor{"FAVOR+", 1}, whole{"FAVOR+ unblocked", 1};
+        attn::CostCurve causal{"causal FAVOR+", 1}, causal_whole{"causal FAVOR+ unblocked", 1};
+        for (const std::size_t n_cost : cost_lengths(n_fit, n_max)) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
-            const int runs = n_cost < 2048 ? 3 * repeats : repeats;
-            auto bidirectional = [&] { return attn::performer_attention(Q_n, K_n, V_n, W_bench); };
-            auto causal = [&] { return attn::performer_causal_attention(Q_n, K_n, V_n, W_bench); };
-            attn::record_cost(bi_time, bi_memory, n_cost, bidirectional, runs);
-            attn::record_cost(causal_time, causal_memory, n_cost, causal, runs);
-            if (n_cost <= n_dense_max) {
-                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
-                attn::record_cost(dense_time, dense_memory, n_cost, dense, runs);
-            }
+            const auto& W = W_bench;
+            attn::Call dense_call;  // empty beyond n_dense_max: no point there
+            if (n_cost <= n_dense_max)
+                dense_call = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
+            attn::measure_costs(
+                {&dense, &favor, &whole, &causal, &causal_whole}, double(n_cost),
+                {dense_call, [&] { return attn::performer_attention(Q_n, K_n, V_n, W); },
+                 [&] { return attn::performer_attention_unblocked(Q_n, K_n, V_n, W); },
+                 [&] { return attn::performer_causal_attention(Q_n, K_n, V_n, W); },
+                 [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
+                n_cost < 2048 ? 3 * repeats : repeats);
         }
-        // ⟨Draw the cost against n⟩ 11-performer.md:974
-        const double bi_slope = attn::slope_from(bi_time, 1024), causal_slope = attn::slope_from(causal_time, 1024);
-        const double bi_memory_slope = attn::slope_from(bi_memory, 1024);
-        const double causal_memory_slope = attn::slope_from(causal_memory, 1024);
-        results.add("favor_time_slope", bi_slope);
-        results.add("causal_time_slope", causal_slope);
-        results.add("favor_memory_slope", bi_memory_slope);
-        results.add("causal_memory_slope", causal_memory_slope);
-        results.add("dense_time_slope", attn::loglog_slope(dense_time.x, dense_time.y));
-        results.add("crossover_time_n", attn::crossover(bi_time, dense_time));
-        results.add("crossover_causal_time_n", attn::crossover(causal_time, dense_time));
-        results.add("crossover_memory_n", attn::crossover(bi_memory, dense_memory));
-        results.add("max_n", bi_time.x.back());
-        results.add("favor_seconds_at_max_n", bi_time.y.back());
-        results.add("causal_seconds_at_max_n", causal_time.y.back());
-        results.add("favor_mib_at_max_n", bi_memory.y.back());
-        results.add("causal_mib_at_max_n", causal_memory.y.back());
-        bi_time.label += " (slope " + attn::format_number(bi_slope) + ")";
-        causal_time.label += " (slope " + attn::format_number(causal_slope) + ")";
-        bi_memory.label += " (slope " + attn::format_number(bi_memory_slope) + ")";
-        causal_memory.label += " (slope " + attn::format_number(causal_memory_slope) + ")";
-        attn::plot::LinePlotStyle time_style{"CPU time of one call (r = 256, d_k = d_v = 64, float, one thread)",
-                                             "n (tokens)", "seconds"};
+        // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1284
+        const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
+        const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
+        const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
+        const attn::SlopeFit causal_whole_fit = causal_whole.time_fit(n_fit);
+        const attn::SlopeFit dense_fit = dense.time_fit();
+        results.add_fit("favor_time_slope", favor_fit);
+        results.add_fit("unblocked_time_slope", whole_fit);
+        results.add_fit("causal_time_slope", causal_fit);
+        results.add_fit("causal_unblocked_time_slope", causal_whole_fit);
+        results.add_fit("dense_time_slope", dense_fit);
+        const attn::SlopeFit favor_memory_fit = favor.memory_fit(n_fit);
+        const attn::SlopeFit whole_memory_fit = whole.memory_fit(n_fit);
+        const attn::SlopeFit causal_memory_fit = causal.memory_fit(n_fit);
+        results.add_fit("favor_memory_slope", favor_memory_fit);
+        results.add_fit("unblocked_memory_slope", whole_memory_fit);
+        results.add_fit("causal_memory_slope", causal_memory_fit);
+        const attn::Crossover time_crossover = attn::find_crossover(favor, dense);
+        const attn::Crossover causal_crossover = attn::find_crossover(causal, dense);
+        const attn::Crossover memory_crossover = attn::find_crossover(favor, dense, true);
+        results.add_text("crossover_time", time_crossover.describe());
+        results.add_text("crossover_causal_time", causal_crossover.describe());
+        results.add_text("crossover_memory", memory_crossover.describe());
+        results.add("max_n", favor.n.back());
+        results.add("dense_max_n", dense.n.back());
+        results.add("favor_seconds_at_max_n", favor.wall_seconds.back());
+        results.add("unblocked_over_blocked_at_max_n",
+                    whole.wall_seconds.back() / favor.wall_seconds.back(), 2);
+        results.add("causal_seconds_at_max_n", causal.wall_seconds.back());
+        results.add("causal_unblocked_over_blocked_at_max_n",
+                    causal_whole.wall_seconds.back() / causal.wall_seconds.back(), 2);
+        results.add("causal_over_bidirectional_at_max_n",
+                    causal.wall_seconds.back() / favor.wall_seconds.back(), 2);
+        results.add("favor_mib_at_max_n", favor.peak_mib.back());
+        results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
+        results.add("causal_mib_at_max_n", causal.peak_mib.back());
+        // ⟨Draw the cost against n⟩ 11-performer.md:1322
+        const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
+            {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
+            {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};
+        std::vector<attn::Series> times;
+        for (const auto& [curve, fit] : time_fits) {
+            times.push_back(curve->time());
+            times.back().label += ", slope " + fit.text();
+        }
+        attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
-        time_style.key = "bottom right";
-        attn::plot::lines(out / "cost_time.svg", {dense_time, bi_time, causal_time}, time_style);
-        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
+        leave_room_for_the_key(time_style, times);
+        attn::plot::lines(out / "cost_time.svg", times, time_style);
+        std::vector<attn::Series> memories = {dense.memory(), favor.memory(), whole.memory(),
+                                              causal.memory()};
+        memories[1].label += ", slope " + favor_memory_fit.text();
+        memories[2].label += ", slope " + whole_memory_fit.text();
+        memories[3].label += ", slope " + causal_memory_fit.text();
+        attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
-        memory_style.key = "bottom right";
-        attn::plot::lines(out / "cost_memory.svg",
-                          {attn::positive_points(dense_memory), attn::positive_points(bi_memory), attn::positive_points(causal_memory)},
-                          memory_style);
+        leave_room_for_the_key(memory_style, memories);
+        attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
     });
 }

@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <ctime>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -19,8 +18,6 @@
 #include "attn/program.hpp"
 #include "attn/random.hpp"
 #include "attn/reformer.hpp"
-
-extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS's own control
 
 namespace {
 
@@ -111,7 +108,7 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k, std::size
     return QK;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1015
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1018
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xtensor<bool, 2>& allowed)
 {
@@ -122,49 +119,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xten
     return missed / double(n);
 }
 
-// ⟨Find where one curve overtakes another⟩ 12-reformer.md:1137
-/// The n at which `fast` becomes cheaper than `slow` (linear interpolation of log y against log n
-/// between the two measured sizes where the order changes); 0 if it is cheaper from the first
-/// common size, -1 if it never is within the common sizes.
-double crossover(const attn::Series& fast, const attn::Series& slow)
-{
-    const std::size_t count = std::min(fast.x.size(), slow.x.size());
-    for (std::size_t k = 0; k < count; ++k) {
-        if (fast.y[k] >= slow.y[k]) continue;
-        if (k == 0) return 0;
-        const double gap_before = std::log(fast.y[k - 1] / slow.y[k - 1]), gap_after = std::log(fast.y[k] / slow.y[k]);
-        const double t = gap_before / (gap_before - gap_after);
-        return std::exp(std::log(fast.x[k - 1]) + t * (std::log(fast.x[k]) - std::log(fast.x[k - 1])));
-    }
-    return -1;
-}
-
-// ⟨Time a call by its processor time⟩ 12-reformer.md:1075
-/// Processor time used by this process so far, in seconds.
-double cpu_seconds()
-{
-    timespec now{};
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
-    return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
-}
-
-/// Least processor time of `repeats` calls of `f` (after one warm-up call).
-template <class F>
-double fastest_cpu_seconds(F&& f, int repeats)
-{
-    f();  // warm-up: caches, page faults
-    double best = std::numeric_limits<double>::infinity();
-    for (int r = 0; r < repeats; ++r) {
-        const double start = cpu_seconds();
-        const auto result = f();
-        const double stop = cpu_seconds();
-        attn::do_not_optimise(result);
-        best = std::min(best, stop - start);
-    }
-    return best;
-}
-
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1304
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1279
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets, std::uint64_t seed)
 {
@@ -182,6 +137,23 @@ double fraction_in_overfull_buckets(const std::vector<double>& size, std::size_t
     for (double s : size)
         if (s > double(chunk_len)) crowded += s;
     return crowded / double(n);
+}
+
+// ⟨Leave room for the legend⟩ 12-reformer.md:1151
+/// A log y range from the decade below the lowest point to one decade above the decade
+/// of the highest, so the legend at the top stays clear of the curves.
+void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
+                            const std::vector<attn::Series>& curves)
+{
+    double lowest = INFINITY, highest = 0;
+    for (const attn::Series& curve : curves)
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
+    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
+    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
+    style.key = "top left";
 }
 
 }  // namespace
@@ -301,6 +273,9 @@ int main(int argc, char** argv)
             results.add("max_abs_error_rounds_" + r, largest.y.back());
         }
         results.add("error_seeds", double(error_seeds));
+        results.add_fit("relative_error_rounds_slope",
+                        attn::loglog_fit(relative.x, relative.y));
+        results.add_fit("missed_weight_rounds_slope", attn::loglog_fit(missed.x, missed.y));
         attn::plot::LinePlotStyle error_style{"LSH attention against dense (n = " + std::to_string(n_error) +
                                                   ", b = 32, L = " + std::to_string(L_error) + ", mean of " +
                                                   std::to_string(error_seeds) + " seeds)",
@@ -308,7 +283,7 @@ int main(int argc, char** argv)
         error_style.log_x = error_style.log_y = true;
         error_style.key = "bottom left";
         attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1325
+        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1300
         {
             const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
             const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);  // n×64
@@ -332,63 +307,57 @@ int main(int argc, char** argv)
             attn::plot::lines(out / "bucket_sizes.svg", {uniform_series, topic_series, chunk_series, mean_series},
                               size_style);
         }
-        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1106
-        openblas_set_num_threads(1);
-        const std::size_t n_fit = options.quick ? 256 : 1024, n_hi = options.quick ? 2048 : 16384;
-        const std::size_t n_dense_hi = options.quick ? 1024 : 4096;
+        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1087
+        const std::size_t n_fit = options.quick ? 128 : 1024;
+        const std::size_t n_hi = options.quick ? 2048 : 16384;
+        const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
         const int repeats = options.quick ? 2 : 7;
-        attn::Series lsh_time{"LSH attention", {}, {}}, dense_time{"dense shared-QK", {}, {}};
-        attn::Series lsh_memory{"LSH attention", {}, {}}, dense_memory{"dense shared-QK", {}, {}};
-        std::vector<double> fit_n, fit_seconds;  // LSH from n_fit up
+        attn::CostCurve lsh{"LSH attention", 1}, dense{"dense shared-QK", 1};
         for (std::size_t n_cost = 128; n_cost <= n_hi; n_cost *= 2) {
-            const xt::xtensor<float, 2> QK_n = tokens_in_topics(n_cost, 64, 64, 0.3, 6.0, rng);  // n×64
-            const xt::xtensor<float, 2> V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
+            const xt::xtensor<float, 2> QK_n = tokens_in_topics(n_cost, 64, 64, 0.3, 6.0, rng);
+            const xt::xtensor<float, 2> V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);
+            attn::Call dense_call;  // empty beyond n_dense_hi: no point there
+            if (n_cost <= n_dense_hi)
+                dense_call = [&] { return attn::shared_qk_attention(QK_n, V_n); };
             auto lsh_call = [&] { return attn::lsh_attention(QK_n, V_n, 32, 2, 64, options.seed); };
-            lsh_time.x.push_back(double(n_cost)), lsh_memory.x.push_back(double(n_cost));
-            lsh_time.y.push_back(fastest_cpu_seconds(lsh_call, repeats));
-            lsh_memory.y.push_back(double(attn::peak_memory_bytes(lsh_call)) / (1 << 20));
-            if (n_cost >= n_fit) fit_n.push_back(double(n_cost)), fit_seconds.push_back(lsh_time.y.back());
-            if (n_cost > n_dense_hi) continue;
-            auto dense_call = [&] { return attn::shared_qk_attention(QK_n, V_n); };
-            dense_time.x.push_back(double(n_cost)), dense_memory.x.push_back(double(n_cost));
-            dense_time.y.push_back(fastest_cpu_seconds(dense_call, repeats));
-            dense_memory.y.push_back(double(attn::peak_memory_bytes(dense_call)) / (1 << 20));
+            attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
+                                repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1155
-        const double lsh_time_slope = attn::loglog_slope(fit_n, fit_seconds);
-        const double dense_time_slope = attn::loglog_slope(dense_time.x, dense_time.y);
-        const double lsh_memory_slope = attn::loglog_slope(lsh_memory.x, lsh_memory.y);
-        const double dense_memory_slope = attn::loglog_slope(dense_memory.x, dense_memory.y);
-        results.add("lsh_time_slope", lsh_time_slope);
-        results.add("dense_time_slope", dense_time_slope);
-        results.add("lsh_memory_slope", lsh_memory_slope);
-        results.add("dense_memory_slope", dense_memory_slope);
+        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1111
+        const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
+        const attn::SlopeFit dense_time_fit = dense.time_fit();
+        const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);
+        const attn::SlopeFit dense_memory_fit = dense.memory_fit();
+        results.add_fit("lsh_time_slope", lsh_time_fit);
+        results.add_fit("dense_time_slope", dense_time_fit);
+        results.add_fit("lsh_memory_slope", lsh_memory_fit);
+        results.add_fit("dense_memory_slope", dense_memory_fit);
         results.add("n_fit", double(n_fit));
         results.add("n_hi", double(n_hi));
         results.add("n_dense_hi", double(n_dense_hi));
-        results.add("lsh_seconds_at_n_hi", lsh_time.y.back());
-        results.add("lsh_mib_at_n_hi", lsh_memory.y.back());
-        results.add("lsh_seconds_at_n_dense_hi", lsh_time.y[dense_time.y.size() - 1]);
-        results.add("dense_seconds_at_n_dense_hi", dense_time.y.back());
-        results.add("dense_mib_at_n_dense_hi", dense_memory.y.back());
-        results.add("lsh_mib_at_n_dense_hi", lsh_memory.y[dense_memory.y.size() - 1]);
-        auto describe = [&](double n_cross) -> std::string {
-            if (n_cross == 0) return "already at n = 128, the smallest size measured";
-            if (n_cross < 0) return "not within the sizes measured (up to n = " + attn::format_number(double(n_dense_hi)) + ")";
-            return "at n ≈ " + attn::format_number(std::round(n_cross));
-        };
-        results.add_text("time_crossover", describe(crossover(lsh_time, dense_time)));
-        results.add_text("memory_crossover", describe(crossover(lsh_memory, dense_memory)));
-        lsh_time.label += " (slope " + attn::format_number(lsh_time_slope, 3) + ")";
-        dense_time.label += " (slope " + attn::format_number(dense_time_slope, 3) + ")";
-        lsh_memory.label += " (slope " + attn::format_number(lsh_memory_slope, 3) + ")";
-        dense_memory.label += " (slope " + attn::format_number(dense_memory_slope, 3) + ")";
-        attn::plot::LinePlotStyle time_style{"Processor time, one thread (d_k = d_v = 64, float; LSH: L = 64, b = 32, 2 rounds)",
-                                             "n (tokens)", "seconds"};
+        results.add("lsh_seconds_at_n_hi", lsh.wall_seconds.back());
+        results.add("lsh_mib_at_n_hi", lsh.peak_mib.back());
+        const std::size_t at_dense_hi = dense.n.size() - 1;  // both curves start at n = 128
+        results.add("lsh_seconds_at_n_dense_hi", lsh.wall_seconds[at_dense_hi]);
+        results.add("dense_seconds_at_n_dense_hi", dense.wall_seconds.back());
+        results.add("dense_mib_at_n_dense_hi", dense.peak_mib.back());
+        results.add("lsh_mib_at_n_dense_hi", lsh.peak_mib[at_dense_hi]);
+        results.add_text("time_crossover", attn::find_crossover(lsh, dense).describe());
+        results.add_text("memory_crossover", attn::find_crossover(lsh, dense, true).describe());
+        std::vector<attn::Series> times = {dense.time(), lsh.time()};  // dense: first colour
+        const std::string from = " from n = " + std::to_string(n_fit);
+        times[1].label += ", slope " + lsh_time_fit.text() + from;
+        times[0].label += ", slope " + dense_time_fit.text();
+        attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
-        attn::plot::lines(out / "cost_time.svg", {lsh_time, dense_time}, time_style);
-        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
+        leave_room_for_the_key(time_style, times);
+        attn::plot::lines(out / "cost_time.svg", times, time_style);
+        std::vector<attn::Series> memories = {dense.memory(), lsh.memory()};
+        memories[1].label += ", slope " + lsh_memory_fit.text() + from;
+        memories[0].label += ", slope " + dense_memory_fit.text();
+        attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
-        attn::plot::lines(out / "cost_memory.svg", {lsh_memory, dense_memory}, memory_style);
+        leave_room_for_the_key(memory_style, memories);
+        attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
     });
 }

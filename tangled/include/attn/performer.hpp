@@ -19,14 +19,16 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 #include <xtensor/xmanipulation.hpp>
+#include <xtensor-blas/xblas.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
+#include "attn/machine.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 
 namespace attn {
 
-// ⟨Draw independent random features⟩ 11-performer.md:83
+// ⟨Draw independent random features⟩ 11-performer.md:84
 /// @brief r×d random features with independent N(0, 1) entries.
 /// @param r number of features; @param d width of the vectors; @param seed fixes the draw
 /// @return W, r×d
@@ -38,7 +40,7 @@ xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
     return random_normal<T>(r, d, 1.0, rng);
 }
 
-// ⟨Draw orthogonal random features⟩ 11-performer.md:108
+// ⟨Draw orthogonal random features⟩ 11-performer.md:109
 /// @brief r×d orthogonal random features (Choromanski et al. 2020, §2.4): each block of d rows
 /// is orthogonal, and each row, a direction scaled by a χ_d-distributed length, is N(0, I_d).
 /// @param r number of features (the paper's m); @param d width of the vectors; @param seed fixes the draw
@@ -64,7 +66,7 @@ xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_
     return W;
 }
 
-// ⟨Compute the exponents of the positive features⟩ 11-performer.md:142
+// ⟨Compute the exponents of the positive features⟩ 11-performer.md:143
 namespace detail {
 
 /// Throw std::invalid_argument unless W (r×d) has the width d of the rows of X and r ≥ 1.
@@ -115,7 +117,7 @@ xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<
 
 }  // namespace detail
 
-// ⟨Compute the positive random features⟩ 11-performer.md:194
+// ⟨Compute the positive random features⟩ 11-performer.md:195
 /// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r with x̃ = x·d^(−1/4),
 /// so that φ(q)·φ(k) is an unbiased estimate of exp(q·k/√d) (Choromanski et al. 2020, Lemma 1).
 /// No stabiliser: entries overflow when W·x̃ is large; the attention functions guard against it.
@@ -150,7 +152,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:510
+// ⟨Form the implied attention weights⟩ 11-performer.md:516
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
 /// @param causal if true, key j > i gets no weight (requires n = m)
@@ -173,7 +175,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:555
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:561
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
@@ -199,17 +201,20 @@ void exponentiate_all_stably(xt::xtensor<T, 2>& exponents)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:591
-/// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1) (Choromanski et al. 2020, §2.2),
-/// stabilised so that no feature overflows; the stabiliser cancels exactly. O(n·r·d) time, no n×m array.
+// ⟨Attend through positive random features⟩ 11-performer.md:601
+/// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
+/// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
+/// the blocked performer_attention. Stabilised so that no feature overflows; the
+/// stabiliser cancels exactly. O(n·r·d) time, no n×m array, but O((n + m)·r) memory.
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
 /// @param V values, m×d_v
 /// @param W random features, r×d_k (iid_features or orthogonal_features)
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> performer_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                      const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& W)
+xt::xtensor<T, 2> performer_attention_unblocked(
+    const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
+    const xt::xtensor<T, 2>& W)
 {
     check_attention_shapes(Q, K, V);
     const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1);
@@ -228,18 +233,21 @@ xt::xtensor<T, 2> performer_attention(const xt::xtensor<T, 2>& Q, const xt::xten
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:646
-/// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums S_i = Σ_{j≤i} φ(k_j)v_jᵀ and
-/// z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2), stabilised by a running maximum so that
-/// output i depends on tokens 0..i only. O(n·r·d_v) time, O(r·d_v) extra memory.
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:659
+/// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
+/// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
+/// stabilised by a running maximum so that output i depends on tokens 0..i only; the
+/// features of all n tokens at once (the reference for performer_causal_attention).
+/// O(n·r·d_v) time, O(n·r) memory for the features.
 /// @param Q queries, n×d_k
 /// @param K keys, n×d_k (one per position)
 /// @param V values, n×d_v
 /// @param W random features, r×d_k
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> performer_causal_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                             const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& W)
+xt::xtensor<T, 2> performer_causal_attention_unblocked(
+    const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
+    const xt::xtensor<T, 2>& W)
 {
     check_attention_shapes(Q, K, V);
     if (Q.shape(0) != K.shape(0))
@@ -252,8 +260,9 @@ xt::xtensor<T, 2> performer_causal_attention(const xt::xtensor<T, 2>& Q, const x
     double b = -std::numeric_limits<double>::infinity();                    // running maximum
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:677
-        const T* exponents = key_exponents.data() + i * r;
+        const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
+        const T* exponents = key_exponents.data() + row * r;
         const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
         if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
             const double shrink = std::exp(b - b_i);
@@ -268,8 +277,8 @@ xt::xtensor<T, 2> performer_causal_attention(const xt::xtensor<T, 2>& Q, const x
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:695
-        const T* phi_q = phi_Q.data() + i * r;
+        // ⟨Read out query i⟩ 11-performer.md:712
+        const T* phi_q = phi_Q.data() + row * r;
         std::vector<double> numerator(d_v, 0.0);
         double denominator = 0;
         for (std::size_t l = 0; l < r; ++l) {
@@ -278,6 +287,214 @@ xt::xtensor<T, 2> performer_causal_attention(const xt::xtensor<T, 2>& Q, const x
             denominator += double(phi_q[l]) * z[l];
         }
         for (std::size_t c = 0; c < d_v; ++c) O(i, c) = static_cast<T>(numerator[c] / denominator);
+    }
+    return O;
+}
+
+// ⟨Choose the tokens per block⟩ 11-performer.md:754
+/// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
+/// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
+/// with the r×(d_v+1) summary; at least 16.
+/// @param d_k width of queries and keys; @param d_v width of values; @param r features
+template <class T>
+std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r)
+{
+    static const std::size_t l2 = cache_bytes(2) > 0 ? cache_bytes(2) : 512 * 1024;
+    const std::size_t summary = r * (d_v + 1) * sizeof(T);             // r×(d_v+1)
+    const std::size_t per_token = (2 * d_k + r + 2 * (d_v + 1)) * sizeof(T);
+    const std::size_t room = l2 > 2 * summary ? l2 - summary : l2 / 2;  // bytes
+    return std::max<std::size_t>(16, room / per_token);
+}
+
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:778
+namespace detail {
+
+/// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
+/// C is m×n with leading dimension ldc, op(A) m×k, op(B) k×n.
+template <class T>
+void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
+               std::size_t k, const T* A, std::size_t lda, const T* B, std::size_t ldb,
+               T beta, T* C, std::size_t ldc)
+{
+    using I = xt::blas_index_t;
+    const auto op = [](bool t) { return t ? cxxblas::Trans : cxxblas::NoTrans; };
+    cxxblas::gemm<I>(cxxblas::StorageOrder::RowMajor, op(transpose_a), op(transpose_b),
+                     I(m), I(n), I(k), T(1), A, I(lda), B, I(ldb), beta, C, I(ldc));
+}
+
+}  // namespace detail
+
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:801
+namespace detail {
+
+/// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
+/// once for blocks of up to `block` rows and reused from block to block.
+template <class T>
+struct FeatureBlock {
+    std::size_t d, r;
+    std::vector<T> scaled;     ///< block×d: the rows times d^(−1/4)
+    std::vector<double> half;  ///< block: ‖x̃_i‖²/2
+    std::vector<T> exponents;  ///< block×r, row i − begin for row i of X
+
+    FeatureBlock(std::size_t block, std::size_t d, std::size_t r)
+        : d(d), r(r), scaled(block * d), half(block), exponents(block * r) {}
+
+    /// Fill the first end − begin rows of `exponents` for rows begin … end − 1 of X.
+    void compute(const xt::xtensor<T, 2>& X, std::size_t begin, std::size_t end,
+                 const xt::xtensor<T, 2>& W)
+    {
+        const std::size_t rows = end - begin;
+        const T scale = T(1) / std::sqrt(std::sqrt(T(d)));  // d^(−1/4)
+        for (std::size_t i = 0; i < rows; ++i) {
+            const T* x = X.data() + (begin + i) * d;
+            double squares = 0;
+            for (std::size_t c = 0; c < d; ++c) {
+                scaled[i * d + c] = x[c] * scale;
+                squares += double(x[c]) * double(x[c]);
+            }
+            half[i] = squares / (2.0 * std::sqrt(double(d)));  // ‖x̃‖² = ‖x‖²/√d
+        }
+        gemm_rows(false, true, rows, r, d, scaled.data(), d, W.data(), d, T(0),
+                  exponents.data(), r);  // X̃·Wᵀ
+        for (std::size_t i = 0; i < rows; ++i)
+            for (std::size_t l = 0; l < r; ++l)
+                exponents[i * r + l] -= static_cast<T>(half[i]);
+    }
+};
+
+}  // namespace detail
+
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:845
+/// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
+/// up to rounding, computed in blocks of `block` tokens so that the working set stays
+/// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
+/// blocks of queries. O(n·r·d) time, O(r·d_v + block·r) memory besides the output.
+/// @param Q queries, n×d_k
+/// @param K keys, m×d_k
+/// @param V values, m×d_v
+/// @param W random features, r×d_k (iid_features or orthogonal_features)
+/// @param block tokens per block; 0 chooses performer_block_rows
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> performer_attention(
+    const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
+    const xt::xtensor<T, 2>& W, std::size_t block = 0)
+{
+    check_attention_shapes(Q, K, V);
+    detail::check_feature_shapes(K, W);
+    const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1), r = W.shape(0);
+    if (block == 0) block = performer_block_rows<T>(K.shape(1), d_v, r);
+    detail::FeatureBlock<T> features(block, K.shape(1), r);
+    std::vector<T> V_1(block * (d_v + 1), T(1));  // block×(d_v+1): [V 1], ones kept
+    std::vector<T> summary(r * (d_v + 1), T(0));  // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
+    T b = -std::numeric_limits<T>::infinity();    // the largest key exponent so far
+    for (std::size_t begin = 0; begin < m; begin += block) {
+        const std::size_t end = std::min(begin + block, m), rows = end - begin;
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:892
+        features.compute(K, begin, end, W);
+        T* phi = features.exponents.data();  // rows×r
+        const T b_block = *std::max_element(phi, phi + rows * r);
+        if (b_block > b) {  // a new maximum: shrink the sum so far (first block: 0·0 = 0)
+            const T shrink = std::exp(b - b_block);
+            for (T& s : summary) s *= shrink;
+            b = b_block;
+        }
+        for (std::size_t e = 0; e < rows * r; ++e) phi[e] = std::exp(phi[e] - b);  // (0, 1]
+        for (std::size_t j = 0; j < rows; ++j)
+            std::copy_n(V.data() + (begin + j) * d_v, d_v, V_1.data() + j * (d_v + 1));
+        detail::gemm_rows(true, false, r, d_v + 1, rows, phi, r, V_1.data(), d_v + 1, T(1),
+                          summary.data(), d_v + 1);  // summary += φᵀ·[V 1]
+    }
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
+    std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
+    for (std::size_t begin = 0; begin < n; begin += block) {
+        const std::size_t end = std::min(begin + block, n), rows = end - begin;
+        // ⟨Read out a block of queries⟩ 11-performer.md:908
+        features.compute(Q, begin, end, W);
+        T* phi = features.exponents.data();  // rows×r
+        for (std::size_t i = 0; i < rows; ++i) {  // each row stabilised by its own maximum
+            T* row = phi + i * r;
+            const T a = *std::max_element(row, row + r);
+            for (std::size_t l = 0; l < r; ++l) row[l] = std::exp(row[l] - a);
+        }
+        detail::gemm_rows(false, false, rows, d_v + 1, r, phi, r, summary.data(), d_v + 1, T(0),
+                          totals.data(), d_v + 1);  // rows×(d_v+1): numerators, D
+        for (std::size_t i = 0; i < rows; ++i) {
+            const T* total = totals.data() + i * (d_v + 1);
+            for (std::size_t c = 0; c < d_v; ++c) O(begin + i, c) = total[c] / total[d_v];
+        }
+    }
+    return O;
+}
+
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:929
+/// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
+/// the features computed one block of `block` tokens at a time and the prefix sums S,
+/// z and the running maximum carried across blocks. O(n·r·d_v) time,
+/// O(r·d_v + block·r) extra memory.
+/// @param Q queries, n×d_k
+/// @param K keys, n×d_k (one per position)
+/// @param V values, n×d_v
+/// @param W random features, r×d_k
+/// @param block tokens per block; 0 chooses performer_block_rows
+/// @return outputs, n×d_v
+template <class T>
+xt::xtensor<T, 2> performer_causal_attention(
+    const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
+    const xt::xtensor<T, 2>& W, std::size_t block = 0)
+{
+    check_attention_shapes(Q, K, V);
+    if (Q.shape(0) != K.shape(0))
+        throw std::invalid_argument(
+            "performer_causal_attention: needs one key per query (n = m)");
+    detail::check_feature_shapes(K, W);
+    const std::size_t n = Q.shape(0), d_k = K.shape(1), d_v = V.shape(1);
+    const std::size_t r = W.shape(0);
+    if (block == 0) block = performer_block_rows<T>(d_k, d_v, r);
+    detail::FeatureBlock<T> queries(block, d_k, r), keys(block, d_k, r);
+    const std::vector<T>& phi_Q = queries.exponents;  // block×r, exponentiated below
+    const std::vector<T>& key_exponents = keys.exponents;  // block×r
+    std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r);  // r×d_v, r, r
+    double b = -std::numeric_limits<double>::infinity();       // running maximum
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});              // n×d_v
+    for (std::size_t begin = 0; begin < n; begin += block) {
+        const std::size_t end = std::min(begin + block, n);
+        queries.compute(Q, begin, end, W);
+        keys.compute(K, begin, end, W);
+        for (std::size_t row = 0; row < end - begin; ++row) {  // stabilise each query
+            T* e = queries.exponents.data() + row * r;
+            const T a = *std::max_element(e, e + r);
+            for (std::size_t l = 0; l < r; ++l) e[l] = std::exp(e[l] - a);
+        }
+        for (std::size_t i = begin; i < end; ++i) {
+            const std::size_t row = i - begin;  // token i's row in the block
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
+            const T* exponents = key_exponents.data() + row * r;
+            const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
+            if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
+                const double shrink = std::exp(b - b_i);
+                for (double& s : S) s *= shrink;
+                for (double& s : z) s *= shrink;
+                b = b_i;
+            }
+            const T* v_i = V.data() + i * d_v;
+            for (std::size_t l = 0; l < r; ++l) {
+                phi_k[l] = std::exp(double(exponents[l]) - b);
+                z[l] += phi_k[l];
+                double* S_l = S.data() + l * d_v;
+                for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
+            }
+            // ⟨Read out query i⟩ 11-performer.md:712
+            const T* phi_q = phi_Q.data() + row * r;
+            std::vector<double> numerator(d_v, 0.0);
+            double denominator = 0;
+            for (std::size_t l = 0; l < r; ++l) {
+                const double* S_l = S.data() + l * d_v;
+                for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
+                denominator += double(phi_q[l]) * z[l];
+            }
+            for (std::size_t c = 0; c < d_v; ++c) O(i, c) = static_cast<T>(numerator[c] / denominator);
+        }
     }
     return O;
 }
