@@ -29,7 +29,7 @@
 
 namespace attn {
 
-// ⟨Keep a result alive⟩ 00-instruments.md:310
+// ⟨Keep a result alive⟩ 00-instruments.md:311
 /// Tell the compiler `value` is used, so the call producing it is not optimised away.
 template <class V>
 void do_not_optimise(const V& value)
@@ -37,7 +37,16 @@ void do_not_optimise(const V& value)
     asm volatile("" : : "r"(&value) : "memory");
 }
 
-// ⟨Read the clocks⟩ 00-instruments.md:319
+// ⟨Fix the allocator for every measurement⟩ 00-instruments.md:331
+/// @brief From now on, blocks above 128 KiB come from the kernel and go back to it
+/// (glibc's M_MMAP_THRESHOLD, fixed). Called by every measurement; idempotent.
+inline void fix_the_allocator()
+{
+    static const bool fixed = mallopt(M_MMAP_THRESHOLD, 128 * 1024) == 1;
+    (void)fixed;
+}
+
+// ⟨Read the clocks⟩ 00-instruments.md:341
 /// Seconds on a steady wall clock.
 inline double wall_seconds()
 {
@@ -53,7 +62,7 @@ inline double process_cpu_seconds()
     return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
 }
 
-// ⟨Time calls in alternating rounds⟩ 00-instruments.md:336
+// ⟨Time calls in alternating rounds⟩ 00-instruments.md:358
 /// @brief The fastest wall-clock and processor seconds of one call over the repeats.
 struct Timing {
     double wall = std::numeric_limits<double>::infinity();
@@ -66,15 +75,18 @@ struct Timing {
 using Call = std::function<std::any()>;
 
 /// @brief Time `calls` by the book's protocol: one warm-up call of each, then `repeats`
-/// rounds in which every call runs once, in order; the fastest of each.
+/// rounds in which every call runs once, each round starting one call later (so no call
+/// is always first); the fastest of each.
 inline std::vector<Timing> time_alternating(const std::vector<Call>& calls, int repeats)
 {
     if (repeats < 1) throw std::invalid_argument("time_alternating: need repeats >= 1");
+    fix_the_allocator();
     for (const Call& call : calls)
         if (call) do_not_optimise(call());  // warm-up: page faults, caches, threads
     std::vector<Timing> fastest(calls.size());
     for (int round = 0; round < repeats; ++round)
-        for (std::size_t c = 0; c < calls.size(); ++c) {
+        for (std::size_t turn = 0; turn < calls.size(); ++turn) {
+            const std::size_t c = (std::size_t(round) + turn) % calls.size();
             if (!calls[c]) continue;
             const double wall_start = wall_seconds(), cpu_start = process_cpu_seconds();
             const std::any result = calls[c]();
@@ -95,7 +107,7 @@ Timing time_call(F&& f, int repeats)
     return time_alternating({Call(std::forward<F>(f))}, repeats)[0];
 }
 
-// ⟨Measure the peak memory of a call⟩ 00-instruments.md:395
+// ⟨Measure the peak memory of a call⟩ 00-instruments.md:420
 /// A field of /proc/self/status in bytes (e.g. "VmRSS", "VmHWM"); 0 if unavailable.
 inline std::size_t process_status_bytes(const std::string& field)
 {
@@ -121,10 +133,8 @@ inline std::size_t exact_resident_bytes()
 template <class F>
 std::size_t peak_memory_bytes(F&& f)
 {
-    // Large blocks come from (and go back to) the kernel; freed memory is handed back
-    // first, so it is not counted as "before".
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    malloc_trim(0);
+    fix_the_allocator();
+    malloc_trim(0);  // hand freed memory back first, so it is not counted as "before"
     const std::size_t exact_before = exact_resident_bytes();
     const std::size_t before = process_status_bytes("VmRSS");
     std::ofstream("/proc/self/clear_refs") << "5";
@@ -149,7 +159,7 @@ std::size_t largest_peak_memory_bytes(F&& f, int tries = 3)
     return largest;
 }
 
-// ⟨Fit a slope on log-log axes⟩ 00-instruments.md:470
+// ⟨Fit a slope on log-log axes⟩ 00-instruments.md:493
 /// @brief A least-squares slope on log–log axes and its standard error.
 struct SlopeFit {
     double slope = NAN;           ///< p in y ∝ x^p
@@ -206,7 +216,7 @@ inline SlopeFit loglog_fit(const std::vector<double>& x, const std::vector<doubl
     return fit;
 }
 
-// ⟨Record cost curves against n⟩ 00-instruments.md:536
+// ⟨Record cost curves against n⟩ 00-instruments.md:559
 /// The fewest lengths a cost curve is fitted over.
 constexpr std::size_t min_cost_lengths = 5;
 
@@ -287,7 +297,7 @@ inline void measure_costs(const std::vector<CostCurve*>& curves, double n,
     }
 }
 
-// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:623
+// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:646
 /// @brief Where one cost curve falls below another.
 struct Crossover {
     double n = NAN;   ///< the length from which `fast` is cheaper (NaN if never)
@@ -343,7 +353,7 @@ inline Crossover find_crossover(const CostCurve& fast, const CostCurve& referenc
     return {n.back() * std::exp(gap / (p_reference - p_fast)), "extrapolated"};
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:688
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:711
 /// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
 /// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
 inline double attention_flops(double n, double m, double d_k, double d_v,

@@ -23,7 +23,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:977
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1002
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -64,7 +64,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:898
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:923
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -139,7 +139,7 @@ private:
     int unwinding_ = std::uncaught_exceptions();
 };
 
-// ⟨Describe a heatmap⟩ 00-instruments.md:763
+// ⟨Describe a heatmap⟩ 00-instruments.md:788
 /// @brief How to draw a matrix as a heatmap: rows are queries (top down), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -152,7 +152,7 @@ struct HeatmapStyle {
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:847
+// ⟨Describe a line plot⟩ 00-instruments.md:872
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -168,7 +168,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1019
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1044
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -201,7 +201,7 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Set the axes of a heatmap⟩ 00-instruments.md:782
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:807
 /// Whether `labels` fit side by side, level, under a plot about `width` pixels wide.
 inline bool labels_fit_level(const std::vector<std::string>& labels, double width = 400)
 {
@@ -227,7 +227,7 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
     figure << "set rmargin 14\n";  // room for the colour bar, however wide the matrix
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:809
+// ⟨Draw a heatmap⟩ 00-instruments.md:834
 /// @brief Draw `values` (n×m) as a heatmap into the SVG file `path`, and its data as
 /// `path`.tsv.
 inline void heatmap(const std::filesystem::path& path,
@@ -262,7 +262,7 @@ inline void heatmap(const std::filesystem::path& path,
     if (masked) figure.send(hidden);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:864
+// ⟨Draw a line plot⟩ 00-instruments.md:889
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -290,7 +290,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1056
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1081
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
