@@ -35,7 +35,7 @@ OPT := -O2
 endif
 
 TWIN := build/tangled
-CPPFLAGS := -I$(TWIN)/include -DTESTS_DIR='"$(CURDIR)/tests"' -DATTN_STYLE_FILE='"$(CURDIR)/figures/style.gp"'
+CPPFLAGS := -I$(TWIN)/include -DTESTS_DIR='"$(CURDIR)/tests"' -DBUILD_DIR='"$(CURDIR)/$(BUILD)"' -DATTN_STYLE_FILE='"$(CURDIR)/figures/style.gp"'
 CXXFLAGS := -std=c++17 $(OPT) -Wall -Wextra -MMD -MP
 LDLIBS := -lopenblas -lboost_iostreams -lboost_system -lboost_filesystem -lpthread
 TEST_LDLIBS := -lboost_unit_test_framework
@@ -49,6 +49,7 @@ BINS := $(PROGRAMS:%=$(BUILD)/bin/%)
 TESTS := $(foreach p,$(PROGRAMS),$(if $(wildcard tests/$(p)_test.cpp),$(BUILD)/tests/$(p)_test))
 RUNS := $(SHORT:%=build/run/%.stamp)
 TOOLS := tools/tangle.py tools/chunks.py
+DOXYGEN_STAMP := build/doxygen/xml/index.xml
 
 .PHONY: help deps tangle check-tangle build figures test book check-browser serve clean check \
         $(SHORT) $(SHORT:%=run-%) $(SHORT:%=test-%)
@@ -100,16 +101,20 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o
 	@mkdir -p $(@D)
 	@$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS) $(TEST_LDLIBS)
 
+# The instruments' tests run the appendix's program to check which BLAS core it chooses.
+$(BUILD)/tests/ch00_instruments_test: $(BUILD)/bin/ch00_instruments
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---------------------------------------------------------------- run
 
 # A chapter's figures are written to a fresh folder that replaces figures/chNN only when the
-# program succeeds, so a failed run never leaves half a set of figures. Programs run one at a
-# time (flock), even under -j, so their timings are not disturbed by each other.
-build/run/%.stamp: figures/style.gp
+# program succeeds, so a failed run never leaves half a set of figures. Timed runs never share
+# the machine with the build: they wait (order-only) until every program is compiled and the
+# API reference is extracted, and they run one at a time (flock), even under -j.
+build/run/%.stamp: figures/style.gp | $(BINS) $(DOXYGEN_STAMP)
 	@mkdir -p $(@D)
-	@echo "  run      $(PROG_$*) -> figures/$*"
+	@echo "  run      $(PROG_$*) -> figures/$* (timed: alone, after the build)"
 	@rm -rf figures/$*.partial
 	@flock build/run/.lock $(BUILD)/bin/$(PROG_$*) --out figures/$*.partial > build/run/$*.log 2>&1 \
 	  || { cat build/run/$*.log; rm -rf figures/$*.partial; exit 1; }
@@ -130,8 +135,6 @@ test: deps ## build and run every test, ending with 'tests: N passed, N failed'
 	@$(PYTHON) tools/run_tests.py --pytest tests/tools --pytest tests/book $(TESTS)
 
 # ---------------------------------------------------------------- book
-
-DOXYGEN_STAMP := build/doxygen/xml/index.xml
 
 # The clean headers are rewritten by the tangle step only when their text changes.
 tangled/%: build/tangle.stamp ;

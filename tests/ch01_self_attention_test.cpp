@@ -20,9 +20,6 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 
-#include "attn/measure.hpp"
-#include "attn/plot.hpp"
-#include "attn/program.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 #include "test_support.hpp"
@@ -195,78 +192,6 @@ BOOST_AUTO_TEST_CASE(several_shapes_and_large_logits_match_pytorch)
         check_close(attn::scaled_dot_product_attention(Qf, Kf, Vf), read_golden<float>(prefix + "_out_f32.txt"),
                     1e-5, 1e-6, prefix + " float");
     }
-}
-
-BOOST_AUTO_TEST_SUITE_END()
-
-BOOST_AUTO_TEST_SUITE(tools)
-
-BOOST_AUTO_TEST_CASE(loglog_slope_recovers_a_power_law)
-{
-    const std::vector<double> x = {1, 2, 4, 8, 16};
-    std::vector<double> y;
-    for (double v : x) y.push_back(3.0 * v * v);
-    BOOST_TEST(attn::loglog_slope(x, y) == 2.0, boost::test_tools::tolerance(1e-12));
-}
-
-BOOST_AUTO_TEST_CASE(peak_memory_sees_a_large_allocation)
-{
-    const std::size_t bytes = attn::peak_memory_bytes([] {
-        xt::xtensor<float, 2> big = xt::ones<float>({2048, 2048});  // 16 MiB, touched
-        return big(5, 5);
-    });
-    BOOST_TEST(bytes >= std::size_t(15) << 20);
-    BOOST_TEST(bytes < std::size_t(64) << 20);
-}
-
-BOOST_AUTO_TEST_CASE(bad_options_are_usage_errors)
-{
-    bool help = false;
-    auto parse = [&](std::vector<const char*> args) {
-        args.insert(args.begin(), "prog");
-        return attn::parse_options(int(args.size()), const_cast<char**>(args.data()), "ch01", help);
-    };
-    BOOST_CHECK_THROW(parse({"--bogus"}), attn::UsageError);
-    BOOST_CHECK_THROW(parse({"--seed"}), attn::UsageError);
-    BOOST_CHECK_THROW(parse({"--seed", "12x"}), attn::UsageError);
-    BOOST_CHECK_THROW(parse({"--seed", "-3"}), attn::UsageError);
-    const auto options = parse({"--seed", "7", "--quick", "--out", "somewhere"});
-    BOOST_TEST(options.seed == 7u);
-    BOOST_TEST(options.quick);
-    BOOST_TEST(options.out.string() == "somewhere");
-    BOOST_TEST(parse({}).out.string() == "figures/ch01");
-}
-
-BOOST_AUTO_TEST_CASE(figures_are_drawn_and_their_data_written)
-{
-    const auto dir = std::filesystem::temp_directory_path() / ("attn-plot-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    xt::xtensor<double, 2> weights = {{1.0, 0.0}, {0.25, 0.75}};
-    attn::plot::HeatmapStyle style{"two tokens", {"a", "b"}, {"a", "b"}};
-    style.allowed = xt::xtensor<bool, 2>{{true, false}, {true, true}};
-    attn::plot::heatmap(dir / "w.svg", weights, style);
-    std::ifstream svg(dir / "w.svg");
-    const std::string text{std::istreambuf_iterator<char>(svg), {}};
-    BOOST_TEST(text.find("<svg") != std::string::npos);
-    BOOST_TEST(text.find("masked") != std::string::npos);
-    BOOST_TEST(std::filesystem::exists(dir / "w.tsv"));
-
-    attn::plot::heatmap_animation(dir / "a.gif", {weights, weights * 0.5, weights * 0.25}, {"one", "two", "three"},
-                                  {"", {"a", "b"}, {"a", "b"}});
-    std::ifstream gif(dir / "a.gif", std::ios::binary);
-    char magic[6] = {};
-    gif.read(magic, 6);
-    BOOST_TEST(std::string(magic, 6) == "GIF89a");
-    BOOST_CHECK_THROW(attn::plot::heatmap(dir / "bad.svg", weights, {"wrong labels", {"a"}, {"a", "b"}}),
-                      std::invalid_argument);
-    std::filesystem::remove_all(dir);
-}
-
-BOOST_AUTO_TEST_CASE(numbers_are_formatted_as_the_book_prints_them)
-{
-    BOOST_TEST(attn::format_number(4096) == "4096");
-    BOOST_TEST(attn::format_number(0.98456) == "0.985");
-    BOOST_TEST(attn::format_number(2.38e-7) == "2.38e-07");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

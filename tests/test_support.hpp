@@ -17,6 +17,7 @@
 #include <boost/test/unit_test.hpp>
 #include <xtensor/xtensor.hpp>
 
+#include "attn/machine.hpp"
 #include "attn/random.hpp"
 
 namespace test_support {
@@ -134,3 +135,10 @@ xt::xtensor<T, 2> read_golden(const std::string& name)
 }
 
 }  // namespace test_support
+
+/// Every test runs on the BLAS core the chapters' programs run on (see the appendix
+/// "Instruments"): the test program starts again once if OpenBLAS chose a generic core.
+struct SelectBlasCore {
+    SelectBlasCore() { attn::select_blas_core(); }
+};
+BOOST_TEST_GLOBAL_FIXTURE(SelectBlasCore);

@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <xtensor/xmath.hpp>
@@ -100,7 +101,7 @@ int main(int argc, char** argv)
         // ⟨Compare the row form with the matrix form⟩ 01-self-attention.md:464
         const xt::xtensor<float, 2> O_rows = attn::attention_by_rows(Q, K, V);  // n×d_v
         results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
-        // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:1196
+        // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:563
         attn::Series unscaled{"var(q·k)", {}, {}}, scaled{"var(q·k/√d_k)", {}, {}}, theory{"d_k (theory)", {}, {}, "lines"};
         attn::Series peak_unscaled{"without 1/√d_k", {}, {}}, peak_scaled{"with 1/√d_k", {}, {}};
         const std::size_t pairs = options.quick ? 2000 : 20000;
@@ -142,7 +143,7 @@ int main(int argc, char** argv)
         peak_style.log_x = true;
         peak_style.y_min = 0, peak_style.y_max = 1.05;
         attn::plot::lines(out / "saturation.svg", {peak_unscaled, peak_scaled}, peak_style);
-        // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:1178
+        // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:545
         {
             const std::vector<float> big = {100.0f, 101.0f, 102.0f};
             std::ofstream table(out / "softmax_overflow.txt");
@@ -158,35 +159,35 @@ int main(int argc, char** argv)
             for (float a : stable) table << std::setw(10) << a;
             table << "\n";
         }
-        // ⟨Time dense attention against n⟩ 01-self-attention.md:478
-        attn::Series time_series{"dense attention", {}, {}}, memory_series{"dense attention", {}, {}};
-        const std::size_t n_max = options.quick ? 1024 : 4096;
-        for (std::size_t n_cost = 256; n_cost <= n_max; n_cost *= 2) {
+        // ⟨Time dense attention against n⟩ 01-self-attention.md:481
+        const int threads = int(std::thread::hardware_concurrency());
+        attn::CostCurve dense{"dense attention", threads};
+        const std::size_t n_max = options.quick ? 1024 : 8192;
+        for (std::size_t n_cost = n_max >> 5; n_cost <= n_max; n_cost *= 2) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
-            auto call = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); };
-            time_series.x.push_back(double(n_cost));
-            time_series.y.push_back(attn::median_seconds(call, 5));
-            memory_series.x.push_back(double(n_cost));
-            memory_series.y.push_back(double(attn::peak_memory_bytes(call)) / (1 << 20));
+            attn::measure_costs({&dense}, double(n_cost),
+                                {[&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); }}, 5);
         }
-        const double time_slope = attn::loglog_slope(time_series.x, time_series.y);
-        const double memory_slope = attn::loglog_slope(memory_series.x, memory_series.y);
-        results.add("time_slope", time_slope);
-        results.add("memory_slope", memory_slope);
-        results.add("memory_mib_at_n_max", memory_series.y.back());
+        const attn::SlopeFit time_fit = dense.time_fit(), memory_fit = dense.memory_fit();
+        results.add_fit("time_slope", time_fit);
+        results.add_fit("memory_slope", memory_fit);
+        results.add("memory_mib_at_n_max", dense.peak_mib.back());
+        results.add("n_min", dense.n.front());
         results.add("n_max", double(n_max));
-        // ⟨Draw the cost against n⟩ 01-self-attention.md:499
-        attn::plot::LinePlotStyle time_style{"Time of dense attention (d_k = d_v = 64, float)", "n (tokens)",
-                                             "seconds"};
+        results.add("cost_threads", threads);
+        // ⟨Draw the cost against n⟩ 01-self-attention.md:501
+        attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
-        time_series.label += " (slope " + attn::format_number(time_slope, 3) + ")";
+        attn::Series time_series = dense.time();
+        time_series.label += ", slope " + time_fit.text();
         attn::plot::lines(out / "cost_time.svg", {time_series}, time_style);
 
-        attn::plot::LinePlotStyle memory_style{"Peak memory of dense attention", "n (tokens)", "MiB"};
+        attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
-        memory_series.label += " (slope " + attn::format_number(memory_slope, 3) + ")";
+        attn::Series memory_series = dense.memory();
+        memory_series.label += ", slope " + memory_fit.text();
         attn::plot::lines(out / "cost_memory.svg", {memory_series}, memory_style);
     });
 }

@@ -1,4 +1,4 @@
-// Generated from chapters/01-self-attention.md by tools/tangle.py; edit the chapter, not this file.
+// Generated from chapters/00-instruments.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
 /// @brief The book's plotting layer: heatmaps, line plots and animations through gnuplot-iostream.
@@ -22,7 +22,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 01-self-attention.md:858
+// ⟨Format text for gnuplot⟩ 00-instruments.md:912
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -60,7 +60,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 01-self-attention.md:789
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:843
 /// The gnuplot terminal of the book's still figures: SVG, white background.
 inline std::string svg_terminal(int width = 640, int height = 520)
 {
@@ -125,7 +125,7 @@ private:
     int unwinding_ = std::uncaught_exceptions();
 };
 
-// ⟨Describe a heatmap⟩ 01-self-attention.md:686
+// ⟨Describe a heatmap⟩ 00-instruments.md:740
 /// @brief How to draw a matrix as a heatmap: rows are queries (top to bottom), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -138,7 +138,7 @@ struct HeatmapStyle {
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
 };
 
-// ⟨Describe a line plot⟩ 01-self-attention.md:741
+// ⟨Describe a line plot⟩ 00-instruments.md:795
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -154,7 +154,7 @@ struct LinePlotStyle {
     std::string key = "top left";     ///< where the legend goes
 };
 
-// ⟨Write the data behind a figure⟩ 01-self-attention.md:897
+// ⟨Write the data behind a figure⟩ 00-instruments.md:951
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -185,7 +185,7 @@ inline void write_series_tsv(const std::filesystem::path& figure, const std::vec
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Draw a heatmap⟩ 01-self-attention.md:700
+// ⟨Draw a heatmap⟩ 00-instruments.md:754
 /// @brief Draw `values` (n×m) as a heatmap into the SVG file `path`, and its data as `path`.tsv.
 inline void heatmap(const std::filesystem::path& path, const xt::xtensor<double, 2>& values,
                     const HeatmapStyle& style)
@@ -223,7 +223,7 @@ inline void heatmap(const std::filesystem::path& path, const xt::xtensor<double,
     if (masked) figure.send(hidden);
 }
 
-// ⟨Draw a line plot⟩ 01-self-attention.md:758
+// ⟨Draw a line plot⟩ 00-instruments.md:812
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series, const LinePlotStyle& style)
 {
@@ -248,7 +248,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 01-self-attention.md:932
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:986
 /// @brief Draw one heatmap per frame into the animated GIF `path`, with `titles[f]` over frame f.
 /// @param frames each n×m, all the same shape
 inline void heatmap_animation(const std::filesystem::path& path, const std::vector<xt::xtensor<double, 2>>& frames,

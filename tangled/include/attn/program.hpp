@@ -1,4 +1,4 @@
-// Generated from chapters/01-self-attention.md by tools/tangle.py; edit the chapter, not this file.
+// Generated from chapters/00-instruments.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
 /// @brief What every chapter's program shares: options, results for the book, error handling.
@@ -16,9 +16,11 @@
 #include <utility>
 #include <vector>
 
+#include "attn/machine.hpp"
+
 namespace attn {
 
-// ⟨Parse the common options⟩ 01-self-attention.md:1025
+// ⟨Parse the common options⟩ 00-instruments.md:1078
 /// @brief The options every chapter's program accepts.
 struct Options {
     std::filesystem::path out;  ///< where figures and results are written
@@ -59,7 +61,7 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter, 
     return options;
 }
 
-// ⟨Collect the numbers the book quotes⟩ 01-self-attention.md:1070
+// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1123
 /// A number as the book prints it: whole numbers in full, others with `digits` significant digits.
 inline std::string format_number(double value, int digits = 3)
 {
@@ -76,6 +78,27 @@ class Results {
 public:
     void add(const std::string& key, double value, int digits = 3) { add_text(key, format_number(value, digits)); }
     void add_text(const std::string& key, const std::string& text) { entries_.emplace_back(key, text); }
+    /// A fitted slope (attn::SlopeFit) as three results: `key` (the slope), `key`_stderr
+    /// (its standard error, to the same decimals) and `key`_points.
+    template <class Fit>
+    void add_fit(const std::string& key, const Fit& fit)
+    {
+        std::ostringstream slope, error;
+        slope << std::fixed << std::setprecision(fit.decimals()) << fit.slope;
+        error << std::fixed << std::setprecision(fit.decimals()) << fit.standard_error;
+        add_text(key, slope.str());
+        add_text(key + "_stderr", error.str());
+        add(key + "_points", double(fit.points));
+    }
+    /// The machine the numbers were taken on, as results every chapter's page shows.
+    void add_machine(const Machine& machine)
+    {
+        add_text("cpu_model", machine.cpu_model);
+        add("cpu_cores", machine.cores);
+        add_text("blas_core", machine.blas_core);
+        add_text("blas_core_origin", machine.blas_core_origin);
+        add("blas_threads", machine.blas_threads);
+    }
 
     /// Print every result and write them to `dir`/results.tsv.
     void write(const std::filesystem::path& dir) const
@@ -92,7 +115,7 @@ private:
     std::vector<std::pair<std::string, std::string>> entries_;
 };
 
-// ⟨Run a chapter's program⟩ 01-self-attention.md:1108
+// ⟨Run a chapter's program⟩ 00-instruments.md:1186
 /// @brief The body of every chapter's main(): options, output folder, errors, results.
 /// @param chapter short name, e.g. "ch01"; @param about one line saying what the program does
 /// @param body    the experiments: body(options, results)
@@ -100,6 +123,7 @@ private:
 template <class Body>
 int run_program(int argc, char** argv, const std::string& chapter, const std::string& about, Body&& body)
 {
+    select_blas_core();  // may run the program again, on the BLAS core the processor deserves
     const std::string name = std::filesystem::path(argv[0]).filename().string();
     const std::string usage = "usage: " + name + " [--out DIR] [--seed N] [--quick] [--bench] [--help]";
     Options options;
@@ -118,7 +142,10 @@ int run_program(int argc, char** argv, const std::string& chapter, const std::st
         std::filesystem::create_directories(options.out);
         std::cout << name << ": " << about << " (seed " << options.seed << (options.quick ? ", quick" : "")
                   << ")\n";
+        const Machine machine = this_machine();
+        std::cout << name << ": measured on " << machine.summary() << "\n";
         Results results;
+        results.add_machine(machine);
         body(options, results);
         results.write(options.out);
         std::cout << name << ": wrote " << options.out.string() << "\n";
