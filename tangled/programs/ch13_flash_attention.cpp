@@ -67,7 +67,7 @@ void kernel_exp2(const float* x, float* y, std::size_t count)
 
 // ⟨Multiply two square matrices: the ceiling⟩ 13-flash-attention.md:1702
 /// C = A·B for size×size float matrices with one cblas_sgemm: a compute-bound shape,
-/// the fastest arithmetic this machine's BLAS does.
+/// the ceiling of this machine's BLAS.
 class SquareSgemm {
 public:
     SquareSgemm(int size, std::mt19937_64& rng)
@@ -111,11 +111,13 @@ public:
     }
 
 private:
-    const xt::xtensor<float, 2>&Q_, &K_, &V_;
-    std::vector<float> S_, O_;  // n×m, n×d_v
+    const xt::xtensor<float, 2>& Q_;  // n×d_k
+    const xt::xtensor<float, 2>& K_;  // m×d_k
+    const xt::xtensor<float, 2>& V_;  // m×d_v
+    std::vector<float> S_, O_;        // n×m, n×d_v
 };
 
-// ⟨Say how two times compare⟩ 13-flash-attention.md:1817
+// ⟨Say how two times compare⟩ 13-flash-attention.md:1819
 /// "faster than", "about as fast as" or "slower than": `seconds` against `reference`.
 std::string compare_speed(double seconds, double reference)
 {
@@ -134,7 +136,7 @@ int main(int argc, char** argv)
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
             std::mt19937_64 rng(options.seed);
-            // ⟨Choose the lengths and the threads⟩ 13-flash-attention.md:2100
+            // ⟨Choose the lengths and the threads⟩ 13-flash-attention.md:2111
             constexpr std::size_t d = 64;  // d_k = d_v in every timing
             const std::size_t n_max = options.quick ? 1024 : 16384;
             const std::size_t dense_n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
@@ -143,7 +145,7 @@ int main(int argc, char** argv)
             double ceiling_all = 0;  // GFLOP/s of the ceiling on all threads (measured below)
             results.add("n_compare", double(n_compare));
             results.add("flash_threads", double(all_threads));
-            // ⟨Record the caches, the tiles and the kernel⟩ 13-flash-attention.md:2113
+            // ⟨Record the caches, the tiles and the kernel⟩ 13-flash-attention.md:2124
             {
                 const attn::detail::CacheSizes& caches = attn::detail::cache_sizes();
                 results.add("l1d_kib", double(caches.l1d_bytes) / 1024);
@@ -234,7 +236,7 @@ int main(int argc, char** argv)
                 style.key = "top right";
                 attn::plot::lines(out / "exp2_error.svg", {worst}, style);
             }
-            // ⟨Measure the ceiling and every kernel on one thread and on all⟩ 13-flash-attention.md:1775
+            // ⟨Measure the ceiling and every kernel on one thread and on all⟩ 13-flash-attention.md:1777
             {
                 const std::size_t n = n_compare, d = 64;
                 const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
@@ -266,7 +268,7 @@ int main(int argc, char** argv)
                         results.add("gflops_" + names[k] + on, rate[k]);
                     results.add("flash_fraction_of_ceiling" + on, rate[5] / rate[0], 2);
                     if (pass == 1) ceiling_all = rate[0];
-                    // ⟨Compare the kernels in words⟩ 13-flash-attention.md:1828
+                    // ⟨Compare the kernels in words⟩ 13-flash-attention.md:1830
                     if (pass == 0) {
                         results.add("vector_speedup_1_thread", t[4].wall / t[5].wall);
                     } else {
@@ -275,12 +277,13 @@ int main(int argc, char** argv)
                         results.add_text("flash_vs_unfused_phrase", compare_speed(t[5].wall, t[3].wall));
                         results.add("flash_speed_over_unfused", t[3].wall / t[5].wall, 2);
                         results.add_text("unfused_vs_dense_phrase", compare_speed(t[3].wall, t[2].wall));
+                        results.add_text("flash_vs_dense_phrase", compare_speed(t[5].wall, t[2].wall));
                         results.add("flash_speedup_over_dense", t[2].wall / t[5].wall);
                         results.add("vector_speedup_all_threads", t[4].wall / t[5].wall);
                     }
                 }
             }
-            // ⟨Sweep the key tile size⟩ 13-flash-attention.md:2058
+            // ⟨Sweep the key tile size⟩ 13-flash-attention.md:2069
             {
                 const std::size_t n = options.quick ? 512 : 2048;
                 const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
@@ -301,13 +304,13 @@ int main(int argc, char** argv)
                     rate.y.push_back(attn::attention_flops(n, n, d, d) / t.wall / 1e9);
                 const auto best = std::max_element(rate.y.begin(), rate.y.end()) - rate.y.begin();
                 results.add("best_key_tile", rate.x[best]);
-                attn::plot::LinePlotStyle style{"", "B_{c} (keys per tile)", "GFLOP/s"};
+                attn::plot::LinePlotStyle style{"", "keys per tile, B_{c}", "GFLOP/s"};
                 style.log_x = true;
                 style.y_min = 0, style.y_max = 1.2 * rate.y[best];
                 style.key = "bottom center";
                 attn::plot::lines(out / "key_tile.svg", {rate}, style);
             }
-            // ⟨Time every kernel against n⟩ 13-flash-attention.md:1886
+            // ⟨Time every kernel against n⟩ 13-flash-attention.md:1891
             const int repeats_small = options.quick ? 2 : 5;
             attn::CostCurve dense("dense (chapter 1)", all_threads),
                 sgemm("two sgemm calls", all_threads);
@@ -342,7 +345,7 @@ int main(int argc, char** argv)
             }
             results.add("n_max", double(n_max));
             results.add("dense_n_max", double(dense_n_max));
-            // ⟨Record the numbers at n_compare and at the largest n⟩ 13-flash-attention.md:1927
+            // ⟨Record the numbers at n_compare and at the largest n⟩ 13-flash-attention.md:1932
             auto at = [](const attn::CostCurve& curve, double n) {  // the point of `curve` at n
                 return std::size_t(std::find(curve.n.begin(), curve.n.end(), n) - curve.n.begin());
             };
@@ -355,8 +358,10 @@ int main(int argc, char** argv)
                         100 * causal.wall_seconds[c] / flash.wall_seconds[c]);
             results.add("flash_memory_mib_at_n_max", flash.peak_mib[last]);
             results.add("input_mib_at_n_max", 3.0 * n_max * d * sizeof(float) / (1 << 20));
+            const double scores_at_n_max = double(n_max * n_max * sizeof(float));  // bytes of n×n
+            results.add("dense_scores_mib_at_n_max", scores_at_n_max / (1 << 20));
             results.add("flash_seconds_at_n_max", flash.wall_seconds[last]);
-            // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:1948
+            // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:1955
             const double fit_from =
                 options.quick ? 256 : 1024;  // fixed costs dominate the smallest calls
             results.add("slope_fit_from", fit_from);
@@ -371,6 +376,7 @@ int main(int argc, char** argv)
             attn::plot::LinePlotStyle time_style{"", "n (tokens)",
                                                  "seconds (fastest of the repeats)"};
             time_style.log_x = time_style.log_y = true;
+            time_style.key = "below";  // off the data
             attn::plot::lines(out / "time.svg",
                               {dense.time(), sgemm.time(), unfused.time(), flash.time(),
                                causal.time()},
@@ -390,8 +396,11 @@ int main(int argc, char** argv)
                 "lines"};
             attn::plot::LinePlotStyle rate_style{"", "n (tokens)", "GFLOP/s (4 n^2 d per call)"};
             rate_style.log_x = true;
-            rate_style.y_min = 0, rate_style.y_max = 1.15 * ceiling_all;
-            rate_style.key = "bottom right";
+            double fastest = ceiling_all;  // the y range holds the ceiling and every point
+            for (const attn::CostCurve* curve : {&dense, &sgemm, &unfused, &flash})
+                for (double y : rate(*curve, false).y) fastest = std::max(fastest, y);
+            rate_style.y_min = 0, rate_style.y_max = 1.1 * fastest;
+            rate_style.key = "below";
             attn::plot::lines(out / "gflops.svg",
                               {rate(dense, false), rate(sgemm, false), rate(unfused, false),
                                rate(flash, false), roof},
@@ -401,7 +410,7 @@ int main(int argc, char** argv)
             memory_style.log_x = memory_style.log_y = true;
             attn::plot::lines(out / "memory.svg",
                               {dense.memory(), unfused.memory(), flash.memory()}, memory_style);
-            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2189
+            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2200
             {
                 const double n = 4096, m = 4096, d_k = 64, d_v = 64, B_r = 96, MiB = 1 << 20;
                 results.add("model_traffic_dense_mib_4096", 4 * n * m * 4 / MiB);

@@ -231,14 +231,14 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O,
 {
     const T scale = T(1) / std::sqrt(T(d_k));
     const std::size_t rows = i1 - i0;
-    std::vector<T> row_max(rows, -std::numeric_limits<T>::infinity()),
-        row_sum(rows, T(0));                            // B_r each
-    std::vector<T> acc(rows * d_v, T(0)), s(key_tile);  // B_r×d_v, B_c
+    std::vector<T> row_max(rows, -std::numeric_limits<T>::infinity());  // B_r
+    std::vector<T> row_sum(rows, T(0));                                 // B_r
+    std::vector<T> acc(rows * d_v, T(0)), s(key_tile);                  // B_r×d_v, B_c
     const std::size_t tiles = key_tiles_to_visit(m, i1, key_tile, causal);
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * key_tile, j1 = std::min(m, j0 + key_tile);
         for (std::size_t i = i0; i < i1; ++i) {
-            // j ≤ i if causal
+            // causal: keys j ≤ i only
             const std::size_t j_end = causal ? std::min(j1, i + 1) : j1;
             if (j_end <= j0) continue;  // row i sees none of this tile
             // ⟨Score row i against the key tile⟩ 13-flash-attention.md:328
@@ -622,7 +622,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
     const std::size_t tiles = ceil_div(n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
-        // causal: long first
+        // causal: the tiles with the most keys first
         const std::size_t tile = causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
                           i1 = std::min(n, i0 + plan.query_tile);
@@ -937,7 +937,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
     const std::size_t tiles = ceil_div(n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
-        // causal: long first
+        // causal: the tiles with the most keys first
         const std::size_t tile = causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
                           i1 = std::min(n, i0 + plan.query_tile);
@@ -1262,7 +1262,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
     const std::size_t tiles = ceil_div(n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
-        // causal: long first
+        // causal: the tiles with the most keys first
         const std::size_t tile = causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
                           i1 = std::min(n, i0 + plan.query_tile);
@@ -1583,7 +1583,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
     const std::size_t tiles = ceil_div(n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
-        // causal: long first
+        // causal: the tiles with the most keys first
         const std::size_t tile = causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
                           i1 = std::min(n, i0 + plan.query_tile);
