@@ -5,7 +5,7 @@ set border linewidth 1 linecolor rgb '#404040'
 set tics textcolor rgb '#202020' nomirror
 set grid linecolor rgb '#dddddd' linewidth 0.6 dashtype 1
 set key box linecolor rgb '#bbbbbb' opaque samplen 2.5 spacing 1.2
-set title font ',13'
+set title font ',17'
 
 # Colour map: viridis (perceptually uniform, readable in grey and by colour-blind readers).
 set palette defined (0 '#440154', 0.125 '#472d7b', 0.25 '#3b528b', 0.375 '#2c728e', \

@@ -13,6 +13,8 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <set>
+#include <utility>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -170,6 +172,87 @@ BOOST_AUTO_TEST_CASE(wrong_shapes_are_rejected_with_a_message)
         attn::scaled_dot_product_attention(Q, K_narrow, V);
     } catch (const std::invalid_argument& error) {
         BOOST_TEST(std::string(error.what()).find("d_k") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+BOOST_AUTO_TEST_CASE(no_queries_or_no_value_width_give_empty_results)
+{
+    const auto [Q, K, V] = random_inputs(0, 4, 5, 3, 8);
+    const auto O = attn::scaled_dot_product_attention(Q, K, V);
+    BOOST_TEST(O.shape(0) == 0u);
+    BOOST_TEST(O.shape(1) == 3u);
+    const auto [Q2, K2, V2] = random_inputs(3, 4, 5, 0, 8);
+    const auto O2 = attn::scaled_dot_product_attention(Q2, K2, V2);
+    BOOST_TEST(O2.shape(0) == 3u);
+    BOOST_TEST(O2.shape(1) == 0u);
+    BOOST_TEST(attn::attention_by_rows(Q2, K2, V2).shape(1) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(no_keys_or_zero_width_keys_are_errors)
+{
+    const auto [Q, K, V] = random_inputs(3, 0, 5, 2, 8);
+    BOOST_CHECK_THROW(attn::scaled_dot_product_attention(Q, K, V), std::invalid_argument);
+    const xt::xtensor<double, 2> Q0 = xt::zeros<double>({3, 0}), K0 = xt::zeros<double>({4, 0});
+    const xt::xtensor<double, 2> V0 = xt::ones<double>({4, 2});
+    BOOST_CHECK_THROW(attn::scaled_dot_product_attention(Q0, K0, V0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::attention_by_rows(Q0, K0, V0), std::invalid_argument);
+}
+
+/// The (row, column) entries of `O` that are not finite.
+std::set<std::pair<std::size_t, std::size_t>> non_finite(const xt::xtensor<double, 2>& O)
+{
+    std::set<std::pair<std::size_t, std::size_t>> cells;
+    for (std::size_t i = 0; i < O.shape(0); ++i)
+        for (std::size_t c = 0; c < O.shape(1); ++c)
+            if (!std::isfinite(O(i, c))) cells.emplace(i, c);
+    return cells;
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_reaches_exactly_the_outputs_that_depend_on_it)
+{
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const std::size_t n = 5, m = 6, d_v = 3;
+    auto [Q, K, V] = random_inputs(n, m, 4, d_v, 9);
+    std::set<std::pair<std::size_t, std::size_t>> row_2, all_rows, column_1;
+    for (std::size_t c = 0; c < d_v; ++c) row_2.emplace(2, c);
+    for (std::size_t i = 0; i < n; ++i) {
+        column_1.emplace(i, 1);
+        for (std::size_t c = 0; c < d_v; ++c) all_rows.emplace(i, c);
+    }
+    auto Q_nan = Q;
+    Q_nan(2, 3) = nan;  // query 2
+    BOOST_TEST((non_finite(attn::scaled_dot_product_attention(Q_nan, K, V)) == row_2));
+    BOOST_TEST((non_finite(attn::attention_by_rows(Q_nan, K, V)) == row_2));
+    auto K_nan = K;
+    K_nan(4, 0) = nan;  // key 4, which every query sees
+    BOOST_TEST((non_finite(attn::scaled_dot_product_attention(Q, K_nan, V)) == all_rows));
+    auto V_nan = V;
+    V_nan(0, 1) = std::numeric_limits<double>::infinity();  // value 0, column 1
+    BOOST_TEST((non_finite(attn::scaled_dot_product_attention(Q, K, V_nan)) == column_1));
+}
+
+BOOST_AUTO_TEST_CASE(outputs_stay_finite_to_the_edge_of_float_and_fail_loudly_beyond)
+{
+    const std::size_t d_k = 64;
+    auto [Q, K, V] = random_inputs(4, 5, d_k, 2, 10);
+    auto big = [&](const xt::xtensor<double, 2>& X, double scale) {
+        xt::xtensor<float, 2> Y = xt::sign(X) * scale;  // |entries| = scale
+        return Y;
+    };
+    const xt::xtensor<float, 2> V_f = V;
+    // |q·k| ≤ 64·1e36 = 6.4e37 < 3.4e38: finite scores, finite outputs.
+    const auto inside = attn::scaled_dot_product_attention(big(Q, 1e18), big(K, 1e18), V_f);
+    BOOST_TEST(xt::all(xt::isfinite(inside)));
+    // Past the edge every row here has a score that overflows to +∞: the rows are NaN.
+    const auto beyond = attn::scaled_dot_product_attention(big(Q, 1e19), big(K, 1e19), V_f);
+    for (std::size_t i = 0; i < beyond.shape(0); ++i) {
+        bool any_nan = false;
+        for (std::size_t c = 0; c < beyond.shape(1); ++c) any_nan |= std::isnan(beyond(i, c));
+        BOOST_TEST(any_nan, "row " << i << " is finite although its scores overflow");
     }
 }
 

@@ -741,6 +741,9 @@ def files_box(env, info: ChapterInfo) -> list[nodes.Node]:
         item(f"make test-{info.short}", f"runs its tests, tests/{info.program}_test.cpp;")
     item(f"build/bin/{info.program} --help", "lists its options (--out DIR, --seed N, --quick, ...).")
     box += items
+    machine = machine_paragraph(env, info)
+    if machine is not None:
+        box += machine
     files = book.files_of(info)
     if not files:
         return [box]
@@ -766,6 +769,27 @@ def files_box(env, info: ChapterInfo) -> list[nodes.Node]:
     para += nodes.Text(f" ({len(files)} file{'s' if len(files) != 1 else ''}, as under tangled/).")
     written += para
     return [box, written]
+
+
+def machine_paragraph(env, info: ChapterInfo) -> nodes.paragraph | None:
+    """"Measured on ...": the machine the chapter's program recorded in its results.tsv."""
+    path = ROOT / "figures" / info.short / "results.tsv"
+    if not path.is_file():
+        return None
+    env.note_dependency(str(path))
+    values = dict(line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines()
+                  if "\t" in line)
+    if "cpu_model" not in values:
+        return None
+    para = nodes.paragraph(classes=["measured-on"])
+    para += nodes.strong(text="Measured on ")
+    para += nodes.Text(f"{values['cpu_model']}, {values.get('cpu_cores', '?')} cores; OpenBLAS "
+                       f"{values.get('blas_core', '?')} core ({values.get('blas_core_origin', '?')}), "
+                       f"{values.get('blas_threads', '?')} threads unless a figure names its own. "
+                       "How the numbers are taken: ")
+    para += page_link("Instruments", "chapters/00-instruments")
+    para += nodes.Text(".")
+    return para
 
 
 def download_name(info: ChapterInfo) -> str:
@@ -806,6 +830,9 @@ class ApiHeader(Directive):
                 lines += [f"{{chunkref}}`{info.chapter.short}:{entry.part.name}`{suffix}, "
                           f"{{doc}}`{info.chapter.title.replace('`', '')} </{info.chapter.docname}>`.", ""]
                 lines[-2] = "Written in " + lines[-2]
+            if entry.kind == "function" and entry.name.endswith("attention"):
+                lines += ["A kernel: it keeps {ref}`the contract every kernel keeps "
+                          "<kernel-contract>` (shapes, options, masks, NaN, range).", ""]
         return parse_markdown(self, lines, f"api-{path}")
 
 

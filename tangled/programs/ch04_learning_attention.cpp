@@ -75,7 +75,7 @@ int main(int argc, char** argv)
                 gradient_table.emplace_back("model " + analytic[p].first,
                                             attn::relative_error(*analytic[p].second, attn::numerical_gradient(*numeric[p].second, loss)));
         }
-        // ⟨Write the gradient table⟩ 04-learning-attention.md:1320
+        // ⟨Write the gradient table⟩ 04-learning-attention.md:1325
         {
             std::ofstream table(out / "gradient_check.txt");
             table << std::left << std::setw(28) << "gradient" << "relative error vs central differences\n";
@@ -106,7 +106,7 @@ int main(int argc, char** argv)
             }
             results.add("softmax_jacobian_max_abs_difference", worst, 2);
         }
-        // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1166
+        // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1171
         const attn::TinyModelShape shape;  // the defaults: 26 letters, n = 10, d_model = 32, 2 layers of 2 heads
         std::mt19937_64 rng(options.seed);
         attn::TinyModel<float> model = attn::init_tiny_model<float>(shape, rng);
@@ -129,7 +129,7 @@ int main(int argc, char** argv)
         results.add("training_seconds", seconds, 2);
         results.add("initial_training_loss", curve.front().loss);
         results.add("final_training_loss", curve.back().loss);
-        // ⟨Draw the training curves⟩ 04-learning-attention.md:1198
+        // ⟨Draw the training curves⟩ 04-learning-attention.md:1203
         attn::Series loss_series{"training loss (batch)", {}, {}, "lines"}, accuracy_series{"training accuracy (batch)", {}, {}, "lines"};
         for (const attn::TrainingPoint& point : curve) {
             loss_series.x.push_back(double(point.step));
@@ -147,7 +147,7 @@ int main(int argc, char** argv)
         accuracy_style.y_min = 0, accuracy_style.y_max = 1.05;
         accuracy_style.key = "bottom right";
         attn::plot::lines(out / "accuracy.svg", {accuracy_series}, accuracy_style);
-        // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1241
+        // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1246
         std::mt19937_64 heldout_rng(options.seed ^ 0x5eed0fdeadbeefULL);  // a generator training never used
         const std::size_t heldout = 1000;
         const attn::Evaluation evaluation = attn::evaluate_reversal(model, heldout, heldout_rng);
@@ -155,7 +155,7 @@ int main(int argc, char** argv)
         results.add("heldout_loss", evaluation.loss);
         results.add("heldout_token_accuracy", evaluation.token_accuracy, 4);
         results.add("heldout_sequence_accuracy", evaluation.sequence_accuracy, 4);
-        // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1260
+        // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1265
         std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
         const auto agreement = attn::ideal_key_agreement(model, attn::reversal_ideal_keys(shape.n), 200, agreement_rng);
         std::size_t best_layer = 0, best_head = 0;
@@ -171,14 +171,14 @@ int main(int argc, char** argv)
         }
         results.add("best_head_agreement", agreement[best_layer][best_head], 3);
         results.add_text("best_head", "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head));
-        // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1283
+        // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1288
         const std::string head_name = "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head);
         const auto maps_after = attn::attention_maps(model, probe);
         attn::plot::heatmap(out / "attention_before.svg", maps_before[best_layer][best_head],
                             {"Before training: " + head_name + " on 'attentions'", letters, letters});
         attn::plot::heatmap(out / "attention_after.svg", maps_after[best_layer][best_head],
                             {"After training: " + head_name + " on 'attentions'", letters, letters});
-        // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1313
+        // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1318
         attn::save_model(out / "model.txt", model);
         attn::save_snapshots(out / "snapshots.txt", probe, snapshots);
     });

@@ -1,8 +1,8 @@
 // Generated from chapters/00-instruments.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief The machine the numbers are taken on: processor, caches, the BLAS core and its
-/// threads, and the choice of the right BLAS core (appendix "Instruments").
+/// @brief The machine the numbers are taken on: processor, caches, the BLAS core and
+/// its threads, and the choice of the right BLAS core (appendix "Instruments").
 
 #include <algorithm>
 #include <cstdlib>
@@ -16,7 +16,7 @@
 
 #include <unistd.h>
 
-// ⟨Declare OpenBLAS's own calls⟩ 00-instruments.md:237
+// ⟨Declare OpenBLAS's own calls⟩ 00-instruments.md:242
 extern "C" {
 char* openblas_get_corename(void);
 int openblas_get_num_threads(void);
@@ -51,7 +51,7 @@ inline int blas_core_vector_level(const std::string& core)
 }
 
 // ⟨Read the program's command line⟩ 00-instruments.md:112
-/// The arguments this process was started with (/proc/self/cmdline); empty if unreadable.
+/// The arguments this process was started with (/proc/self/cmdline), or none.
 inline std::vector<std::string> command_line()
 {
     std::ifstream in("/proc/self/cmdline", std::ios::binary);
@@ -115,7 +115,8 @@ class BlasThreads {
 public:
     explicit BlasThreads(int threads) : before_(blas_threads())
     {
-        if (threads < 1) throw std::invalid_argument("BlasThreads: need at least one thread");
+        if (threads < 1)
+            throw std::invalid_argument("BlasThreads: need at least one thread");
         set_blas_threads(threads);
     }
     BlasThreads(const BlasThreads&) = delete;
@@ -126,7 +127,7 @@ private:
     int before_;
 };
 
-// ⟨Read the caches from the kernel⟩ 00-instruments.md:157
+// ⟨Read the caches from the kernel⟩ 00-instruments.md:158
 /// One line of a small sysfs file, or "" if it cannot be read.
 inline std::string read_first_line(const std::filesystem::path& path)
 {
@@ -136,7 +137,7 @@ inline std::string read_first_line(const std::filesystem::path& path)
     return line;
 }
 
-/// @brief Bytes of the level-`level` data (or unified) cache seen by CPU 0; 0 if unknown.
+/// @brief Bytes of the level-`level` data or unified cache of CPU 0; 0 if unknown.
 inline std::size_t cache_bytes(int level)
 {
     std::error_code error;
@@ -144,16 +145,20 @@ inline std::size_t cache_bytes(int level)
     for (const auto& index : std::filesystem::directory_iterator(caches, error)) {
         if (read_first_line(index.path() / "level") != std::to_string(level)) continue;
         if (read_first_line(index.path() / "type") == "Instruction") continue;
-        const std::string size = read_first_line(index.path() / "size");  // "32K", "2048K"
+        const std::string size = read_first_line(index.path() / "size");  // "32K"
         std::size_t used = 0, value = 0;
-        try { value = std::stoull(size, &used); } catch (const std::exception&) { continue; }
+        try {
+            value = std::stoull(size, &used);
+        } catch (const std::exception&) {
+            continue;
+        }
         const char unit = used < size.size() ? size[used] : ' ';
         return value * (unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1);
     }
     return 0;
 }
 
-// ⟨Describe the machine⟩ 00-instruments.md:185
+// ⟨Describe the machine⟩ 00-instruments.md:190
 /// @brief The machine the numbers were taken on.
 struct Machine {
     std::string cpu_model;        ///< from /proc/cpuinfo
@@ -170,8 +175,8 @@ struct Machine {
     std::string summary() const
     {
         return cpu_model + ", " + std::to_string(cores) + " cores, OpenBLAS core " +
-               blas_core + " (" + blas_core_origin + "), " + std::to_string(blas_threads) +
-               " BLAS threads";
+               blas_core + " (" + blas_core_origin + "), " +
+               std::to_string(blas_threads) + " BLAS threads";
     }
 };
 

@@ -29,7 +29,7 @@
 
 namespace attn {
 
-// ⟨Keep a result alive⟩ 00-instruments.md:305
+// ⟨Keep a result alive⟩ 00-instruments.md:310
 /// Tell the compiler `value` is used, so the call producing it is not optimised away.
 template <class V>
 void do_not_optimise(const V& value)
@@ -37,7 +37,7 @@ void do_not_optimise(const V& value)
     asm volatile("" : : "r"(&value) : "memory");
 }
 
-// ⟨Read the clocks⟩ 00-instruments.md:314
+// ⟨Read the clocks⟩ 00-instruments.md:319
 /// Seconds on a steady wall clock.
 inline double wall_seconds()
 {
@@ -53,7 +53,7 @@ inline double process_cpu_seconds()
     return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
 }
 
-// ⟨Time calls in alternating rounds⟩ 00-instruments.md:331
+// ⟨Time calls in alternating rounds⟩ 00-instruments.md:336
 /// @brief The fastest wall-clock and processor seconds of one call over the repeats.
 struct Timing {
     double wall = std::numeric_limits<double>::infinity();
@@ -95,7 +95,7 @@ Timing time_call(F&& f, int repeats)
     return time_alternating({Call(std::forward<F>(f))}, repeats)[0];
 }
 
-// ⟨Measure the peak memory of a call⟩ 00-instruments.md:390
+// ⟨Measure the peak memory of a call⟩ 00-instruments.md:395
 /// A field of /proc/self/status in bytes (e.g. "VmRSS", "VmHWM"); 0 if unavailable.
 inline std::size_t process_status_bytes(const std::string& field)
 {
@@ -106,7 +106,7 @@ inline std::size_t process_status_bytes(const std::string& field)
     return 0;
 }
 
-/// The exact resident set in bytes, page by page (/proc/self/smaps_rollup); 0 if unknown.
+/// The exact resident set in bytes (/proc/self/smaps_rollup); 0 if unknown.
 inline std::size_t exact_resident_bytes()
 {
     std::ifstream rollup("/proc/self/smaps_rollup");
@@ -121,8 +121,10 @@ inline std::size_t exact_resident_bytes()
 template <class F>
 std::size_t peak_memory_bytes(F&& f)
 {
-    mallopt(M_MMAP_THRESHOLD, 128 * 1024);  // large blocks come from (and go back to) the kernel
-    malloc_trim(0);                         // hand freed memory back, so it is not "before"
+    // Large blocks come from (and go back to) the kernel; freed memory is handed back
+    // first, so it is not counted as "before".
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    malloc_trim(0);
     const std::size_t exact_before = exact_resident_bytes();
     const std::size_t before = process_status_bytes("VmRSS");
     std::ofstream("/proc/self/clear_refs") << "5";
@@ -134,7 +136,8 @@ std::size_t peak_memory_bytes(F&& f)
     }
     const std::size_t peak = process_status_bytes("VmHWM");
     const std::size_t high_water = peak > before ? peak - before : 0;
-    return std::max(high_water, exact_after > exact_before ? exact_after - exact_before : 0);
+    return std::max(high_water,
+                    exact_after > exact_before ? exact_after - exact_before : 0);
 }
 
 /// @brief The largest of `tries` measurements of peak_memory_bytes(f).
@@ -146,7 +149,7 @@ std::size_t largest_peak_memory_bytes(F&& f, int tries = 3)
     return largest;
 }
 
-// ⟨Fit a slope on log-log axes⟩ 00-instruments.md:462
+// ⟨Fit a slope on log-log axes⟩ 00-instruments.md:470
 /// @brief A least-squares slope on log–log axes and its standard error.
 struct SlopeFit {
     double slope = NAN;           ///< p in y ∝ x^p
@@ -163,18 +166,20 @@ struct SlopeFit {
     std::string text() const
     {
         std::ostringstream out;
-        out << std::fixed << std::setprecision(decimals()) << slope << " ± " << standard_error;
+        out << std::fixed << std::setprecision(decimals()) << slope << " ± "
+            << standard_error;
         return out.str();
     }
 };
 
-/// @brief Fit log(y) = a + p·log(x) by least squares; needs three points or more, all > 0.
+/// @brief Fit log y = a + p·log x by least squares; needs ≥ 3 points, all positive.
 inline SlopeFit loglog_fit(const std::vector<double>& x, const std::vector<double>& y)
 {
     const std::size_t N = x.size();
     if (y.size() != N || N < 3)
-        throw std::invalid_argument("loglog_fit: need three or more (x, y) points, got " +
-                                    std::to_string(std::min(N, y.size())));
+        throw std::invalid_argument(
+            "loglog_fit: need three or more (x, y) points, got " +
+            std::to_string(std::min(N, y.size())));
     std::vector<double> lx(N), ly(N);
     for (std::size_t i = 0; i < N; ++i) {
         if (!(x[i] > 0) || !(y[i] > 0))
@@ -184,8 +189,10 @@ inline SlopeFit loglog_fit(const std::vector<double>& x, const std::vector<doubl
     const double mean_x = std::accumulate(lx.begin(), lx.end(), 0.0) / double(N);
     const double mean_y = std::accumulate(ly.begin(), ly.end(), 0.0) / double(N);
     double sxx = 0, sxy = 0;
-    for (std::size_t i = 0; i < N; ++i)
-        sxx += (lx[i] - mean_x) * (lx[i] - mean_x), sxy += (lx[i] - mean_x) * (ly[i] - mean_y);
+    for (std::size_t i = 0; i < N; ++i) {
+        sxx += (lx[i] - mean_x) * (lx[i] - mean_x);
+        sxy += (lx[i] - mean_x) * (ly[i] - mean_y);
+    }
     if (!(sxx > 0)) throw std::invalid_argument("loglog_fit: all x are equal");
     SlopeFit fit;
     fit.slope = sxy / sxx;
@@ -199,7 +206,7 @@ inline SlopeFit loglog_fit(const std::vector<double>& x, const std::vector<doubl
     return fit;
 }
 
-// ⟨Record cost curves against n⟩ 00-instruments.md:524
+// ⟨Record cost curves against n⟩ 00-instruments.md:536
 /// The fewest lengths a cost curve is fitted over.
 constexpr std::size_t min_cost_lengths = 5;
 
@@ -213,7 +220,8 @@ struct CostCurve {
     explicit CostCurve(std::string label, int threads = 1)
         : label(std::move(label)), threads(threads)
     {
-        if (threads < 1) throw std::invalid_argument("CostCurve: need at least one thread");
+        if (threads < 1)
+            throw std::invalid_argument("CostCurve: need at least one thread");
     }
 
     /// The label with its threads, e.g. "dense (1 thread)".
@@ -224,12 +232,13 @@ struct CostCurve {
     }
     /// (n, fastest wall seconds), for a line plot.
     Series time() const { return {name(), n, wall_seconds}; }
-    /// (n, peak MiB) at the lengths where the peak is above zero (a log axis shows them).
+    /// (n, peak MiB) where the peak is above zero, so a log axis can show it.
     Series memory() const
     {
         Series series{name(), {}, {}};
         for (std::size_t k = 0; k < n.size(); ++k)
-            if (peak_mib[k] > 0) series.x.push_back(n[k]), series.y.push_back(peak_mib[k]);
+            if (peak_mib[k] > 0)
+                series.x.push_back(n[k]), series.y.push_back(peak_mib[k]);
         return series;
     }
     /// Slope of time against n over the lengths ≥ from (at least min_cost_lengths).
@@ -244,10 +253,10 @@ private:
         for (std::size_t k = 0; k < series.x.size(); ++k)
             if (series.x[k] >= from) x.push_back(series.x[k]), y.push_back(series.y[k]);
         if (x.size() < min_cost_lengths)
-            throw std::invalid_argument("cost curve '" + label + "': " +
-                                        std::to_string(x.size()) + " lengths from n = " +
-                                        std::to_string(from) + ", need " +
-                                        std::to_string(min_cost_lengths));
+            throw std::invalid_argument("cost curve '" + label +
+                                        "': " + std::to_string(x.size()) +
+                                        " lengths from n = " + std::to_string(from) +
+                                        ", need " + std::to_string(min_cost_lengths));
         return loglog_fit(x, y);
     }
 };
@@ -263,7 +272,8 @@ inline void measure_costs(const std::vector<CostCurve*>& curves, double n,
     for (const CostCurve* curve : curves)
         if (curve->threads != curves[0]->threads)
             throw std::invalid_argument("measure_costs: '" + curve->name() + "' and '" +
-                                        curves[0]->name() + "' run on different threads");
+                                        curves[0]->name() +
+                                        "' run on different threads");
     const BlasThreads threads(curves[0]->threads);
     const std::vector<Timing> timings = time_alternating(calls, repeats);
     for (std::size_t c = 0; c < calls.size(); ++c) {
@@ -272,25 +282,28 @@ inline void measure_costs(const std::vector<CostCurve*>& curves, double n,
         curve.n.push_back(n);
         curve.wall_seconds.push_back(timings[c].wall);
         curve.cpu_seconds.push_back(timings[c].cpu);
-        curve.peak_mib.push_back(double(largest_peak_memory_bytes(calls[c])) / (1 << 20));
+        curve.peak_mib.push_back(double(largest_peak_memory_bytes(calls[c])) /
+                                 (1 << 20));
     }
 }
 
-// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:607
+// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:623
 /// @brief Where one cost curve falls below another.
 struct Crossover {
     double n = NAN;   ///< the length from which `fast` is cheaper (NaN if never)
     std::string how;  ///< "below smallest", "measured", "extrapolated" or "never"
 
-    /// The crossover as a phrase for the book, e.g. "n ≈ 900 (between measured lengths)".
+    /// The crossover as a phrase, e.g. "n ≈ 900 (between measured lengths)".
     std::string describe() const
     {
         std::ostringstream text;
         text << std::setprecision(2);
         if (how == "below smallest")
-            return "n ≤ " + std::to_string(long(n)) + " (cheaper at every length measured)";
+            return "n ≤ " + std::to_string(long(n)) +
+                   " (cheaper at every length measured)";
         if (how == "measured")
-            return "n ≈ " + std::to_string(long(std::round(n))) + " (between measured lengths)";
+            return "n ≈ " + std::to_string(long(std::round(n))) +
+                   " (between measured lengths)";
         if (how == "extrapolated") {
             text << "n ≈ " << n << " (extrapolated from the fitted slopes)";
             return text.str();
@@ -308,28 +321,33 @@ inline Crossover find_crossover(const CostCurve& fast, const CostCurve& referenc
         for (std::size_t b = 0; b < reference.n.size(); ++b)
             if (fast.n[a] == reference.n[b]) {
                 const double cost_f = memory ? fast.peak_mib[a] : fast.wall_seconds[a];
-                const double cost_r = memory ? reference.peak_mib[b] : reference.wall_seconds[b];
+                const double cost_r =
+                    memory ? reference.peak_mib[b] : reference.wall_seconds[b];
                 if (cost_f > 0 && cost_r > 0)
                     n.push_back(fast.n[a]), f.push_back(cost_f), r.push_back(cost_r);
             }
-    if (n.size() < 3) throw std::invalid_argument("find_crossover: need three shared lengths");
+    if (n.size() < 3)
+        throw std::invalid_argument("find_crossover: need three shared lengths");
     if (f[0] < r[0]) return {n[0], "below smallest"};
     for (std::size_t k = 1; k < n.size(); ++k)
         if (f[k] < r[k]) {  // log(f/r) changes sign between n[k−1] and n[k]
             const double g0 = std::log(f[k - 1] / r[k - 1]), g1 = std::log(f[k] / r[k]);
             const double t = g0 / (g0 - g1);
-            return {std::exp(std::log(n[k - 1]) + t * std::log(n[k] / n[k - 1])), "measured"};
+            return {std::exp(std::log(n[k - 1]) + t * std::log(n[k] / n[k - 1])),
+                    "measured"};
         }
     const double p_fast = loglog_fit(n, f).slope, p_reference = loglog_fit(n, r).slope;
     if (p_reference <= p_fast) return {NAN, "never"};
-    const double gap = std::log(f.back() / r.back());  // > 0: fast is dearer at the last length
+    const double gap =
+        std::log(f.back() / r.back());  // > 0: fast is dearer at the last length
     return {n.back() * std::exp(gap / (p_reference - p_fast)), "extrapolated"};
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:666
-/// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v), where pairs
-/// is n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
-inline double attention_flops(double n, double m, double d_k, double d_v, bool causal = false)
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:688
+/// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
+/// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
+inline double attention_flops(double n, double m, double d_k, double d_v,
+                              bool causal = false)
 {
     const double pairs = !causal ? n * m
                          : n <= m ? n * (n + 1) / 2

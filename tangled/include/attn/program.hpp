@@ -1,7 +1,8 @@
 // Generated from chapters/00-instruments.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief What every chapter's program shares: options, results for the book, error handling.
+/// @brief What every chapter's program shares: options, results for the book, error
+/// handling.
 
 #include <cmath>
 #include <cstdint>
@@ -20,13 +21,14 @@
 
 namespace attn {
 
-// ⟨Parse the common options⟩ 00-instruments.md:1078
+// ⟨Parse the common options⟩ 00-instruments.md:1153
 /// @brief The options every chapter's program accepts.
 struct Options {
     std::filesystem::path out;  ///< where figures and results are written
     std::uint64_t seed = 20240611;
     bool quick = false;         ///< smaller experiments, for a fast check
     bool bench = false;         ///< the largest benchmarks
+    std::filesystem::path model;  ///< a trained model to read (chapter 5 reads chapter 4's)
 };
 
 /// Thrown for a bad command line; the program prints usage and exits 2.
@@ -35,7 +37,8 @@ struct UsageError : std::runtime_error {
 };
 
 /// @brief Parse argv; throws UsageError on anything it does not understand.
-inline Options parse_options(int argc, char** argv, const std::string& chapter, bool& help)
+inline Options parse_options(int argc, char** argv, const std::string& chapter,
+                             bool& help)
 {
     Options options;
     options.out = "figures/" + chapter;
@@ -50,19 +53,26 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter, 
         else if (arg == "--quick") options.quick = true;
         else if (arg == "--bench") options.bench = true;
         else if (arg == "--out") options.out = value();
+        else if (arg == "--model") options.model = value();
         else if (arg == "--seed") {
             const std::string text = value();
             std::size_t used = 0;
-            try { options.seed = std::stoull(text, &used); } catch (const std::exception&) { used = 0; }
+            try {
+                options.seed = std::stoull(text, &used);
+            } catch (const std::exception&) {
+                used = 0;
+            }
             if (used == 0 || used != text.size() || text[0] == '-')
-                throw UsageError("--seed needs a non-negative integer, not '" + text + "'");
+                throw UsageError("--seed needs a non-negative integer, not '" + text +
+                                 "'");
         } else throw UsageError("unknown argument '" + arg + "'");
     }
     return options;
 }
 
-// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1123
-/// A number as the book prints it: whole numbers in full, others with `digits` significant digits.
+// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1206
+/// A number as the book prints it: whole numbers in full, others with `digits`
+/// significant digits.
 inline std::string format_number(double value, int digits = 3)
 {
     std::ostringstream text;
@@ -73,13 +83,20 @@ inline std::string format_number(double value, int digits = 3)
     return text.str();
 }
 
-/// @brief Named results of a run, printed and written to results.tsv for the book to quote.
+/// @brief Named results of a run, printed and written to results.tsv for the book to
+/// quote.
 class Results {
 public:
-    void add(const std::string& key, double value, int digits = 3) { add_text(key, format_number(value, digits)); }
-    void add_text(const std::string& key, const std::string& text) { entries_.emplace_back(key, text); }
-    /// A fitted slope (attn::SlopeFit) as three results: `key` (the slope), `key`_stderr
-    /// (its standard error, to the same decimals) and `key`_points.
+    void add(const std::string& key, double value, int digits = 3)
+    {
+        add_text(key, format_number(value, digits));
+    }
+    void add_text(const std::string& key, const std::string& text)
+    {
+        entries_.emplace_back(key, text);
+    }
+    /// A fitted slope (attn::SlopeFit) as three results: `key` (the slope),
+    /// `key`_stderr (its standard error, to the same decimals) and `key`_points.
     template <class Fit>
     void add_fit(const std::string& key, const Fit& fit)
     {
@@ -108,24 +125,30 @@ public:
             out << key << '\t' << text << '\n';
             std::cout << "  " << std::left << std::setw(40) << key << text << '\n';
         }
-        if (!out) throw std::runtime_error("cannot write " + (dir / "results.tsv").string());
+        if (!out)
+            throw std::runtime_error("cannot write " + (dir / "results.tsv").string());
     }
 
 private:
     std::vector<std::pair<std::string, std::string>> entries_;
 };
 
-// ⟨Run a chapter's program⟩ 00-instruments.md:1186
+// ⟨Run a chapter's program⟩ 00-instruments.md:1278
 /// @brief The body of every chapter's main(): options, output folder, errors, results.
-/// @param chapter short name, e.g. "ch01"; @param about one line saying what the program does
+/// @param chapter short name, e.g. "ch01"; @param about one line saying what the
+/// program does
 /// @param body    the experiments: body(options, results)
 /// @return the exit status: 0 on success, 1 on a failure, 2 on a bad command line
 template <class Body>
-int run_program(int argc, char** argv, const std::string& chapter, const std::string& about, Body&& body)
+int run_program(int argc, char** argv, const std::string& chapter,
+                const std::string& about, Body&& body)
 {
-    select_blas_core();  // may run the program again, on the BLAS core the processor deserves
+    select_blas_core();  // may run the program again, on the BLAS core the processor
+                         // deserves
     const std::string name = std::filesystem::path(argv[0]).filename().string();
-    const std::string usage = "usage: " + name + " [--out DIR] [--seed N] [--quick] [--bench] [--help]";
+    const std::string usage = "usage: " + name +
+                              " [--out DIR] [--seed N] [--quick] [--bench] [--model FILE]"
+                              " [--help]";
     Options options;
     try {
         bool help = false;
@@ -140,8 +163,8 @@ int run_program(int argc, char** argv, const std::string& chapter, const std::st
     }
     try {
         std::filesystem::create_directories(options.out);
-        std::cout << name << ": " << about << " (seed " << options.seed << (options.quick ? ", quick" : "")
-                  << ")\n";
+        std::cout << name << ": " << about << " (seed " << options.seed
+                  << (options.quick ? ", quick" : "") << ")\n";
         const Machine machine = this_machine();
         std::cout << name << ": measured on " << machine.summary() << "\n";
         Results results;

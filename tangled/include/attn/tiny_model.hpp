@@ -181,7 +181,7 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:767
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:772
 /// @brief The Adam optimiser (Kingma & Ba 2015, Algorithm 1) over every parameter of a TinyModel.
 template <class T>
 class Adam {
@@ -265,7 +265,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:817
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:822
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -312,7 +312,7 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model, const TrainingCon
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:869
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:874
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -337,7 +337,7 @@ Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count, std::
     return {loss / positions, double(correct) / positions, double(perfect) / double(count)};
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:900
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:905
 /// @brief Attention weights of every head of every layer on one sequence: [layer][head], each n×n.
 template <class T>
 std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(const TinyModel<T>& model,
@@ -350,7 +350,7 @@ std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(const TinyModel<
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:917
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:922
 /// @brief For each [layer][head], the fraction of queries whose largest weight is on ideal_keys[i],
 /// over `count` fresh reversal examples.
 template <class T>
@@ -372,7 +372,7 @@ std::vector<std::vector<double>> ideal_key_agreement(const TinyModel<T>& model, 
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:947
+// ⟨Save and load the model⟩ 04-learning-attention.md:952
 /// @brief Write `model` as text: a header, the shape, then every parameter matrix by name.
 template <class T>
 void save_model(const std::filesystem::path& path, const TinyModel<T>& model)
@@ -417,7 +417,7 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:996
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1001
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;
