@@ -18,7 +18,7 @@
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:499
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:498
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -30,7 +30,7 @@ int main(int argc, char** argv)
     return attn::run_program(argc, argv, "ch05", "what the tiny model of chapter 4 attends to, and every pattern",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
-        // ⟨Load chapter 4's model and snapshots⟩ 05-visualizing-attention.md:29
+        // ⟨Load chapter 4's model and snapshots⟩ 05-visualizing-attention.md:28
         const std::filesystem::path model_file =
             options.model.empty() ? std::filesystem::path("figures/ch04/model.txt") : options.model;
         const std::filesystem::path snapshots_file = model_file.parent_path() / "snapshots.txt";
@@ -44,7 +44,7 @@ int main(int argc, char** argv)
         const std::size_t n = model.shape.n, layers = model.shape.layers, heads = model.shape.heads;
         results.add("layers", double(layers));
         results.add("heads", double(heads));
-        // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:84
+        // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:83
         const std::vector<std::string> letters = attn::token_letters(probe);
         const auto maps = attn::attention_maps(model, probe);  // [layer][head], n×n
         const auto head_paths = attn::plot::head_heatmaps(out, "attentions", maps, letters);
@@ -56,7 +56,7 @@ int main(int argc, char** argv)
             }
         results.add("head_figures", double(head_paths.size()));
         results.add("plotted_vs_model_max_abs_difference", plotted_difference, 2);
-        // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:156
+        // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:155
         std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
         const auto agreement = attn::ideal_key_agreement(model, attn::reversal_ideal_keys(n), 200, agreement_rng);
         std::size_t best_layer = 0, best_head = 0;
@@ -70,14 +70,14 @@ int main(int argc, char** argv)
                     if (agreement[l][h] > agreement[best_layer][best_head]) best_layer = l, best_head = h;
                 }
         }
-        // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:235
+        // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:234
         const std::vector<std::size_t> word = attn::letter_tokens("algorithms");
         const std::vector<std::string> word_letters = attn::token_letters(word);
         const auto word_maps = attn::attention_maps(model, word);
         for (std::size_t l = 0; l < layers; ++l)
             attn::plot::word_to_word(out / ("word_to_word_layer" + std::to_string(l) + ".svg"), word_maps[l], word_letters,
                                      "Layer " + std::to_string(l) + " on 'algorithms': query → key");
-        // ⟨Animate the training steps⟩ 05-visualizing-attention.md:324
+        // ⟨Animate the training steps⟩ 05-visualizing-attention.md:323
         std::vector<xt::xtensor<double, 2>> step_frames;
         std::vector<std::string> step_titles;
         for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -93,7 +93,7 @@ int main(int argc, char** argv)
                                      {"", letters, letters}, 30);
         results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head));
         results.add("training_frames", double(snapshots.size()));
-        // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:402
+        // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:401
         std::vector<xt::xtensor<double, 2>> layer_means;
         for (std::size_t l = 0; l < layers; ++l) {
             layer_means.push_back(attn::average_heads(maps[l]));
@@ -115,7 +115,7 @@ int main(int argc, char** argv)
         results.add("rollout_mass_on_mirror", on_mirror);
         results.add("rollout_mass_on_self", on_self);
         results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-        // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:433
+        // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:432
         double last_on_mirror = 0, mirror_rows_differ = 0;
         for (std::size_t i = 0; i < n; ++i) {
             last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -125,7 +125,7 @@ int main(int argc, char** argv)
         }
         results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
         results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-        // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:507
+        // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:506
         const std::size_t n_gallery = 64;
         std::vector<attn::plot::Pattern> gallery = {{"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};
         gallery.push_back({"causal (ch. 2)", attn::causal_mask(n_gallery)});

@@ -26,7 +26,7 @@
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:369
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:368
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
 inline xt::xtensor<double, 2> average_heads(const std::vector<xt::xtensor<double, 2>>& heads)
 {
@@ -36,7 +36,7 @@ inline xt::xtensor<double, 2> average_heads(const std::vector<xt::xtensor<double
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:380
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:379
 /// @brief Attention rollout (Abnar & Zuidema 2020, §3): R = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
 /// @param layer_weights each layer's attention (heads averaged), first layer first, each n×n
 /// @return R, n×n; row i is how much each input token contributes to output position i (sums to 1)
@@ -61,7 +61,7 @@ inline xt::xtensor<double, 2> attention_rollout(const std::vector<xt::xtensor<do
 
 namespace attn::plot {
 
-// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:98
+// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:97
 /// @brief Read the matrix a heatmap wrote beside `figure` (its .tsv of "row col value" lines).
 /// Masked cells read as 0. @return the matrix, rows×cols
 inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figure)
@@ -84,7 +84,7 @@ inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figur
     return values;
 }
 
-// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:51
+// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:50
 /// The labels run together into one word ("a", "t", … → "at…").
 inline std::string join_labels(const std::vector<std::string>& labels)
 {
@@ -112,7 +112,7 @@ inline std::vector<std::filesystem::path> head_heatmaps(const std::filesystem::p
 }
 
 
-// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:181
+// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:180
 /// @brief Draw the heads' weights as lines from queries (left column) to keys (right column).
 /// Width and opacity grow with the weight, the colour says the head; weights below `threshold` are not drawn.
 /// Writes `path` (SVG) and `path`.tsv with lines "head query key weight" for every pair.
@@ -161,7 +161,7 @@ inline void word_to_word(const std::filesystem::path& path, const std::vector<xt
     for (const auto& segment : segments) figure.send(segment);
 }
 
-// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:266
+// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:265
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over frame f; the frames
 /// share axes, labels and colour scale. Writes `path`.tsv with lines "frame row col value".
 /// @param frames each n×m, all the same shape; @param delay_cs time per frame in hundredths of a second
@@ -213,7 +213,7 @@ inline void animate_heatmaps(const std::filesystem::path& path, const std::vecto
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:534
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:533
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;
