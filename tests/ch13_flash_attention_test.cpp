@@ -6,6 +6,8 @@
 #include <array>
 #include <cmath>
 #include <filesystem>
+#include <set>
+#include <utility>
 #include <string>
 #include <limits>
 #include <random>
@@ -355,6 +357,108 @@ BOOST_AUTO_TEST_CASE(the_cache_sizes_are_read_from_the_machine)
     const attn::FlashOptions plan = attn::detail::plan_flash({}, 64, 64);
     BOOST_TEST(plan.key_tile % 32 == 0u);
     BOOST_TEST(plan.key_tile * 128 * sizeof(float) <= caches.l2_bytes / 4 + 32 * 128 * sizeof(float));
+}
+
+using Cells = std::set<std::pair<std::size_t, std::size_t>>;
+
+// The (row, column) entries of `O` that are not finite.
+template <class T>
+Cells non_finite(const xt::xtensor<T, 2>& O)
+{
+    Cells cells;
+    for (std::size_t i = 0; i < O.shape(0); ++i)
+        for (std::size_t c = 0; c < O.shape(1); ++c)
+            if (!std::isfinite(double(O(i, c)))) cells.emplace(i, c);
+    return cells;
+}
+
+bool includes(const Cells& big, const Cells& small)
+{
+    return std::includes(big.begin(), big.end(), small.begin(), small.end());
+}
+
+// The kernel contract's clause on non-finite inputs, for one element type, kernel and tile size:
+// a NaN in Q row i, K row j or V(j, c) reaches exactly the outputs that depend on it (causal: at
+// least those; a weight of exactly 0 times NaN may reach more rows of column c, never fewer).
+template <class T>
+void check_nan_reaches_what_depends_on_it(FlashKernel kernel, std::size_t b_r, std::size_t b_c, bool fused)
+{
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    const std::size_t n = 53, d_v = 24, i = 17, j = 40, c = 5;
+    const auto inputs = random_inputs(n, n, 16, d_v, 31);
+    const xt::xtensor<T, 2> Q = inputs.Q, K = inputs.K, V = inputs.V;
+    for (bool causal : {false, true}) {
+        auto attend = [&](const xt::xtensor<T, 2>& q, const xt::xtensor<T, 2>& k, const xt::xtensor<T, 2>& v) {
+            return fused ? attn::flash_attention(q, k, v, causal, tiles(b_r, b_c, kernel))
+                         : attn::unfused_attention(q, k, v, causal, tiles(b_r, b_c, kernel));
+        };
+        const std::string what = std::string(fused ? "tiled " : "three passes ") + name(kernel) +
+                                 (causal ? ", causal" : "") + ", tiles " + std::to_string(b_r) + "×" +
+                                 std::to_string(b_c);
+        BOOST_TEST_CONTEXT(what)
+        {
+            Cells row_i, seeing_j, column_c;  // what a NaN in Q_i, K_j, V_jc must reach
+            for (std::size_t r = 0; r < n; ++r)
+                for (std::size_t col = 0; col < d_v; ++col) {
+                    if (r == i) row_i.emplace(r, col);
+                    if (!causal || r >= j) seeing_j.emplace(r, col);
+                    if ((!causal || r >= j) && col == c) column_c.emplace(r, col);
+                }
+            auto Q_nan = Q;
+            Q_nan(i, 3) = nan;
+            BOOST_TEST((non_finite(attend(Q_nan, K, V)) == row_i));
+            auto K_nan = K;
+            K_nan(j, 0) = nan;
+            BOOST_TEST((non_finite(attend(Q, K_nan, V)) == seeing_j));
+            auto V_nan = V;
+            V_nan(j, c) = nan;
+            const Cells reached = non_finite(attend(Q, K, V_nan));
+            BOOST_TEST(includes(reached, column_c));
+            for (const auto& cell : reached) BOOST_TEST(cell.second == c);  // never another column
+            if (!causal) BOOST_TEST((reached == column_c));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_reaches_the_outputs_that_depend_on_it_in_every_kernel)
+{
+    for (bool fused : {true, false}) {
+        check_nan_reaches_what_depends_on_it<double>(FlashKernel::best, 0, 0, fused);
+        check_nan_reaches_what_depends_on_it<double>(FlashKernel::best, 7, 16, fused);
+        for (FlashKernel kernel : float_kernels)
+            for (const auto& [b_r, b_c] : std::vector<std::array<std::size_t, 2>>{{0, 0}, {7, 16}, {13, 1}})
+                check_nan_reaches_what_depends_on_it<float>(kernel, b_r, b_c, fused);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_shapes_of_the_kernel_contract_hold_in_every_kernel)
+{
+    for (FlashKernel kernel : float_kernels) {
+        const std::string what = name(kernel);
+        BOOST_TEST_CONTEXT(what)
+        {
+            const auto none = random_inputs(0, 4, 5, 3, 8);  // n = 0: an empty 0×d_v result
+            const xt::xtensor<float, 2> Q0 = none.Q, K0 = none.K, V0 = none.V;
+            BOOST_TEST(attn::flash_attention(Q0, K0, V0, false, tiles(0, 0, kernel)).shape(1) == 3u);
+            BOOST_TEST(attn::unfused_attention(Q0, K0, V0, false, tiles(0, 0, kernel)).shape(0) == 0u);
+            const auto narrow = random_inputs(5, 5, 4, 0, 8);  // d_v = 0: an n×0 result
+            const xt::xtensor<float, 2> Q1 = narrow.Q, K1 = narrow.K, V1 = narrow.V;
+            for (bool causal : {false, true}) {
+                const auto O = attn::flash_attention(Q1, K1, V1, causal, tiles(0, 0, kernel));
+                BOOST_TEST((O.shape(0) == 5u && O.shape(1) == 0u));
+                const auto U = attn::unfused_attention(Q1, K1, V1, causal, tiles(0, 0, kernel));
+                BOOST_TEST((U.shape(0) == 5u && U.shape(1) == 0u));
+            }
+            const auto no_keys = random_inputs(3, 0, 5, 2, 8);  // m = 0 and d_k = 0: errors
+            const xt::xtensor<float, 2> Q2 = no_keys.Q, K2 = no_keys.K, V2 = no_keys.V;
+            BOOST_CHECK_THROW(attn::flash_attention(Q2, K2, V2, false, tiles(0, 0, kernel)), std::invalid_argument);
+            BOOST_CHECK_THROW(attn::unfused_attention(Q2, K2, V2, false, tiles(0, 0, kernel)), std::invalid_argument);
+            const xt::xtensor<float, 2> Q3 = xt::zeros<float>({3, 0}), K3 = xt::zeros<float>({4, 0}),
+                                        V3 = xt::ones<float>({4, 2});
+            BOOST_CHECK_THROW(attn::flash_attention(Q3, K3, V3, false, tiles(0, 0, kernel)), std::invalid_argument);
+            BOOST_CHECK_THROW(attn::unfused_attention(Q3, K3, V3, false, tiles(0, 0, kernel)), std::invalid_argument);
+        }
+    }
 }
 
 BOOST_AUTO_TEST_CASE(wrong_shapes_are_rejected)

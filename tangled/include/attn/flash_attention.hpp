@@ -124,7 +124,7 @@ inline xt::xtensor<double, 2> finish_softmax_state(const SoftmaxState& state)
     return O;
 }
 
-// ⟨Choose the kernel⟩ 13-flash-attention.md:1157
+// ⟨Choose the kernel⟩ 13-flash-attention.md:1165
 /// @brief Which kernel flash_attention<float> may use: the fastest the processor has,
 /// at most.
 enum class FlashKernel {
@@ -285,7 +285,7 @@ void flash_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
     });
 }
 
-// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1113
+// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1121
 /// The portable three-pass baseline: S = Q·Kᵀ·scale (n×m), the softmax of each row,
 /// then O = P·V.
 template <class T>
@@ -320,7 +320,7 @@ void unfused_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
     });
 }
 
-// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:736
+// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:737
 /// Floats on 64-byte boundaries (a cache line), zero-filled.
 struct AlignedFloats {
     explicit AlignedFloats(std::size_t count)
@@ -339,7 +339,7 @@ private:
     std::unique_ptr<float, Free> data;
 };
 
-// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:690
+// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:691
 /// Keys and values of every key tile, in the order the vector kernel reads them.
 struct KeyPanels {
     std::size_t tile, group;      ///< B_c; keys per group (the kernel's micro_cols)
@@ -429,14 +429,14 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:660
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:661
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:826
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:830
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
-    x = vmin(vmax(x, vset(-127.0f)), vset(128.0f));
+    x = vmin(vset(128.0f), vmax(vset(-127.0f), x));  // clamped; a NaN stays NaN
     const vfloat k = vround(x);
     const vfloat f = vsub(x, k);  // in [−½, ½], exact
     // 2^f ≈ 1 + f(c1 + f(c2 + f(c3 + f(c4 + f c5)))), in Horner's form
@@ -463,7 +463,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:767
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:768
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -493,7 +493,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:874
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:880
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -509,7 +509,9 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
         for (std::size_t j = 0; j < cols; j += lanes)
             largest = vmax(largest, vload(s_r + j));
         const float new_max = std::max(row_max[r], vreduce_max(largest) * scale);
-        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty
+        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty,
+            if (std::any_of(s_r, s_r + cols, [](float v) { return v != v; }))
+                row_sum[r] = std::numeric_limits<float>::quiet_NaN();  // or poison it
             std::fill(s_r, s_r + cols, 0.0f);
             alpha[r] = 1;
             continue;
@@ -528,7 +530,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:919
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:927
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -565,7 +567,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:968
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:976
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -586,7 +588,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -612,7 +614,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1024
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1032
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -630,7 +632,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1057
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1065
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -650,7 +652,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -744,14 +746,14 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:660
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:661
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:826
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:830
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
-    x = vmin(vmax(x, vset(-127.0f)), vset(128.0f));
+    x = vmin(vset(128.0f), vmax(vset(-127.0f), x));  // clamped; a NaN stays NaN
     const vfloat k = vround(x);
     const vfloat f = vsub(x, k);  // in [−½, ½], exact
     // 2^f ≈ 1 + f(c1 + f(c2 + f(c3 + f(c4 + f c5)))), in Horner's form
@@ -778,7 +780,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:767
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:768
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -808,7 +810,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:874
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:880
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -824,7 +826,9 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
         for (std::size_t j = 0; j < cols; j += lanes)
             largest = vmax(largest, vload(s_r + j));
         const float new_max = std::max(row_max[r], vreduce_max(largest) * scale);
-        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty
+        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty,
+            if (std::any_of(s_r, s_r + cols, [](float v) { return v != v; }))
+                row_sum[r] = std::numeric_limits<float>::quiet_NaN();  // or poison it
             std::fill(s_r, s_r + cols, 0.0f);
             alpha[r] = 1;
             continue;
@@ -843,7 +847,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:919
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:927
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -880,7 +884,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:968
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:976
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -901,7 +905,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -927,7 +931,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1024
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1032
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -945,7 +949,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1057
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1065
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -965,7 +969,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1050,6 +1054,7 @@ inline vfloat vround(vfloat x)  // ties to even, the default rounding mode
 inline vfloat vpow2(vfloat k)  // 2^k for whole k in [−127, 128]: exponent field k + 127
 {
     return lanewise([&](std::size_t l) {
+        if (k.lane[l] != k.lane[l]) return 1.0f;  // NaN: what the instructions give
         const std::uint32_t bits = std::uint32_t(std::int32_t(k.lane[l]) + 127) << 23;
         float power;
         std::memcpy(&power, &bits, sizeof power);
@@ -1069,14 +1074,14 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:660
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:661
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:826
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:830
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
-    x = vmin(vmax(x, vset(-127.0f)), vset(128.0f));
+    x = vmin(vset(128.0f), vmax(vset(-127.0f), x));  // clamped; a NaN stays NaN
     const vfloat k = vround(x);
     const vfloat f = vsub(x, k);  // in [−½, ½], exact
     // 2^f ≈ 1 + f(c1 + f(c2 + f(c3 + f(c4 + f c5)))), in Horner's form
@@ -1103,7 +1108,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:767
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:768
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1133,7 +1138,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:874
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:880
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1149,7 +1154,9 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
         for (std::size_t j = 0; j < cols; j += lanes)
             largest = vmax(largest, vload(s_r + j));
         const float new_max = std::max(row_max[r], vreduce_max(largest) * scale);
-        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty
+        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty,
+            if (std::any_of(s_r, s_r + cols, [](float v) { return v != v; }))
+                row_sum[r] = std::numeric_limits<float>::quiet_NaN();  // or poison it
             std::fill(s_r, s_r + cols, 0.0f);
             alpha[r] = 1;
             continue;
@@ -1168,7 +1175,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:919
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:927
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1205,7 +1212,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:968
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:976
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -1226,7 +1233,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1252,7 +1259,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1024
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1032
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -1270,7 +1277,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1057
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1065
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -1290,7 +1297,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1371,6 +1378,7 @@ inline vfloat vround(vfloat x)  // ties to even, the default rounding mode
 inline vfloat vpow2(vfloat k)  // 2^k for whole k in [−127, 128]: exponent field k + 127
 {
     return lanewise([&](std::size_t l) {
+        if (k.lane[l] != k.lane[l]) return 1.0f;  // NaN: what the instructions give
         const std::uint32_t bits = std::uint32_t(std::int32_t(k.lane[l]) + 127) << 23;
         float power;
         std::memcpy(&power, &bits, sizeof power);
@@ -1390,14 +1398,14 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:660
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:661
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:826
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:830
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
-    x = vmin(vmax(x, vset(-127.0f)), vset(128.0f));
+    x = vmin(vset(128.0f), vmax(vset(-127.0f), x));  // clamped; a NaN stays NaN
     const vfloat k = vround(x);
     const vfloat f = vsub(x, k);  // in [−½, ½], exact
     // 2^f ≈ 1 + f(c1 + f(c2 + f(c3 + f(c4 + f c5)))), in Horner's form
@@ -1424,7 +1432,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:767
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:768
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1454,7 +1462,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:874
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:880
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1470,7 +1478,9 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
         for (std::size_t j = 0; j < cols; j += lanes)
             largest = vmax(largest, vload(s_r + j));
         const float new_max = std::max(row_max[r], vreduce_max(largest) * scale);
-        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty
+        if (new_max == minus_inf) {  // nothing seen yet: keep the state empty,
+            if (std::any_of(s_r, s_r + cols, [](float v) { return v != v; }))
+                row_sum[r] = std::numeric_limits<float>::quiet_NaN();  // or poison it
             std::fill(s_r, s_r + cols, 0.0f);
             alpha[r] = 1;
             continue;
@@ -1489,7 +1499,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:919
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:927
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1526,7 +1536,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:968
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:976
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -1547,7 +1557,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1573,7 +1583,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1024
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1032
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -1591,7 +1601,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1057
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1065
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -1611,7 +1621,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1008
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1016
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1647,7 +1657,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 }  // namespace emulated16
 #undef ATTN_SIMD
 
-// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1174
+// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1182
 /// True when the processor running the program has AVX2 and FMA.
 inline bool has_avx2_fma()
 {
@@ -1686,7 +1696,7 @@ inline FlashKernel resolve_kernel(FlashKernel requested)
     }
 }
 
-// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1217
+// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1225
 /// Run the fused (flash) or the three-pass kernel that `plan.kernel` resolves to.
 template <class T>
 void run_kernel(bool fused, const T* Q, const T* K, const T* V, T* O, std::size_t n,
@@ -1726,7 +1736,7 @@ void run_kernel(bool fused, const T* Q, const T* K, const T* V, T* O, std::size_
         unfused_portable(Q, K, V, O, n, m, d_k, d_v, causal, plan);
 }
 
-// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1345
+// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1353
 /// Shapes checked, tiles planned, then the fused or three-pass kernel; n = 0 gives
 /// 0×d_v.
 template <class T>
@@ -1751,7 +1761,7 @@ xt::xtensor<T, 2> attention_with_kernel(bool fused, const xt::xtensor<T, 2>& Q,
 
 }  // namespace detail
 
-// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1260
+// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1268
 /// @brief The kernel flash_attention<float> runs with `options` on this processor:
 /// "AVX-512", "AVX2", "portable", or an emulated one's name.
 inline std::string flash_kernel_name(const FlashOptions& options = {})
@@ -1765,7 +1775,7 @@ inline std::string flash_kernel_name(const FlashOptions& options = {})
     }
 }
 
-// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1282
+// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1290
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles with an online softmax
 /// (FlashAttention), never storing an n×m matrix: O(n·d) memory.
 /// @param Q queries, n×d_k
