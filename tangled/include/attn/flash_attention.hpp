@@ -253,7 +253,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O,
             const std::size_t r = i - i0;
             const T new_max = std::max(row_max[r], tile_max);
             const T alpha = std::exp(row_max[r] - new_max);  // 0 on the row's first tile (m = −∞)
-            T* o = &acc[r * d_v];
+            T* o = acc.data() + r * d_v;  // row r of the tile's outputs (d_v may be 0)
             for (std::size_t c = 0; c < d_v; ++c) o[c] *= alpha;
             T p_sum = 0;
             for (std::size_t j = j0; j < j_end; ++j) {
