@@ -1,13 +1,19 @@
 # The book's only entry point. `make help` lists what it can do.
 #
-# chapters/NN-slug.md --tangle--> tangled/ (committed) + build/tangled/ (#line twin)
-# build/tangled/ --g++--> build/bin/chNN_slug, build/tests/chNN_slug_test
+# chapters/NN-slug.md --tangle--> tangled/ (committed) + build/tangled/ (#line twin) + build/tangle/keys/
+# build/tangled/ --g++--> build/bin/chNN_slug, build/tests/chNN_slug_test  (when the key changed)
 # build/bin/chNN_slug --run--> figures/chNN/ --sphinx--> build/book/html
+#
+# What make compares is content, not line numbers: compiles and Doxygen depend on the keys
+# (the code without its chapter line numbers), so a prose edit that moves code down a chapter
+# recompiles nothing and reruns nothing; a run is repeated when its program's content changed
+# or figures/chNN is not what the run published. The tangler runs while make reads this file
+# (it makes build/tangle/outputs.mk, which is included), so even `make -n` sees the tangled
+# files as they are, and tells the truth about what it would compile and run.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 .DELETE_ON_ERROR:
-.SECONDARY:
 NPROC := $(shell nproc 2>/dev/null || echo 2)
 MAKEFLAGS += --no-builtin-rules
 ifeq ($(MAKELEVEL),0)
@@ -40,6 +46,18 @@ CXXFLAGS := -std=c++17 $(OPT) -Wall -Wextra -MMD -MP
 LDLIBS := -lopenblas -lboost_iostreams -lboost_system -lboost_filesystem -lpthread
 TEST_LDLIBS := -lboost_unit_test_framework
 
+STATE := build/tangle
+KEYS := $(STATE)/keys
+# SANITIZE=1 compiles against the twin itself, so a sanitizer's trace always names the chapter's
+# current lines (a prose edit then recompiles); the optimised build compiles when the key changes.
+ifeq ($(SANITIZE),1)
+DEPS_ON := $(TWIN)
+else
+DEPS_ON := $(KEYS)
+endif
+# the dependency file names the twin; make the object depend on what DEPS_ON says
+rekey = $(if $(filter $(KEYS),$(DEPS_ON)),sed -i 's@\(^\| \)$(TWIN)/@\1$(KEYS)/@g' $(1))
+
 CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]-*.md))
 # chapters/01-self-attention.md -> ch01_self_attention
 prog_of = ch$(subst -,_,$(basename $(notdir $(1))))
@@ -47,7 +65,15 @@ PROGRAMS := $(foreach c,$(CHAPTERS),$(call prog_of,$(c)))
 SHORT := $(foreach p,$(PROGRAMS),$(firstword $(subst _, ,$(p))))
 BINS := $(PROGRAMS:%=$(BUILD)/bin/%)
 TESTS := $(foreach p,$(PROGRAMS),$(if $(wildcard tests/$(p)_test.cpp),$(BUILD)/tests/$(p)_test))
-RUNS := $(SHORT:%=build/run/%.stamp)
+# Runs of the sanitized build have their own stamps and figures: the book never quotes them.
+RUN := $(BUILD)/run
+ifeq ($(SANITIZE),1)
+FIGURES := $(BUILD)/figures
+else
+FIGURES := figures
+endif
+RUNS := $(SHORT:%=$(RUN)/%.stamp)
+OBJECTS := $(PROGRAMS:%=$(BUILD)/obj/%.o) $(patsubst $(BUILD)/tests/%,$(BUILD)/obj/tests/%.o,$(TESTS))
 TOOLS := tools/tangle.py tools/chunks.py
 DOXYGEN_STAMP := build/doxygen/xml/index.xml
 
@@ -65,16 +91,35 @@ deps: ## install the Debian packages that are missing (a no-op when all are ther
 
 # ---------------------------------------------------------------- tangle
 
-tangle: build/tangle.stamp ## extract the chapters' chunks into tangled/ (and the #line twin in build/)
+# The tangler runs as make reads this file, whenever a chapter or the tangler changed, or one
+# of the files it wrote (listed in outputs.mk) is missing or newer than its last run: a deleted
+# twin is written again, and a file of tangled/ edited by hand is refused, by name (FORCE=1
+# discards the edit). It writes only files whose content changed. Goals that must see the
+# committed tangled/ as it is (check-tangle, check) or need no C++ do not tangle.
+NO_TANGLE_GOALS := help deps clean check check-tangle
+ifneq ($(filter-out $(NO_TANGLE_GOALS),$(or $(MAKECMDGOALS),$(.DEFAULT_GOAL))),)
+include $(STATE)/outputs.mk
+# a chapter added or removed
+ifneq ($(strip $(TANGLE_CHAPTERS)),$(strip $(CHAPTERS)))
+$(STATE)/outputs.mk: FORCE
+endif
+# runs whose published figures are missing or changed since (e.g. a program run by hand)
+STALE_RUNS := $(shell $(PYTHON) tools/run_chapter.py --stale --runs $(RUN) --figures $(FIGURES) $(SHORT))
+$(STALE_RUNS:%=$(RUN)/%.stamp): FORCE
+endif
 
-build/tangle.stamp: $(CHAPTERS) $(TOOLS)
-	@mkdir -p $(@D)
+$(STATE)/outputs.mk: $(CHAPTERS) $(TOOLS) $(TANGLE_OUTPUTS)
 	@echo "  tangle   $(words $(CHAPTERS)) chapters -> tangled/"
-	@$(PYTHON) tools/tangle.py --quiet $(CHAPTERS)
+	@mkdir -p build && flock build/.tangle.lock $(PYTHON) tools/tangle.py --quiet $(if $(FORCE),--force) --state $(STATE) $(CHAPTERS)
 	@touch $@
 
-# Every tangled file is made by the tangle step; it only rewrites files whose text changed.
-$(TWIN)/%: build/tangle.stamp ;
+$(TANGLE_OUTPUTS): ;
+
+FORCE:
+.PHONY: FORCE
+
+tangle: $(STATE)/outputs.mk ## extract the chapters' chunks into tangled/ (and the #line twin in build/); FORCE=1 discards hand edits
+	@echo "tangle: tangled/ and $(TWIN)/ hold what the chapters say"
 
 check-tangle: ## fail, naming each file, if tangled/ is out of sync with chapters/
 	@$(PYTHON) tools/tangle.py --check $(CHAPTERS)
@@ -83,19 +128,24 @@ check-tangle: ## fail, naming each file, if tangled/ is out of sync with chapter
 
 build: $(BINS) $(TESTS) ## compile every chapter's program and tests
 
-$(BUILD)/obj/%.o: $(TWIN)/programs/%.cpp
+# Objects are kept (they are intermediate only in make's sense); nothing else is intermediate.
+.SECONDARY: $(OBJECTS)
+
+$(BUILD)/obj/%.o: $(DEPS_ON)/programs/%.cpp | $(STATE)/outputs.mk
 	@mkdir -p $(@D)
 	@echo "  compile  $*"
-	@$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+	@$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $(TWIN)/programs/$*.cpp -o $@
+	@$(call rekey,$(@:.o=.d))
 
 $(BUILD)/bin/%: $(BUILD)/obj/%.o
 	@mkdir -p $(@D)
 	@$(CXX) $(CXXFLAGS) $< -o $@ $(LDLIBS)
 
-$(BUILD)/obj/tests/%.o: tests/%.cpp | build/tangle.stamp
+$(BUILD)/obj/tests/%.o: tests/%.cpp | $(STATE)/outputs.mk
 	@mkdir -p $(@D)
 	@echo "  compile  $* (tests)"
 	@$(CXX) $(CPPFLAGS) -Itests $(CXXFLAGS) -c $< -o $@
+	@$(call rekey,$(@:.o=.d))
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o
 	@mkdir -p $(@D)
@@ -108,23 +158,24 @@ $(BUILD)/tests/ch00_instruments_test: $(BUILD)/bin/ch00_instruments
 
 # ---------------------------------------------------------------- run
 
-# A chapter's figures are written to a fresh folder that replaces figures/chNN only when the
+# A chapter's figures are written to a fresh folder that replaces $(FIGURES)/chNN only when the
 # program succeeds, so a failed run never leaves half a set of figures. Timed runs never share
 # the machine with the build: they wait (order-only) until every program is compiled and the
-# API reference is extracted, and they run one at a time (flock), even under -j.
-build/run/%.stamp: figures/style.gp | $(BINS) $(DOXYGEN_STAMP)
+# API reference is extracted, and they run one at a time (a lock), even under -j. The stamp
+# records a hash of the program and inputs and what was published: a relinked program whose
+# content did not change is not run again, and a published folder changed by hand is.
+# (`make run-chNN` runs one chapter as soon as its own program is built: ONE_RUN=1.)
+RUN_AFTER := $(if $(ONE_RUN),,$(BINS) $(DOXYGEN_STAMP))
+$(RUN)/%.stamp: figures/style.gp | $(RUN_AFTER)
 	@mkdir -p $(@D)
-	@echo "  run      $(PROG_$*) -> figures/$* (timed: alone, after the build)"
-	@rm -rf figures/$*.partial
-	@flock build/run/.lock $(BUILD)/bin/$(PROG_$*) --out figures/$*.partial > build/run/$*.log 2>&1 \
-	  || { cat build/run/$*.log; rm -rf figures/$*.partial; exit 1; }
-	@rm -rf figures/$* && mv figures/$*.partial figures/$*
-	@echo "  figures  figures/$*: $$(find figures/$* -type f | wc -l) files"
-	@touch $@
+	@$(PYTHON) tools/run_chapter.py --program $(BUILD)/bin/$(PROG_$*) --out $(FIGURES)/$* --stamp $@ \
+	  --log $(RUN)/$*.log --lock $(RUN)/.lock $(addprefix --input ,$(filter-out $(BUILD)/bin/% FORCE,$^)) \
+	  $(addprefix --arg=,$(ARGS_$*))
 
 # A chapter whose program reads what an earlier chapter's program wrote (from figures/chNN/)
-# names that run here, e.g. "build/run/ch05.stamp: build/run/ch04.stamp".
-build/run/ch05.stamp: build/run/ch04.stamp
+# names that run here, e.g. "$(RUN)/ch05.stamp: $(RUN)/ch04.stamp".
+$(RUN)/ch05.stamp: $(RUN)/ch04.stamp
+ARGS_ch05 := --model $(FIGURES)/ch04/model.txt
 
 figures: $(RUNS) ## run every chapter's program (one at a time, so timings are honest)
 
@@ -136,10 +187,9 @@ test: deps ## build and run every test, ending with 'tests: N passed, N failed'
 
 # ---------------------------------------------------------------- book
 
-# The clean headers are rewritten by the tangle step only when their text changes.
-tangled/%: build/tangle.stamp ;
-
-$(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp $(wildcard tangled/include/attn/*.hpp)
+# Doxygen reads the clean headers; it runs again when their keys change (their code, or the
+# set of headers), not when a prose edit moves their chunks' line numbers.
+$(DOXYGEN_STAMP): book/Doxyfile $(STATE)/roots.list $(filter $(KEYS)/include/%,$(TANGLE_OUTPUTS)) | $(STATE)/outputs.mk
 	@rm -rf build/doxygen/xml && mkdir -p build/doxygen
 	@echo "  doxygen  tangled/include"
 	@doxygen book/Doxyfile > build/doxygen/log.txt 2>&1 || { cat build/doxygen/log.txt; exit 1; }
@@ -147,11 +197,17 @@ $(DOXYGEN_STAMP): book/Doxyfile build/tangle.stamp $(wildcard tangled/include/at
 
 BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/null) tools/chunks.py tools/tangle.py
 
+ifeq ($(SANITIZE),1)
+build/book/html/index.html:
+	@echo "make: the book quotes timings, which a sanitized build would make wrong; build it without SANITIZE=1" >&2
+	@exit 2
+else
 build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
 	@echo "  sphinx   build/book/html"
 	@$(SPHINX) -b html -d build/book/doctrees -W --keep-going -n -q book build/book/html \
 	  || { rm -rf build/book/doctrees; exit 1; }  # so the next build reads every page and repeats each warning
 	@touch $@
+endif
 
 book: deps ## build the HTML book into build/book/html (tangles, builds, runs every chapter)
 	@$(MAKE) --no-print-directory -s build/book/html/index.html
@@ -170,12 +226,12 @@ serve: book ## serve the book on http://127.0.0.1:8000
 
 define chapter_rules
 PROG_$(2) := $(1)
-build/run/$(2).stamp: $(BUILD)/bin/$(1)
+$(RUN)/$(2).stamp: $(BUILD)/bin/$(1)
 $(2): $(BUILD)/bin/$(1) ## build one chapter's program
 run-$(2): $(BUILD)/bin/$(1)
-	@rm -f build/run/$(2).stamp
-	@$$(MAKE) --no-print-directory -s build/run/$(2).stamp
-	@cat build/run/$(2).log
+	@rm -f $(RUN)/$(2).stamp
+	@$$(MAKE) --no-print-directory -s ONE_RUN=1 $(RUN)/$(2).stamp
+	@cat $(RUN)/$(2).log
 test-$(2): $(if $(wildcard tests/$(1)_test.cpp),$(BUILD)/tests/$(1)_test)
 	@$(PYTHON) tools/run_tests.py $$^
 endef

@@ -3,6 +3,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -13,8 +14,8 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 
-#include "attn/cost.hpp"
 #include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
 #include "attn/random.hpp"
 #include "attn/sliding_window.hpp"
 #include "test_support.hpp"
@@ -229,20 +230,47 @@ BOOST_AUTO_TEST_CASE(receptive_field_grows_by_w_minus_one_per_layer)
                       std::invalid_argument);
 }
 
-BOOST_AUTO_TEST_CASE(crossover_is_interpolated_between_measured_sizes)
+BOOST_AUTO_TEST_CASE(the_kernel_scores_exactly_the_allowed_pairs)
 {
-    const std::vector<double> n = {1, 2, 4, 8};
-    // fast ∝ n, dense ∝ n²: fast = 4n, dense = n² cross at n = 4; the dense curve stops at n = 4.
-    const auto c = attn::find_crossover(n, {4, 8, 16, 32}, {1, 4, 16});
-    BOOST_TEST(c.how == "extrapolated");
-    BOOST_TEST(c.n == 4.0, boost::test_tools::tolerance(1e-9));
-    const auto d = attn::find_crossover(n, {3, 6, 12, 24}, {1, 4, 16});
-    BOOST_TEST(d.how == "measured");
-    BOOST_TEST(d.n == 3.0, boost::test_tools::tolerance(1e-9));
-    const auto e = attn::find_crossover(n, {0.5, 1, 2, 4}, {1, 4, 16});
-    BOOST_TEST(e.how == "below smallest");
-    const auto f = attn::find_crossover(n, {8, 64, 512, 4096}, {1, 4, 16});
-    BOOST_TEST(f.how == "never");
+    // A kernel that built Q·Kᵀ and masked it would give the same outputs but count n² scores.
+    for (auto [n, w] : sizes) {
+        const auto [Q, K, V] = random_inputs(n, 8, 4, 50 + n);
+        const attn::Mask mask = attn::sliding_window_mask(n, w);
+        attn::KeyVisits visits;
+        attn::sliding_window_attention(Q, K, V, w, &visits);
+        const auto allowed = std::size_t(std::count(mask.begin(), mask.end(), true));
+        BOOST_TEST(visits.scores == allowed, "n=" << n << " w=" << w);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_visits_far_fewer_than_n_squared_keys)
+{
+    const std::size_t n = 2048, w = 64;
+    const auto [Q, K, V] = random_inputs(n, 8, 4, 60);
+    attn::KeyVisits visits;
+    attn::sliding_window_attention(Q, K, V, w, &visits);
+    BOOST_TEST(visits.scores == n * w - w * (w - 1) / 2);  // rows i < w have i + 1 keys
+    BOOST_TEST(visits.scores * 16 < n * n);
+    attn::sliding_window_attention(Q, K, V, w, &visits);  // counts add up over calls
+    BOOST_TEST(visits.scores == 2 * (n * w - w * (w - 1) / 2));
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_never_holds_an_n_by_n_matrix)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed blocks in quarantine, so the peak would count every
+    // allocation of the call, not what it holds at once.
+    BOOST_TEST_MESSAGE("peak memory not checked under AddressSanitizer");
+    return;
+#endif
+    // One n×n float matrix is 4n² bytes (64 MiB at n = 4096); the kernel's peak is its
+    // n×d_v output and a window's scores.
+    const std::size_t n = 4096;
+    const auto [Q, K, V] = random_inputs(n, 16, 16, 61);
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    const std::size_t peak = attn::largest_peak_memory_bytes(
+        [&] { return attn::sliding_window_attention(Q_f, K_f, V_f, 128); });
+    BOOST_TEST(peak < 4 * n * n / 16, "peak " << peak << " bytes");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,6 +3,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <xtensor/xview.hpp>
 
 #include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
 #include "attn/random.hpp"
 #include "attn/sliding_window.hpp"
 #include "attn/sparse_transformer.hpp"
@@ -242,6 +244,59 @@ BOOST_AUTO_TEST_CASE(future_tokens_do_not_change_the_past)
             BOOST_TEST(strided_after(i, c) == strided(i, c));
             BOOST_TEST(fixed_after(i, c) == fixed(i, c));
         }
+}
+
+std::size_t allowed_pairs(const attn::Mask& mask)
+{
+    return std::size_t(std::count(mask.begin(), mask.end(), true));
+}
+
+BOOST_AUTO_TEST_CASE(the_kernels_score_exactly_the_allowed_pairs)
+{
+    // A kernel that built Q·Kᵀ and masked it would give the same outputs but count n² scores.
+    for (const Case& k : cases) {
+        const auto [Q, K, V] = random_inputs(k.n, 8, 4, 40 + k.n);
+        attn::KeyVisits strided, fixed;
+        attn::strided_attention(Q, K, V, k.stride, &strided);
+        attn::fixed_attention(Q, K, V, k.stride, k.c, &fixed);
+        BOOST_TEST(strided.scores == allowed_pairs(attn::strided_mask(k.n, k.stride)), name(k));
+        BOOST_TEST(fixed.scores == allowed_pairs(attn::fixed_mask(k.n, k.stride, k.c)), name(k));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_kernels_visit_order_n_sqrt_n_keys_not_n_squared)
+{
+    const std::size_t n = 2048, l = 45, c = 8, block = 128;  // ℓ ≈ √n, √(c·n)
+    const auto [Q, K, V] = random_inputs(n, 8, 4, 41);
+    attn::KeyVisits strided, fixed;
+    attn::strided_attention(Q, K, V, l, &strided);
+    attn::fixed_attention(Q, K, V, block, c, &fixed);
+    BOOST_TEST(strided.scores == allowed_pairs(attn::strided_mask(n, l)));
+    BOOST_TEST(fixed.scores == allowed_pairs(attn::fixed_mask(n, block, c)));
+    const double n_sqrt_n = double(n) * std::sqrt(double(n));
+    BOOST_TEST(double(strided.scores) <= 1.5 * n_sqrt_n);  // nℓ + n²/(2ℓ) at ℓ = √n
+    BOOST_TEST(strided.scores * 20 < n * n);
+    BOOST_TEST(fixed.scores * 10 < n * n);
+}
+
+BOOST_AUTO_TEST_CASE(the_kernels_never_hold_an_n_by_n_matrix)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed blocks in quarantine, so the peak would count every
+    // allocation of the call, not what it holds at once.
+    BOOST_TEST_MESSAGE("peak memory not checked under AddressSanitizer");
+    return;
+#endif
+    // One n×n float matrix is 4n² bytes (64 MiB at n = 4096).
+    const std::size_t n = 4096;
+    const auto [Q, K, V] = random_inputs(n, 16, 16, 42);
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    const std::size_t strided = attn::largest_peak_memory_bytes(
+        [&] { return attn::strided_attention(Q_f, K_f, V_f, 64); });
+    const std::size_t fixed = attn::largest_peak_memory_bytes(
+        [&] { return attn::fixed_attention(Q_f, K_f, V_f, 181, 8); });
+    BOOST_TEST(strided < 4 * n * n / 16, "strided peak " << strided << " bytes");
+    BOOST_TEST(fixed < 4 * n * n / 16, "fixed peak " << fixed << " bytes");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

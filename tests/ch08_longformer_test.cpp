@@ -3,6 +3,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
 #include "attn/random.hpp"
 #include "test_support.hpp"
 
@@ -217,6 +219,63 @@ BOOST_AUTO_TEST_CASE(output_has_shape_n_by_d_v)
     const auto O = attn::longformer_attention(Q, K, V, 2, 1, {0});
     BOOST_TEST(O.shape(0) == 9u);
     BOOST_TEST(O.shape(1) == 7u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(work)
+
+std::size_t allowed_pairs(const attn::Mask& mask)
+{
+    return std::size_t(std::count(mask.begin(), mask.end(), true));
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_scores_every_allowed_pair_and_a_bounded_few_more)
+{
+    // Each block of b = max(w, 32) queries scores its span of at most b + 2w keys and the
+    // g globals; each global row scores all n keys. A kernel that formed Q·Kᵀ would count n².
+    for (const Case& c : cases()) {
+        const auto [Q, K, V] = random_inputs(c.n, 4, 3, 20 * c.n + c.w);
+        const std::size_t g = c.global.size(), b = std::max<std::size_t>(c.w, 32);
+        attn::KeyVisits visits;
+        attn::longformer_attention(Q, K, V, c.w, c.dilation, c.global, &visits);
+        const std::size_t allowed = allowed_pairs(attn::longformer_mask(c.n, c.w, c.dilation, c.global));
+        BOOST_TEST(visits.scores >= allowed, describe(c));
+        BOOST_TEST(visits.scores <= c.n * (b + 2 * c.w + 2 * g), describe(c));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_visits_order_n_keys_not_n_squared)
+{
+    const std::size_t n = 2048, w = 64;
+    const auto [Q, K, V] = random_inputs(n, 4, 3, 21);
+    for (std::size_t dilation : {1, 3}) {
+        const std::vector<std::size_t> global = {0, 1000};
+        attn::KeyVisits visits;
+        attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
+        const std::size_t allowed = allowed_pairs(attn::longformer_mask(n, w, dilation, global));
+        BOOST_TEST(visits.scores >= allowed);
+        BOOST_TEST(visits.scores <= 2 * allowed, "dilation " << dilation);  // b = w: about 1.5
+        BOOST_TEST(visits.scores * 8 < n * n, "dilation " << dilation);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_never_holds_an_n_by_n_matrix)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed blocks in quarantine, so the peak would count every
+    // allocation of the call, not what it holds at once.
+    BOOST_TEST_MESSAGE("peak memory not checked under AddressSanitizer");
+    return;
+#endif
+    // One n×n float matrix is 4n² bytes (64 MiB at n = 4096).
+    const std::size_t n = 4096;
+    const auto [Q, K, V] = random_inputs(n, 16, 16, 22);
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    const std::size_t peak = attn::largest_peak_memory_bytes([&] {
+        return attn::longformer_attention(Q_f, K_f, V_f, 64, 1, std::vector<std::size_t>{0});
+    });
+    BOOST_TEST(peak < 4 * n * n / 16, "peak " << peak << " bytes");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -15,6 +15,7 @@
 
 #include "attn/bigbird.hpp"
 #include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
 #include "attn/random.hpp"
 #include "test_support.hpp"
 
@@ -217,6 +218,53 @@ BOOST_AUTO_TEST_CASE(output_has_shape_n_by_d_v)
     const auto O = attn::bigbird_attention(Q, K, V, {4, 1, 3});
     BOOST_TEST(O.shape(0) == 24u);
     BOOST_TEST(O.shape(1) == 7u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(work)
+
+BOOST_AUTO_TEST_CASE(the_kernel_scores_exactly_the_allowed_pairs)
+{
+    // Whole tiles, nothing hidden inside them: one score per allowed pair. A kernel that
+    // formed Q·Kᵀ and masked it would count n².
+    for (const Case& c : cases()) {
+        const auto [Q, K, V] = random_inputs(c.n, 4, 3, c.pattern.seed + 2);
+        const auto mask = attn::bigbird_mask(c.n, c.pattern);
+        attn::KeyVisits visits;
+        attn::bigbird_attention(Q, K, V, c.pattern, &visits);
+        BOOST_TEST(visits.scores == std::size_t(std::count(mask.begin(), mask.end(), true)),
+                   describe(c));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_visits_order_n_keys_not_n_squared)
+{
+    // n = 2048 in blocks of 16: 124 blocks see 3 window + 2 global + 3 random blocks, the
+    // two next to a global block 7 (their window holds one), the 2 global blocks all 128.
+    const std::size_t n = 2048, b = 16, n_blocks = n / b;
+    const auto [Q, K, V] = random_inputs(n, 4, 3, 23);
+    attn::KeyVisits visits;
+    attn::bigbird_attention(Q, K, V, {b, 3, 5}, &visits);
+    BOOST_TEST(visits.scores == ((n_blocks - 4) * 8 + 2 * 7 + 2 * n_blocks) * b * b);
+    BOOST_TEST(visits.scores * 10 < n * n);
+}
+
+BOOST_AUTO_TEST_CASE(the_kernel_never_holds_an_n_by_n_matrix)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps freed blocks in quarantine, so the peak would count every
+    // allocation of the call, not what it holds at once.
+    BOOST_TEST_MESSAGE("peak memory not checked under AddressSanitizer");
+    return;
+#endif
+    // One n×n float matrix is 4n² bytes (64 MiB at n = 4096).
+    const std::size_t n = 4096;
+    const auto [Q, K, V] = random_inputs(n, 16, 16, 24);
+    const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
+    const std::size_t peak = attn::largest_peak_memory_bytes(
+        [&] { return attn::bigbird_attention(Q_f, K_f, V_f, attn::BigBirdPattern{64, 3, 1}); });
+    BOOST_TEST(peak < 4 * n * n / 16, "peak " << peak << " bytes");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

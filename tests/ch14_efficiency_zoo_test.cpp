@@ -76,13 +76,23 @@ BOOST_AUTO_TEST_CASE(every_mechanism_gives_finite_outputs_of_the_right_shape)
 {
     const auto in = random_inputs(256, 2);
     for (const attn::Mechanism& mechanism : attn::zoo_mechanisms()) {
-        const xt::xtensor<float, 2> O = mechanism.prepare(in)();
+        const xt::xtensor<float, 2> O = mechanism.prepare(in, 1)();
         BOOST_TEST_CONTEXT(mechanism.name)
         {
             BOOST_TEST(O.shape(0) == 256u);
             BOOST_TEST(O.shape(1) == 64u);
             BOOST_TEST(test_support::all_finite(O));
         }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_thread_count_does_not_change_the_output)
+{
+    const auto in = random_inputs(512, 5);  // whole blocks, an even number of buckets
+    for (const attn::Mechanism& mechanism : attn::zoo_mechanisms()) {
+        const xt::xtensor<float, 2> one = mechanism.prepare(in, 1)();
+        const xt::xtensor<float, 2> two = mechanism.prepare(in, 2)();
+        BOOST_TEST_CONTEXT(mechanism.name) { BOOST_TEST(attn::relative_error(two, one) < 1e-6); }
     }
 }
 
@@ -94,7 +104,7 @@ BOOST_AUTO_TEST_CASE(exact_mechanisms_have_rounding_error_only)
     for (const attn::Mechanism& mechanism : attn::zoo_mechanisms()) {
         if (mechanism.family != "exact") continue;
         const auto& expected = mechanism.exact == attn::Exact::causal ? causal : full;
-        BOOST_TEST_CONTEXT(mechanism.name) { BOOST_TEST(attn::relative_error(mechanism.prepare(in)(), expected) < 1e-5); }
+        BOOST_TEST_CONTEXT(mechanism.name) { BOOST_TEST(attn::relative_error(mechanism.prepare(in, 1)(), expected) < 1e-5); }
     }
 }
 

@@ -23,7 +23,8 @@
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch02", "causal and padding masks, fully masked rows, cost",
+    return attn::run_program(argc, argv, "ch02",
+                             "causal and padding masks, fully masked rows, cost",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
@@ -103,49 +104,63 @@ int main(int argc, char** argv)
             }
         }
         results.add("nan_count_left_padding", double(xt::sum(xt::isnan(O_left))()));
-        // ⟨Compare masked attention with the reference and with dense attention on prefixes⟩ 02-masked-attention.md:531
-        const xt::xtensor<float, 2> O_rows = attn::masked_attention_by_rows(Q, K, V, causal);  // n×d_v
+        // ⟨Compare with the reference and with dense attention on prefixes⟩ 02-masked-attention.md:531
+        const xt::xtensor<float, 2> O_rows = attn::masked_attention_by_rows(Q, K, V, causal);
         results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
         float prefix_difference = 0;
         for (std::size_t i = 0; i < n; ++i) {
-            const xt::xtensor<float, 2> Q_i = xt::view(Q, xt::range(0, i + 1), xt::all());  // (i+1)×d_k
-            const xt::xtensor<float, 2> K_i = xt::view(K, xt::range(0, i + 1), xt::all());  // (i+1)×d_k
-            const xt::xtensor<float, 2> V_i = xt::view(V, xt::range(0, i + 1), xt::all());  // (i+1)×d_v
+            auto prefix = xt::range(0, i + 1);                                 // tokens 0..i
+            const xt::xtensor<float, 2> Q_i = xt::view(Q, prefix, xt::all());  // (i+1)×d_k
+            const xt::xtensor<float, 2> K_i = xt::view(K, prefix, xt::all());  // (i+1)×d_k
+            const xt::xtensor<float, 2> V_i = xt::view(V, prefix, xt::all());  // (i+1)×d_v
             const xt::xtensor<float, 2> O_i = attn::scaled_dot_product_attention(Q_i, K_i, V_i);
             const xt::xtensor<float, 1> last = xt::row(O_i, i), row = xt::row(O, i);
             prefix_difference = std::max(prefix_difference, xt::amax(xt::abs(last - row))());
         }
         results.add("max_abs_difference_causal_vs_prefix", prefix_difference);
-        // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:554
-        attn::Series dense_time{"unmasked", {}, {}}, causal_time{"causal mask", {}, {}};
-        const std::size_t n_max = options.quick ? 512 : 2048;
-        for (std::size_t n_cost = 256; n_cost <= n_max; n_cost *= 2) {
+        // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:561
+        const int threads = 1;
+        attn::CostCurve unmasked{"unmasked", threads}, masked{"causal mask", threads};
+        const std::size_t n_max = options.quick ? 1024 : 4096;
+        for (std::size_t n_cost = 64; n_cost <= n_max; n_cost *= 2) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
-            const attn::Mask mask_n = attn::causal_mask(n_cost);
-            dense_time.x.push_back(double(n_cost));
-            causal_time.x.push_back(double(n_cost));
-            // Alternate the two in rounds and keep each one's fastest round, so that a burst of
-            // load on the machine during one of them does not decide the comparison.
-            double dense_best = INFINITY, causal_best = INFINITY;
-            for (int round = 0; round < 3; ++round) {
-                dense_best = std::min(dense_best, attn::median_seconds([&] {
-                    return attn::scaled_dot_product_attention(Q_n, K_n, V_n);
-                }, 3));
-                causal_best = std::min(causal_best, attn::median_seconds([&] {
-                    return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask_n);
-                }, 3));
-            }
-            dense_time.y.push_back(dense_best);
-            causal_time.y.push_back(causal_best);
+            const attn::Mask mask_n = attn::causal_mask(n_cost);                // n×n
+            const int rounds = n_cost <= 512 ? 20 : 5;  // short calls: more rounds, same cost
+            attn::measure_costs(
+                {&unmasked, &masked}, double(n_cost),
+                {[&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n); },
+                 [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask_n); }},
+                rounds);
         }
-        results.add("causal_time_slope", attn::loglog_slope(causal_time.x, causal_time.y));
-        results.add("causal_over_dense_time_at_n_max", causal_time.y.back() / dense_time.y.back());
+        // ⟨Compare the two cost curves⟩ 02-masked-attention.md:583
+        const attn::SlopeFit masked_fit = masked.time_fit(), unmasked_fit = unmasked.time_fit();
+        results.add_fit("time_slope", masked_fit);
+        results.add_fit("unmasked_time_slope", unmasked_fit);
+        std::vector<double> ratios;  // masked time / unmasked time, at each length
+        for (std::size_t k = 0; k < masked.n.size(); ++k)
+            ratios.push_back(masked.wall_seconds[k] / unmasked.wall_seconds[k]);
+        const auto [low, high] = std::minmax_element(ratios.begin(), ratios.end());
+        results.add("masked_over_unmasked_min", *low, 2);
+        results.add("masked_over_unmasked_max", *high, 2);
+        results.add("masked_over_unmasked_at_n_max", ratios.back(), 2);
+        const std::string saved = attn::format_number(100 * (1 - *low), 2);
+        results.add_text("masking_verdict",
+                         *low >= 1 ? "at no length did the mask make the call cheaper"
+                                   : "the masked call was faster at some lengths, by at most " +
+                                         saved + " %, though it does all the unmasked" +
+                                         " arithmetic and one pass more");
+        results.add("cost_n_min", unmasked.n.front());
         results.add("cost_n_max", double(n_max));
-        attn::plot::LinePlotStyle time_style{"Dense attention with and without a causal mask (d_k = d_v = 64, float)",
-                                             "n (tokens)", "seconds"};
+        results.add("cost_threads", threads);
+        // ⟨Draw masked against unmasked cost⟩ 02-masked-attention.md:605
+        attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
-        attn::plot::lines(out / "cost_masked.svg", {dense_time, causal_time}, time_style);
+        attn::Series unmasked_series = unmasked.time(), masked_series = masked.time();
+        unmasked_series.label += ", slope " + unmasked_fit.text();
+        masked_series.label += ", slope " + masked_fit.text();
+        attn::plot::lines(out / "cost_masked.svg", {unmasked_series, masked_series},
+                          time_style);
     });
 }

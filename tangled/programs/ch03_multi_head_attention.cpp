@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Merge the heads the wrong way, as the notebooks did⟩ 03-multi-head-attention.md:122
+// ⟨Merge the heads the wrong way, as the notebooks did⟩ 03-multi-head-attention.md:123
 /// The notebooks' merge: heads stored one after another (h×n×d_k), memory re-read as n×(h·d_k).
 xt::xtensor<double, 2> merge_by_reinterpreting_memory(const std::vector<xt::xtensor<double, 2>>& heads)
 {
@@ -33,7 +33,7 @@ xt::xtensor<double, 2> merge_by_reinterpreting_memory(const std::vector<xt::xten
     return merged;
 }
 
-// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:486
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:487
 /// Parameters of one multi-head attention layer without biases: four d_model×d_model matrices.
 double parameter_count(double d_model) { return 4 * d_model * d_model; }
 
@@ -47,11 +47,12 @@ std::pair<double, double> flop_count(double n, double d_model)
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch03", "multi-head attention: heads, merging, counts, time",
+    return attn::run_program(argc, argv, "ch03",
+                             "multi-head attention: heads, merging, counts, time",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:135
+        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:136
         std::vector<xt::xtensor<double, 2>> token_of_element;  // per head: element (i, c) holds i
         const std::size_t merge_n = 6, merge_h = 2, merge_d_k = 3;
         for (std::size_t t = 0; t < merge_h; ++t) {
@@ -78,7 +79,7 @@ int main(int argc, char** argv)
         attn::plot::heatmap(out / "merge_right.svg", right, merge_style);
         merge_style.title = "transpose(0,1).view(...): rows mix tokens";
         attn::plot::heatmap(out / "merge_wrong.svg", wrong, merge_style);
-        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:370
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:371
         const std::vector<std::string> tokens = attn::split_words("the cat sat on the mat because it was tired");
         const std::size_t n = tokens.size(), d_word = 8, d_position = 16, d_model = d_word + d_position;
         const std::size_t h = 2, d_k = d_model / h;
@@ -86,7 +87,7 @@ int main(int argc, char** argv)
         xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});                             // n×d_model
         xt::view(X, xt::all(), xt::range(0, d_word)) = words;
         for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
-        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:380
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:381
         const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
         xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
         for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1
@@ -109,7 +110,7 @@ int main(int argc, char** argv)
             return total / double(n - 1);
         }());
         results.add("head1_weight_the_on_the", head_weights[1](4, 0) + head_weights[1](4, 4));
-        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:430
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:431
         const auto X_f = xt::xtensor<float, 2>(X);
         const double init = 1.0 / std::sqrt(double(d_model));
         const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
@@ -137,31 +138,64 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> reference = xt::linalg::dot(attn::merge_heads(O_heads), R_o);
             results.add("max_abs_difference_vs_reference_loops", xt::amax(xt::abs(fast - reference))());
         }
-        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:500
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:501
         const auto [projection_flops, attention_flops] = flop_count(512, 512);
         results.add("base_parameters", parameter_count(512));
         results.add("base_projection_gflop", projection_flops / 1e9);
         results.add("base_attention_gflop", attention_flops / 1e9);
-        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:513
-        const std::size_t n_time = options.quick ? 128 : 512, d_time = 256;
-        const auto X_time = attn::random_normal<float>(n_time, d_time, 1.0, rng);  // n×d_model
-        std::array<xt::xtensor<float, 2>, 4> W_time;
-        for (auto& W : W_time) W = attn::random_normal<float>(d_time, d_time, 1.0 / std::sqrt(double(d_time)), rng);
-        attn::Series time_per_head{"multi-head attention", {}, {}};
-        for (std::size_t heads = 1; heads <= 64; heads *= 2) {
-            time_per_head.x.push_back(double(heads));
-            time_per_head.y.push_back(attn::median_seconds([&] {
-                return attn::multi_head_attention(X_time, X_time, W_time[0], W_time[1], W_time[2], W_time[3], heads);
-            }, 5));
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:523
+        const int threads = 1;
+        const attn::BlasThreads one_thread(threads);
+        const std::size_t d_time = 256;
+        const std::vector<std::size_t> head_counts = {1, 2, 4, 8, 16, 32, 64};
+        using Lengths = std::vector<std::size_t>;
+        const Lengths lengths = options.quick ? Lengths{64, 128} : Lengths{128, 256, 512, 1024};
+        std::array<xt::xtensor<float, 2>, 4> W_time;  // W_q, W_k, W_v, W_o: d_model×d_model
+        const double w_scale = 1 / std::sqrt(double(d_time));  // variance 1/d_model
+        for (auto& W : W_time) W = attn::random_normal<float>(d_time, d_time, w_scale, rng);
+        std::vector<std::vector<double>> seconds;  // [length][head count]
+        for (std::size_t n_time : lengths) {  // tokens X: n×d_model
+            const auto X_time = attn::random_normal<float>(n_time, d_time, 1.0, rng);
+            std::vector<attn::Call> calls;
+            for (std::size_t heads : head_counts)
+                calls.push_back([&, heads] {
+                    return attn::multi_head_attention(X_time, X_time, W_time[0], W_time[1],
+                                                      W_time[2], W_time[3], heads);
+                });
+            const int rounds = n_time <= 256 ? 20 : 5;  // short calls: more rounds, same cost
+            seconds.emplace_back();
+            for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
+                seconds.back().push_back(timing.wall);
         }
-        results.add("time_n", double(n_time));
-        results.add("time_ratio_h64_vs_h1", time_per_head.y.back() / time_per_head.y.front());
-        results.add("time_ratio_h8_vs_h1", time_per_head.y[3] / time_per_head.y.front());
-        attn::plot::LinePlotStyle time_style{"Multi-head self-attention, n = " + std::to_string(n_time) +
-                                                 ", d_{model} = 256, float", "heads h", "seconds"};
-        time_style.log_x = true;
-        time_style.y_min = 0;
-        time_style.y_max = 1.2 * *std::max_element(time_per_head.y.begin(), time_per_head.y.end());
-        attn::plot::lines(out / "time_against_heads.svg", {time_per_head}, time_style);
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:552
+        std::vector<attn::Series> curves;
+        for (std::size_t l = 0; l < lengths.size(); ++l) {
+            attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};
+            for (std::size_t c = 0; c < head_counts.size(); ++c)
+                curve.x.push_back(double(head_counts[c])),
+                    curve.y.push_back(seconds[l][c] / seconds[l][0]);
+            curves.push_back(curve);
+        }
+        attn::plot::LinePlotStyle time_style{"", "heads h (d_{model} = 256)",
+                                             "time / time with one head"};
+        time_style.log_x = time_style.log_y = true;
+        attn::plot::lines(out / "time_against_heads.svg", curves, time_style);
+        auto ratio = [&](std::size_t l, std::size_t heads) {
+            const auto c = std::find(head_counts.begin(), head_counts.end(), heads);
+            return seconds[l][std::size_t(c - head_counts.begin())] / seconds[l][0];
+        };
+        results.add("time_threads", threads);
+        results.add("time_n_min", double(lengths.front()));
+        results.add("time_n", double(lengths.back()));
+        results.add("time_ms_h1_at_n", 1e3 * seconds.back().front());
+        results.add("time_ratio_h8_vs_h1_at_n_min", ratio(0, 8), 2);
+        results.add("time_ratio_h64_vs_h1_at_n_min", ratio(0, 64), 2);
+        results.add("time_ratio_h8_vs_h1", ratio(lengths.size() - 1, 8), 2);
+        results.add("time_ratio_h64_vs_h1", ratio(lengths.size() - 1, 64), 2);
+        results.add_text("heads_trend", ratio(lengths.size() - 1, 64) > ratio(0, 64)
+                                            ? "so many heads cost more, relative to one, at the"
+                                              " longer sequence"
+                                            : "yet in this run 64 heads cost no more, relative"
+                                              " to one, at the longer sequence");
     });
 }

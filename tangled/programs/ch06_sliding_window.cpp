@@ -12,7 +12,6 @@
 #include <xtensor/xreducer.hpp>
 #include <xtensor/xview.hpp>
 
-#include "attn/cost.hpp"
 #include "attn/masked_attention.hpp"
 #include "attn/measure.hpp"
 #include "attn/plot.hpp"
@@ -20,11 +19,9 @@
 #include "attn/random.hpp"
 #include "attn/sliding_window.hpp"
 
-extern "C" void openblas_set_num_threads(int threads);
-
 namespace {
 
-// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:533
+// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:566
 /// For each (i, j): the fewest layers of `mask` after which token i depends on token j,
 /// or 0 if more than max_layers are needed.
 xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
@@ -41,7 +38,7 @@ xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
     return layers;
 }
 
-// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:425
+// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:458
 /// Decode n tokens through a rolling cache of `window`, as a generator would: each output row is
 /// used (summed into a checksum) and dropped. Returns the checksum.
 double decode_and_forget(const xt::xtensor<float, 2>& Q, const xt::xtensor<float, 2>& K,
@@ -63,18 +60,25 @@ double decode_and_forget(const xt::xtensor<float, 2>& Q, const xt::xtensor<float
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch06", "sliding-window attention: pattern, banded kernel, rolling buffer, cost",
+    return attn::run_program(argc, argv, "ch06",
+                             "sliding-window attention: pattern, banded kernel, "
+                             "rolling buffer, cost",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:910
         const std::size_t w_bench = 128;
+        const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
-        const std::size_t n_dense_max = options.quick ? 1024 : 4096;
+        const std::size_t n_dense_max = options.quick ? 2048 : 4096;
+        const int repeats = options.quick ? 3 : 5;
         results.add("bench_window", double(w_bench));
+        results.add("bench_n_min", double(n_bench_min));
         results.add("bench_n_max", double(n_bench_max));
         results.add("dense_n_max", double(n_dense_max));
-        openblas_set_num_threads(1);  // dense attention on one core, as the banded kernel
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:895
+        results.add("bench_repeats", repeats);
+        results.add("cost_threads", 1);
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:824
         {
             const std::vector<std::string> words = {"the", "cat", "sat", "on", "the", "mat", "because", "it",
                                                     "was", "tired", "and", "then", "it", "fell", "asleep", "there"};
@@ -104,7 +108,7 @@ int main(int argc, char** argv)
             style.allowed = filled;
             attn::plot::heatmap(out / "rolling_buffer.svg", slot_token, style);
         }
-        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:285
+        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:318
         const std::size_t n_compare = 1000, w_compare = 96;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -123,7 +127,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_vs_reference", xt::amax(xt::abs(O_band - O_rows))(), 2);
             results.add("max_abs_error_float", xt::amax(xt::abs(O_band_f - O_dense_f))(), 2);
         }
-        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:408
+        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:441
         {
             const auto Q_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
             const auto K_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
@@ -132,7 +136,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_decode = attn::decode_with_rolling_cache(Q_c, K_c, V_c, w_compare);
             results.add("max_abs_error_rolling_vs_batch", xt::amax(xt::abs(O_decode - O_batch))(), 2);
         }
-        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:575
+        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:608
         {
             const std::size_t n_field = 32, w_field = 4;
             const xt::xtensor<double, 2> layers = layers_to_reach(attn::sliding_window_mask(n_field, w_field), 16);
@@ -170,7 +174,7 @@ int main(int argc, char** argv)
             attn::plot::LinePlotStyle style{"Receptive field of the last token", "layers L", "tokens it depends on"};
             attn::plot::lines(out / "receptive_field.svg", curves, style);
         }
-        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:460
+        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:493
         {
             attn::Series measured{"rolling buffer: measured peak of the process", {}, {}};
             attn::Series buffer{"rolling buffer: its own size w·(d_k+d_v)·4 B", {}, {}, "lines"};
@@ -196,63 +200,60 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
         }
-        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:670
-        attn::Series band_time{"sliding window (banded kernel)", {}, {}}, dense_time{"dense masked attention", {}, {}};
-        attn::Series band_memory{"sliding window (banded kernel)", {}, {}}, dense_memory{"dense masked attention", {}, {}};
-        for (std::size_t n = 256; n <= n_bench_max; n *= 2) {
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:666
+        attn::CostCurve band{"sliding window", 1}, dense{"dense", 1};
+        for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
             const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
-            const int repeats = n <= 2048 ? 11 : 5;
-            auto band = [&] { return attn::sliding_window_attention(Q_n, K_n, V_n, w_bench); };
-            band_time.x.push_back(double(n)), band_memory.x.push_back(double(n));
-            band_time.y.push_back(attn::median_cpu_seconds(band, repeats));
-            band_memory.y.push_back(std::max(double(attn::largest_peak_memory_bytes(band)), 4096.0) / (1 << 20));
-            if (n <= n_dense_max) {
-                const attn::Mask mask = attn::sliding_window_mask(n, w_bench);  // n×n, built outside the clock
-                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask); };
-                dense_time.x.push_back(double(n)), dense_memory.x.push_back(double(n));
-                dense_time.y.push_back(attn::median_cpu_seconds(dense, repeats));
-                dense_memory.y.push_back(double(attn::largest_peak_memory_bytes(dense)) / (1 << 20));
-            }
+            const attn::Mask mask = n <= n_dense_max ? attn::sliding_window_mask(n, w_bench)
+                                                     : attn::Mask();  // n×n, outside the clock
+            const attn::Call band_call = [&] {
+                return attn::sliding_window_attention(Q_n, K_n, V_n, w_bench);
+            };
+            attn::Call dense_call;  // empty beyond n_dense_max: dense is skipped there
+            if (n <= n_dense_max)
+                dense_call = [&] {
+                    return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask);
+                };
+            attn::measure_costs({&band, &dense}, double(n), {band_call, dense_call}, repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:695
-        const auto tail = [](const attn::Series& s) {  // the points with n ≥ 1024
-            attn::Series t{s.label, {}, {}};
-            for (std::size_t k = 0; k < s.x.size(); ++k)
-                if (s.x[k] >= 1024) t.x.push_back(s.x[k]), t.y.push_back(s.y[k]);
-            return t;
-        };
-        const double band_time_slope = attn::loglog_slope(tail(band_time).x, tail(band_time).y);
-        const double band_memory_slope = attn::loglog_slope(tail(band_memory).x, tail(band_memory).y);
-        const double dense_time_slope = attn::loglog_slope(dense_time.x, dense_time.y);
-        const double dense_memory_slope = attn::loglog_slope(dense_memory.x, dense_memory.y);
-        const attn::Crossover time_crossover = attn::find_crossover(band_time.x, band_time.y, dense_time.y);
-        const attn::Crossover memory_crossover = attn::find_crossover(band_memory.x, band_memory.y, dense_memory.y);
-        results.add("time_slope", band_time_slope);
-        results.add("memory_slope", band_memory_slope);
-        results.add("dense_time_slope", dense_time_slope);
-        results.add("dense_memory_slope", dense_memory_slope);
-        results.add_text("time_crossover", time_crossover.describe());
-        results.add_text("memory_crossover", memory_crossover.describe());
-        results.add("band_seconds_at_n_max", band_time.y.back());
-        results.add("band_mib_at_n_max", band_memory.y.back());
-        results.add("dense_seconds_at_dense_n_max", dense_time.y.back());
-        results.add("band_seconds_at_dense_n_max", band_time.y[dense_time.y.size() - 1]);
-        results.add("dense_mib_at_dense_n_max", dense_memory.y.back());
-        results.add("band_mib_at_dense_n_max", band_memory.y[dense_memory.y.size() - 1]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:768
-        attn::plot::LinePlotStyle time_style{"CPU time of one call (w = " + std::to_string(w_bench) +
-                                                 ", d_k = d_v = 64, float, one core)", "n (tokens)", "CPU seconds"};
-        time_style.log_x = time_style.log_y = true;
-        band_time.label += " (slope " + attn::format_number(band_time_slope) + ")";
-        dense_time.label += " (slope " + attn::format_number(dense_time_slope) + ")";
-        attn::plot::lines(out / "cost_time.svg", {dense_time, band_time}, time_style);
-
-        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
-        memory_style.log_x = memory_style.log_y = true;
-        band_memory.label += " (slope " + attn::format_number(band_memory_slope) + ")";
-        dense_memory.label += " (slope " + attn::format_number(dense_memory_slope) + ")";
-        attn::plot::lines(out / "cost_memory.svg", {dense_memory, band_memory}, memory_style);
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:692
+        const attn::SlopeFit band_time_fit = band.time_fit(), dense_time_fit = dense.time_fit();
+        const attn::SlopeFit band_memory_fit = band.memory_fit();
+        const attn::SlopeFit dense_memory_fit = dense.memory_fit();
+        results.add_fit("time_slope", band_time_fit);
+        results.add_fit("memory_slope", band_memory_fit);
+        results.add_fit("dense_time_slope", dense_time_fit);
+        results.add_fit("dense_memory_slope", dense_memory_fit);
+        results.add_text("time_crossover", attn::find_crossover(band, dense).describe());
+        results.add_text("memory_crossover",
+                         attn::find_crossover(band, dense, true).describe());
+        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
+        results.add("band_seconds_at_n_max", band.wall_seconds.back());
+        results.add("band_mib_at_n_max", band.peak_mib.back());
+        results.add("dense_seconds_at_dense_n_max", dense.wall_seconds[shared]);
+        results.add("band_seconds_at_dense_n_max", band.wall_seconds[shared]);
+        results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
+        results.add("band_mib_at_dense_n_max", band.peak_mib[shared]);
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:712
+        {
+            const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
+                series.label += ", slope " + fit.text();
+                return series;
+            };
+            attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds (fastest round)"};
+            time_style.log_x = time_style.log_y = true;
+            time_style.key = "bottom right";  // the corner the curves leave empty
+            attn::plot::lines(out / "cost_time.svg",
+                              {with_fit(dense.time(), dense_time_fit),
+                               with_fit(band.time(), band_time_fit)}, time_style);
+            attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB one call adds"};
+            memory_style.log_x = memory_style.log_y = true;
+            memory_style.key = "bottom right";
+            attn::plot::lines(out / "cost_memory.svg",
+                              {with_fit(dense.memory(), dense_memory_fit),
+                               with_fit(band.memory(), band_memory_fit)}, memory_style);
+        }
     });
 }

@@ -11,7 +11,7 @@
 #include <xtensor/xoperation.hpp>
 #include <xtensor/xreducer.hpp>
 
-#include "attn/cost.hpp"
+#include "attn/machine.hpp"
 #include "attn/masked_attention.hpp"
 #include "attn/measure.hpp"
 #include "attn/plot.hpp"
@@ -20,11 +20,9 @@
 #include "attn/sliding_window.hpp"
 #include "attn/sparse_transformer.hpp"
 
-extern "C" void openblas_set_num_threads(int threads);
-
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:624
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:815
 /// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
@@ -69,18 +67,25 @@ void draw_grid(const std::filesystem::path& path, const std::array<attn::Mask, 2
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch07", "Sparse Transformer: strided and fixed patterns, kernels, O(n√n)",
+    return attn::run_program(argc, argv, "ch07",
+                             "Sparse Transformer: strided and fixed patterns, kernels, "
+                             "O(n√n)",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:950
         const std::size_t c_bench = 8;
+        const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
-        const std::size_t n_dense_max = options.quick ? 1024 : 4096;
+        const std::size_t n_dense_max = options.quick ? 2048 : 4096;
+        const int repeats = options.quick ? 3 : 5;
         results.add("bench_c", double(c_bench));
+        results.add("bench_n_min", double(n_bench_min));
         results.add("bench_n_max", double(n_bench_max));
         results.add("dense_n_max", double(n_dense_max));
-        openblas_set_num_threads(1);  // dense attention on one core, as the sparse kernels
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:666
+        results.add("bench_repeats", repeats);
+        results.add("cost_threads", 1);
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:857
         {
             const std::size_t n_small = 32;
             draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
@@ -90,7 +95,7 @@ int main(int argc, char** argv)
             draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
             draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:681
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:872
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -114,7 +119,7 @@ int main(int argc, char** argv)
             style.allowed = steps > 0.0;
             attn::plot::heatmap(out / "reach_steps.svg", steps, style);
         }
-        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:401
+        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:414
         const std::size_t n_compare = 1000, stride_compare = 30, c_compare = 4;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -150,76 +155,140 @@ int main(int argc, char** argv)
                                     return bool(fixed(i, j));
                                 })), 2);
         }
-        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:459
-        attn::Series strided_time{"strided", {}, {}}, fixed_time{"fixed", {}, {}}, dense_time{"dense masked", {}, {}};
-        attn::Series strided_memory{"strided", {}, {}}, fixed_memory{"fixed", {}, {}}, dense_memory{"dense masked", {}, {}};
-        for (std::size_t n = 256; n <= n_bench_max; n *= 2) {
-            const std::size_t stride = std::size_t(std::lround(std::sqrt(double(n))));                   // strided: √n
-            const std::size_t block = std::size_t(std::lround(std::sqrt(double(c_bench * n))));         // fixed: √(c·n)
+        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:477
+        attn::CostCurve strided{"strided", 1}, fixed{"fixed", 1}, dense{"dense", 1};
+        std::vector<double> strided_keys, fixed_keys;  // keys visited (scores computed), per n
+        for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
+            const std::size_t stride = std::size_t(std::lround(std::sqrt(double(n))));  // √n
+            const std::size_t block = std::size_t(std::lround(std::sqrt(double(c_bench * n))));
             const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
             const auto V_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
-            const int repeats = n <= 2048 ? 11 : 5;
-            auto strided = [&] { return attn::strided_attention(Q_n, K_n, V_n, stride); };
-            auto fixed = [&] { return attn::fixed_attention(Q_n, K_n, V_n, block, c_bench); };
-            for (attn::Series* s : {&strided_time, &fixed_time, &strided_memory, &fixed_memory}) s->x.push_back(double(n));
-            strided_time.y.push_back(attn::median_cpu_seconds(strided, repeats));
-            fixed_time.y.push_back(attn::median_cpu_seconds(fixed, repeats));
-            strided_memory.y.push_back(std::max(double(attn::largest_peak_memory_bytes(strided)), 4096.0) / (1 << 20));
-            fixed_memory.y.push_back(std::max(double(attn::largest_peak_memory_bytes(fixed)), 4096.0) / (1 << 20));
-            if (n <= n_dense_max) {
-                const attn::Mask mask = attn::strided_mask(n, stride);  // n×n, built outside the clock
-                auto dense = [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask); };
-                dense_time.x.push_back(double(n)), dense_memory.x.push_back(double(n));
-                dense_time.y.push_back(attn::median_cpu_seconds(dense, repeats));
-                dense_memory.y.push_back(double(attn::largest_peak_memory_bytes(dense)) / (1 << 20));
-            }
+            const attn::Mask mask = n <= n_dense_max ? attn::strided_mask(n, stride)
+                                                     : attn::Mask();  // n×n, outside the clock
+            const attn::Call strided_call = [&] {
+                return attn::strided_attention(Q_n, K_n, V_n, stride);
+            };
+            const attn::Call fixed_call = [&] {
+                return attn::fixed_attention(Q_n, K_n, V_n, block, c_bench);
+            };
+            attn::Call dense_call;  // empty beyond n_dense_max: dense is skipped there
+            if (n <= n_dense_max)
+                dense_call = [&] {
+                    return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask);
+                };
+            attn::measure_costs({&strided, &fixed, &dense}, double(n),
+                                {strided_call, fixed_call, dense_call}, repeats);
+            attn::KeyVisits strided_visits, fixed_visits;
+            attn::strided_attention(Q_n, K_n, V_n, stride, &strided_visits);
+            attn::fixed_attention(Q_n, K_n, V_n, block, c_bench, &fixed_visits);
+            strided_keys.push_back(double(strided_visits.scores));
+            fixed_keys.push_back(double(fixed_visits.scores));
         }
-        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:489
-        const auto tail = [](const attn::Series& s) {  // the points with n ≥ 1024
-            attn::Series t{s.label, {}, {}};
-            for (std::size_t k = 0; k < s.x.size(); ++k)
-                if (s.x[k] >= 1024) t.x.push_back(s.x[k]), t.y.push_back(s.y[k]);
-            return t;
-        };
-        const auto slope = [&](const attn::Series& s) { return attn::loglog_slope(tail(s).x, tail(s).y); };
-        const double strided_time_slope = slope(strided_time), fixed_time_slope = slope(fixed_time);
-        const double strided_memory_slope = slope(strided_memory), fixed_memory_slope = slope(fixed_memory);
-        const double dense_time_slope = attn::loglog_slope(dense_time.x, dense_time.y);
-        const double dense_memory_slope = attn::loglog_slope(dense_memory.x, dense_memory.y);
-        results.add("strided_time_slope", strided_time_slope);
-        results.add("fixed_time_slope", fixed_time_slope);
-        results.add("strided_memory_slope", strided_memory_slope);
-        results.add("fixed_memory_slope", fixed_memory_slope);
-        results.add("dense_time_slope", dense_time_slope);
-        results.add("dense_memory_slope", dense_memory_slope);
-        results.add_text("strided_time_crossover", attn::find_crossover(strided_time.x, strided_time.y, dense_time.y).describe());
-        results.add_text("fixed_time_crossover", attn::find_crossover(fixed_time.x, fixed_time.y, dense_time.y).describe());
+        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:513
+        const attn::SlopeFit strided_fit = strided.time_fit(), fixed_fit = fixed.time_fit();
+        const attn::SlopeFit dense_fit = dense.time_fit();
+        results.add_fit("strided_time_slope", strided_fit);
+        results.add_fit("fixed_time_slope", fixed_fit);
+        results.add_fit("dense_time_slope", dense_fit);
+        results.add_fit("strided_memory_slope", strided.memory_fit());
+        results.add_fit("fixed_memory_slope", fixed.memory_fit());
+        results.add_fit("dense_memory_slope", dense.memory_fit());
+        results.add_text("strided_time_crossover",
+                         attn::find_crossover(strided, dense).describe());
+        results.add_text("fixed_time_crossover", attn::find_crossover(fixed, dense).describe());
         results.add_text("strided_memory_crossover",
-                         attn::find_crossover(strided_memory.x, strided_memory.y, dense_memory.y).describe());
-        results.add("strided_seconds_at_n_max", strided_time.y.back());
-        results.add("fixed_seconds_at_n_max", fixed_time.y.back());
-        results.add("dense_seconds_at_dense_n_max", dense_time.y.back());
-        results.add("strided_seconds_at_dense_n_max", strided_time.y[dense_time.y.size() - 1]);
-        results.add("dense_mib_at_dense_n_max", dense_memory.y.back());
-        results.add("strided_mib_at_dense_n_max", strided_memory.y[dense_memory.y.size() - 1]);
-        results.add("strided_mib_at_n_max", strided_memory.y.back());
-        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:520
-        attn::plot::LinePlotStyle time_style{"CPU time of one call (ℓ ≈ √n strided, √(cn) fixed, c = " +
-                                                 std::to_string(c_bench) + ", d_k = d_v = 64)", "n (tokens)", "CPU seconds"};
-        time_style.log_x = time_style.log_y = true;
-        attn::Series n_sqrt_n{"slope 1.5, for reference", {}, {}, "lines"};
-        for (double n : strided_time.x) n_sqrt_n.x.push_back(n), n_sqrt_n.y.push_back(strided_time.y.back() * std::pow(n / strided_time.x.back(), 1.5));
-        strided_time.label += " (slope " + attn::format_number(strided_time_slope) + ")";
-        fixed_time.label += " (slope " + attn::format_number(fixed_time_slope) + ")";
-        dense_time.label += " (slope " + attn::format_number(dense_time_slope) + ")";
-        attn::plot::lines(out / "cost_time.svg", {dense_time, strided_time, fixed_time, n_sqrt_n}, time_style);
-
-        attn::plot::LinePlotStyle memory_style{"Peak memory of one call", "n (tokens)", "MiB"};
-        memory_style.log_x = memory_style.log_y = true;
-        strided_memory.label += " (slope " + attn::format_number(strided_memory_slope) + ")";
-        fixed_memory.label += " (slope " + attn::format_number(fixed_memory_slope) + ")";
-        dense_memory.label += " (slope " + attn::format_number(dense_memory_slope) + ")";
-        attn::plot::lines(out / "cost_memory.svg", {dense_memory, strided_memory, fixed_memory}, memory_style);
+                         attn::find_crossover(strided, dense, true).describe());
+        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by all
+        results.add("strided_seconds_at_n_max", strided.wall_seconds.back());
+        results.add("fixed_seconds_at_n_max", fixed.wall_seconds.back());
+        results.add("dense_seconds_at_dense_n_max", dense.wall_seconds[shared]);
+        results.add("strided_seconds_at_dense_n_max", strided.wall_seconds[shared]);
+        results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
+        results.add("strided_mib_at_dense_n_max", strided.peak_mib[shared]);
+        results.add("strided_mib_at_n_max", strided.peak_mib.back());
+        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:537
+        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
+            series.label += ", slope " + fit.text();
+            return series;
+        };
+        {
+            attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
+            style.log_x = style.log_y = true;
+            style.key = "bottom right";  // the corner the curves leave empty
+            attn::plot::lines(out / "cost_time.svg",
+                              {with_fit(dense.time(), dense_fit),
+                               with_fit(strided.time(), strided_fit),
+                               with_fit(fixed.time(), fixed_fit)}, style);
+            style.y_label = "peak MiB one call adds";
+            attn::plot::lines(out / "cost_memory.svg",
+                              {with_fit(dense.memory(), dense.memory_fit()),
+                               with_fit(strided.memory(), strided.memory_fit()),
+                               with_fit(fixed.memory(), fixed.memory_fit())}, style);
+        }
+        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:608
+        {
+            const attn::SlopeFit strided_keys_fit = attn::loglog_fit(strided.n, strided_keys);
+            const attn::SlopeFit fixed_keys_fit = attn::loglog_fit(fixed.n, fixed_keys);
+            results.add_fit("strided_keys_slope", strided_keys_fit);
+            results.add_fit("fixed_keys_slope", fixed_keys_fit);
+            results.add("strided_keys_at_n_max", strided_keys.back());
+            results.add("dense_keys_at_n_max", strided.n.back() * strided.n.back());
+            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:640
+            attn::Series strided_per_key{"strided", strided.n, {}};
+            attn::Series fixed_per_key{"fixed", fixed.n, {}};
+            for (std::size_t k = 0; k < strided.n.size(); ++k) {
+                strided_per_key.y.push_back(1e9 * strided.wall_seconds[k] / strided_keys[k]);
+                fixed_per_key.y.push_back(1e9 * fixed.wall_seconds[k] / fixed_keys[k]);
+            }
+            attn::Series dense_per_key{"dense, per score (all n²)", dense.n, {}};
+            for (std::size_t k = 0; k < dense.n.size(); ++k)
+                dense_per_key.y.push_back(1e9 * dense.wall_seconds[k] / (dense.n[k] * dense.n[k]));
+            results.add("dense_ns_per_score_at_dense_n_max", dense_per_key.y.back());
+            const double flops_per_key = 2.0 * (64 + 64);  // q·k_j and p_j·v_j
+            results.add("strided_gflops_at_n_max", flops_per_key / strided_per_key.y.back());
+            const double n_dense = dense.n.back();
+            const double dense_flops = attn::attention_flops(n_dense, n_dense, 64, 64);
+            const double dense_seconds = dense.wall_seconds.back();
+            results.add("dense_gflops_at_dense_n_max", dense_flops / dense_seconds / 1e9);
+            const attn::SlopeFit per_key_fit =
+                attn::loglog_fit(strided_per_key.x, strided_per_key.y);
+            results.add_fit("strided_ns_per_key_slope", per_key_fit);
+            results.add("strided_ns_per_key_at_n_min", strided_per_key.y.front());
+            results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
+            results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
+            results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:670
+            const auto compare = [](const attn::SlopeFit& fit) -> std::string {
+                if (fit.slope > 2 * fit.standard_error) return "steeper than";
+                if (fit.slope < -2 * fit.standard_error) return "shallower than";
+                return "the same, within two standard errors, as";
+            };
+            results.add_text("strided_time_vs_keys", compare(per_key_fit));
+            results.add_text("fixed_time_vs_keys",
+                             compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:690
+            const attn::Machine machine = attn::this_machine();
+            const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
+            results.add("l2_kib", double(machine.l2_bytes) / 1024);
+            results.add("l3_kib", double(machine.l3_bytes) / 1024);
+            results.add("n_outgrowing_l2", double(machine.l2_bytes) / bytes_per_token);
+            results.add("n_outgrowing_l3", double(machine.l3_bytes) / bytes_per_token);
+            attn::Series strided_count{"strided, slope " + strided_keys_fit.text(), strided.n,
+                                       strided_keys};
+            attn::Series fixed_count{"fixed, slope " + fixed_keys_fit.text(), fixed.n,
+                                     fixed_keys};
+            attn::Series all_pairs{"every pair, n²", strided.n, {}, "lines"};
+            for (double n : strided.n) all_pairs.y.push_back(n * n);
+            attn::plot::LinePlotStyle style{"", "n (tokens)", "keys visited (scores computed)"};
+            style.log_x = style.log_y = true;
+            style.key = "bottom right";  // the corner the curves leave empty
+            attn::plot::lines(out / "keys_visited.svg", {all_pairs, strided_count, fixed_count},
+                              style);
+            style.y_label = "nanoseconds per key visited";
+            style.key = "top left";
+            attn::plot::lines(out / "time_per_key.svg",
+                              {dense_per_key, strided_per_key, fixed_per_key}, style);
+        }
     });
 }

@@ -1,5 +1,6 @@
 // Generated from chapters/08-longformer.md by tools/tangle.py; edit the chapter, not this file.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <filesystem>
 #include <random>
@@ -9,18 +10,16 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xreducer.hpp>
 
-#include "attn/cost_curve.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
 #include "attn/plot.hpp"
 #include "attn/program.hpp"
 #include "attn/random.hpp"
 
-extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS's own control
-
 namespace {
 
-// ⟨Draw the pattern with its weights⟩ 08-longformer.md:475
+// ⟨Draw the pattern with its weights⟩ 08-longformer.md:503
 /// Draw the attention weights of random Q, K (n×16) under the Longformer mask, masked cells grey.
 /// @return the fraction of the n² pairs the pattern allows
 double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w, std::size_t dilation,
@@ -35,7 +34,7 @@ double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
-// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:523
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:551
 /// For layers 1..`layers`, the contiguous reach of token i when every layer attends with `mask`:
 /// the largest r such that every token within distance r of i can influence i's output.
 std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std::size_t layers)
@@ -61,18 +60,20 @@ std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std:
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch08", "Longformer: pattern, kernel against dense, cost against n",
+    return attn::run_program(argc, argv, "ch08",
+                             "Longformer: pattern, kernel against dense, cost "
+                             "against n",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the two patterns⟩ 08-longformer.md:491
+        // ⟨Draw the two patterns⟩ 08-longformer.md:519
         results.add("allowed_fraction_window",
                     draw_pattern(out / "pattern.svg", 32, 3, 1, {0},
                                  "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
         results.add("allowed_fraction_dilated",
                     draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
                                  "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:546
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:574
         {
             const std::size_t n = 401, i = 200, w = 4, layers = 12;
             const attn::Mask plain = attn::longformer_mask(n, w, 1, {}), dilated = attn::longformer_mask(n, w, 2, {});
@@ -89,7 +90,7 @@ int main(int argc, char** argv)
                                             "contiguous reach (tokens)"};
             attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:588
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:616
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -108,62 +109,90 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:630
-        openblas_set_num_threads(1);
-        results.add("blas_threads", 1);
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:856
+        const std::size_t n_min = 64;
+        const std::size_t n_max = options.quick ? 2048 : 16384;
+        const std::size_t dense_n_max = options.quick ? 2048 : 4096;
+        const double fit_from = options.quick ? 128 : 256;
+        const int repeats = options.quick ? 3 : 5;
+        results.add("n_min", double(n_min));
+        results.add("n_max", double(n_max));
+        results.add("dense_n_max", double(dense_n_max));
+        results.add("fit_from", fit_from);
+        results.add("repeats", repeats);
+        results.add("cost_threads", 1);
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:665
         const std::size_t d = 64, w = 64, dilation = 1;
         const std::vector<std::size_t> global = {0};
-        const std::size_t n_max = options.quick ? 2048 : 16384;
-        const std::size_t dense_n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
-        attn::Series kernel_time{"Longformer kernel", {}, {}}, dense_time{"dense masked attention", {}, {}};
-        attn::Series kernel_memory{"Longformer kernel", {}, {}}, dense_memory{"dense masked attention", {}, {}};
-        for (std::size_t n = 64; n <= n_max; n *= 2) {
+        attn::CostCurve kernel{"Longformer kernel", 1}, dense{"dense", 1};
+        std::vector<double> scores;  // per n: the scores the kernel computes (KeyVisits)
+        for (std::size_t n = n_min; n <= n_max; n *= 2) {
             const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto K = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto V = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
-            const int repeats = 7;
-            auto kernel = [&] { return attn::longformer_attention(Q, K, V, w, dilation, global); };
-            attn::record_cost(kernel_time, kernel_memory, n, kernel, repeats);
-            if (n <= dense_n_max) {
-                const attn::Mask mask = attn::longformer_mask(n, w, dilation, global);  // built outside the timing
-                attn::record_cost(dense_time, dense_memory, n,
-                                  [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); }, repeats);
-            }
+            const attn::Mask mask = n <= dense_n_max
+                                        ? attn::longformer_mask(n, w, dilation, global)
+                                        : attn::Mask();  // n×n, outside the clock
+            const attn::Call kernel_call = [&] {
+                return attn::longformer_attention(Q, K, V, w, dilation, global);
+            };
+            attn::Call dense_call;  // empty beyond dense_n_max: dense is skipped there
+            if (n <= dense_n_max)
+                dense_call = [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); };
+            attn::measure_costs({&kernel, &dense}, double(n), {kernel_call, dense_call},
+                                repeats);
+            attn::KeyVisits visits;  // one more call, outside the clock
+            attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
+            scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:729
-        const double fit_from = options.quick ? 256 : 1024;
-        const double time_slope = attn::slope_from(kernel_time, fit_from);
-        const double memory_slope = attn::slope_from(kernel_memory, fit_from);
-        const double dense_time_slope = attn::slope_from(dense_time, fit_from);
-        const double dense_memory_slope = attn::slope_from(dense_memory, fit_from);
-        results.add("fit_from", fit_from);
-        results.add("time_slope", time_slope);
-        results.add("memory_slope", memory_slope);
-        results.add("dense_time_slope", dense_time_slope);
-        results.add("dense_memory_slope", dense_memory_slope);
-        const double crossover_n = attn::crossover(kernel_time, dense_time);
-        results.add_text("crossover", crossover_n == 0                  ? "nowhere in the sizes measured"
-                                      : crossover_n == kernel_time.x[0] ? "n = " + attn::format_number(crossover_n) +
-                                                                              ", the smallest size measured,"
-                                                                        : "n = " + attn::format_number(crossover_n));
-        results.add("n_max", double(n_max));
-        results.add("dense_n_max", double(dense_n_max));
-        results.add("kernel_ms_at_n_max", 1e3 * kernel_time.y.back());
-        results.add("kernel_mib_at_n_max", kernel_memory.y.back());
-        const std::size_t last_dense = dense_time.x.size() - 1;
-        results.add("speedup_at_dense_n_max", dense_time.y[last_dense] / kernel_time.y[last_dense]);
-        results.add("memory_ratio_at_dense_n_max", dense_memory.y[last_dense] / kernel_memory.y[last_dense]);
-        kernel_time.label += " (slope " + attn::format_number(time_slope) + ")";
-        dense_time.label += " (slope " + attn::format_number(dense_time_slope) + ")";
-        kernel_memory.label += " (slope " + attn::format_number(memory_slope) + ")";
-        dense_memory.label += " (slope " + attn::format_number(dense_memory_slope) + ")";
-        attn::plot::LinePlotStyle time_style{"CPU time of one call (d_k = d_v = 64, w = 64, float, 1 thread)",
-                                             "n (tokens)", "seconds"};
-        time_style.log_x = time_style.log_y = true;
-        attn::plot::lines(out / "cost_time.svg", {kernel_time, dense_time}, time_style);
-        attn::plot::LinePlotStyle memory_style{"Peak memory one call adds", "n (tokens)", "MiB"};
-        memory_style.log_x = memory_style.log_y = true;
-        attn::plot::lines(out / "cost_memory.svg", {attn::positive_points(kernel_memory), attn::positive_points(dense_memory)},
-                          memory_style);
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:697
+        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
+        const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
+        const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
+        const attn::SlopeFit dense_memory_fit = dense.memory_fit(fit_from);
+        results.add_fit("time_slope", time_fit);
+        results.add_fit("memory_slope", memory_fit);
+        results.add_fit("dense_time_slope", dense_time_fit);
+        results.add_fit("dense_memory_slope", dense_memory_fit);
+        results.add_text("crossover", attn::find_crossover(kernel, dense).describe());
+        results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
+        results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
+        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
+        results.add("speedup_at_dense_n_max",
+                    dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
+        results.add("memory_ratio_at_dense_n_max",
+                    dense.peak_mib[shared] / kernel.peak_mib[shared]);
+        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
+            series.label += ", slope " + fit.text();
+            return series;
+        };
+        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
+        style.log_x = style.log_y = true;
+        style.key = "bottom right";  // the corner the curves leave empty
+        attn::plot::lines(out / "cost_time.svg",
+                          {with_fit(dense.time(), dense_time_fit),
+                           with_fit(kernel.time(), time_fit)}, style);
+        style.y_label = "peak MiB one call adds";
+        attn::plot::lines(out / "cost_memory.svg",
+                          {with_fit(dense.memory(), dense_memory_fit),
+                           with_fit(kernel.memory(), memory_fit)}, style);
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:774
+        const auto first_fitted = std::size_t(
+            std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
+        const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());
+        const std::vector<double> fitted_scores(scores.begin() + first_fitted, scores.end());
+        results.add_fit("scores_slope", attn::loglog_fit(fitted_n, fitted_scores));
+        results.add("scores_at_n_max", scores.back());
+        results.add("dense_scores_at_n_max", kernel.n.back() * kernel.n.back());
+        const auto ns_per_score = [&](std::size_t k) {
+            return 1e9 * kernel.wall_seconds[k] / scores[k];
+        };
+        results.add("ns_per_score_at_fit_from", ns_per_score(first_fitted));
+        results.add("ns_per_score_at_n_max", ns_per_score(kernel.n.size() - 1));
+        const double distance = (time_fit.slope - 1) / time_fit.standard_error;  // in errors
+        const std::string side = std::abs(distance) <= 2 ? "1 within"
+                                 : distance < 0          ? "below 1 by more than"
+                                                         : "above 1 by more than";
+        results.add_text("time_vs_linear", "the slope is " + side + " two standard errors");
     });
 }

@@ -13,17 +13,15 @@
 #include <xtensor/xreducer.hpp>
 
 #include "attn/bigbird.hpp"
-#include "attn/cost_curve.hpp"
 #include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
 #include "attn/plot.hpp"
 #include "attn/program.hpp"
 #include "attn/random.hpp"
 
-extern "C" void openblas_set_num_threads(int threads);  // OpenBLAS's own control
-
 namespace {
 
-// ⟨Name the rule behind each tile⟩ 09-bigbird.md:270
+// ⟨Name the rule behind each tile⟩ 09-bigbird.md:276
 /// The rule that allows tile (q, k): 3 global, 2 window, 1 random, 0 none, as an n_blocks×n_blocks matrix.
 xt::xtensor<double, 2> tile_rules(const std::vector<std::vector<std::size_t>>& key_blocks)
 {
@@ -38,7 +36,7 @@ xt::xtensor<double, 2> tile_rules(const std::vector<std::vector<std::size_t>>& k
     return rule;
 }
 
-// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:338
+// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:344
 /// The key blocks of each query block under a weaker pattern: the window only, or window and random
 /// (BigBird's own random draws) with the two global blocks removed.
 std::vector<std::vector<std::size_t>> without_global(const std::vector<std::vector<std::size_t>>& key_blocks,
@@ -55,7 +53,7 @@ std::vector<std::vector<std::size_t>> without_global(const std::vector<std::vect
     return kept;
 }
 
-// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:359
+// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:365
 /// The diameter of the pattern's graph: the fewest layers after which every query block has heard
 /// from every key block (information flows from key block k to query block q when q attends k).
 std::size_t layers_to_reach_everyone(const std::vector<std::vector<std::size_t>>& key_blocks)
@@ -86,11 +84,13 @@ std::size_t layers_to_reach_everyone(const std::vector<std::vector<std::size_t>>
 
 int main(int argc, char** argv)
 {
-    return attn::run_program(argc, argv, "ch09", "BigBird: pattern, reach, kernel against dense, cost against n",
+    return attn::run_program(argc, argv, "ch09",
+                             "BigBird: pattern, reach, kernel against dense, cost "
+                             "against n",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the pattern and the weights⟩ 09-bigbird.md:286
+        // ⟨Draw the pattern and the weights⟩ 09-bigbird.md:292
         {
             const std::size_t n = 64;
             const attn::BigBirdPattern pattern{4, 2, options.seed};
@@ -115,7 +115,7 @@ int main(int argc, char** argv)
             style.allowed = attn::bigbird_mask(n, pattern);
             attn::plot::heatmap(out / "weights.svg", attn::attention_weights(Q, K, style.allowed), style);
         }
-        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:387
+        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:393
         {
             attn::Series window{"window only", {}, {}}, random{"window + random", {}, {}},
                 bigbird{"window + random + global (BigBird)", {}, {}};
@@ -135,7 +135,7 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "layers.svg", {window, random, bigbird}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:445
+        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:451
         for (const auto& [name, n, pattern] : {std::tuple<std::string, std::size_t, attn::BigBirdPattern>{
                                                    "base", 1920, {64, 3, options.seed}},
                                                {"small_blocks", 720, {16, 2, options.seed + 1}}}) {
@@ -151,62 +151,84 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:482
-        openblas_set_num_threads(1);
-        results.add("blas_threads", 1);
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:669
+        const std::size_t n_min = 64;
+        const std::size_t n_max = options.quick ? 2048 : 16384;
+        const std::size_t dense_n_max = options.quick ? 2048 : 4096;
+        const double fit_from = options.quick ? 128 : 1024;
+        const double dense_fit_from = options.quick ? 128 : 256;
+        const int repeats = options.quick ? 3 : 5;
+        results.add("n_max", double(n_max));
+        results.add("dense_n_max", double(dense_n_max));
+        results.add("fit_from", fit_from);
+        results.add("dense_fit_from", dense_fit_from);
+        results.add("repeats", repeats);
+        results.add("cost_threads", 1);
+        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:492
         const std::size_t d = 64;
         const attn::BigBirdPattern pattern{64, 3, options.seed};
-        const std::size_t n_max = options.quick ? 2048 : 16384;
-        const std::size_t dense_n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
-        attn::Series kernel_time{"BigBird block kernel", {}, {}}, dense_time{"dense masked attention", {}, {}};
-        attn::Series kernel_memory{"BigBird block kernel", {}, {}}, dense_memory{"dense masked attention", {}, {}};
-        for (std::size_t n = 64; n <= n_max; n *= 2) {
+        attn::CostCurve kernel{"BigBird block kernel", 1}, dense{"dense", 1};
+        std::vector<double> scores;  // per n: the scores the kernel computes (KeyVisits)
+        for (std::size_t n = n_min; n <= n_max; n *= 2) {
             const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto K = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
             const auto V = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
-            const int repeats = 7;
-            attn::record_cost(kernel_time, kernel_memory, n, [&] { return attn::bigbird_attention(Q, K, V, pattern); },
-                              repeats);
-            if (n <= dense_n_max) {
-                const attn::Mask mask = attn::bigbird_mask(n, pattern);  // built outside the timing
-                attn::record_cost(dense_time, dense_memory, n,
-                                  [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); }, repeats);
-            }
+            const attn::Mask mask = n <= dense_n_max ? attn::bigbird_mask(n, pattern)
+                                                     : attn::Mask();  // n×n, outside the clock
+            const attn::Call kernel_call = [&] {
+                return attn::bigbird_attention(Q, K, V, pattern);
+            };
+            attn::Call dense_call;  // empty beyond dense_n_max: dense is skipped there
+            if (n <= dense_n_max)
+                dense_call = [&] { return attn::scaled_dot_product_attention(Q, K, V, mask); };
+            attn::measure_costs({&kernel, &dense}, double(n), {kernel_call, dense_call},
+                                repeats);
+            attn::KeyVisits visits;
+            attn::bigbird_attention(Q, K, V, pattern, &visits);
+            scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 09-bigbird.md:506
-        const double fit_from = options.quick ? 256 : 1024;
-        const double time_slope = attn::slope_from(kernel_time, fit_from);
-        const double memory_slope = attn::slope_from(kernel_memory, fit_from);
-        const double dense_time_slope = attn::slope_from(dense_time, fit_from);
-        const double dense_memory_slope = attn::slope_from(dense_memory, fit_from);
-        results.add("fit_from", fit_from);
-        results.add("time_slope", time_slope);
-        results.add("memory_slope", memory_slope);
-        results.add("dense_time_slope", dense_time_slope);
-        results.add("dense_memory_slope", dense_memory_slope);
-        const double crossover_n = attn::crossover(kernel_time, dense_time);
-        results.add_text("crossover", crossover_n == 0                  ? "nowhere in the sizes measured"
-                                      : crossover_n == kernel_time.x[0] ? "n = " + attn::format_number(crossover_n) +
-                                                                              ", the smallest size measured,"
-                                                                        : "n = " + attn::format_number(crossover_n));
-        results.add("n_max", double(n_max));
-        results.add("dense_n_max", double(dense_n_max));
-        results.add("kernel_ms_at_n_max", 1e3 * kernel_time.y.back());
-        results.add("kernel_mib_at_n_max", kernel_memory.y.back());
-        const std::size_t last_dense = dense_time.x.size() - 1;
-        results.add("speedup_at_dense_n_max", dense_time.y[last_dense] / kernel_time.y[last_dense]);
-        results.add("memory_ratio_at_dense_n_max", dense_memory.y[last_dense] / kernel_memory.y[last_dense]);
-        kernel_time.label += " (slope " + attn::format_number(time_slope) + ")";
-        dense_time.label += " (slope " + attn::format_number(dense_time_slope) + ")";
-        kernel_memory.label += " (slope " + attn::format_number(memory_slope) + ")";
-        dense_memory.label += " (slope " + attn::format_number(dense_memory_slope) + ")";
-        attn::plot::LinePlotStyle time_style{"CPU time of one call (d_k = d_v = 64, b = 64, r = 3, float, 1 thread)",
-                                             "n (tokens)", "seconds"};
-        time_style.log_x = time_style.log_y = true;
-        attn::plot::lines(out / "cost_time.svg", {kernel_time, dense_time}, time_style);
-        attn::plot::LinePlotStyle memory_style{"Peak memory one call adds", "n (tokens)", "MiB"};
-        memory_style.log_x = memory_style.log_y = true;
-        attn::plot::lines(out / "cost_memory.svg", {attn::positive_points(kernel_memory), attn::positive_points(dense_memory)},
-                          memory_style);
+        // ⟨Draw time and memory against n⟩ 09-bigbird.md:525
+        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
+        const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
+        const attn::SlopeFit dense_time_fit = dense.time_fit(dense_fit_from);
+        const attn::SlopeFit dense_memory_fit = dense.memory_fit(dense_fit_from);
+        results.add_fit("time_slope", time_fit);
+        results.add_fit("memory_slope", memory_fit);
+        results.add_fit("dense_time_slope", dense_time_fit);
+        results.add_fit("dense_memory_slope", dense_memory_fit);
+        results.add_text("crossover", attn::find_crossover(kernel, dense).describe());
+        results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
+        results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
+        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
+        results.add("speedup_at_dense_n_max",
+                    dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
+        results.add("memory_ratio_at_dense_n_max",
+                    dense.peak_mib[shared] / kernel.peak_mib[shared]);
+        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
+            series.label += ", slope " + fit.text();
+            return series;
+        };
+        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
+        style.log_x = style.log_y = true;
+        style.key = "bottom right";  // the corner the curves leave empty
+        attn::plot::lines(out / "cost_time.svg",
+                          {with_fit(dense.time(), dense_time_fit),
+                           with_fit(kernel.time(), time_fit)}, style);
+        style.y_label = "peak MiB one call adds";
+        attn::plot::lines(out / "cost_memory.svg",
+                          {with_fit(dense.memory(), dense_memory_fit),
+                           with_fit(kernel.memory(), memory_fit)}, style);
+        // ⟨Fit the count of scores⟩ 09-bigbird.md:560
+        {
+            std::vector<double> fitted_n, fitted_scores;  // n ≥ fit_from
+            for (std::size_t k = 0; k < kernel.n.size(); ++k)
+                if (kernel.n[k] >= fit_from)
+                    fitted_n.push_back(kernel.n[k]), fitted_scores.push_back(scores[k]);
+            results.add_fit("scores_slope", attn::loglog_fit(fitted_n, fitted_scores));
+            results.add("scores_at_n_max", scores.back());
+            const double n_max_tokens = kernel.n.back();
+            results.add("scores_fraction_at_n_max",
+                        scores.back() / (n_max_tokens * n_max_tokens));
+        }
     });
 }

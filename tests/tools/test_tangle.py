@@ -106,7 +106,9 @@ def test_compiler_errors_point_at_the_chapter_line(tmp_path):
     broken = source.replace(marker, marker + "    this_is_not_cpp;\n", 1)
     expected_line = broken[: broken.index("this_is_not_cpp")].count("\n") + 1
     path = chapter(tmp_path, broken, "01-self-attention.md")
-    status, output = run(tmp_path, path)
+    instruments = chapter(tmp_path, (ROOT / "chapters/00-instruments.md").read_text(encoding="utf-8"),
+                          "00-instruments.md")   # chapter 1 includes the appendix's header
+    status, output = run(tmp_path, instruments, path)
     assert status == 0, output
     compile_ = subprocess.run(
         ["g++", "-std=c++17", "-fsyntax-only", "-Ibuild/tangled/include", "build/tangled/programs/ch01_self_attention.cpp"],

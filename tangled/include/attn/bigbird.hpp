@@ -92,7 +92,7 @@ inline Mask bigbird_mask(std::size_t n, const BigBirdPattern& pattern)
     return mask;
 }
 
-// ⟨List a block's tokens⟩ 09-bigbird.md:183
+// ⟨List a block's tokens⟩ 09-bigbird.md:185
 /// The token positions of the listed blocks, block after block: blocks.size()·block positions.
 inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& blocks, std::size_t block)
 {
@@ -103,7 +103,7 @@ inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& 
     return positions;
 }
 
-// ⟨Compute BigBird attention⟩ 09-bigbird.md:195
+// ⟨Compute BigBird attention⟩ 09-bigbird.md:197
 /// @brief BigBird block-sparse attention (Zaheer et al. 2020): window, global and random blocks.
 /// Equals scaled_dot_product_attention(Q, K, V, bigbird_mask(n, pattern)) but never builds an n×n
 /// matrix: each query block attends its gathered key blocks with two small dense products,
@@ -112,10 +112,13 @@ inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& 
 /// @param K       keys, n×d_k
 /// @param V       values, n×d_v
 /// @param pattern block size b (n must be a multiple of it), random blocks r, seed
+/// @param visits  optional: adds the query–key scores computed (chapter 6's KeyVisits)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> bigbird_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                    const xt::xtensor<T, 2>& V, const BigBirdPattern& pattern)
+                                    const xt::xtensor<T, 2>& V,
+                                    const BigBirdPattern& pattern,
+                                    KeyVisits* visits = nullptr)
 {
     check_attention_shapes(Q, K, V);
     const std::size_t n = Q.shape(0), b = pattern.block;
@@ -125,10 +128,11 @@ xt::xtensor<T, 2> bigbird_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     check_bigbird_length(n, pattern, "bigbird_attention");
     const auto key_blocks = bigbird_key_blocks(n / b, pattern);
     xt::xtensor<T, 2> O = xt::zeros<T>({n, V.shape(1)});  // n×d_v
+    const auto every_pair = [](std::size_t, std::size_t) { return true; };
     for (std::size_t q = 0; q < key_blocks.size(); ++q) {
-        const std::vector<std::size_t> queries = block_positions({q}, b);          // b
-        const std::vector<std::size_t> keys = block_positions(key_blocks[q], b);   // (blocks of q)·b
-        detail::attend_listed(Q, K, V, queries, keys, [](std::size_t, std::size_t) { return true; }, O);
+        const std::vector<std::size_t> queries = block_positions({q}, b);         // b
+        const std::vector<std::size_t> keys = block_positions(key_blocks[q], b);
+        detail::attend_listed(Q, K, V, queries, keys, every_pair, O, visits);
     }
     return O;
 }

@@ -18,6 +18,7 @@
 
 #include "attn/masked_attention.hpp"
 #include "attn/self_attention.hpp"
+#include "attn/sliding_window.hpp"
 
 namespace attn {
 
@@ -100,19 +101,23 @@ xt::xtensor<T, 2> gather_rows(const xt::xtensor<T, 2>& X, const std::vector<std:
 }
 
 // ⟨Attend from listed queries to listed keys⟩ 08-longformer.md:204
-/// Attention of the queries Q[queries] over the keys K[keys] and values V[keys], written to O[queries].
-/// `allowed(a, c)` says whether the a-th listed query may attend the c-th listed key; a key listed
-/// twice would be counted twice, so `keys` must not repeat. Memory: O((|queries| + d)·|keys|).
+/// Attention of the queries Q[queries] over the keys K[keys] and values V[keys],
+/// written to O[queries]. `allowed(a, c)` says whether the a-th listed query may attend
+/// the c-th listed key; a key listed twice would be counted twice, so `keys` must not
+/// repeat. Memory: O((|queries| + d)·|keys|). Adds the |queries|·|keys| scores computed
+/// to `visits` if given.
 template <class T, class Allowed>
-void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
-                   const std::vector<std::size_t>& queries, const std::vector<std::size_t>& keys,
-                   Allowed allowed, xt::xtensor<T, 2>& O)
+void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                   const xt::xtensor<T, 2>& V, const std::vector<std::size_t>& queries,
+                   const std::vector<std::size_t>& keys, Allowed allowed,
+                   xt::xtensor<T, 2>& O, KeyVisits* visits)
 {
     const xt::xtensor<T, 2> Q_listed = gather_rows(Q, queries);               // q×d_k
     const xt::xtensor<T, 2> K_listed_t = xt::transpose(gather_rows(K, keys));  // d_k×c, contiguous for BLAS
     const xt::xtensor<T, 2> V_listed = gather_rows(V, keys);                   // c×d_v
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_listed, K_listed_t);         // q×c
-    // ⟨Scale the allowed scores and hide the others⟩ 08-longformer.md:233
+    if (visits) visits->scores += scores.size();  // every one computed, allowed or not
+    // ⟨Scale the allowed scores and hide the others⟩ 08-longformer.md:237
     const T scale = T(1) / std::sqrt(T(Q.shape(1)));
     const T hidden = -std::numeric_limits<T>::infinity();
     for (std::size_t a = 0; a < queries.size(); ++a) {
@@ -126,24 +131,26 @@ void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const
         std::copy_n(O_listed.data() + a * d_v, d_v, O.data() + queries[a] * d_v);
 }
 
-// ⟨Attend within the window, block by block⟩ 08-longformer.md:248
+// ⟨Attend within the window, block by block⟩ 08-longformer.md:262
 /// Window rows of the non-global queries among `positions` (one subsequence r, r + dilation, ...),
 /// in blocks of `block` consecutive queries. Writes those rows of O.
 template <class T>
-void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
-                          const std::vector<std::size_t>& positions, std::size_t w, std::size_t dilation,
-                          const std::vector<bool>& is_global, const std::vector<std::size_t>& global_positions,
-                          xt::xtensor<T, 2>& O)
+void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                          const xt::xtensor<T, 2>& V,
+                          const std::vector<std::size_t>& positions, std::size_t w,
+                          std::size_t dilation, const std::vector<bool>& is_global,
+                          const std::vector<std::size_t>& global_positions,
+                          xt::xtensor<T, 2>& O, KeyVisits* visits)
 {
     const std::size_t count = positions.size(), block = std::max<std::size_t>(w, 32);
     for (std::size_t t0 = 0; t0 < count; t0 += block) {
         const std::size_t t1 = std::min(count, t0 + block);  // this block: positions[t0, t1)
-        // ⟨List the block's queries⟩ 08-longformer.md:271
+        // ⟨List the block's queries⟩ 08-longformer.md:287
         std::vector<std::size_t> queries, steps;  // positions, and their indices t in the subsequence
         for (std::size_t t = t0; t < t1; ++t)
             if (!is_global[positions[t]]) queries.push_back(positions[t]), steps.push_back(t);
         if (queries.empty()) continue;
-        // ⟨List the keys the block can see⟩ 08-longformer.md:284
+        // ⟨List the keys the block can see⟩ 08-longformer.md:300
         const std::size_t u0 = t0 > w ? t0 - w : 0, u1 = std::min(count, t1 + w);  // span: positions[u0, u1)
         const std::size_t span = u1 - u0;
         std::vector<std::size_t> keys(positions.begin() + u0, positions.begin() + u1);
@@ -155,29 +162,33 @@ void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K
             if (c >= span) return true;  // a global key outside the span
             const std::size_t u = u0 + c, t = steps[a];  // key and query, in steps along the subsequence
             return (u > t ? u - t : t - u) <= w || is_global[keys[c]];
-        }, O);
+        }, O, visits);
     }
 }
 
-// ⟨Give the global tokens full rows⟩ 08-longformer.md:303
+// ⟨Give the global tokens full rows⟩ 08-longformer.md:319
 /// Full rows for the global queries: each attends every key. Groups of 32 queries keep the
 /// score matrix at 32×n. Writes those rows of O.
 template <class T>
-void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
-                     const std::vector<std::size_t>& global_positions, xt::xtensor<T, 2>& O)
+void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+                     const xt::xtensor<T, 2>& V,
+                     const std::vector<std::size_t>& global_positions,
+                     xt::xtensor<T, 2>& O, KeyVisits* visits)
 {
     std::vector<std::size_t> every_key(K.shape(0));
     std::iota(every_key.begin(), every_key.end(), std::size_t(0));
+    const auto everything = [](std::size_t, std::size_t) { return true; };
     for (std::size_t g0 = 0; g0 < global_positions.size(); g0 += 32) {
+        const std::size_t g1 = std::min(global_positions.size(), g0 + 32);
         const std::vector<std::size_t> group(global_positions.begin() + g0,
-                                             global_positions.begin() + std::min(global_positions.size(), g0 + 32));
-        attend_listed(Q, K, V, group, every_key, [](std::size_t, std::size_t) { return true; }, O);
+                                             global_positions.begin() + g1);
+        attend_listed(Q, K, V, group, every_key, everything, O, visits);
     }
 }
 
 }  // namespace detail
 
-// ⟨Compute Longformer attention with separate global projections⟩ 08-longformer.md:344
+// ⟨Compute Longformer attention with separate global projections⟩ 08-longformer.md:364
 /// @brief Longformer attention whose global rows use their own projections (Beltagy et al. 2020, §3.1).
 /// Window rows: softmax over the window and the global keys of Q·Kᵀ/√d_k, averaging V.
 /// Global rows (i in `global`): softmax(Q_g[i]·K_gᵀ/√d_k)·V_g over every key.
@@ -187,14 +198,16 @@ void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, con
 /// @param w             window on each side, in steps of `dilation`
 /// @param dilation      gap between window keys, ≥ 1
 /// @param global        positions with global attention
+/// @param visits        optional: adds the query–key scores computed (chapter 6)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> longformer_attention_global_projections(
     const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
     const xt::xtensor<T, 2>& Q_g, const xt::xtensor<T, 2>& K_g, const xt::xtensor<T, 2>& V_g,
-    std::size_t w, std::size_t dilation, const std::vector<std::size_t>& global)
+    std::size_t w, std::size_t dilation, const std::vector<std::size_t>& global,
+    KeyVisits* visits = nullptr)
 {
-    // ⟨Check the Longformer operands⟩ 08-longformer.md:379
+    // ⟨Check the Longformer operands⟩ 08-longformer.md:402
     check_attention_shapes(Q, K, V);
     check_attention_shapes(Q_g, K_g, V_g);
     detail::check_dilation(dilation, "longformer_attention");
@@ -210,13 +223,14 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     for (std::size_t r = 0; r < std::min(dilation, n); ++r) {
         std::vector<std::size_t> positions;  // the subsequence r, r + dilation, ...
         for (std::size_t i = r; i < n; i += dilation) positions.push_back(i);
-        detail::attend_window_blocks(Q, K, V, positions, w, dilation, is_global, global_positions, O);
+        detail::attend_window_blocks(Q, K, V, positions, w, dilation, is_global,
+                                     global_positions, O, visits);
     }
-    detail::attend_globally(Q_g, K_g, V_g, global_positions, O);
+    detail::attend_globally(Q_g, K_g, V_g, global_positions, O, visits);
     return O;
 }
 
-// ⟨Compute Longformer attention⟩ 08-longformer.md:393
+// ⟨Compute Longformer attention⟩ 08-longformer.md:416
 /// @brief Longformer attention (Beltagy et al. 2020): a dilated sliding window plus symmetric global tokens.
 /// Equals scaled_dot_product_attention(Q, K, V, longformer_mask(n, w, dilation, global)) but never
 /// builds an n×n matrix: a banded block kernel, O(n·(w + g)·d), plus g full global rows, O(g·n·d).
@@ -226,13 +240,17 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
 /// @param w        window on each side (two-sided: 2w + 1 window keys), in steps of `dilation`
 /// @param dilation gap between window keys, ≥ 1
 /// @param global   positions with global attention
+/// @param visits   optional: adds the query–key scores computed (chapter 6's KeyVisits)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> longformer_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                       const xt::xtensor<T, 2>& V, std::size_t w, std::size_t dilation,
-                                       const std::vector<std::size_t>& global)
+                                       const xt::xtensor<T, 2>& V, std::size_t w,
+                                       std::size_t dilation,
+                                       const std::vector<std::size_t>& global,
+                                       KeyVisits* visits = nullptr)
 {
-    return longformer_attention_global_projections(Q, K, V, Q, K, V, w, dilation, global);
+    return longformer_attention_global_projections(Q, K, V, Q, K, V, w, dilation,
+                                                   global, visits);
 }
 
 }  // namespace attn

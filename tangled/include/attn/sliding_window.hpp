@@ -90,6 +90,14 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, c
     return O;
 }
 
+// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:296
+/// @brief The work a sparse kernel did, counted where it is done. Pass a pointer as a
+/// kernel's last argument (the default, nullptr, counts nothing); counts add up over
+/// calls.
+struct KeyVisits {
+    std::size_t scores = 0;  ///< query–key scores q_i·k_j computed (keys visited)
+};
+
 // ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:167
 /// @brief One query's softmax-weighted average of values, built up from runs of consecutive keys
 /// (online softmax: when a larger score arrives, the sums so far are rescaled by e^(old max − new max)).
@@ -111,13 +119,14 @@ public:
         std::fill(acc_.begin(), acc_.end(), T(0));
     }
 
-    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:209
+    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:213
     /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k) and value
     /// rows at `values` (count×d_v), adding them to the running softmax.
     void add_run(const T* query, const T* keys, const T* values, std::size_t count)
     {
         if (count == 0) return;
         scores_.resize(count);
+        scores_computed_ += count;
         T run_max = -std::numeric_limits<T>::infinity();
         for (std::size_t j = 0; j < count; ++j) {
             const T* key = keys + j * d_k_;
@@ -146,23 +155,33 @@ public:
         for (std::size_t c = 0; c < d_v_; ++c) out[c] = total_ > 0 ? acc_[c] / total_ : T(0);
     }
 
+    /// Query–key scores computed since construction, over every row (reset() keeps it).
+    std::size_t scores_computed() const { return scores_computed_; }
+
 private:
     std::size_t d_k_, d_v_;
     T scale_;              // 1/√d_k
     T max_ = 0, total_ = 0;  // μ, ℓ
     std::vector<T> acc_;   // a, d_v
     std::vector<T> scores_;  // the current run's scores
+    std::size_t scores_computed_ = 0;  // dot products q·k_j done, for KeyVisits
 };
 
-// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:247
-/// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's causal window).
-/// Equals scaled_dot_product_attention(Q, K, V, sliding_window_mask(n, w)) in O(n·w) time and
-/// O(n·d_v) memory: it never builds an n×n matrix.
-/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
+// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:252
+/// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's
+/// causal window). Equals scaled_dot_product_attention(Q, K, V,
+/// sliding_window_mask(n, w)) in O(n·w) time and O(n·d_v) memory: it never builds an
+/// n×n matrix.
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
+/// @param window w ≥ 1
+/// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                           const xt::xtensor<T, 2>& V, std::size_t window)
+xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q,
+                                           const xt::xtensor<T, 2>& K,
+                                           const xt::xtensor<T, 2>& V,
+                                           std::size_t window,
+                                           KeyVisits* visits = nullptr)
 {
     check_self_attention_inputs(Q, K, V);
     check_window(window);
@@ -172,13 +191,15 @@ xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q, const xt:
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t first = first_key_in_window(i, window);
         row.reset();
-        row.add_run(Q.data() + i * d_k, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
+        row.add_run(Q.data() + i * d_k, K.data() + first * d_k, V.data() + first * d_v,
+                    i + 1 - first);
         row.write(O.data() + i * d_v);
     }
+    if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
-// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:335
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:368
 /// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's rolling buffer):
 /// memory w·(d_k + d_v) numbers, however many tokens have passed.
 template <class T>
@@ -224,7 +245,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:387
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:420
 /// @brief Sliding-window attention computed as a decoder would: token by token through a RollingKVCache.
 /// Equals sliding_window_attention(Q, K, V, window).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
@@ -244,7 +265,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:513
+// ⟨Compose two masks⟩ 06-sliding-window.md:546
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true when some k has A(i, k) and B(k, j),
 /// i.e. when i reaches j by one step of A and then one step of B (two layers).
 /// @param A n×p; @param B p×m

@@ -19,7 +19,7 @@
 
 namespace attn {
 
-// ⟨Say which keys each head attends⟩ 07-sparse-transformer.md:46
+// ⟨Say which keys each head attends⟩ 07-sparse-transformer.md:47
 /// Strided head 1: the last ℓ positions, i − ℓ < j ≤ i.
 inline bool strided_local_allows(std::size_t i, std::size_t j, std::size_t stride)
 {
@@ -44,7 +44,7 @@ inline bool fixed_summary_allows(std::size_t i, std::size_t j, std::size_t strid
     return j <= i && j % stride >= stride - c;
 }
 
-// ⟨Build a mask from a rule⟩ 07-sparse-transformer.md:72
+// ⟨Build a mask from a rule⟩ 07-sparse-transformer.md:73
 /// An n×n mask with allowed(i, j) in every cell.
 template <class Allowed>
 Mask mask_where(std::size_t n, Allowed allowed)
@@ -64,7 +64,7 @@ inline void check_stride(std::size_t stride, std::size_t c = 1)
                                     std::to_string(c) + " for ℓ = " + std::to_string(stride));
 }
 
-// ⟨Build the strided and fixed masks⟩ 07-sparse-transformer.md:93
+// ⟨Build the strided and fixed masks⟩ 07-sparse-transformer.md:94
 /// @brief The strided pattern (Child et al. 2019, §4.2) as a dense mask (for figures and tests only).
 /// @param n sequence length; @param stride ℓ ≥ 1
 /// @return mask, n×n: j ≤ i and (i − j < ℓ or (i − j) mod ℓ = 0)
@@ -87,7 +87,7 @@ inline Mask fixed_mask(std::size_t n, std::size_t stride, std::size_t c)
     });
 }
 
-// ⟨Build each head's mask⟩ 07-sparse-transformer.md:120
+// ⟨Build each head's mask⟩ 07-sparse-transformer.md:121
 /// @brief The two heads of the strided pattern: {A⁽¹⁾ local, A⁽²⁾ strided}, each n×n.
 inline std::array<Mask, 2> strided_head_masks(std::size_t n, std::size_t stride)
 {
@@ -104,7 +104,7 @@ inline std::array<Mask, 2> fixed_head_masks(std::size_t n, std::size_t stride, s
             mask_where(n, [&](std::size_t i, std::size_t j) { return fixed_summary_allows(i, j, stride, c); })};
 }
 
-// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:225
+// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:226
 /// @brief Attention restricted to the keys `allowed(i, j)` by plain loops (the reference, O(n²) work).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @return outputs, n×d_v; a row with no allowed key is zero
@@ -138,7 +138,7 @@ xt::xtensor<T, 2> pattern_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:276
+// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:277
 /// Rows of X (n×d) regrouped by position mod ℓ: group r holds positions r, r+ℓ, r+2ℓ, … in order.
 /// `group_start[r]` is the row where group r begins (group_start has ℓ+1 entries).
 template <class T>
@@ -157,15 +157,19 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
     return grouped;
 }
 
-// ⟨Compute strided attention⟩ 07-sparse-transformer.md:300
-/// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ or (i − j) mod ℓ = 0.
-/// Equals scaled_dot_product_attention(Q, K, V, strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time —
-/// O(n√n) for ℓ ≈ √n — and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
-/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param stride ℓ ≥ 1
+// ⟨Compute strided attention⟩ 07-sparse-transformer.md:301
+/// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ
+/// or (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V,
+/// strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and
+/// O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
+/// @param stride ℓ ≥ 1
+/// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                    const xt::xtensor<T, 2>& V, std::size_t stride)
+                                    const xt::xtensor<T, 2>& V, std::size_t stride,
+                                    KeyVisits* visits = nullptr)
 {
     check_self_attention_inputs(Q, K, V);
     check_stride(stride);
@@ -178,16 +182,18 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     for (std::size_t i = 0; i < n; ++i) {
         const T* q = Q.data() + i * d_k;
         const std::size_t first = first_key_in_window(i, stride);  // head 1: first..i
-        const std::size_t group = group_start[i % stride], earlier = i / stride;  // head 2: i − ℓ, i − 2ℓ, …
+        const std::size_t group = group_start[i % stride];  // head 2: i − ℓ, i − 2ℓ, …
+        const std::size_t earlier = i / stride;
         row.reset();
         row.add_run(q, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
         row.add_run(q, &K_grouped[group * d_k], &V_grouped[group * d_v], earlier);
         row.write(O.data() + i * d_v);
     }
+    if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:339
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:346
 /// The last c rows of every complete block of ℓ rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
 std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, std::size_t c)
@@ -201,17 +207,19 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:354
-/// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block of ℓ, or with
-/// j mod ℓ ≥ ℓ − c (the last c positions of every block).
-/// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in O(n·(ℓ + c·n/ℓ)) time and
-/// O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:361
+/// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block
+/// of ℓ, or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
+/// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in
+/// O(n·(ℓ + c·n/ℓ)) time and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
-/// @param stride ℓ ≥ 1, the block length; @param c summary positions per block, 1 ≤ c ≤ ℓ
+/// @param stride ℓ ≥ 1, the block length; @param c summaries per block, 1 ≤ c ≤ ℓ
+/// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
 xt::xtensor<T, 2> fixed_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                  const xt::xtensor<T, 2>& V, std::size_t stride, std::size_t c)
+                                  const xt::xtensor<T, 2>& V, std::size_t stride,
+                                  std::size_t c, KeyVisits* visits = nullptr)
 {
     check_self_attention_inputs(Q, K, V);
     check_stride(stride, c);
@@ -225,9 +233,10 @@ xt::xtensor<T, 2> fixed_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<
         const std::size_t block = i / stride, first = block * stride;  // head 1: first..i
         row.reset();
         row.add_run(q, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
-        row.add_run(q, K_summaries.data(), V_summaries.data(), block * c);  // head 2: earlier blocks
+        row.add_run(q, K_summaries.data(), V_summaries.data(), block * c);  // head 2
         row.write(O.data() + i * d_v);
     }
+    if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
