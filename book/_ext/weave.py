@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import html
 import posixpath
+import hashlib
 import re
 import shutil
 import sys
@@ -953,14 +954,39 @@ def on_builder_inited(app) -> None:
             app.config.nitpick_ignore.append(("cpp:identifier", compound.findtext("compoundname")))
 
 
-def on_env_get_outdated(app, env, added, changed, removed) -> list[str]:
-    """Every page is read again on every build.
+def book_signature(book: Book) -> str:
+    """A hash of everything one page may show of another: the chapters' titles and
+    summaries, every chunk's parts and where they are, every tangled file's text, the
+    API entries and the tangler's problems. A prose edit that moves no line leaves it."""
+    digest = hashlib.sha256()
 
-    The chapter pages, indexes, file and API pages are built from the model of
-    the whole book, and every page's sidebar lists every chapter: a partial
-    rebuild would leave some of them stale. The book is small; a whole build
-    is the honest one.
+    def add(*items) -> None:
+        digest.update(repr(items).encode("utf-8"))
+
+    for info in book.chapters:
+        add(info.path, info.title, info.summary)
+        for chunk in info.model.chunks.values():
+            add(chunk.name, [(p.index, p.fence_line, p.body_line, p.options) for p in chunk.parts])
+    for path, f in book.files.items():
+        add(path, f.root, f.chunks, f.text)
+    for header, entries in book.api.items():
+        add(header, [(e.kind, e.name, e.args, e.line, e.refid, e.member) for e in entries])
+    add([str(problem) for problem in book.problems])
+    return digest.hexdigest()
+
+
+def on_env_get_outdated(app, env, added, changed, removed) -> list[str]:
+    """Every page is read again when the model of the whole book changed.
+
+    The chapter pages, indexes, file and API pages are built from that model, so
+    when it changes (a chunk moved, a file's text, an API entry) every page is read
+    again. An edit that changes only a page's own prose leaves the model as it was,
+    and Sphinx reads that page alone.
     """
+    signature = book_signature(the_book())
+    if getattr(env, "attn_book_signature", None) == signature:
+        return []
+    env.attn_book_signature = signature
     return sorted(env.found_docs)
 
 
