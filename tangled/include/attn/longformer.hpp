@@ -196,11 +196,11 @@ void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
 /// @param Q, K, V       window projections, n×d_k, n×d_k, n×d_v
 /// @param Q_g, K_g, V_g global projections, n×d_k, n×d_k, n×d_v
 /// @param w             window on each side, in steps of `dilation`;
-///                 clamped to n
+///                      clamped to n
 /// @param dilation      gap between window keys, ≥ 1 (0 throws std::invalid_argument);
-///                 clamped to n
+///                      clamped to n
 /// @param global        positions with global attention, each < n
-///                 (std::invalid_argument otherwise); repeats count once
+///                      (std::invalid_argument otherwise); repeats count once
 /// @param visits        optional: adds the query–key scores computed (chapter 6)
 /// @return outputs, n×d_v
 template <class T>
