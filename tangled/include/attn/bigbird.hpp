@@ -25,7 +25,7 @@ namespace attn {
 struct BigBirdPattern {
     std::size_t block;          ///< tokens per block, b ≥ 1; n must be a multiple of it
     std::size_t random_blocks;  ///< random key blocks per non-global query block, r;
-                                ///< more than the blocks left to draw is clamped to them
+                                ///< more than the blocks left is clamped to them
     std::uint64_t seed;         ///< seed of the random draws: the same seed gives the same pattern
 };
 

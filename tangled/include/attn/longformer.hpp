@@ -197,7 +197,7 @@ void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
 /// @param Q_g, K_g, V_g global projections, n×d_k, n×d_k, n×d_v
 /// @param w             window on each side, in steps of `dilation`;
 ///                      clamped to n
-/// @param dilation      gap between window keys, ≥ 1 (0 throws std::invalid_argument);
+/// @param dilation      gap between window keys, ≥ 1 (0: std::invalid_argument);
 ///                      clamped to n
 /// @param global        positions with global attention, each < n
 ///                      (std::invalid_argument otherwise); repeats count once
@@ -220,8 +220,9 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
                                     std::to_string(n) + " rows, not " + std::to_string(K.shape(0)));
     if (Q_g.shape() != Q.shape() || K_g.shape() != K.shape() || V_g.shape() != V.shape())
         throw std::invalid_argument("longformer_attention: the global projections must have the shapes of Q, K, V");
-    dilation = std::min(dilation, std::max<std::size_t>(n, 1));  // reaches past the sequence:
-    w = std::min(w, n);                                          // the same keys, no overflow
+    // past the sequence a window or a dilation allows the same keys as n: clamp
+    dilation = std::min(dilation, std::max<std::size_t>(n, 1));
+    w = std::min(w, n);
     const std::vector<bool> is_global = detail::global_flags(n, global, "longformer_attention");
     const std::vector<std::size_t> global_positions = detail::flagged_positions(is_global);  // sorted, each once
     xt::xtensor<T, 2> O = xt::zeros<T>({n, V.shape(1)});  // n×d_v
@@ -235,15 +236,15 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     return O;
 }
 
-// ⟨Compute Longformer attention⟩ 08-longformer.md:431
+// ⟨Compute Longformer attention⟩ 08-longformer.md:432
 /// @brief Longformer attention (Beltagy et al. 2020): a dilated sliding window plus symmetric global tokens.
 /// Equals scaled_dot_product_attention(Q, K, V, longformer_mask(n, w, dilation, global)) but never
 /// builds an n×n matrix: a banded block kernel, O(n·(w + g)·d), plus g full global rows, O(g·n·d).
 /// @param Q        queries, n×d_k
 /// @param K        keys, n×d_k
 /// @param V        values, n×d_v
-/// @param w        window on each side (two-sided: 2w + 1 window keys), in steps of `dilation`;
-///                 clamped to n
+/// @param w        window on each side (two-sided: 2w + 1 window keys), in steps
+///                 of `dilation`; clamped to n
 /// @param dilation gap between window keys, ≥ 1 (0 throws std::invalid_argument);
 ///                 clamped to n
 /// @param global   positions with global attention, each < n

@@ -99,7 +99,7 @@ void hide_masked_scores(xt::xtensor<T, 2>& scores, const Mask& mask)
         if (!allowed[k]) s[k] = minus_infinity;
 }
 
-// ⟨Normalise the allowed scores of each row⟩ 02-masked-attention.md:203
+// ⟨Normalise the allowed scores of each row⟩ 02-masked-attention.md:205
 /// @brief Softmax of each row over its allowed (not −∞) scores; a row with none
 /// gives zeros, and a row with a NaN score gives NaN weights (never zeros).
 /// @param scores n×m, hidden scores −∞
@@ -117,7 +117,7 @@ xt::xtensor<T, 2> softmax_allowed_rows(const xt::xtensor<T, 2>& scores)
     return weights;
 }
 
-// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:224
+// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:226
 /// @brief The masked attention weights softmax(Q·Kᵀ/√d_k with hidden scores −∞).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @param mask n×m, true where query i may attend key j
@@ -134,7 +134,7 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return softmax_allowed_rows(scores);  // a row of −∞ only gives zeros
 }
 
-// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:244
+// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:246
 /// @brief Masked scaled dot-product attention: softmax over the allowed keys only, times V.
 /// A query whose mask row is all false gets a zero output row (PyTorch gives NaN there).
 /// @param Q queries, n×d_k

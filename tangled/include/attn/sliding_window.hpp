@@ -244,7 +244,8 @@ public:
         softmax_.reset();
         const std::size_t oldest = size_ < window_ ? 0 : next_;  // slot of the oldest cached token
         const std::size_t tail = size_ < window_ ? size_ : window_ - oldest;
-        softmax_.add_run(query, &keys_[oldest * d_k_], &values_[oldest * d_v_], tail);  // oldest…end
+        softmax_.add_run(query, keys_.data() + oldest * d_k_,  // oldest…end (.data():
+                         values_.data() + oldest * d_v_, tail);  // empty if d_v = 0)
         softmax_.add_run(query, keys_.data(), values_.data(), size_ - tail);             // 0…newest
         softmax_.write(out);
     }
@@ -262,7 +263,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:443
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:444
 /// @brief Sliding-window attention computed as a decoder would: token by token through a RollingKVCache.
 /// Equals sliding_window_attention(Q, K, V, window).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
@@ -285,7 +286,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:572
+// ⟨Compose two masks⟩ 06-sliding-window.md:573
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true when some k has A(i, k) and B(k, j),
 /// i.e. when i reaches j by one step of A and then one step of B (two layers).
 /// @param A n×p; @param B p×m

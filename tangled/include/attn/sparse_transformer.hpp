@@ -175,7 +175,7 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     check_self_attention_inputs(Q, K, V);
     check_stride(stride);
     const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
-    stride = std::min(stride, std::max<std::size_t>(n, 1));  // same pattern, ℓ + 1 groups
+    stride = std::min(stride, std::max<std::size_t>(n, 1));  // same keys; ℓ + 1 groups
     std::vector<std::size_t> group_start;
     const std::vector<T> K_grouped = regroup_by_remainder(K, stride, group_start);  // n×d_k
     const std::vector<T> V_grouped = regroup_by_remainder(V, stride, group_start);  // n×d_v
@@ -188,14 +188,15 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
         const std::size_t earlier = i / stride;
         row.reset();
         row.add_run(q, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
-        row.add_run(q, &K_grouped[group * d_k], &V_grouped[group * d_v], earlier);
+        row.add_run(q, K_grouped.data() + group * d_k, V_grouped.data() + group * d_v,
+                    earlier);  // .data(): V_grouped is empty when d_v = 0
         row.write(O.data() + i * d_v);
     }
     if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:357
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:358
 /// The last c rows of every complete block of ℓ rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
 std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, std::size_t c)
@@ -209,7 +210,7 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:372
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:373
 /// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block
 /// of ℓ, or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
 /// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in
