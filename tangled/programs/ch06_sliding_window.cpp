@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:566
+// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:593
 /// For each (i, j): the fewest layers of `mask` after which token i depends on token j,
 /// or 0 if more than max_layers are needed.
 xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
@@ -38,7 +38,7 @@ xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
     return layers;
 }
 
-// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:458
+// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:485
 /// Decode n tokens through a rolling cache of `window`, as a generator would: each output row is
 /// used (summed into a checksum) and dropped. Returns the checksum.
 double decode_and_forget(const xt::xtensor<float, 2>& Q, const xt::xtensor<float, 2>& K,
@@ -66,7 +66,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:910
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:937
         const std::size_t w_bench = 128;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -78,7 +78,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:824
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:851
         {
             const std::vector<std::string> words = {"the", "cat", "sat", "on", "the", "mat", "because", "it",
                                                     "was", "tired", "and", "then", "it", "fell", "asleep", "there"};
@@ -108,7 +108,7 @@ int main(int argc, char** argv)
             style.allowed = filled;
             attn::plot::heatmap(out / "rolling_buffer.svg", slot_token, style);
         }
-        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:318
+        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:340
         const std::size_t n_compare = 1000, w_compare = 96;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -127,7 +127,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_vs_reference", xt::amax(xt::abs(O_band - O_rows))(), 2);
             results.add("max_abs_error_float", xt::amax(xt::abs(O_band_f - O_dense_f))(), 2);
         }
-        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:441
+        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:468
         {
             const auto Q_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
             const auto K_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
@@ -136,7 +136,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_decode = attn::decode_with_rolling_cache(Q_c, K_c, V_c, w_compare);
             results.add("max_abs_error_rolling_vs_batch", xt::amax(xt::abs(O_decode - O_batch))(), 2);
         }
-        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:608
+        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:635
         {
             const std::size_t n_field = 32, w_field = 4;
             const xt::xtensor<double, 2> layers = layers_to_reach(attn::sliding_window_mask(n_field, w_field), 16);
@@ -174,7 +174,7 @@ int main(int argc, char** argv)
             attn::plot::LinePlotStyle style{"Receptive field of the last token", "layers L", "tokens it depends on"};
             attn::plot::lines(out / "receptive_field.svg", curves, style);
         }
-        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:493
+        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:520
         {
             attn::Series measured{"rolling buffer: measured peak of the process", {}, {}};
             attn::Series buffer{"rolling buffer: its own size w·(d_k+d_v)·4 B", {}, {}, "lines"};
@@ -200,7 +200,7 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
         }
-        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:666
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:693
         attn::CostCurve band{"sliding window", 1}, dense{"dense", 1};
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
             const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
@@ -218,7 +218,7 @@ int main(int argc, char** argv)
                 };
             attn::measure_costs({&band, &dense}, double(n), {band_call, dense_call}, repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:692
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:719
         const attn::SlopeFit band_time_fit = band.time_fit(), dense_time_fit = dense.time_fit();
         const attn::SlopeFit band_memory_fit = band.memory_fit();
         const attn::SlopeFit dense_memory_fit = dense.memory_fit();
@@ -236,7 +236,7 @@ int main(int argc, char** argv)
         results.add("band_seconds_at_dense_n_max", band.wall_seconds[shared]);
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("band_mib_at_dense_n_max", band.peak_mib[shared]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:712
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:739
         {
             const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
                 series.label += ", slope " + fit.text();

@@ -22,7 +22,7 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:815
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:828
 /// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
@@ -73,7 +73,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:950
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:963
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -85,7 +85,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:857
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:870
         {
             const std::size_t n_small = 32;
             draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
@@ -95,7 +95,7 @@ int main(int argc, char** argv)
             draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
             draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:872
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:885
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -119,7 +119,7 @@ int main(int argc, char** argv)
             style.allowed = steps > 0.0;
             attn::plot::heatmap(out / "reach_steps.svg", steps, style);
         }
-        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:414
+        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:427
         const std::size_t n_compare = 1000, stride_compare = 30, c_compare = 4;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -155,7 +155,7 @@ int main(int argc, char** argv)
                                     return bool(fixed(i, j));
                                 })), 2);
         }
-        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:477
+        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:490
         attn::CostCurve strided{"strided", 1}, fixed{"fixed", 1}, dense{"dense", 1};
         std::vector<double> strided_keys, fixed_keys;  // keys visited (scores computed), per n
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
@@ -185,7 +185,7 @@ int main(int argc, char** argv)
             strided_keys.push_back(double(strided_visits.scores));
             fixed_keys.push_back(double(fixed_visits.scores));
         }
-        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:513
+        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:526
         const attn::SlopeFit strided_fit = strided.time_fit(), fixed_fit = fixed.time_fit();
         const attn::SlopeFit dense_fit = dense.time_fit();
         results.add_fit("strided_time_slope", strided_fit);
@@ -207,7 +207,7 @@ int main(int argc, char** argv)
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("strided_mib_at_dense_n_max", strided.peak_mib[shared]);
         results.add("strided_mib_at_n_max", strided.peak_mib.back());
-        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:537
+        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:550
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
@@ -226,7 +226,7 @@ int main(int argc, char** argv)
                                with_fit(strided.memory(), strided.memory_fit()),
                                with_fit(fixed.memory(), fixed.memory_fit())}, style);
         }
-        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:608
+        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:621
         {
             const attn::SlopeFit strided_keys_fit = attn::loglog_fit(strided.n, strided_keys);
             const attn::SlopeFit fixed_keys_fit = attn::loglog_fit(fixed.n, fixed_keys);
@@ -234,7 +234,7 @@ int main(int argc, char** argv)
             results.add_fit("fixed_keys_slope", fixed_keys_fit);
             results.add("strided_keys_at_n_max", strided_keys.back());
             results.add("dense_keys_at_n_max", strided.n.back() * strided.n.back());
-            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:640
+            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:653
             attn::Series strided_per_key{"strided", strided.n, {}};
             attn::Series fixed_per_key{"fixed", fixed.n, {}};
             for (std::size_t k = 0; k < strided.n.size(); ++k) {
@@ -258,7 +258,7 @@ int main(int argc, char** argv)
             results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
             results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
             results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
-            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:670
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:683
             const auto compare = [](const attn::SlopeFit& fit) -> std::string {
                 if (fit.slope > 2 * fit.standard_error) return "steeper than";
                 if (fit.slope < -2 * fit.standard_error) return "shallower than";
@@ -267,7 +267,7 @@ int main(int argc, char** argv)
             results.add_text("strided_time_vs_keys", compare(per_key_fit));
             results.add_text("fixed_time_vs_keys",
                              compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
-            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:690
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:703
             const attn::Machine machine = attn::this_machine();
             const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
             results.add("l2_kib", double(machine.l2_bytes) / 1024);

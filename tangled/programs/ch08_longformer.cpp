@@ -19,7 +19,7 @@
 
 namespace {
 
-// ⟨Draw the pattern with its weights⟩ 08-longformer.md:503
+// ⟨Draw the pattern with its weights⟩ 08-longformer.md:522
 /// Draw the attention weights of random Q, K (n×16) under the Longformer mask, masked cells grey.
 /// @return the fraction of the n² pairs the pattern allows
 double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w, std::size_t dilation,
@@ -34,7 +34,7 @@ double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
-// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:551
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:570
 /// For layers 1..`layers`, the contiguous reach of token i when every layer attends with `mask`:
 /// the largest r such that every token within distance r of i can influence i's output.
 std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std::size_t layers)
@@ -66,14 +66,14 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the two patterns⟩ 08-longformer.md:519
+        // ⟨Draw the two patterns⟩ 08-longformer.md:538
         results.add("allowed_fraction_window",
                     draw_pattern(out / "pattern.svg", 32, 3, 1, {0},
                                  "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
         results.add("allowed_fraction_dilated",
                     draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
                                  "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:574
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:593
         {
             const std::size_t n = 401, i = 200, w = 4, layers = 12;
             const attn::Mask plain = attn::longformer_mask(n, w, 1, {}), dilated = attn::longformer_mask(n, w, 2, {});
@@ -90,7 +90,7 @@ int main(int argc, char** argv)
                                             "contiguous reach (tokens)"};
             attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:616
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:635
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -109,7 +109,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
             results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:856
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:875
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -121,7 +121,7 @@ int main(int argc, char** argv)
         results.add("fit_from", fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:665
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:684
         const std::size_t d = 64, w = 64, dilation = 1;
         const std::vector<std::size_t> global = {0};
         attn::CostCurve kernel{"Longformer kernel", 1}, dense{"dense", 1};
@@ -145,7 +145,7 @@ int main(int argc, char** argv)
             attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:697
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:716
         const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
         const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
@@ -176,7 +176,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:774
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:793
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());

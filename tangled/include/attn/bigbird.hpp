@@ -24,11 +24,12 @@ namespace attn {
 /// @brief A BigBird attention pattern over blocks of `block` tokens (Zaheer et al. 2020).
 struct BigBirdPattern {
     std::size_t block;          ///< tokens per block, b ≥ 1; n must be a multiple of it
-    std::size_t random_blocks;  ///< random key blocks per non-global query block, r
+    std::size_t random_blocks;  ///< random key blocks per non-global query block, r;
+                                ///< more than the blocks left is clamped to them
     std::uint64_t seed;         ///< seed of the random draws: the same seed gives the same pattern
 };
 
-// ⟨Check that n is a whole number of blocks⟩ 09-bigbird.md:58
+// ⟨Check that n is a whole number of blocks⟩ 09-bigbird.md:59
 /// @brief Throw std::invalid_argument unless n is a positive multiple of pattern.block.
 inline void check_bigbird_length(std::size_t n, const BigBirdPattern& pattern, const std::string& who)
 {
@@ -42,7 +43,7 @@ inline void check_bigbird_length(std::size_t n, const BigBirdPattern& pattern, c
     }
 }
 
-// ⟨List the key blocks of every query block⟩ 09-bigbird.md:84
+// ⟨List the key blocks of every query block⟩ 09-bigbird.md:85
 /// @brief The block-level BigBird pattern: for each query block, the sorted key blocks it attends.
 /// Blocks 0 and n_blocks − 1 are global (attend all blocks; attended by all). Every other block q
 /// attends q − 1, q, q + 1, the two global blocks and `random_blocks` further blocks drawn from the seed.
@@ -57,7 +58,7 @@ inline std::vector<std::vector<std::size_t>> bigbird_key_blocks(std::size_t n_bl
         std::vector<bool> attends(n_blocks, q == 0 || q == last);  // a global block attends every block
         if (q != 0 && q != last) {
             for (std::size_t k : {std::size_t(0), q - 1, q, q + 1, last}) attends[k] = true;
-            // ⟨Draw the random blocks of query block q⟩ 09-bigbird.md:108
+            // ⟨Draw the random blocks of query block q⟩ 09-bigbird.md:109
             std::vector<std::size_t> others;  // blocks q does not attend yet
             for (std::size_t k = 0; k < n_blocks; ++k)
                 if (!attends[k]) others.push_back(k);
@@ -74,7 +75,7 @@ inline std::vector<std::vector<std::size_t>> bigbird_key_blocks(std::size_t n_bl
     return key_blocks;
 }
 
-// ⟨Build the BigBird mask⟩ 09-bigbird.md:123
+// ⟨Build the BigBird mask⟩ 09-bigbird.md:124
 /// @brief BigBird's attention pattern as a dense n×n mask (for figures and tests; the kernel never builds it).
 /// @param n       number of tokens, a multiple of pattern.block (std::invalid_argument otherwise)
 /// @param pattern block size, random blocks per query block, seed
@@ -92,7 +93,7 @@ inline Mask bigbird_mask(std::size_t n, const BigBirdPattern& pattern)
     return mask;
 }
 
-// ⟨List a block's tokens⟩ 09-bigbird.md:185
+// ⟨List a block's tokens⟩ 09-bigbird.md:196
 /// The token positions of the listed blocks, block after block: blocks.size()·block positions.
 inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& blocks, std::size_t block)
 {
@@ -103,7 +104,7 @@ inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& 
     return positions;
 }
 
-// ⟨Compute BigBird attention⟩ 09-bigbird.md:197
+// ⟨Compute BigBird attention⟩ 09-bigbird.md:208
 /// @brief BigBird block-sparse attention (Zaheer et al. 2020): window, global and random blocks.
 /// Equals scaled_dot_product_attention(Q, K, V, bigbird_mask(n, pattern)) but never builds an n×n
 /// matrix: each query block attends its gathered key blocks with two small dense products,

@@ -124,7 +124,7 @@ void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
         T* scores_a = scores.data() + a * keys.size();
         for (std::size_t c = 0; c < keys.size(); ++c) scores_a[c] = allowed(a, c) ? scores_a[c] * scale : hidden;
     }
-    const xt::xtensor<T, 2> weights = softmax_rows(scores);                    // q×c, chapter 1
+    const xt::xtensor<T, 2> weights = softmax_allowed_rows(scores);  // q×c, chapter 2
     const xt::xtensor<T, 2> O_listed = xt::linalg::dot(weights, V_listed);     // q×d_v
     const std::size_t d_v = V.shape(1);
     for (std::size_t a = 0; a < queries.size(); ++a)
@@ -195,9 +195,12 @@ void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
 /// Never builds an n×n matrix: O(n·(w + g)·d) time for the window rows, O(g·n·d) for the global rows.
 /// @param Q, K, V       window projections, n×d_k, n×d_k, n×d_v
 /// @param Q_g, K_g, V_g global projections, n×d_k, n×d_k, n×d_v
-/// @param w             window on each side, in steps of `dilation`
-/// @param dilation      gap between window keys, ≥ 1
-/// @param global        positions with global attention
+/// @param w             window on each side, in steps of `dilation`;
+///                      clamped to n
+/// @param dilation      gap between window keys, ≥ 1 (0: std::invalid_argument);
+///                      clamped to n
+/// @param global        positions with global attention, each < n
+///                      (std::invalid_argument otherwise); repeats count once
 /// @param visits        optional: adds the query–key scores computed (chapter 6)
 /// @return outputs, n×d_v
 template <class T>
@@ -207,7 +210,7 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     std::size_t w, std::size_t dilation, const std::vector<std::size_t>& global,
     KeyVisits* visits = nullptr)
 {
-    // ⟨Check the Longformer operands⟩ 08-longformer.md:402
+    // ⟨Check the Longformer operands⟩ 08-longformer.md:415
     check_attention_shapes(Q, K, V);
     check_attention_shapes(Q_g, K_g, V_g);
     detail::check_dilation(dilation, "longformer_attention");
@@ -217,6 +220,9 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
                                     std::to_string(n) + " rows, not " + std::to_string(K.shape(0)));
     if (Q_g.shape() != Q.shape() || K_g.shape() != K.shape() || V_g.shape() != V.shape())
         throw std::invalid_argument("longformer_attention: the global projections must have the shapes of Q, K, V");
+    // past the sequence a window or a dilation allows the same keys as n: clamp
+    dilation = std::min(dilation, std::max<std::size_t>(n, 1));
+    w = std::min(w, n);
     const std::vector<bool> is_global = detail::global_flags(n, global, "longformer_attention");
     const std::vector<std::size_t> global_positions = detail::flagged_positions(is_global);  // sorted, each once
     xt::xtensor<T, 2> O = xt::zeros<T>({n, V.shape(1)});  // n×d_v
@@ -230,16 +236,19 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     return O;
 }
 
-// ⟨Compute Longformer attention⟩ 08-longformer.md:416
+// ⟨Compute Longformer attention⟩ 08-longformer.md:432
 /// @brief Longformer attention (Beltagy et al. 2020): a dilated sliding window plus symmetric global tokens.
 /// Equals scaled_dot_product_attention(Q, K, V, longformer_mask(n, w, dilation, global)) but never
 /// builds an n×n matrix: a banded block kernel, O(n·(w + g)·d), plus g full global rows, O(g·n·d).
 /// @param Q        queries, n×d_k
 /// @param K        keys, n×d_k
 /// @param V        values, n×d_v
-/// @param w        window on each side (two-sided: 2w + 1 window keys), in steps of `dilation`
-/// @param dilation gap between window keys, ≥ 1
-/// @param global   positions with global attention
+/// @param w        window on each side (two-sided: 2w + 1 window keys), in steps
+///                 of `dilation`; clamped to n
+/// @param dilation gap between window keys, ≥ 1 (0 throws std::invalid_argument);
+///                 clamped to n
+/// @param global   positions with global attention, each < n
+///                 (std::invalid_argument otherwise); repeats count once
 /// @param visits   optional: adds the query–key scores computed (chapter 6's KeyVisits)
 /// @return outputs, n×d_v
 template <class T>

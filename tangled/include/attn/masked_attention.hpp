@@ -3,6 +3,7 @@
 /// @file
 /// @brief Chapter 2: causal and padding masks, and attention restricted by a mask.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -98,7 +99,25 @@ void hide_masked_scores(xt::xtensor<T, 2>& scores, const Mask& mask)
         if (!allowed[k]) s[k] = minus_infinity;
 }
 
-// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:198
+// ⟨Normalise the allowed scores of each row⟩ 02-masked-attention.md:205
+/// @brief Softmax of each row over its allowed (not −∞) scores; a row with none
+/// gives zeros, and a row with a NaN score gives NaN weights (never zeros).
+/// @param scores n×m, hidden scores −∞
+/// @return weights, n×m
+template <class T>
+xt::xtensor<T, 2> softmax_allowed_rows(const xt::xtensor<T, 2>& scores)
+{
+    xt::xtensor<T, 2> weights = softmax_rows(scores);  // chapter 1, n×m
+    const std::size_t m = scores.shape(1);
+    for (std::size_t i = 0; i < scores.shape(0); ++i) {
+        const T* s = scores.data() + i * m;
+        if (std::any_of(s, s + m, [](T x) { return std::isnan(x); }))
+            std::fill_n(weights.data() + i * m, m, std::numeric_limits<T>::quiet_NaN());
+    }
+    return weights;
+}
+
+// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:226
 /// @brief The masked attention weights softmax(Q·Kᵀ/√d_k with hidden scores −∞).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @param mask n×m, true where query i may attend key j
@@ -112,10 +131,10 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q, K_t);   // n×m
     scores *= T(1) / std::sqrt(T(K.shape(1)));
     hide_masked_scores(scores, mask);
-    return softmax_rows(scores);  // a row of −∞ only gives zeros
+    return softmax_allowed_rows(scores);  // a row of −∞ only gives zeros
 }
 
-// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:218
+// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:246
 /// @brief Masked scaled dot-product attention: softmax over the allowed keys only, times V.
 /// A query whose mask row is all false gets a zero output row (PyTorch gives NaN there).
 /// @param Q queries, n×d_k

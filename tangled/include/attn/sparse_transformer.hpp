@@ -157,13 +157,14 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
     return grouped;
 }
 
-// ⟨Compute strided attention⟩ 07-sparse-transformer.md:301
+// ⟨Compute strided attention⟩ 07-sparse-transformer.md:310
 /// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ
 /// or (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V,
 /// strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and
 /// O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
-/// @param stride ℓ ≥ 1
+/// @param stride ℓ ≥ 1 (0 throws std::invalid_argument); ℓ > n is clamped to n,
+/// which allows the same keys (every earlier one, through head 1)
 /// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
@@ -174,6 +175,7 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
     check_self_attention_inputs(Q, K, V);
     check_stride(stride);
     const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
+    stride = std::min(stride, std::max<std::size_t>(n, 1));  // same keys; ℓ + 1 groups
     std::vector<std::size_t> group_start;
     const std::vector<T> K_grouped = regroup_by_remainder(K, stride, group_start);  // n×d_k
     const std::vector<T> V_grouped = regroup_by_remainder(V, stride, group_start);  // n×d_v
@@ -186,14 +188,15 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q, const xt::xtenso
         const std::size_t earlier = i / stride;
         row.reset();
         row.add_run(q, K.data() + first * d_k, V.data() + first * d_v, i + 1 - first);
-        row.add_run(q, &K_grouped[group * d_k], &V_grouped[group * d_v], earlier);
+        row.add_run(q, K_grouped.data() + group * d_k, V_grouped.data() + group * d_v,
+                    earlier);  // .data(): V_grouped is empty when d_v = 0
         row.write(O.data() + i * d_v);
     }
     if (visits) visits->scores += row.scores_computed();
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:346
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:358
 /// The last c rows of every complete block of ℓ rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
 std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, std::size_t c)
@@ -207,13 +210,14 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride, 
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:361
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:373
 /// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block
 /// of ℓ, or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
 /// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in
 /// O(n·(ℓ + c·n/ℓ)) time and O(n·(d_k + d_v)) memory: it never builds an n×n matrix.
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
-/// @param stride ℓ ≥ 1, the block length; @param c summaries per block, 1 ≤ c ≤ ℓ
+/// @param stride ℓ ≥ 1, the block length (ℓ > n is one block, safe as it is)
+/// @param c summaries per block, 1 ≤ c ≤ ℓ (otherwise std::invalid_argument)
 /// @param visits optional: adds the query–key scores computed (the allowed pairs)
 /// @return outputs, n×d_v
 template <class T>
