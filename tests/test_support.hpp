@@ -63,7 +63,8 @@ xt::xtensor<T, 2> naive_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<
             long double dot = 0;
             for (std::size_t c = 0; c < d_k; ++c) dot += (long double)Q(i, c) * (long double)K(j, c);
             s[j] = dot / std::sqrt((long double)d_k);
-            s_max = std::max(s_max, s[j]);
+            // A NaN score makes the maximum NaN (std::max would skip it).
+            s_max = std::isnan(s[j]) || std::isnan(s_max) ? s[j] + s_max : std::max(s_max, s[j]);
         }
         if (s_max == -std::numeric_limits<long double>::infinity()) continue;
         long double total = 0;
