@@ -112,7 +112,8 @@ xt::xtensor<T, 2> softmax_rows(const xt::xtensor<T, 2>& scores)
         T s_max = -std::numeric_limits<T>::infinity();
         bool has_nan = false;
         for (std::size_t j = 0; j < m; ++j)
-            std::isnan(s[j]) ? void(has_nan = true) : void(s_max = std::max(s_max, s[j]));
+            std::isnan(s[j]) ? void(has_nan = true)
+                             : void(s_max = std::max(s_max, s[j]));
         if (has_nan) {  // a NaN score reaches the whole row, never a quiet zero
             std::fill(a, a + m, std::numeric_limits<T>::quiet_NaN());
             continue;
@@ -127,7 +128,7 @@ xt::xtensor<T, 2> softmax_rows(const xt::xtensor<T, 2>& scores)
     return weights;
 }
 
-// ⟨Compute the attention weights⟩ 01-self-attention.md:290
+// ⟨Compute the attention weights⟩ 01-self-attention.md:291
 /// @brief The attention weights softmax(Q·Kᵀ/√d_k).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @return weights, n×m, rows summing to 1
@@ -141,7 +142,7 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q,
     return softmax_rows(scores);
 }
 
-// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:305
+// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:306
 /// @brief Scaled dot-product attention softmax(Q·Kᵀ/√d_k)·V (Vaswani et al. 2017).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
