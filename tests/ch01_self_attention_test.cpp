@@ -235,6 +235,17 @@ BOOST_AUTO_TEST_CASE(a_nan_reaches_exactly_the_outputs_that_depend_on_it)
     BOOST_TEST((non_finite(attn::scaled_dot_product_attention(Q, K, V_nan)) == column_1));
 }
 
+BOOST_AUTO_TEST_CASE(a_nan_score_beside_hidden_keys_is_not_a_fully_masked_row)
+{
+    const double inf = std::numeric_limits<double>::infinity();
+    const xt::xtensor<double, 2> scores = {{-inf, std::nan(""), -inf}, {-inf, -inf, -inf}};
+    const auto weights = attn::softmax_rows(scores);
+    for (std::size_t j = 0; j < 3; ++j) {
+        BOOST_TEST(std::isnan(weights(0, j)));
+        BOOST_TEST(weights(1, j) == 0.0);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(outputs_stay_finite_to_the_edge_of_float_and_fail_loudly_beyond)
 {
     const std::size_t d_k = 64;

@@ -309,3 +309,91 @@ BOOST_AUTO_TEST_CASE(equal_words_get_equal_embeddings)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+using test_support::contract_violation;
+using test_support::Poison;
+using test_support::throws_invalid_argument;
+
+BOOST_AUTO_TEST_CASE(shapes)
+{
+    const auto [Q, K, V] = random_inputs(0, 4, 5, 3, 110);  // no queries
+    const attn::Mask no_rows = xt::zeros<bool>({0, 4});
+    const auto O = attn::scaled_dot_product_attention(Q, K, V, no_rows);
+    BOOST_TEST(O.shape(0) == 0u);
+    BOOST_TEST(O.shape(1) == 3u);
+    const auto [Q2, K2, V2] = random_inputs(3, 4, 5, 0, 111);  // d_v = 0
+    const attn::Mask all = xt::ones<bool>({3, 4});
+    BOOST_TEST(attn::scaled_dot_product_attention(Q2, K2, V2, all).shape(1) == 0u);
+    BOOST_TEST(attn::masked_attention_by_rows(Q2, K2, V2, all).shape(0) == 3u);
+    const auto [Q3, K3, V3] = random_inputs(3, 0, 5, 2, 112);  // no keys
+    const attn::Mask none = xt::zeros<bool>({3, 0});
+    BOOST_CHECK_THROW(attn::scaled_dot_product_attention(Q3, K3, V3, none), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::masked_attention_by_rows(Q3, K3, V3, none), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::scaled_dot_product_attention(Q2, K2, V2, attn::causal_mask(3)),
+                      std::invalid_argument);  // the mask is 3×3, not 3×4
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_query_behind_a_hidden_first_key_reaches_its_row)
+{
+    // Chapter 1's softmax takes its maximum with std::max_element: in the row
+    // (−∞, NaN, NaN, NaN) the maximum stayed −∞ and the row came out as zeros.
+    auto [Q, K, V] = random_inputs(3, 4, 5, 2, 113);
+    Q(1, 2) = std::numeric_limits<double>::quiet_NaN();
+    const attn::Mask mask = attn::padding_mask(3, {false, true, true, true});
+    for (const auto& O : {attn::scaled_dot_product_attention(Q, K, V, mask),
+                          attn::masked_attention_by_rows(Q, K, V, mask)})
+        for (std::size_t c = 0; c < 2; ++c) {
+            BOOST_TEST(!std::isfinite(O(1, c)));
+            BOOST_TEST(std::isfinite(O(0, c)));
+        }
+    BOOST_TEST(!std::isfinite(attn::attention_weights(Q, K, mask)(1, 1)));
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_every_kernel_against_the_masked_reference)
+{
+    const std::size_t cases = test_support::fuzz_cases(300, 202, [](std::mt19937_64& rng,
+                                                                     std::size_t k) {
+        const std::size_t n = rng() % 8 == 0 ? 0 : test_support::draw_size(rng, 40);
+        const std::size_t m = rng() % 16 == 0 ? 0 : test_support::draw_size(rng, 40);
+        const std::size_t d_k = test_support::draw_size(rng, 40);
+        const std::size_t d_v = rng() % 8 == 0 ? 0 : test_support::draw_size(rng, 40);
+        // A random mask: each row all hidden, all allowed, or each key with probability ρ.
+        const std::size_t mask_n = rng() % 16 == 0 ? n + 1 : n;  // sometimes the wrong shape
+        attn::Mask mask = xt::zeros<bool>({mask_n, m});
+        const double rho = double(rng() % 101) / 100;
+        for (std::size_t i = 0; i < mask_n; ++i) {
+            const int kind = int(rng() % 6);
+            for (std::size_t j = 0; j < m; ++j)
+                mask(i, j) = kind == 0 ? false : kind == 1 ? true : double(rng() % 100) < 100 * rho;
+        }
+        const Inputs clean = test_support::random_inputs(n, m, d_k, d_v, rng());
+        Inputs x = clean;
+        const Poison p = test_support::draw_poison(rng, x);
+        const auto at = [&] {
+            return "case " + std::to_string(k) + ": n = " + std::to_string(n) + ", m = " +
+                   std::to_string(m) + ", d_k = " + std::to_string(d_k) + ", d_v = " +
+                   std::to_string(d_v) + ", poison " + (p.operand ? p.operand : '-');
+        };
+        const auto dense = [&] {
+            return attn::scaled_dot_product_attention(x.Q, x.K, x.V, mask);
+        };
+        const auto by_rows = [&] { return attn::masked_attention_by_rows(x.Q, x.K, x.V, mask); };
+        if (m == 0 || mask_n != n) {
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(dense), at());
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(by_rows), at());
+            return;
+        }
+        const auto allowed = [&](std::size_t i, std::size_t j) { return mask(i, j); };
+        // The dense kernel multiplies every value by its weight, zero or not: a poisoned
+        // value may reach more rows of its column than those that see it.
+        std::string wrong = contract_violation(dense(), clean, p, allowed, true);
+        if (!wrong.empty()) BOOST_ERROR(at() << ", dense: " << wrong);
+        wrong = contract_violation(by_rows(), clean, p, allowed);
+        if (!wrong.empty()) BOOST_ERROR(at() << ", by rows: " << wrong);
+    });
+    BOOST_TEST_MESSAGE(cases << " cases");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

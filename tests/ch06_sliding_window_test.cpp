@@ -7,8 +7,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include <xtensor/xmath.hpp>
@@ -271,6 +273,98 @@ BOOST_AUTO_TEST_CASE(the_kernel_never_holds_an_n_by_n_matrix)
     const std::size_t peak = attn::largest_peak_memory_bytes(
         [&] { return attn::sliding_window_attention(Q_f, K_f, V_f, 128); });
     BOOST_TEST(peak < 4 * n * n / 16, "peak " << peak << " bytes");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+using test_support::contract_violation;
+using test_support::Poison;
+using test_support::throws_invalid_argument;
+
+BOOST_AUTO_TEST_CASE(shapes_self_attention_only)
+{
+    // The pattern is over one sequence: m = n, so n = 0 is m = 0, an error.
+    const auto [Q0, K0, V0] = random_inputs(0, 4, 3, 70);
+    BOOST_CHECK_THROW(attn::sliding_window_attention(Q0, K0, V0, 2), std::invalid_argument);
+    const auto [Q, K, V] = random_inputs(5, 6, 4, 3, 71);  // 5 queries, 6 keys
+    BOOST_CHECK_THROW(attn::sliding_window_attention(Q, K, V, 2), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::sliding_window_attention_by_rows(Q, K, V, 2),
+                      std::invalid_argument);
+    BOOST_CHECK_THROW(attn::decode_with_rolling_cache(Q, K, V, 2), std::invalid_argument);
+    const auto [Qe, Ke, Ve] = random_inputs(5, 4, 0, 72);  // d_v = 0
+    BOOST_TEST(attn::sliding_window_attention(Qe, Ke, Ve, 2).shape(1) == 0u);
+    BOOST_TEST(attn::decode_with_rolling_cache(Qe, Ke, Ve, 2).shape(0) == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_huge_window_is_clamped_and_a_huge_cache_refused)
+{
+    const std::size_t huge = std::numeric_limits<std::size_t>::max();
+    const auto [Q, K, V] = random_inputs(9, 4, 3, 73);
+    const auto causal = attn::sliding_window_attention(Q, K, V, 9);
+    check_close(attn::sliding_window_attention(Q, K, V, huge), causal, 1e-12, 1e-14, "w = max");
+    check_close(attn::decode_with_rolling_cache(Q, K, V, huge), causal, 1e-12, 1e-14,
+                "rolling, w = max");
+    BOOST_CHECK_THROW(attn::decode_with_rolling_cache(Q, K, V, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::RollingKVCache<double>(huge, 4, 4), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::RollingKVCache<double>(huge / 4, 4, 4), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::RollingKVCache<double>(0, 4, 4), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_in_a_query_reaches_its_row)
+{
+    // The old online softmax took std::max(−∞, NaN) = −∞ and wrote a NaN total as 0.
+    const auto clean = random_inputs(8, 4, 3, 74);
+    for (const char operand : {'Q', 'K', 'V'}) {
+        Inputs x = clean;
+        Poison p{operand, 3, 1, std::numeric_limits<double>::quiet_NaN()};
+        (operand == 'Q' ? x.Q : operand == 'K' ? x.K : x.V)(3, 1) = p.value;
+        const std::size_t w = 3;
+        const auto allowed = [&](std::size_t i, std::size_t j) { return j <= i && i - j < w; };
+        for (const auto& O : {attn::sliding_window_attention(x.Q, x.K, x.V, w),
+                              attn::sliding_window_attention_by_rows(x.Q, x.K, x.V, w),
+                              attn::decode_with_rolling_cache(x.Q, x.K, x.V, w)}) {
+            const std::string wrong = contract_violation(O, clean, p, allowed);
+            BOOST_TEST(wrong.empty(), operand << ": " << wrong);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_every_kernel_against_the_masked_reference)
+{
+    const std::size_t cases = test_support::fuzz_cases(300, 606, [](std::mt19937_64& rng,
+                                                                     std::size_t k) {
+        const std::size_t n = test_support::draw_size(rng, 40);
+        const std::size_t d_k = test_support::draw_size(rng, 40);
+        const std::size_t d_v = rng() % 8 == 0 ? 0 : test_support::draw_size(rng, 40);
+        const std::size_t w = test_support::draw_option(rng, n);
+        const Inputs clean = random_inputs(n, d_k, d_v, rng());
+        Inputs x = clean;
+        const Poison p = test_support::draw_poison(rng, x);
+        const auto at = [&] {
+            return "case " + std::to_string(k) + ": n = " + std::to_string(n) + ", d_k = " +
+                   std::to_string(d_k) + ", d_v = " + std::to_string(d_v) + ", w = " +
+                   std::to_string(w) + ", poison " + (p.operand ? p.operand : '-');
+        };
+        const auto sliding = [&] { return attn::sliding_window_attention(x.Q, x.K, x.V, w); };
+        const auto by_rows = [&] {
+            return attn::sliding_window_attention_by_rows(x.Q, x.K, x.V, w);
+        };
+        const auto rolling = [&] { return attn::decode_with_rolling_cache(x.Q, x.K, x.V, w); };
+        if (w == 0) {
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(sliding), at());
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(by_rows), at());
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(rolling), at());
+            return;
+        }
+        const auto allowed = [&](std::size_t i, std::size_t j) { return j <= i && i - j < w; };
+        for (const auto& O : {sliding(), by_rows(), rolling()}) {
+            const std::string wrong = contract_violation(O, clean, p, allowed);
+            if (!wrong.empty()) BOOST_ERROR(at() << ": " << wrong);
+        }
+    });
+    BOOST_TEST_MESSAGE(cases << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

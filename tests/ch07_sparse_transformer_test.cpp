@@ -7,6 +7,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -297,6 +298,100 @@ BOOST_AUTO_TEST_CASE(the_kernels_never_hold_an_n_by_n_matrix)
         [&] { return attn::fixed_attention(Q_f, K_f, V_f, 181, 8); });
     BOOST_TEST(strided < 4 * n * n / 16, "strided peak " << strided << " bytes");
     BOOST_TEST(fixed < 4 * n * n / 16, "fixed peak " << fixed << " bytes");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+using test_support::contract_violation;
+using test_support::Poison;
+using test_support::throws_invalid_argument;
+
+/// The strided pattern, from its definition: j ≤ i and (i − j < ℓ or ℓ divides i − j).
+bool strided_allows(std::size_t i, std::size_t j, std::size_t stride)
+{
+    return j <= i && (i - j < stride || (i - j) % stride == 0);
+}
+
+/// The fixed pattern, from its definition: j ≤ i and (same block or j mod ℓ ≥ ℓ − c).
+bool fixed_allows(std::size_t i, std::size_t j, std::size_t stride, std::size_t c)
+{
+    return j <= i && (j / stride == i / stride || j % stride >= stride - c);
+}
+
+BOOST_AUTO_TEST_CASE(shapes_self_attention_only)
+{
+    const auto [Q0, K0, V0] = random_inputs(0, 4, 3, 80);  // n = m = 0: no keys
+    BOOST_CHECK_THROW(attn::strided_attention(Q0, K0, V0, 2), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::fixed_attention(Q0, K0, V0, 2, 1), std::invalid_argument);
+    const auto [Q, K, V] = random_inputs(5, 6, 4, 3, 81);  // 5 queries, 6 keys
+    BOOST_CHECK_THROW(attn::strided_attention(Q, K, V, 2), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::fixed_attention(Q, K, V, 2, 1), std::invalid_argument);
+    const auto [Qe, Ke, Ve] = random_inputs(5, 4, 0, 82);  // d_v = 0
+    BOOST_TEST(attn::strided_attention(Qe, Ke, Ve, 2).shape(1) == 0u);
+    BOOST_TEST(attn::fixed_attention(Qe, Ke, Ve, 2, 1).shape(0) == 5u);
+}
+
+BOOST_AUTO_TEST_CASE(a_huge_stride_is_clamped)
+{
+    // ℓ = SIZE_MAX made the regrouping's ℓ + 1 group starts wrap to 0 (UB under UBSan).
+    const std::size_t huge = std::numeric_limits<std::size_t>::max();
+    const auto [Q, K, V] = random_inputs(9, 4, 3, 83);
+    const auto causal = naive_attention(Q, K, V, [](std::size_t i, std::size_t j) {
+        return j <= i;
+    });
+    for (const std::size_t stride : {huge, huge / 2, std::size_t(9), std::size_t(10)})
+        check_close(attn::strided_attention(Q, K, V, stride), causal, 1e-9, 1e-11,
+                    "strided, ℓ = " + std::to_string(stride));
+    check_close(attn::fixed_attention(Q, K, V, huge, huge), causal, 1e-9, 1e-11, "fixed");
+    BOOST_CHECK_THROW(attn::fixed_attention(Q, K, V, 3, 4), std::invalid_argument);  // c > ℓ
+    BOOST_CHECK_THROW(attn::fixed_attention(Q, K, V, 3, 0), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_every_kernel_against_the_masked_reference)
+{
+    const std::size_t cases = test_support::fuzz_cases(300, 707, [](std::mt19937_64& rng,
+                                                                     std::size_t k) {
+        const std::size_t n = test_support::draw_size(rng, 40);
+        const std::size_t d_k = test_support::draw_size(rng, 40);
+        const std::size_t d_v = rng() % 8 == 0 ? 0 : test_support::draw_size(rng, 40);
+        const std::size_t stride = test_support::draw_option(rng, n);
+        const std::size_t c = rng() % 2 ? test_support::draw_option(rng, n)
+                                        : 1 + rng() % std::max<std::size_t>(stride, 1);
+        const Inputs clean = random_inputs(n, d_k, d_v, rng());
+        Inputs x = clean;
+        const Poison p = test_support::draw_poison(rng, x);
+        const auto at = [&] {
+            return "case " + std::to_string(k) + ": n = " + std::to_string(n) + ", d_k = " +
+                   std::to_string(d_k) + ", d_v = " + std::to_string(d_v) + ", ℓ = " +
+                   std::to_string(stride) + ", c = " + std::to_string(c) + ", poison " +
+                   (p.operand ? p.operand : '-');
+        };
+        const auto strided = [&] { return attn::strided_attention(x.Q, x.K, x.V, stride); };
+        const auto fixed = [&] { return attn::fixed_attention(x.Q, x.K, x.V, stride, c); };
+        const auto check = [&](const xt::xtensor<double, 2>& O, auto allowed, const char* who) {
+            const std::string wrong = contract_violation(O, clean, p, allowed);
+            if (!wrong.empty()) BOOST_ERROR(at() << ", " << who << ": " << wrong);
+        };
+        if (stride == 0) {
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(strided), at());
+        } else {
+            const auto allowed = [&](std::size_t i, std::size_t j) {
+                return strided_allows(i, j, stride);
+            };
+            check(strided(), allowed, "strided");
+            check(attn::pattern_attention_by_rows(x.Q, x.K, x.V, allowed), allowed, "by rows");
+        }
+        if (stride == 0 || c == 0 || c > stride) {
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(fixed), at());
+        } else {
+            check(fixed(), [&](std::size_t i, std::size_t j) {
+                return fixed_allows(i, j, stride, c);
+            }, "fixed");
+        }
+    });
+    BOOST_TEST_MESSAGE(cases << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -306,6 +307,95 @@ BOOST_AUTO_TEST_CASE(different_shapes_of_the_global_projections_are_rejected)
     const auto [Q_g, K_g, V_g] = random_inputs(10, 4, 2, 11);  // d_v = 2, not 3
     BOOST_CHECK_THROW(attn::longformer_attention_global_projections(Q, K, V, Q_g, K_g, V_g, 2, 1, {0}),
                       std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+using test_support::contract_violation;
+using test_support::Poison;
+using test_support::throws_invalid_argument;
+
+/// The pattern's definition without a product that could overflow: δ | gap, gap/δ ≤ w.
+bool allows(std::size_t i, std::size_t j, std::size_t w, std::size_t dilation,
+            const std::vector<bool>& is_global)
+{
+    const std::size_t gap = i > j ? i - j : j - i;
+    return (gap % dilation == 0 && gap / dilation <= w) || is_global[i] || is_global[j];
+}
+
+BOOST_AUTO_TEST_CASE(shapes_self_attention_only)
+{
+    const auto [Q0, K0, V0] = random_inputs(0, 4, 3, 90);  // n = m = 0: no keys
+    BOOST_CHECK_THROW(attn::longformer_attention(Q0, K0, V0, 2, 1, {}), std::invalid_argument);
+    const auto [Q, K, V] = random_inputs(5, 6, 4, 3, 91);  // 5 queries, 6 keys
+    BOOST_CHECK_THROW(attn::longformer_attention(Q, K, V, 2, 1, {}), std::invalid_argument);
+    const auto [Qe, Ke, Ve] = random_inputs(5, 4, 0, 92);  // d_v = 0
+    BOOST_TEST(attn::longformer_attention(Qe, Ke, Ve, 2, 1, {0}).shape(1) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_huge_window_or_dilation_is_clamped)
+{
+    // w = SIZE_MAX made the key span's end t1 + w wrap; dilation = SIZE_MAX the step i + δ.
+    const std::size_t huge = std::numeric_limits<std::size_t>::max();
+    const auto [Q, K, V] = random_inputs(40, 4, 3, 93);
+    check_close(attn::longformer_attention(Q, K, V, huge, 1, {3}),
+                test_support::naive_attention(Q, K, V), 1e-9, 1e-11, "w = max: dense");
+    const std::vector<bool> global_3 = [] { std::vector<bool> g(40); g[3] = true; return g; }();
+    check_close(attn::longformer_attention(Q, K, V, 2, huge, {3}),
+                test_support::naive_attention(Q, K, V, [&](std::size_t i, std::size_t j) {
+                    return i == j || global_3[i] || global_3[j];
+                }),
+                1e-9, 1e-11, "dilation = max: the token itself and the global one");
+    BOOST_CHECK_THROW(attn::longformer_attention(Q, K, V, 2, 0, {}), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::longformer_attention(Q, K, V, 2, 1, {40}), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::longformer_attention(Q, K, V, 2, 1, {huge}), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_the_kernel_against_the_masked_reference)
+{
+    const std::size_t cases = test_support::fuzz_cases(300, 808, [](std::mt19937_64& rng,
+                                                                     std::size_t k) {
+        const std::size_t n = test_support::draw_size(rng, 40);
+        const std::size_t d_k = test_support::draw_size(rng, 40);
+        const std::size_t d_v = rng() % 8 == 0 ? 0 : test_support::draw_size(rng, 40);
+        const std::size_t w = test_support::draw_option(rng, n);
+        const std::size_t dilation = test_support::draw_option(rng, n);
+        std::vector<std::size_t> global;  // a few positions, repeats and, rarely, past the end
+        for (std::size_t g = rng() % 4; g > 0; --g)
+            global.push_back(rng() % 16 == 0 ? test_support::draw_option(rng, n) : rng() % n);
+        const Inputs clean = random_inputs(n, d_k, d_v, rng());
+        Inputs x = clean;
+        const Poison p = test_support::draw_poison(rng, x);
+        const auto at = [&] {
+            std::string text = "case " + std::to_string(k) + ": n = " + std::to_string(n) +
+                               ", d_k = " + std::to_string(d_k) + ", d_v = " +
+                               std::to_string(d_v) + ", w = " + std::to_string(w) +
+                               ", dilation = " + std::to_string(dilation) + ", global";
+            for (std::size_t g : global) text += " " + std::to_string(g);
+            return text + ", poison " + (p.operand ? p.operand : '-');
+        };
+        const auto kernel = [&] {
+            return attn::longformer_attention(x.Q, x.K, x.V, w, dilation, global);
+        };
+        const bool bad = dilation == 0 || std::any_of(global.begin(), global.end(),
+                                                      [&](std::size_t g) { return g >= n; });
+        if (bad) {
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(kernel), at());
+            return;
+        }
+        std::vector<bool> is_global(n, false);
+        for (std::size_t g : global) is_global[g] = true;
+        const auto allowed = [&](std::size_t i, std::size_t j) {
+            return allows(i, j, w, dilation, is_global);
+        };
+        // A window block multiplies all its values by its weights, zero or not: a
+        // poisoned value may reach more rows of its column than those that see it.
+        const std::string wrong = contract_violation(kernel(), clean, p, allowed, true);
+        if (!wrong.empty()) BOOST_ERROR(at() << ": " << wrong);
+    });
+    BOOST_TEST_MESSAGE(cases << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -265,6 +266,73 @@ BOOST_AUTO_TEST_CASE(the_kernel_never_holds_an_n_by_n_matrix)
     const std::size_t peak = attn::largest_peak_memory_bytes(
         [&] { return attn::bigbird_attention(Q_f, K_f, V_f, attn::BigBirdPattern{64, 3, 1}); });
     BOOST_TEST(peak < 4 * n * n / 16, "peak " << peak << " bytes");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+using test_support::contract_violation;
+using test_support::Poison;
+using test_support::throws_invalid_argument;
+
+BOOST_AUTO_TEST_CASE(shapes_self_attention_only)
+{
+    const attn::BigBirdPattern pattern{2, 1, 7};
+    const auto [Q0, K0, V0] = random_inputs(0, 4, 3, 100);  // n = m = 0: no keys
+    BOOST_CHECK_THROW(attn::bigbird_attention(Q0, K0, V0, pattern), std::invalid_argument);
+    const auto [Q, K, V] = random_inputs(6, 8, 4, 3, 101);  // 6 queries, 8 keys
+    BOOST_CHECK_THROW(attn::bigbird_attention(Q, K, V, pattern), std::invalid_argument);
+    const auto [Qe, Ke, Ve] = random_inputs(6, 4, 0, 102);  // d_v = 0
+    BOOST_TEST(attn::bigbird_attention(Qe, Ke, Ve, pattern).shape(1) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(huge_options_throw_or_are_clamped)
+{
+    const std::size_t huge = std::numeric_limits<std::size_t>::max();
+    const auto [Q, K, V] = random_inputs(12, 4, 3, 103);
+    for (const std::size_t block : {std::size_t(0), std::size_t(5), std::size_t(13), huge})
+        BOOST_CHECK_THROW(attn::bigbird_attention(Q, K, V, {block, 1, 7}), std::invalid_argument);
+    // r beyond the blocks left to draw: every block, dense attention
+    check_close(attn::bigbird_attention(Q, K, V, {2, huge, 7}),
+                test_support::naive_attention(Q, K, V), 1e-9, 1e-11, "r = max");
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_the_kernel_against_the_masked_reference)
+{
+    const std::size_t cases = test_support::fuzz_cases(300, 909, [](std::mt19937_64& rng,
+                                                                     std::size_t k) {
+        const std::size_t n = test_support::draw_size(rng, 40);
+        const std::size_t d_k = test_support::draw_size(rng, 40);
+        const std::size_t d_v = rng() % 8 == 0 ? 0 : test_support::draw_size(rng, 40);
+        std::vector<std::size_t> divisors;
+        for (std::size_t b = 1; b <= n; ++b)
+            if (n % b == 0) divisors.push_back(b);
+        const std::size_t block = rng() % 2 ? divisors[rng() % divisors.size()]
+                                            : test_support::draw_option(rng, n);
+        const attn::BigBirdPattern pattern{block, test_support::draw_option(rng, n), rng()};
+        const Inputs clean = random_inputs(n, d_k, d_v, rng());
+        Inputs x = clean;
+        const Poison p = test_support::draw_poison(rng, x);
+        const auto at = [&] {
+            return "case " + std::to_string(k) + ": n = " + std::to_string(n) + ", d_k = " +
+                   std::to_string(d_k) + ", d_v = " + std::to_string(d_v) + ", b = " +
+                   std::to_string(block) + ", r = " + std::to_string(pattern.random_blocks) +
+                   ", poison " + (p.operand ? p.operand : '-');
+        };
+        const auto kernel = [&] { return attn::bigbird_attention(x.Q, x.K, x.V, pattern); };
+        if (block == 0 || n % block != 0) {
+            BOOST_CHECK_MESSAGE(throws_invalid_argument(kernel), at());
+            BOOST_CHECK_MESSAGE(throws_invalid_argument([&] { attn::bigbird_mask(n, pattern); }),
+                                at());
+            return;
+        }
+        const attn::Mask mask = attn::bigbird_mask(n, pattern);
+        const std::string wrong = contract_violation(
+            kernel(), clean, p, [&](std::size_t i, std::size_t j) { return mask(i, j); });
+        if (!wrong.empty()) BOOST_ERROR(at() << ": " << wrong);
+    });
+    BOOST_TEST_MESSAGE(cases << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

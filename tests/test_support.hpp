@@ -3,12 +3,15 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <limits>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -60,7 +63,8 @@ xt::xtensor<T, 2> naive_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<
             long double dot = 0;
             for (std::size_t c = 0; c < d_k; ++c) dot += (long double)Q(i, c) * (long double)K(j, c);
             s[j] = dot / std::sqrt((long double)d_k);
-            s_max = std::max(s_max, s[j]);
+            // A NaN score makes the maximum NaN (std::max would skip it).
+            s_max = std::isnan(s[j]) || std::isnan(s_max) ? s[j] + s_max : std::max(s_max, s[j]);
         }
         if (s_max == -std::numeric_limits<long double>::infinity()) continue;
         long double total = 0;
@@ -132,6 +136,155 @@ xt::xtensor<T, 2> read_golden(const std::string& name)
         x.data()[k] = static_cast<T>(v);
     }
     return x;
+}
+
+// ---------------------------------------------------------------- the kernel contract, fuzzed
+
+/// Seconds the environment variable FUZZ_SECONDS asks the fuzz tests to run for (0 if unset).
+inline double fuzz_seconds()
+{
+    const char* text = std::getenv("FUZZ_SECONDS");
+    if (!text) return 0;
+    char* end = nullptr;
+    const double seconds = std::strtod(text, &end);
+    return end != text && seconds > 0 ? seconds : 0;
+}
+
+/// Run `run_case(rng, k)` for k = 0, 1, ...: `cases` times, and then on until
+/// FUZZ_SECONDS seconds have passed if it is set. One generator seeded with `seed`
+/// draws every case, so a failure repeats. Returns the number of cases run.
+template <class RunCase>
+std::size_t fuzz_cases(std::size_t cases, std::uint64_t seed, RunCase run_case)
+{
+    std::mt19937_64 rng(seed);
+    const double seconds = fuzz_seconds();
+    const auto start = std::chrono::steady_clock::now();
+    const auto elapsed = [&] {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    };
+    std::size_t k = 0;
+    for (; k < cases || elapsed() < seconds; ++k) run_case(rng, k);
+    return k;
+}
+
+/// A size for a fuzz case: 1, 2, a prime up to 37, or uniform in 1..most.
+inline std::size_t draw_size(std::mt19937_64& rng, std::size_t most)
+{
+    static const std::size_t primes[] = {2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37};
+    switch (rng() % 4) {
+    case 0: return 1 + rng() % 2;
+    case 1: return std::min(most, primes[rng() % 12]);
+    default: return 1 + rng() % most;
+    }
+}
+
+/// An option value at or beyond its edges for a problem of size n: 0, 1, 2, n − 1, n,
+/// n + 1, 2n, SIZE_MAX, SIZE_MAX / 2, SIZE_MAX / n + 1 (which makes n·value overflow),
+/// or uniform in 0..n + 1.
+inline std::size_t draw_option(std::mt19937_64& rng, std::size_t n)
+{
+    const std::size_t most = std::numeric_limits<std::size_t>::max();
+    switch (rng() % 12) {
+    case 0: return 0;
+    case 1: return 1;
+    case 2: return 2;
+    case 3: return n > 0 ? n - 1 : 0;
+    case 4: return n;
+    case 5: return n + 1;
+    case 6: return 2 * n;
+    case 7: return most;
+    case 8: return most / 2;
+    case 9: return most / std::max<std::size_t>(n, 1) + 1;
+    default: return rng() % (n + 2);
+    }
+}
+
+/// One poisoned entry of Q, K or V: `operand` is 0 when there is none.
+struct Poison {
+    char operand = 0;  ///< 'Q', 'K', 'V' or 0
+    std::size_t row = 0, col = 0;
+    double value = 0;
+};
+
+/// With probability 1/2, poison one entry of x: a NaN in Q or K (an infinite score
+/// may count as masked, see the contract), a NaN or ±∞ in V.
+inline Poison draw_poison(std::mt19937_64& rng, Inputs& x)
+{
+    Poison p;
+    if (rng() % 2 == 0) return p;
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const double inf = std::numeric_limits<double>::infinity();
+    const int which = int(rng() % 3);
+    xt::xtensor<double, 2>& X = which == 0 ? x.Q : which == 1 ? x.K : x.V;
+    if (X.size() == 0) return p;
+    p.operand = "QKV"[which];
+    p.row = rng() % X.shape(0);
+    p.col = rng() % X.shape(1);
+    const double values[] = {nan, inf, -inf};
+    p.value = which < 2 ? nan : values[rng() % 3];
+    X(p.row, p.col) = p.value;
+    return p;
+}
+
+/// Whether output cell (i, c) depends on the poisoned entry under `allowed`.
+template <class Allowed>
+bool depends_on(const Poison& p, std::size_t i, std::size_t c, std::size_t m, Allowed allowed)
+{
+    switch (p.operand) {
+    case 'Q': {
+        if (i != p.row) return false;
+        for (std::size_t j = 0; j < m; ++j)
+            if (allowed(i, j)) return true;
+        return false;  // a fully masked row stays zero
+    }
+    case 'K': return allowed(i, p.row);
+    case 'V': return c == p.col && allowed(i, p.row);
+    default: return false;
+    }
+}
+
+/// The contract on one output O of a kernel run on `clean` with `p` poisoned:
+/// every cell that depends on the poison is non-finite; every other cell equals the
+/// masked reference on the clean inputs (zeros for a fully masked row). With
+/// `v_may_spread` (a dense product multiplies every value by its weight, zero or not)
+/// a poisoned V(j, c) may also make other cells of column c non-finite.
+/// Returns an empty string, or what is wrong.
+template <class Allowed>
+std::string contract_violation(const xt::xtensor<double, 2>& O, const Inputs& clean,
+                               const Poison& p, Allowed allowed, bool v_may_spread = false)
+{
+    const std::size_t n = clean.Q.shape(0), m = clean.K.shape(0), d_v = clean.V.shape(1);
+    if (O.shape(0) != n || O.shape(1) != d_v) return "the output is not n×d_v";
+    const auto reference = naive_attention(clean.Q, clean.K, clean.V, allowed);
+    std::ostringstream out;
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t c = 0; c < d_v; ++c) {
+            const double o = O(i, c), r = reference(i, c);
+            const bool finite = std::isfinite(o);
+            if (depends_on(p, i, c, m, allowed)) {
+                if (finite) out << "cell (" << i << ", " << c << ") = " << o << " is finite but depends on "
+                                << p.operand << "(" << p.row << ", " << p.col << ") = " << p.value;
+            } else if (!finite) {
+                if (!(v_may_spread && p.operand == 'V' && c == p.col))
+                    out << "cell (" << i << ", " << c << ") = " << o << " is not finite";
+            } else if (!(std::abs(o - r) <= 1e-9 + 1e-8 * std::abs(r))) {
+                out << "cell (" << i << ", " << c << ") = " << o << ", the reference " << r;
+            }
+            if (out.tellp() > 0) return out.str();
+        }
+    return "";
+}
+
+/// True if f() throws std::invalid_argument; any other exception propagates.
+template <class F>
+bool throws_invalid_argument(F f)
+{
+    try {
+        f();
+    } catch (const std::invalid_argument&) {
+        return true;
+    }
+    return false;
 }
 
 }  // namespace test_support

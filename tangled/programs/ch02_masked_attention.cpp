@@ -28,8 +28,9 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Embed and project the sentence⟩ 02-masked-attention.md:347
-        const std::vector<std::string> tokens = attn::split_words("the cat sat on the mat because it was tired");
+        // ⟨Embed and project the sentence⟩ 02-masked-attention.md:393
+        const std::vector<std::string> tokens =
+            attn::split_words("the cat sat on the mat because it was tired");
         const std::size_t n = tokens.size(), d_model = 16, d_k = 8, d_v = 8;
         const std::uint64_t word_seed = rng();
         const double init = 1.0 / std::sqrt(double(d_model));  // entries of variance 1/d_model
@@ -38,22 +39,27 @@ int main(int argc, char** argv)
         const auto W_v = attn::random_normal<float>(d_model, d_v, init, rng);
         auto project = [&](const std::vector<std::string>& words) {
             const auto X = attn::embed_words<float>(words, d_model, word_seed);  // n×d_model
-            return std::array<xt::xtensor<float, 2>, 3>{xt::linalg::dot(X, W_q), xt::linalg::dot(X, W_k),
-                                                        xt::linalg::dot(X, W_v)};  // Q n×d_k, K n×d_k, V n×d_v
+            return std::array<xt::xtensor<float, 2>, 3>{xt::linalg::dot(X, W_q),
+                                                        xt::linalg::dot(X, W_k),
+                                                        // Q n×d_k, K n×d_k, V n×d_v
+                                                        xt::linalg::dot(X, W_v)};
         };
         const auto [Q, K, V] = project(tokens);
-        // ⟨Draw the causal mask, scores and weights⟩ 02-masked-attention.md:368
+        // ⟨Draw the causal mask, scores and weights⟩ 02-masked-attention.md:417
         const attn::Mask causal = attn::causal_mask(n);
         const xt::xtensor<double, 2> allowed_as_number = xt::cast<double>(causal);
 
-        attn::plot::HeatmapStyle mask_style{"Causal mask: query i may attend keys j ≤ i", tokens, tokens};
+        attn::plot::HeatmapStyle mask_style{"Causal mask: query i may attend keys j ≤ i",
+                                            tokens, tokens};
         mask_style.colorbar_label = "allowed";
         mask_style.allowed = causal;
         attn::plot::heatmap(out / "mask.svg", allowed_as_number, mask_style);
 
         const xt::xtensor<float, 2> K_t = xt::transpose(K);
-        const xt::xtensor<float, 2> scores = xt::linalg::dot(Q, K_t) / std::sqrt(float(d_k));  // n×n
-        attn::plot::HeatmapStyle score_style{"Scaled scores q_i·k_j/√d_k, future keys masked", tokens, tokens};
+        // n×n
+        const xt::xtensor<float, 2> scores = xt::linalg::dot(Q, K_t) / std::sqrt(float(d_k));
+        attn::plot::HeatmapStyle score_style{"Scaled scores q_i·k_j/√d_k, future keys masked",
+                                             tokens, tokens};
         score_style.probabilities = false;
         score_style.colorbar_label = "score";
         score_style.allowed = causal;
@@ -63,48 +69,60 @@ int main(int argc, char** argv)
         attn::plot::HeatmapStyle weight_style{"Causal attention weights", tokens, tokens};
         weight_style.allowed = causal;
         attn::plot::heatmap(out / "weights_causal.svg", weights, weight_style);
-        // ⟨Change the last word and compare⟩ 02-masked-attention.md:425
+        // ⟨Change the last word and compare⟩ 02-masked-attention.md:477
         std::vector<std::string> changed = tokens;
         changed.back() = "hungry";
         const auto [Q_c, K_c, V_c] = project(changed);
-        const xt::xtensor<float, 2> O = attn::scaled_dot_product_attention(Q, K, V, causal);          // n×d_v
-        const xt::xtensor<float, 2> O_c = attn::scaled_dot_product_attention(Q_c, K_c, V_c, causal);  // n×d_v
-        const xt::xtensor<float, 2> change = xt::abs(O_c - O);                                        // n×d_v
+        // n×d_v
+        const xt::xtensor<float, 2> O = attn::scaled_dot_product_attention(Q, K, V, causal);
+        const xt::xtensor<float, 2> O_c =
+            attn::scaled_dot_product_attention(Q_c, K_c, V_c, causal);  // n×d_v
+        // n×d_v
+        const xt::xtensor<float, 2> change = xt::abs(O_c - O);
         results.add("first_row_weight", weights(0, 0));
-        results.add("max_change_before_last", xt::amax(xt::view(change, xt::range(0, n - 1), xt::all()))());
+        results.add("max_change_before_last",
+                    xt::amax(xt::view(change, xt::range(0, n - 1), xt::all()))());
         results.add("max_change_at_last", xt::amax(xt::row(change, n - 1))());
-        // ⟨Attend over a padded sentence⟩ 02-masked-attention.md:443
-        const std::vector<std::string> padded = {"it", "was", "tired", "<pad>", "<pad>", "<pad>"};
+        // ⟨Attend over a padded sentence⟩ 02-masked-attention.md:499
+        const std::vector<std::string> padded = {"it",    "was",   "tired",
+                                                 "<pad>", "<pad>", "<pad>"};
         const std::vector<bool> is_real = {true, true, true, false, false, false};
         const attn::Mask padding = attn::padding_mask(padded.size(), is_real);
         const auto [Q_p, K_p, V_p] = project(padded);
-        const xt::xtensor<float, 2> weights_padded = attn::attention_weights(Q_p, K_p, padding);  // 6×6
-        attn::plot::HeatmapStyle padding_style{"Padding mask: no query attends a <pad> key", padded, padded};
+        // 6×6
+        const xt::xtensor<float, 2> weights_padded = attn::attention_weights(Q_p, K_p, padding);
+        attn::plot::HeatmapStyle padding_style{"Padding mask: no query attends a <pad> key",
+                                               padded, padded};
         padding_style.allowed = padding;
         attn::plot::heatmap(out / "padding_weights.svg", weights_padded, padding_style);
-        results.add("pad_weight_total", xt::sum(xt::view(weights_padded, xt::all(), xt::range(3, 6)))());
-        // ⟨Attend over a left-padded sentence under the causal mask⟩ 02-masked-attention.md:474
+        results.add("pad_weight_total",
+                    xt::sum(xt::view(weights_padded, xt::all(), xt::range(3, 6)))());
+        // ⟨Attend over a left-padded sentence under the causal mask⟩ 02-masked-attention.md:534
         const std::vector<std::string> left_padded = {"<pad>", "<pad>", "it", "was", "tired"};
         const attn::Mask left_mask =
-            attn::causal_mask(5) && attn::padding_mask(5, {false, false, true, true, true});  // 5×5
+            // 5×5
+            attn::causal_mask(5) && attn::padding_mask(5, {false, false, true, true, true});
         const auto [Q_l, K_l, V_l] = project(left_padded);
-        const xt::xtensor<float, 2> weights_left = attn::attention_weights(Q_l, K_l, left_mask);       // 5×5
-        const xt::xtensor<float, 2> O_left = attn::scaled_dot_product_attention(Q_l, K_l, V_l, left_mask);  // 5×d_v
-        attn::plot::HeatmapStyle left_style{"Left padding under a causal mask: two rows see nothing", left_padded,
-                                            left_padded};
+        // 5×5
+        const xt::xtensor<float, 2> weights_left = attn::attention_weights(Q_l, K_l, left_mask);
+        const xt::xtensor<float, 2> O_left =
+            attn::scaled_dot_product_attention(Q_l, K_l, V_l, left_mask);  // 5×d_v
+        attn::plot::HeatmapStyle left_style{
+            "Left padding under a causal mask: two rows see nothing", left_padded, left_padded};
         left_style.allowed = left_mask;
         attn::plot::heatmap(out / "left_padding_weights.svg", weights_left, left_style);
         {
             std::ofstream table(out / "fully_masked_rows.txt");
             table << "this book, float: outputs o_i (first 4 of d_v = " << d_v << " columns)\n";
             for (std::size_t i = 0; i < left_padded.size(); ++i) {
-                table << std::left << std::setw(8) << left_padded[i] << std::right << std::fixed << std::setprecision(4);
+                table << std::left << std::setw(8) << left_padded[i] << std::right << std::fixed
+                      << std::setprecision(4);
                 for (std::size_t c = 0; c < 4; ++c) table << std::setw(10) << O_left(i, c);
                 table << "\n";
             }
         }
         results.add("nan_count_left_padding", double(xt::sum(xt::isnan(O_left))()));
-        // ⟨Compare with the reference and with dense attention on prefixes⟩ 02-masked-attention.md:531
+        // ⟨Compare with the reference and with dense attention on prefixes⟩ 02-masked-attention.md:595
         const xt::xtensor<float, 2> O_rows = attn::masked_attention_by_rows(Q, K, V, causal);
         results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
         float prefix_difference = 0;
@@ -118,7 +136,7 @@ int main(int argc, char** argv)
             prefix_difference = std::max(prefix_difference, xt::amax(xt::abs(last - row))());
         }
         results.add("max_abs_difference_causal_vs_prefix", prefix_difference);
-        // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:561
+        // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:625
         const int threads = 1;
         attn::CostCurve unmasked{"unmasked", threads}, masked{"causal mask", threads};
         const std::size_t n_max = options.quick ? 1024 : 4096;
@@ -134,7 +152,7 @@ int main(int argc, char** argv)
                  [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask_n); }},
                 rounds);
         }
-        // ⟨Compare the two cost curves⟩ 02-masked-attention.md:583
+        // ⟨Compare the two cost curves⟩ 02-masked-attention.md:647
         const attn::SlopeFit masked_fit = masked.time_fit(), unmasked_fit = unmasked.time_fit();
         results.add_fit("time_slope", masked_fit);
         results.add_fit("unmasked_time_slope", unmasked_fit);
@@ -154,7 +172,7 @@ int main(int argc, char** argv)
         results.add("cost_n_min", unmasked.n.front());
         results.add("cost_n_max", double(n_max));
         results.add("cost_threads", threads);
-        // ⟨Draw masked against unmasked cost⟩ 02-masked-attention.md:605
+        // ⟨Draw masked against unmasked cost⟩ 02-masked-attention.md:669
         attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
         attn::Series unmasked_series = unmasked.time(), masked_series = masked.time();

@@ -22,17 +22,20 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:815
-/// 1 where only head 1 attends, 2 where only head 2 does, 3 where both do (0 where neither: masked).
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:867
+/// 1 where only head 1 attends, 2 where only head 2
+/// does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 {
-    const xt::xtensor<double, 2> one = xt::cast<double>(heads[0]), two = xt::cast<double>(heads[1]);
+    const xt::xtensor<double, 2> one = xt::cast<double>(heads[0]),
+                                 two = xt::cast<double>(heads[1]);
     return xt::xtensor<double, 2>(one + 2.0 * two);
 }
 
 /// A pattern heatmap: cells coloured by head, unattended cells grey.
-void draw_pattern(const std::filesystem::path& path, const std::array<attn::Mask, 2>& heads,
-                  const std::string& title, const std::string& colour_key)
+void draw_pattern(const std::filesystem::path& path,
+                  const std::array<attn::Mask, 2>& heads, const std::string& title,
+                  const std::string& colour_key)
 {
     const xt::xtensor<double, 2> head = head_of_each_cell(heads);
     attn::plot::HeatmapStyle style{title, {}, {}};
@@ -42,9 +45,11 @@ void draw_pattern(const std::filesystem::path& path, const std::array<attn::Mask
     attn::plot::heatmap(path, head, style);
 }
 
-/// The paper's second view: positions 0..n−1 as a grid of rows of ℓ, coloured by the head with which
-/// `query` attends each one (4 marks the query itself); unattended positions grey.
-void draw_grid(const std::filesystem::path& path, const std::array<attn::Mask, 2>& heads, std::size_t stride,
+/// The paper's second view: positions 0..n−1 as a grid of rows
+/// of ℓ, coloured by the head with which `query` attends each
+/// one (4 marks the query itself); unattended positions grey.
+void draw_grid(const std::filesystem::path& path,
+               const std::array<attn::Mask, 2>& heads, std::size_t stride,
                std::size_t query, const std::string& title)
 {
     const std::size_t n = heads[0].shape(0), rows = (n + stride - 1) / stride;
@@ -73,7 +78,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:950
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:1016
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -85,41 +90,50 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:857
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:914
         {
             const std::size_t n_small = 32;
-            draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4), "Strided pattern, n = 32, ℓ = 4",
-                         "1 local, 2 strided, 3 both");
+            draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4),
+                         "Strided pattern, n = 32, ℓ = 4", "1 local, 2 strided, 3 both");
             draw_pattern(out / "fixed_pattern.svg", attn::fixed_head_masks(n_small, 8, 2),
-                         "Fixed pattern, n = 32, ℓ = 8, c = 2", "1 own block, 2 summaries, 3 both");
-            draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45, "Strided, ℓ = 8: query 45");
-            draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45, "Fixed, ℓ = 8, c = 2: query 45");
+                         "Fixed pattern, n = 32, ℓ = 8, c = 2",
+                         "1 own block, 2 summaries, 3 both");
+            draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45,
+                      "Strided, ℓ = 8: query 45");
+            draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45,
+                      "Fixed, ℓ = 8, c = 2: query 45");
         }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:872
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:932
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
-            const auto unreached = [&](const attn::Mask& mask) {  // pairs j ≤ i not reached within two steps
+            // pairs j ≤ i not reached within two steps
+            const auto unreached = [&](const attn::Mask& mask) {
                 const attn::Mask two_steps = attn::compose_masks(mask, mask);
                 return double(xt::sum(xt::cast<int>(causal && !(mask || two_steps)))());
             };
             results.add("reach_n", double(n_reach));
             results.add("reach_stride", double(stride_reach));
-            results.add("unreached_strided", unreached(attn::strided_mask(n_reach, stride_reach)));
-            results.add("unreached_fixed", unreached(attn::fixed_mask(n_reach, stride_reach, c_reach)));
+            results.add("unreached_strided",
+                        unreached(attn::strided_mask(n_reach, stride_reach)));
+            results.add("unreached_fixed",
+                        unreached(attn::fixed_mask(n_reach, stride_reach, c_reach)));
 
             const attn::Mask mask = attn::strided_mask(32, 4);
             const attn::Mask two_steps = attn::compose_masks(mask, mask);
-            xt::xtensor<double, 2> steps = xt::zeros<double>({std::size_t(32), std::size_t(32)});  // n×n
+            xt::xtensor<double, 2> steps =
+                xt::zeros<double>({std::size_t(32), std::size_t(32)});  // n×n
             for (std::size_t i = 0; i < 32; ++i)
-                for (std::size_t j = 0; j <= i; ++j) steps(i, j) = mask(i, j) ? 1.0 : two_steps(i, j) ? 2.0 : 3.0;
-            attn::plot::HeatmapStyle style{"Steps of the strided pattern (ℓ = 4) from query i to key j", {}, {}};
+                for (std::size_t j = 0; j <= i; ++j)
+                    steps(i, j) = mask(i, j) ? 1.0 : two_steps(i, j) ? 2.0 : 3.0;
+            attn::plot::HeatmapStyle style{
+                "Steps of the strided pattern (ℓ = 4) from query i to key j", {}, {}};
             style.probabilities = false;
             style.colorbar_label = "steps";
             style.allowed = steps > 0.0;
             attn::plot::heatmap(out / "reach_steps.svg", steps, style);
         }
-        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:414
+        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:460
         const std::size_t n_compare = 1000, stride_compare = 30, c_compare = 4;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -128,7 +142,9 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> Q_f = Q_c, K_f = K_c, V_f = V_c;
             const attn::Mask strided = attn::strided_mask(n_compare, stride_compare);
             const attn::Mask fixed = attn::fixed_mask(n_compare, stride_compare, c_compare);
-            const auto max_abs = [](const auto& a, const auto& b) { return double(xt::amax(xt::abs(a - b))()); };
+            const auto max_abs = [](const auto& a, const auto& b) {
+                return double(xt::amax(xt::abs(a - b))());
+            };
             results.add("compare_n", double(n_compare));
             results.add("compare_stride", double(stride_compare));
             results.add("compare_c", double(c_compare));
@@ -138,24 +154,28 @@ int main(int argc, char** argv)
             results.add("strided_error_float",
                         max_abs(attn::strided_attention(Q_f, K_f, V_f, stride_compare),
                                 attn::scaled_dot_product_attention(Q_f, K_f, V_f, strided)), 2);
-            results.add("strided_error_vs_reference",
-                        max_abs(attn::strided_attention(Q_c, K_c, V_c, stride_compare),
-                                attn::pattern_attention_by_rows(Q_c, K_c, V_c, [&](std::size_t i, std::size_t j) {
-                                    return bool(strided(i, j));
-                                })), 2);
+            results.add(
+                "strided_error_vs_reference",
+                max_abs(attn::strided_attention(Q_c, K_c, V_c, stride_compare),
+                        attn::pattern_attention_by_rows(
+                            Q_c, K_c, V_c,
+                            [&](std::size_t i, std::size_t j) { return bool(strided(i, j)); })),
+                2);
             results.add("fixed_error_double",
                         max_abs(attn::fixed_attention(Q_c, K_c, V_c, stride_compare, c_compare),
                                 attn::scaled_dot_product_attention(Q_c, K_c, V_c, fixed)), 2);
             results.add("fixed_error_float",
                         max_abs(attn::fixed_attention(Q_f, K_f, V_f, stride_compare, c_compare),
                                 attn::scaled_dot_product_attention(Q_f, K_f, V_f, fixed)), 2);
-            results.add("fixed_error_vs_reference",
-                        max_abs(attn::fixed_attention(Q_c, K_c, V_c, stride_compare, c_compare),
-                                attn::pattern_attention_by_rows(Q_c, K_c, V_c, [&](std::size_t i, std::size_t j) {
-                                    return bool(fixed(i, j));
-                                })), 2);
+            results.add(
+                "fixed_error_vs_reference",
+                max_abs(attn::fixed_attention(Q_c, K_c, V_c, stride_compare, c_compare),
+                        attn::pattern_attention_by_rows(
+                            Q_c, K_c, V_c,
+                            [&](std::size_t i, std::size_t j) { return bool(fixed(i, j)); })),
+                2);
         }
-        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:477
+        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:529
         attn::CostCurve strided{"strided", 1}, fixed{"fixed", 1}, dense{"dense", 1};
         std::vector<double> strided_keys, fixed_keys;  // keys visited (scores computed), per n
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
@@ -185,7 +205,7 @@ int main(int argc, char** argv)
             strided_keys.push_back(double(strided_visits.scores));
             fixed_keys.push_back(double(fixed_visits.scores));
         }
-        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:513
+        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:565
         const attn::SlopeFit strided_fit = strided.time_fit(), fixed_fit = fixed.time_fit();
         const attn::SlopeFit dense_fit = dense.time_fit();
         results.add_fit("strided_time_slope", strided_fit);
@@ -207,7 +227,7 @@ int main(int argc, char** argv)
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("strided_mib_at_dense_n_max", strided.peak_mib[shared]);
         results.add("strided_mib_at_n_max", strided.peak_mib.back());
-        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:537
+        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:589
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
@@ -226,7 +246,7 @@ int main(int argc, char** argv)
                                with_fit(strided.memory(), strided.memory_fit()),
                                with_fit(fixed.memory(), fixed.memory_fit())}, style);
         }
-        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:608
+        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:660
         {
             const attn::SlopeFit strided_keys_fit = attn::loglog_fit(strided.n, strided_keys);
             const attn::SlopeFit fixed_keys_fit = attn::loglog_fit(fixed.n, fixed_keys);
@@ -234,7 +254,7 @@ int main(int argc, char** argv)
             results.add_fit("fixed_keys_slope", fixed_keys_fit);
             results.add("strided_keys_at_n_max", strided_keys.back());
             results.add("dense_keys_at_n_max", strided.n.back() * strided.n.back());
-            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:640
+            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:692
             attn::Series strided_per_key{"strided", strided.n, {}};
             attn::Series fixed_per_key{"fixed", fixed.n, {}};
             for (std::size_t k = 0; k < strided.n.size(); ++k) {
@@ -258,7 +278,7 @@ int main(int argc, char** argv)
             results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
             results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
             results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
-            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:670
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:722
             const auto compare = [](const attn::SlopeFit& fit) -> std::string {
                 if (fit.slope > 2 * fit.standard_error) return "steeper than";
                 if (fit.slope < -2 * fit.standard_error) return "shallower than";
@@ -267,7 +287,7 @@ int main(int argc, char** argv)
             results.add_text("strided_time_vs_keys", compare(per_key_fit));
             results.add_text("fixed_time_vs_keys",
                              compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
-            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:690
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:742
             const attn::Machine machine = attn::this_machine();
             const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
             results.add("l2_kib", double(machine.l2_bytes) / 1024);

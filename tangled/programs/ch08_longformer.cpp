@@ -19,11 +19,13 @@
 
 namespace {
 
-// ⟨Draw the pattern with its weights⟩ 08-longformer.md:503
-/// Draw the attention weights of random Q, K (n×16) under the Longformer mask, masked cells grey.
+// ⟨Draw the pattern with its weights⟩ 08-longformer.md:549
+/// Draw the attention weights of random Q, K (n×16)
+/// under the Longformer mask, masked cells grey.
 /// @return the fraction of the n² pairs the pattern allows
-double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w, std::size_t dilation,
-                    const std::vector<std::size_t>& global, const std::string& title, std::mt19937_64& rng)
+double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w,
+                    std::size_t dilation, const std::vector<std::size_t>& global,
+                    const std::string& title, std::mt19937_64& rng)
 {
     const auto Q = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
     const auto K = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
@@ -34,10 +36,12 @@ double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
-// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:551
-/// For layers 1..`layers`, the contiguous reach of token i when every layer attends with `mask`:
-/// the largest r such that every token within distance r of i can influence i's output.
-std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std::size_t layers)
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:601
+/// For layers 1..`layers`, the contiguous reach of token i when
+/// every layer attends with `mask`: the largest r such that
+/// every token within distance r of i can influence i's output.
+std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i,
+                                     std::size_t layers)
 {
     const std::size_t n = mask.shape(0);
     std::vector<bool> heard(n, false);  // tokens whose information has reached token i
@@ -47,7 +51,8 @@ std::vector<double> contiguous_reach(const attn::Mask& mask, std::size_t i, std:
         std::vector<bool> next = heard;
         for (std::size_t j = 0; j < n; ++j)
             if (heard[j])
-                for (std::size_t k = 0; k < n; ++k) next[k] = next[k] || mask(j, k);  // j attends k
+                // j attends k
+                for (std::size_t k = 0; k < n; ++k) next[k] = next[k] || mask(j, k);
         heard = next;
         std::size_t r = 0;
         while (r < i && i + r + 1 < n && heard[i - r - 1] && heard[i + r + 1]) ++r;
@@ -66,50 +71,63 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the two patterns⟩ 08-longformer.md:519
+        // ⟨Draw the two patterns⟩ 08-longformer.md:567
         results.add("allowed_fraction_window",
-                    draw_pattern(out / "pattern.svg", 32, 3, 1, {0},
-                                 "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
-        results.add("allowed_fraction_dilated",
-                    draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
-                                 "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:574
+                    draw_pattern(
+                        out / "pattern.svg", 32, 3, 1, {0},
+                        "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
+        results.add(
+            "allowed_fraction_dilated",
+            draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
+                         "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:627
         {
             const std::size_t n = 401, i = 200, w = 4, layers = 12;
-            const attn::Mask plain = attn::longformer_mask(n, w, 1, {}), dilated = attn::longformer_mask(n, w, 2, {});
-            const attn::Mask two_heads = plain || dilated;  // a layer with one head of each: either may carry it
+            const attn::Mask plain = attn::longformer_mask(n, w, 1, {}),
+                             dilated = attn::longformer_mask(n, w, 2, {});
+            // a layer with one head of each: either may carry it
+            const attn::Mask two_heads = plain || dilated;
             attn::Series s_plain{"w = 4, dilation 1", {}, contiguous_reach(plain, i, layers)};
-            attn::Series s_dilated{"w = 4, dilation 2 in every head", {}, contiguous_reach(dilated, i, layers)};
-            attn::Series s_two{"w = 4, one head of each", {}, contiguous_reach(two_heads, i, layers)};
+            attn::Series s_dilated{
+                "w = 4, dilation 2 in every head", {}, contiguous_reach(dilated, i, layers)};
+            attn::Series s_two{
+                "w = 4, one head of each", {}, contiguous_reach(two_heads, i, layers)};
             for (attn::Series* s : {&s_plain, &s_dilated, &s_two})
                 for (std::size_t l = 1; l <= layers; ++l) s->x.push_back(double(l));
             results.add("reach_plain_12", s_plain.y.back());
             results.add("reach_dilated_12", s_dilated.y.back());
             results.add("reach_two_heads_12", s_two.y.back());
-            attn::plot::LinePlotStyle style{"Tokens on each side that have all reached token i", "layers",
-                                            "contiguous reach (tokens)"};
+            attn::plot::LinePlotStyle style{"Tokens on each side that have all reached token i",
+                                            "layers", "contiguous reach (tokens)"};
             attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:616
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:673
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
             std::vector<std::size_t> global;
         };
-        for (const Setting& s : {Setting{"window", 2000, 32, 1, {0}}, Setting{"dilated", 2000, 8, 4, {0, 1000, 1999}}}) {
+        for (const Setting& s : {Setting{"window", 2000, 32, 1, {0}},
+                                 Setting{"dilated", 2000, 8, 4, {0, 1000, 1999}}}) {
             const auto Q = attn::random_normal<double>(s.n, 64, 1.0, rng);  // n×64
             const auto K = attn::random_normal<double>(s.n, 64, 1.0, rng);  // n×64
             const auto V = attn::random_normal<double>(s.n, 64, 1.0, rng);  // n×64
             const attn::Mask mask = attn::longformer_mask(s.n, s.w, s.dilation, s.global);
-            const xt::xtensor<double, 2> O_fast = attn::longformer_attention(Q, K, V, s.w, s.dilation, s.global);
-            const xt::xtensor<double, 2> O_dense = attn::scaled_dot_product_attention(Q, K, V, mask);
-            results.add("max_abs_error_double_" + s.name, xt::amax(xt::abs(O_fast - O_dense))());
+            const xt::xtensor<double, 2> O_fast =
+                attn::longformer_attention(Q, K, V, s.w, s.dilation, s.global);
+            const xt::xtensor<double, 2> O_dense =
+                attn::scaled_dot_product_attention(Q, K, V, mask);
+            results.add("max_abs_error_double_" + s.name,
+                        xt::amax(xt::abs(O_fast - O_dense))());
             const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
-            const xt::xtensor<float, 2> O_fast_f = attn::longformer_attention(Q_f, K_f, V_f, s.w, s.dilation, s.global);
-            const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
-            results.add("max_abs_error_float_" + s.name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
+            const xt::xtensor<float, 2> O_fast_f =
+                attn::longformer_attention(Q_f, K_f, V_f, s.w, s.dilation, s.global);
+            const xt::xtensor<float, 2> O_dense_f =
+                attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
+            results.add("max_abs_error_float_" + s.name,
+                        xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:856
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:920
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -121,7 +139,7 @@ int main(int argc, char** argv)
         results.add("fit_from", fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:665
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:729
         const std::size_t d = 64, w = 64, dilation = 1;
         const std::vector<std::size_t> global = {0};
         attn::CostCurve kernel{"Longformer kernel", 1}, dense{"dense", 1};
@@ -145,7 +163,7 @@ int main(int argc, char** argv)
             attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:697
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:761
         const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
         const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
@@ -176,7 +194,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:774
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:838
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());

@@ -21,9 +21,11 @@
 
 namespace {
 
-// ⟨Name the rule behind each tile⟩ 09-bigbird.md:276
-/// The rule that allows tile (q, k): 3 global, 2 window, 1 random, 0 none, as an n_blocks×n_blocks matrix.
-xt::xtensor<double, 2> tile_rules(const std::vector<std::vector<std::size_t>>& key_blocks)
+// ⟨Name the rule behind each tile⟩ 09-bigbird.md:306
+/// The rule that allows tile (q, k): 3 global, 2 window,
+/// 1 random, 0 none, as an n_blocks×n_blocks matrix.
+xt::xtensor<double, 2> tile_rules(
+    const std::vector<std::vector<std::size_t>>& key_blocks)
 {
     const std::size_t n_blocks = key_blocks.size(), last = n_blocks - 1;
     xt::xtensor<double, 2> rule = xt::zeros<double>({n_blocks, n_blocks});
@@ -36,11 +38,11 @@ xt::xtensor<double, 2> tile_rules(const std::vector<std::vector<std::size_t>>& k
     return rule;
 }
 
-// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:344
-/// The key blocks of each query block under a weaker pattern: the window only, or window and random
-/// (BigBird's own random draws) with the two global blocks removed.
-std::vector<std::vector<std::size_t>> without_global(const std::vector<std::vector<std::size_t>>& key_blocks,
-                                                     bool keep_random)
+// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:383
+/// The key blocks of each query block under a weaker pattern: the window only, or
+/// window and random (BigBird's own random draws) with the two global blocks removed.
+std::vector<std::vector<std::size_t>> without_global(
+    const std::vector<std::vector<std::size_t>>& key_blocks, bool keep_random)
 {
     const std::size_t n_blocks = key_blocks.size(), last = n_blocks - 1;
     std::vector<std::vector<std::size_t>> kept(n_blocks);
@@ -53,13 +55,16 @@ std::vector<std::vector<std::size_t>> without_global(const std::vector<std::vect
     return kept;
 }
 
-// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:365
-/// The diameter of the pattern's graph: the fewest layers after which every query block has heard
-/// from every key block (information flows from key block k to query block q when q attends k).
-std::size_t layers_to_reach_everyone(const std::vector<std::vector<std::size_t>>& key_blocks)
+// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:404
+/// The diameter of the pattern's graph: the fewest layers after which
+/// every query block has heard from every key block (information
+/// flows from key block k to query block q when q attends k).
+std::size_t layers_to_reach_everyone(
+    const std::vector<std::vector<std::size_t>>& key_blocks)
 {
     const std::size_t n_blocks = key_blocks.size();
-    std::vector<std::vector<std::size_t>> hears_from_me(n_blocks);  // k → the query blocks that attend k
+    // k → the query blocks that attend k
+    std::vector<std::vector<std::size_t>> hears_from_me(n_blocks);
     for (std::size_t q = 0; q < n_blocks; ++q)
         for (std::size_t k : key_blocks[q]) hears_from_me[k].push_back(q);
     std::size_t diameter = 0;
@@ -75,7 +80,8 @@ std::size_t layers_to_reach_everyone(const std::vector<std::vector<std::size_t>>
                 if (layers[q] == SIZE_MAX) layers[q] = layers[k] + 1, frontier.push(q);
         }
         for (std::size_t q = 0; q < n_blocks; ++q)
-            if (q != source) diameter = std::max(diameter, layers[q]);  // SIZE_MAX if never reached
+            // SIZE_MAX if never reached
+            if (q != source) diameter = std::max(diameter, layers[q]);
     }
     return std::max<std::size_t>(diameter, 1);  // inside one block, one layer
 }
@@ -90,32 +96,39 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the pattern and the weights⟩ 09-bigbird.md:292
+        // ⟨Draw the pattern and the weights⟩ 09-bigbird.md:324
         {
             const std::size_t n = 64;
             const attn::BigBirdPattern pattern{4, 2, options.seed};
-            const xt::xtensor<double, 2> rule = tile_rules(attn::bigbird_key_blocks(n / pattern.block, pattern));
-            xt::xtensor<double, 2> rule_of_token = xt::zeros<double>({n, n});  // n×n, each tile's rule
+            const xt::xtensor<double, 2> rule =
+                tile_rules(attn::bigbird_key_blocks(n / pattern.block, pattern));
+            // n×n, each tile's rule
+            xt::xtensor<double, 2> rule_of_token = xt::zeros<double>({n, n});
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < n; ++j) rule_of_token(i, j) = rule(i / pattern.block, j / pattern.block);
-            attn::plot::HeatmapStyle style{"BigBird pattern: n = 64, blocks of 4, 2 random blocks", {}, {}};
+                for (std::size_t j = 0; j < n; ++j)
+                    rule_of_token(i, j) = rule(i / pattern.block, j / pattern.block);
+            attn::plot::HeatmapStyle style{
+                "BigBird pattern: n = 64, blocks of 4, 2 random blocks", {}, {}};
             style.probabilities = false;
             style.colorbar_label = "rule: 1 random, 2 window, 3 global";
             style.allowed = attn::bigbird_mask(n, pattern);
             attn::plot::heatmap(out / "pattern.svg", rule_of_token, style);
-            results.add("allowed_fraction_64", double(std::count(style.allowed.begin(), style.allowed.end(), true)) /
-                                                   double(n * n));
+            results.add("allowed_fraction_64",
+                        double(std::count(style.allowed.begin(), style.allowed.end(), true)) /
+                            double(n * n));
         }
         {
             const std::size_t n = 32;
             const attn::BigBirdPattern pattern{4, 1, options.seed};
             const auto Q = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
             const auto K = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
-            attn::plot::HeatmapStyle style{"BigBird weights: n = 32, blocks of 4, 1 random block", {}, {}};
+            attn::plot::HeatmapStyle style{
+                "BigBird weights: n = 32, blocks of 4, 1 random block", {}, {}};
             style.allowed = attn::bigbird_mask(n, pattern);
-            attn::plot::heatmap(out / "weights.svg", attn::attention_weights(Q, K, style.allowed), style);
+            attn::plot::heatmap(out / "weights.svg",
+                                attn::attention_weights(Q, K, style.allowed), style);
         }
-        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:393
+        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:436
         {
             attn::Series window{"window only", {}, {}}, random{"window + random", {}, {}},
                 bigbird{"window + random + global (BigBird)", {}, {}};
@@ -123,35 +136,43 @@ int main(int argc, char** argv)
             for (std::size_t n = 512; n <= 16384; n *= 2) {
                 const auto key_blocks = attn::bigbird_key_blocks(n / pattern.block, pattern);
                 for (attn::Series* s : {&window, &random, &bigbird}) s->x.push_back(double(n));
-                window.y.push_back(double(layers_to_reach_everyone(without_global(key_blocks, false))));
-                random.y.push_back(double(layers_to_reach_everyone(without_global(key_blocks, true))));
+                window.y.push_back(
+                    double(layers_to_reach_everyone(without_global(key_blocks, false))));
+                random.y.push_back(
+                    double(layers_to_reach_everyone(without_global(key_blocks, true))));
                 bigbird.y.push_back(double(layers_to_reach_everyone(key_blocks)));
             }
             results.add("layers_window_16384", window.y.back());
             results.add("layers_random_16384", random.y.back());
             results.add("layers_bigbird_16384", bigbird.y.back());
-            attn::plot::LinePlotStyle style{"Layers until every token can depend on every other (b = 64, r = 3)",
-                                            "n (tokens)", "layers"};
+            attn::plot::LinePlotStyle style{
+                "Layers until every token can depend on every other (b = 64, r = 3)",
+                "n (tokens)", "layers"};
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "layers.svg", {window, random, bigbird}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:451
-        for (const auto& [name, n, pattern] : {std::tuple<std::string, std::size_t, attn::BigBirdPattern>{
-                                                   "base", 1920, {64, 3, options.seed}},
-                                               {"small_blocks", 720, {16, 2, options.seed + 1}}}) {
+        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:497
+        for (const auto& [name, n, pattern] :
+             {std::tuple<std::string, std::size_t, attn::BigBirdPattern>{
+                  "base", 1920, {64, 3, options.seed}},
+              {"small_blocks", 720, {16, 2, options.seed + 1}}}) {
             const auto Q = attn::random_normal<double>(n, 64, 1.0, rng);  // n×64
             const auto K = attn::random_normal<double>(n, 64, 1.0, rng);  // n×64
             const auto V = attn::random_normal<double>(n, 64, 1.0, rng);  // n×64
             const attn::Mask mask = attn::bigbird_mask(n, pattern);
             const xt::xtensor<double, 2> O_fast = attn::bigbird_attention(Q, K, V, pattern);
-            const xt::xtensor<double, 2> O_dense = attn::scaled_dot_product_attention(Q, K, V, mask);
+            const xt::xtensor<double, 2> O_dense =
+                attn::scaled_dot_product_attention(Q, K, V, mask);
             results.add("max_abs_error_double_" + name, xt::amax(xt::abs(O_fast - O_dense))());
             const xt::xtensor<float, 2> Q_f = Q, K_f = K, V_f = V;
-            const xt::xtensor<float, 2> O_fast_f = attn::bigbird_attention(Q_f, K_f, V_f, pattern);
-            const xt::xtensor<float, 2> O_dense_f = attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
-            results.add("max_abs_error_float_" + name, xt::amax(xt::abs(O_fast_f - O_dense_f))());
+            const xt::xtensor<float, 2> O_fast_f =
+                attn::bigbird_attention(Q_f, K_f, V_f, pattern);
+            const xt::xtensor<float, 2> O_dense_f =
+                attn::scaled_dot_product_attention(Q_f, K_f, V_f, mask);
+            results.add("max_abs_error_float_" + name,
+                        xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:669
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:720
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -164,7 +185,7 @@ int main(int argc, char** argv)
         results.add("dense_fit_from", dense_fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:492
+        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:543
         const std::size_t d = 64;
         const attn::BigBirdPattern pattern{64, 3, options.seed};
         attn::CostCurve kernel{"BigBird block kernel", 1}, dense{"dense", 1};
@@ -187,7 +208,7 @@ int main(int argc, char** argv)
             attn::bigbird_attention(Q, K, V, pattern, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 09-bigbird.md:525
+        // ⟨Draw time and memory against n⟩ 09-bigbird.md:576
         const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
         const attn::SlopeFit dense_time_fit = dense.time_fit(dense_fit_from);
@@ -218,7 +239,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Fit the count of scores⟩ 09-bigbird.md:560
+        // ⟨Fit the count of scores⟩ 09-bigbird.md:611
         {
             std::vector<double> fitted_n, fitted_scores;  // n ≥ fit_from
             for (std::size_t k = 0; k < kernel.n.size(); ++k)

@@ -1,7 +1,8 @@
 // Generated from chapters/04-learning-attention.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 4: the backward pass of scaled dot-product and multi-head attention, and gradient checks.
+/// @brief Chapter 4: the backward pass of scaled dot-product
+/// and multi-head attention, and gradient checks.
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +19,7 @@
 
 namespace attn {
 
-// ⟨Multiply and transpose contiguous matrices⟩ 04-learning-attention.md:164
+// ⟨Multiply and transpose contiguous matrices⟩ 04-learning-attention.md:172
 namespace detail {
 
 /// A·B through BLAS, as a contiguous matrix.
@@ -47,19 +48,22 @@ xt::xtensor<T, 2> softmax_jacobian(const xt::xtensor<T, 1>& p)
     const std::size_t m = p.size();
     xt::xtensor<T, 2> J = xt::zeros<T>({m, m});  // m×m
     for (std::size_t j = 0; j < m; ++j)
-        for (std::size_t l = 0; l < m; ++l) J(j, l) = (j == l ? p(j) : T(0)) - p(j) * p(l);
+        for (std::size_t l = 0; l < m; ++l)
+            J(j, l) = (j == l ? p(j) : T(0)) - p(j) * p(l);
     return J;
 }
 
-// ⟨Backpropagate through the softmax⟩ 04-learning-attention.md:98
+// ⟨Backpropagate through the softmax⟩ 04-learning-attention.md:99
 /// @brief Backward pass of softmax_rows: dS = P ⊙ (dP − rowsum(dP ⊙ P)), O(m) per row.
 /// @param P  the weights softmax_rows produced, n×m
 /// @param dP the gradient of the loss with respect to P, n×m
 /// @return dS, the gradient with respect to the scores, n×m
 template <class T>
-xt::xtensor<T, 2> softmax_rows_backward(const xt::xtensor<T, 2>& P, const xt::xtensor<T, 2>& dP)
+xt::xtensor<T, 2> softmax_rows_backward(const xt::xtensor<T, 2>& P,
+                                        const xt::xtensor<T, 2>& dP)
 {
-    if (P.shape() != dP.shape()) throw std::invalid_argument("softmax_rows_backward: P and dP differ in shape");
+    if (P.shape() != dP.shape())
+        throw std::invalid_argument("softmax_rows_backward: P and dP differ in shape");
     const std::size_t n = P.shape(0), m = P.shape(1);
     xt::xtensor<T, 2> dS = xt::zeros<T>({n, m});  // n×m
     for (std::size_t i = 0; i < n; ++i) {
@@ -73,8 +77,9 @@ xt::xtensor<T, 2> softmax_rows_backward(const xt::xtensor<T, 2>& P, const xt::xt
     return dS;
 }
 
-// ⟨Backpropagate through scaled dot-product attention⟩ 04-learning-attention.md:125
-/// @brief Gradients of a loss with respect to the inputs of one scaled dot-product attention call.
+// ⟨Backpropagate through scaled dot-product attention⟩ 04-learning-attention.md:128
+/// @brief Gradients of a loss with respect to the
+/// inputs of one scaled dot-product attention call.
 template <class T>
 struct AttentionGradients {
     xt::xtensor<T, 2> dQ;  ///< n×d_k
@@ -88,28 +93,32 @@ struct AttentionGradients {
 /// @param dO the gradient of the loss with respect to O, n×d_v
 /// @return dQ (n×d_k), dK (m×d_k), dV (m×d_v)
 template <class T>
-AttentionGradients<T> attention_backward(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                         const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& P,
+AttentionGradients<T> attention_backward(const xt::xtensor<T, 2>& Q,
+                                         const xt::xtensor<T, 2>& K,
+                                         const xt::xtensor<T, 2>& V,
+                                         const xt::xtensor<T, 2>& P,
                                          const xt::xtensor<T, 2>& dO)
 {
     check_attention_shapes(Q, K, V);
-    if (P.shape(0) != Q.shape(0) || P.shape(1) != K.shape(0) || dO.shape(0) != Q.shape(0) ||
-        dO.shape(1) != V.shape(1))
+    if (P.shape(0) != Q.shape(0) || P.shape(1) != K.shape(0) ||
+        dO.shape(0) != Q.shape(0) || dO.shape(1) != V.shape(1))
         throw std::invalid_argument("attention_backward: P must be n×m and dO n×d_v");
     const T scale = T(1) / std::sqrt(T(K.shape(1)));
     AttentionGradients<T> grad;
     grad.dV = detail::matmul(detail::transposed(P), dO);            // m×d_v = Pᵀ·dO
-    const xt::xtensor<T, 2> dP = detail::matmul(dO, detail::transposed(V));  // n×m = dO·Vᵀ
+    // n×m = dO·Vᵀ
+    const xt::xtensor<T, 2> dP = detail::matmul(dO, detail::transposed(V));
     xt::xtensor<T, 2> dS = softmax_rows_backward(P, dP);                // n×m
-    dS *= scale;                                                        // through S = s·Q·Kᵀ
+    // through S = s·Q·Kᵀ
+    dS *= scale;
     grad.dQ = detail::matmul(dS, K);                                  // n×d_k
     grad.dK = detail::matmul(detail::transposed(dS), Q);            // m×d_k
     return grad;
 }
 
-// ⟨Describe one attention layer⟩ 04-learning-attention.md:193
-/// @brief The parameters of one layer of multi-head self-attention.
-/// Head h uses columns [h·d_k, (h+1)·d_k) of Q, K and V, with d_k = d_v = d_model/heads.
+// ⟨Describe one attention layer⟩ 04-learning-attention.md:201
+/// @brief The parameters of one layer of multi-head self-attention. Head h uses
+/// columns [h·d_k, (h+1)·d_k) of Q, K and V, with d_k = d_v = d_model/heads.
 template <class T>
 struct AttentionLayer {
     std::size_t heads = 1;  ///< h
@@ -121,25 +130,28 @@ struct AttentionLayer {
 
 /// Columns [head·width, (head+1)·width) of X, as a contiguous n×width matrix.
 template <class T>
-xt::xtensor<T, 2> head_columns(const xt::xtensor<T, 2>& X, std::size_t head, std::size_t width)
+xt::xtensor<T, 2> head_columns(const xt::xtensor<T, 2>& X, std::size_t head,
+                               std::size_t width)
 {
     return xt::view(X, xt::all(), xt::range(head * width, (head + 1) * width));
 }
 
 /// Write `block` (n×width) into columns [head·width, (head+1)·width) of X.
 template <class T>
-void set_head_columns(xt::xtensor<T, 2>& X, std::size_t head, std::size_t width, const xt::xtensor<T, 2>& block)
+void set_head_columns(xt::xtensor<T, 2>& X, std::size_t head, std::size_t width,
+                      const xt::xtensor<T, 2>& block)
 {
     xt::view(X, xt::all(), xt::range(head * width, (head + 1) * width)) = block;
 }
 
-// ⟨Run an attention layer forward and keep what the backward pass needs⟩ 04-learning-attention.md:225
-/// @brief Everything one attention layer computed: its output and the values its backward pass needs.
+// ⟨Run an attention layer forward and keep what the backward pass needs⟩ 04-learning-attention.md:235
+/// @brief Everything one attention layer computed:
+/// its output and the values its backward pass needs.
 template <class T>
 struct AttentionLayerForward {
     xt::xtensor<T, 2> Q, K, V;               ///< each n×d_model (h heads side by side)
     std::vector<xt::xtensor<T, 2>> weights;  ///< h matrices n×n, one per head
-    xt::xtensor<T, 2> concat;                ///< the heads' outputs side by side, n×d_model
+    xt::xtensor<T, 2> concat;  ///< the heads' outputs side by side, n×d_model
     xt::xtensor<T, 2> output;                ///< Y = concat·W_o, n×d_model
 };
 
@@ -147,11 +159,14 @@ struct AttentionLayerForward {
 /// @param layer the parameters; @param X the layer's input, n×d_model
 /// @return the output (n×d_model) with everything the backward pass needs
 template <class T>
-AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer, const xt::xtensor<T, 2>& X)
+AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
+                                                 const xt::xtensor<T, 2>& X)
 {
     const std::size_t n = X.shape(0), d_model = X.shape(1), h = layer.heads;
-    if (h == 0 || d_model % h != 0 || layer.W_q.shape(0) != d_model || layer.W_q.shape(1) != d_model)
-        throw std::invalid_argument("attention_layer_forward: need d_model×d_model weights and h dividing d_model");
+    if (h == 0 || d_model % h != 0 || layer.W_q.shape(0) != d_model ||
+        layer.W_q.shape(1) != d_model)
+        throw std::invalid_argument("attention_layer_forward: need d_model×d_model "
+                                    "weights and h dividing d_model");
     const std::size_t d_k = d_model / h;
     AttentionLayerForward<T> f;
     f.Q = detail::matmul(X, layer.W_q);  // n×d_model
@@ -163,14 +178,16 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
         const xt::xtensor<T, 2> K_h = head_columns(f.K, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
         f.weights.push_back(attention_weights(Q_h, K_h));            // n×n
-        set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));  // n×d_v
+        // n×d_v
+        set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));
     }
     f.output = detail::matmul(f.concat, layer.W_o);  // n×d_model
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:277
-/// @brief Gradients of a loss with respect to one attention layer's parameters and input.
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:292
+/// @brief Gradients of a loss with respect to
+/// one attention layer's parameters and input.
 template <class T>
 struct AttentionLayerGradients {
     xt::xtensor<T, 2> dW_q, dW_k, dW_v, dW_o;  ///< each d_model×d_model
@@ -183,19 +200,23 @@ struct AttentionLayerGradients {
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
 /// @return the gradients of the four weight matrices and of X
 template <class T>
-AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& layer, const xt::xtensor<T, 2>& X,
-                                                    const AttentionLayerForward<T>& f, const xt::xtensor<T, 2>& dY)
+AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& layer,
+                                                    const xt::xtensor<T, 2>& X,
+                                                    const AttentionLayerForward<T>& f,
+                                                    const xt::xtensor<T, 2>& dY)
 {
     using detail::matmul, detail::transposed;
     const std::size_t h = layer.heads, d_k = X.shape(1) / h;
     AttentionLayerGradients<T> grad;
     grad.dW_o = matmul(transposed(f.concat), dY);                   // d_model×d_model
     const xt::xtensor<T, 2> d_concat = matmul(dY, transposed(layer.W_o));  // n×d_model
-    xt::xtensor<T, 2> dQ = xt::zeros<T>(f.Q.shape()), dK = xt::zeros<T>(f.K.shape()), dV = xt::zeros<T>(f.V.shape());
+    xt::xtensor<T, 2> dQ = xt::zeros<T>(f.Q.shape()), dK = xt::zeros<T>(f.K.shape()),
+                      dV = xt::zeros<T>(f.V.shape());
     for (std::size_t head = 0; head < h; ++head) {
         const AttentionGradients<T> g = attention_backward<T>(
-            head_columns(f.Q, head, d_k), head_columns(f.K, head, d_k), head_columns(f.V, head, d_k),
-            f.weights[head], head_columns(d_concat, head, d_k));
+            head_columns(f.Q, head, d_k), head_columns(f.K, head, d_k),
+            head_columns(f.V, head, d_k), f.weights[head],
+            head_columns(d_concat, head, d_k));
         set_head_columns(dQ, head, d_k, g.dQ);  // n×d_k
         set_head_columns(dK, head, d_k, g.dK);  // n×d_k
         set_head_columns(dV, head, d_k, g.dV);  // n×d_v
@@ -210,14 +231,15 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:338
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:358
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
 /// @param loss a callable returning the loss as a double, reading x
 /// @return the numerical gradient, rows×cols
 template <class Loss>
-xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss, double epsilon = 1e-5)
+xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss,
+                                          double epsilon = 1e-5)
 {
     xt::xtensor<double, 2> grad = xt::zeros<double>(x.shape());
     for (std::size_t k = 0; k < x.size(); ++k) {
@@ -232,11 +254,13 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:366
+// ⟨Compare two gradients⟩ 04-learning-attention.md:387
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
-inline double relative_error(const xt::xtensor<double, 2>& a, const xt::xtensor<double, 2>& b)
+inline double relative_error(const xt::xtensor<double, 2>& a,
+                             const xt::xtensor<double, 2>& b)
 {
-    if (a.shape() != b.shape()) throw std::invalid_argument("relative_error: shapes differ");
+    if (a.shape() != b.shape())
+        throw std::invalid_argument("relative_error: shapes differ");
     double diff = 0, norm_a = 0, norm_b = 0;
     for (std::size_t k = 0; k < a.size(); ++k) {
         diff += (a.data()[k] - b.data()[k]) * (a.data()[k] - b.data()[k]);

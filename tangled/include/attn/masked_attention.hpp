@@ -3,6 +3,7 @@
 /// @file
 /// @brief Chapter 2: causal and padding masks, and attention restricted by a mask.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -54,18 +55,21 @@ inline Mask padding_mask(std::size_t n_queries, const std::vector<bool>& key_is_
 inline void check_mask_shape(const Mask& mask, std::size_t n, std::size_t m)
 {
     if (mask.shape(0) != n || mask.shape(1) != m)
-        throw std::invalid_argument("attention: the mask is " + std::to_string(mask.shape(0)) + "×" +
-                                    std::to_string(mask.shape(1)) + " but there are " + std::to_string(n) +
-                                    " queries and " + std::to_string(m) + " keys; it must be n×m");
+        throw std::invalid_argument(
+            "attention: the mask is " + std::to_string(mask.shape(0)) + "×" +
+            std::to_string(mask.shape(1)) + " but there are " + std::to_string(n) +
+            " queries and " + std::to_string(m) + " keys; it must be n×m");
 }
 
-// ⟨Attend over the allowed keys, one query at a time⟩ 02-masked-attention.md:131
-/// @brief Masked attention computed query by query over the allowed keys only (the reference).
+// ⟨Attend over the allowed keys, one query at a time⟩ 02-masked-attention.md:132
+/// @brief Masked attention computed query by query
+/// over the allowed keys only (the reference).
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
 /// @param mask n×m, true where query i may attend key j
 /// @return outputs, n×d_v; a query that may attend nothing gets a zero row
 template <class T>
-xt::xtensor<T, 2> masked_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+xt::xtensor<T, 2> masked_attention_by_rows(const xt::xtensor<T, 2>& Q,
+                                           const xt::xtensor<T, 2>& K,
                                            const xt::xtensor<T, 2>& V, const Mask& mask)
 {
     check_attention_shapes(Q, K, V);
@@ -77,15 +81,17 @@ xt::xtensor<T, 2> masked_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt:
         for (std::size_t j = 0; j < m; ++j)
             if (mask(i, j)) allowed.push_back(j);
         if (allowed.empty()) continue;  // nothing to attend: the row stays zero
-        const xt::xtensor<T, 2> K_i = xt::view(K, xt::keep(allowed), xt::all());  // |allowed|×d_k
-        const xt::xtensor<T, 2> V_i = xt::view(V, xt::keep(allowed), xt::all());  // |allowed|×d_v
+        // |allowed|×d_k
+        const xt::xtensor<T, 2> K_i = xt::view(K, xt::keep(allowed), xt::all());
+        // |allowed|×d_v
+        const xt::xtensor<T, 2> V_i = xt::view(V, xt::keep(allowed), xt::all());
         const xt::xtensor<T, 1> q = xt::row(Q, i);
         xt::row(O, i) = attend_one_query(q, K_i, V_i);
     }
     return O;
 }
 
-// ⟨Hide the masked scores⟩ 02-masked-attention.md:163
+// ⟨Hide the masked scores⟩ 02-masked-attention.md:168
 /// @brief Set every score that `mask` hides to −∞, in place.
 /// @param scores n×m; @param mask n×m
 template <class T>
@@ -98,34 +104,59 @@ void hide_masked_scores(xt::xtensor<T, 2>& scores, const Mask& mask)
         if (!allowed[k]) s[k] = minus_infinity;
 }
 
-// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:198
+// ⟨Normalise the allowed scores of each row⟩ 02-masked-attention.md:210
+/// @brief Softmax of each row over its allowed (not −∞) scores; a row with none
+/// gives zeros, and a row with a NaN score gives NaN weights (never zeros).
+/// @param scores n×m, hidden scores −∞
+/// @return weights, n×m
+template <class T>
+xt::xtensor<T, 2> softmax_allowed_rows(const xt::xtensor<T, 2>& scores)
+{
+    xt::xtensor<T, 2> weights = softmax_rows(scores);  // chapter 1, n×m
+    const std::size_t m = scores.shape(1);
+    for (std::size_t i = 0; i < scores.shape(0); ++i) {
+        const T* s = scores.data() + i * m;
+        if (std::any_of(s, s + m, [](T x) { return std::isnan(x); }))
+            std::fill_n(weights.data() + i * m, m, std::numeric_limits<T>::quiet_NaN());
+    }
+    return weights;
+}
+
+// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:231
 /// @brief The masked attention weights softmax(Q·Kᵀ/√d_k with hidden scores −∞).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @param mask n×m, true where query i may attend key j
-/// @return weights, n×m: zero where masked; each row sums to 1, or is all zero if its mask row is all false
+/// @return weights, n×m: zero where masked; each row sums
+/// to 1, or is all zero if its mask row is all false
 template <class T>
-xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const Mask& mask)
+xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q,
+                                    const xt::xtensor<T, 2>& K, const Mask& mask)
 {
-    if (Q.shape(1) != K.shape(1)) throw std::invalid_argument("attention_weights: Q and K need the same width d_k");
+    if (Q.shape(1) != K.shape(1))
+        throw std::invalid_argument(
+            "attention_weights: Q and K need the same width d_k");
     check_mask_shape(mask, Q.shape(0), K.shape(0));
     const xt::xtensor<T, 2> K_t = xt::transpose(K);        // d_k×m, contiguous for BLAS
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q, K_t);   // n×m
     scores *= T(1) / std::sqrt(T(K.shape(1)));
     hide_masked_scores(scores, mask);
-    return softmax_rows(scores);  // a row of −∞ only gives zeros
+    return softmax_allowed_rows(scores);  // a row of −∞ only gives zeros
 }
 
-// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:218
-/// @brief Masked scaled dot-product attention: softmax over the allowed keys only, times V.
-/// A query whose mask row is all false gets a zero output row (PyTorch gives NaN there).
+// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:255
+/// @brief Masked scaled dot-product attention: softmax over
+/// the allowed keys only, times V. A query whose mask row is
+/// all false gets a zero output row (PyTorch gives NaN there).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
 /// @param V values, m×d_v
 /// @param mask n×m, true where query i may attend key j
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> scaled_dot_product_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                               const xt::xtensor<T, 2>& V, const Mask& mask)
+xt::xtensor<T, 2> scaled_dot_product_attention(const xt::xtensor<T, 2>& Q,
+                                               const xt::xtensor<T, 2>& K,
+                                               const xt::xtensor<T, 2>& V,
+                                               const Mask& mask)
 {
     check_attention_shapes(Q, K, V);
     check_mask_shape(mask, Q.shape(0), K.shape(0));

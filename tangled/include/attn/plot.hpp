@@ -147,7 +147,7 @@ struct HeatmapStyle {
     std::vector<std::string> col_labels;  ///< one per column, or empty for numbers
     std::string x_label = "key";
     std::string y_label = "query";
-    bool probabilities = true;            ///< colours on [0, 1]; else fitted to the data
+    bool probabilities = true;  ///< colours on [0, 1]; else fitted to the data
     std::string colorbar_label = "attention weight";
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
 };

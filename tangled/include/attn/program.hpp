@@ -28,7 +28,8 @@ struct Options {
     std::uint64_t seed = 20240611;
     bool quick = false;         ///< smaller experiments, for a fast check
     bool bench = false;         ///< the largest benchmarks
-    std::filesystem::path model;  ///< a trained model to read (chapter 5 reads chapter 4's)
+    std::filesystem::path
+        model;  ///< a trained model to read (chapter 5 reads chapter 4's)
 };
 
 /// Thrown for a bad command line; the program prints usage and exits 2.
@@ -70,7 +71,7 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter,
     return options;
 }
 
-// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1231
+// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1232
 /// A number as the book prints it: whole numbers in full, others with `digits`
 /// significant digits.
 inline std::string format_number(double value, int digits = 3)
@@ -133,7 +134,7 @@ private:
     std::vector<std::pair<std::string, std::string>> entries_;
 };
 
-// ⟨Run a chapter's program⟩ 00-instruments.md:1303
+// ⟨Run a chapter's program⟩ 00-instruments.md:1304
 /// @brief The body of every chapter's main(): options, output folder, errors, results.
 /// @param chapter short name, e.g. "ch01"; @param about one line saying what the
 /// program does
@@ -146,9 +147,10 @@ int run_program(int argc, char** argv, const std::string& chapter,
     select_blas_core();  // may run the program again, on the BLAS core the processor
                          // deserves
     const std::string name = std::filesystem::path(argv[0]).filename().string();
-    const std::string usage = "usage: " + name +
-                              " [--out DIR] [--seed N] [--quick] [--bench] [--model FILE]"
-                              " [--help]";
+    const std::string usage =
+        "usage: " + name +
+        " [--out DIR] [--seed N] [--quick] [--bench] [--model FILE]"
+        " [--help]";
     Options options;
     try {
         bool help = false;

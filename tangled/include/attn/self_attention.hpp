@@ -95,10 +95,10 @@ xt::xtensor<T, 2> attention_by_rows(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Normalise each row with a stable softmax⟩ 01-self-attention.md:243
+// ⟨Normalise each row with a stable softmax⟩ 01-self-attention.md:244
 /// @brief Softmax of every row of `scores`, stable for any finite input.
 /// Subtracts each row's maximum before exponentiating; a row that is all −∞
-/// (nothing may be attended) gives all zeros instead of NaN.
+/// (nothing may be attended) gives all zeros instead of NaN; a row with a NaN is NaN.
 /// @param scores n×m
 /// @return weights, n×m, each row summing to 1 (or all zero)
 template <class T>
@@ -109,7 +109,15 @@ xt::xtensor<T, 2> softmax_rows(const xt::xtensor<T, 2>& scores)
     for (std::size_t i = 0; i < n; ++i) {
         const T* s = scores.data() + i * m;
         T* a = weights.data() + i * m;
-        const T s_max = m ? *std::max_element(s, s + m) : T(0);
+        T s_max = -std::numeric_limits<T>::infinity();
+        bool has_nan = false;
+        for (std::size_t j = 0; j < m; ++j)
+            std::isnan(s[j]) ? void(has_nan = true)
+                             : void(s_max = std::max(s_max, s[j]));
+        if (has_nan) {  // a NaN score reaches the whole row, never a quiet zero
+            std::fill(a, a + m, std::numeric_limits<T>::quiet_NaN());
+            continue;
+        }
         if (s_max == -std::numeric_limits<T>::infinity())
             continue;  // fully masked: zeros
         T total = 0;
@@ -120,7 +128,7 @@ xt::xtensor<T, 2> softmax_rows(const xt::xtensor<T, 2>& scores)
     return weights;
 }
 
-// ⟨Compute the attention weights⟩ 01-self-attention.md:282
+// ⟨Compute the attention weights⟩ 01-self-attention.md:291
 /// @brief The attention weights softmax(Q·Kᵀ/√d_k).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @return weights, n×m, rows summing to 1
@@ -134,7 +142,7 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q,
     return softmax_rows(scores);
 }
 
-// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:297
+// ⟨Compute scaled dot-product attention⟩ 01-self-attention.md:306
 /// @brief Scaled dot-product attention softmax(Q·Kᵀ/√d_k)·V (Vaswani et al. 2017).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k

@@ -1,7 +1,8 @@
 // Generated from chapters/02-masked-attention.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Words of a sentence and their fixed random embeddings, for the chapters' examples.
+/// @brief Words of a sentence and their fixed
+/// random embeddings, for the chapters' examples.
 
 #include <cstdint>
 #include <functional>
@@ -17,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Give each word a fixed random embedding⟩ 02-masked-attention.md:297
+// ⟨Give each word a fixed random embedding⟩ 02-masked-attention.md:340
 /// @brief Split `text` at spaces into tokens.
 inline std::vector<std::string> split_words(const std::string& text)
 {
@@ -27,11 +28,13 @@ inline std::vector<std::string> split_words(const std::string& text)
     return words;
 }
 
-/// @brief One N(0, 1) embedding row per token, drawn from a generator seeded by the word and `seed`.
+/// @brief One N(0, 1) embedding row per token, drawn
+/// from a generator seeded by the word and `seed`.
 /// @param tokens n words; @param d_model width of an embedding
 /// @return X, n×d_model; equal words get equal rows
 template <class T>
-xt::xtensor<T, 2> embed_words(const std::vector<std::string>& tokens, std::size_t d_model, std::uint64_t seed)
+xt::xtensor<T, 2> embed_words(const std::vector<std::string>& tokens,
+                              std::size_t d_model, std::uint64_t seed)
 {
     xt::xtensor<T, 2> X = xt::zeros<T>({tokens.size(), d_model});  // n×d_model
     for (std::size_t i = 0; i < tokens.size(); ++i) {

@@ -1,8 +1,8 @@
 // Generated from chapters/06-sliding-window.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 6: sliding-window attention: the pattern, a banded kernel, the online softmax
-/// it runs on, and the rolling-buffer KV cache for token-by-token decoding.
+/// @brief Chapter 6: sliding-window attention: the pattern, a banded kernel, the online
+/// softmax it runs on, and the rolling-buffer KV cache for token-by-token decoding.
 
 #include <algorithm>
 #include <cmath>
@@ -18,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Find the first key in a window⟩ 06-sliding-window.md:56
+// ⟨Find the first key in a window⟩ 06-sliding-window.md:57
 /// First key j that query i may attend under a window of w: max(0, i − w + 1).
 inline std::size_t first_key_in_window(std::size_t i, std::size_t window)
 {
@@ -26,9 +26,22 @@ inline std::size_t first_key_in_window(std::size_t i, std::size_t window)
 }
 
 /// Throw std::invalid_argument unless w ≥ 1 (a window of 0 would mask every row).
+/// A window wider than the sequence is harmless: every kernel clamps it to n.
 inline void check_window(std::size_t window)
 {
-    if (window == 0) throw std::invalid_argument("sliding window: the window w must be at least 1");
+    if (window == 0)
+        throw std::invalid_argument("sliding window: the window w must be at least 1");
+}
+
+/// Throw std::invalid_argument unless w ≥ 1 and w·(d_k + d_v) numbers fit in a size.
+inline void check_cache_size(std::size_t window, std::size_t d_k, std::size_t d_v)
+{
+    check_window(window);
+    const std::size_t most = std::numeric_limits<std::size_t>::max() / 2;
+    if (d_k > most || d_v > most || d_k + d_v > most / window)
+        throw std::invalid_argument("rolling cache: " + std::to_string(window) +
+                                    " slots of " + std::to_string(d_k) + " + " +
+                                    std::to_string(d_v) + " numbers overflow a size");
 }
 
 // ⟨Build the sliding-window mask⟩ 06-sliding-window.md:38
@@ -41,30 +54,37 @@ inline Mask sliding_window_mask(std::size_t n, std::size_t window)
     check_window(window);
     Mask mask = xt::zeros<bool>({n, n});  // n×n
     for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t j = first_key_in_window(i, window); j <= i; ++j) mask(i, j) = true;
+        for (std::size_t j = first_key_in_window(i, window); j <= i; ++j)
+            mask(i, j) = true;
     return mask;
 }
 
-// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:127
-/// Throw std::invalid_argument unless Q, K, V have valid shapes and as many keys as queries (m = n).
+// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:147
+/// Throw std::invalid_argument unless Q, K, V have
+/// valid shapes and as many keys as queries (m = n).
 template <class T>
 void check_self_attention_inputs(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
                                  const xt::xtensor<T, 2>& V)
 {
     check_attention_shapes(Q, K, V);
     if (Q.shape(0) != K.shape(0))
-        throw std::invalid_argument("positional attention pattern: " + std::to_string(Q.shape(0)) +
-                                    " queries but " + std::to_string(K.shape(0)) +
-                                    " keys; the pattern needs one key per query position (m = n)");
+        throw std::invalid_argument(
+            "positional attention pattern: " + std::to_string(Q.shape(0)) +
+            " queries but " + std::to_string(K.shape(0)) +
+            " keys; the pattern needs one key per query position (m = n)");
 }
 
-// ⟨Attend within the window, one query at a time⟩ 06-sliding-window.md:91
-/// @brief Sliding-window attention by plain loops over each query's window (the reference).
-/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
+// ⟨Attend within the window, one query at a time⟩ 06-sliding-window.md:105
+/// @brief Sliding-window attention by plain loops
+/// over each query's window (the reference).
+/// @param Q queries, n×d_k; @param K keys, n×d_k;
+/// @param V values, n×d_v; @param window w ≥ 1
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                                   const xt::xtensor<T, 2>& V, std::size_t window)
+xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q,
+                                                   const xt::xtensor<T, 2>& K,
+                                                   const xt::xtensor<T, 2>& V,
+                                                   std::size_t window)
 {
     check_self_attention_inputs(Q, K, V);
     check_window(window);
@@ -75,7 +95,8 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, c
         std::vector<double> a(i + 1 - first);  // scores, then weights, of keys first..i
         for (std::size_t j = first; j <= i; ++j) {
             double dot = 0;
-            for (std::size_t c = 0; c < d_k; ++c) dot += double(Q(i, c)) * double(K(j, c));
+            for (std::size_t c = 0; c < d_k; ++c)
+                dot += double(Q(i, c)) * double(K(j, c));
             a[j - first] = dot / std::sqrt(double(d_k));
         }
         const double s_max = *std::max_element(a.begin(), a.end());
@@ -83,14 +104,15 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q, c
         for (double& a_j : a) total += (a_j = std::exp(a_j - s_max));
         for (std::size_t c = 0; c < d_v; ++c) {
             double acc = 0;
-            for (std::size_t j = first; j <= i; ++j) acc += a[j - first] / total * double(V(j, c));
+            for (std::size_t j = first; j <= i; ++j)
+                acc += a[j - first] / total * double(V(j, c));
             O(i, c) = static_cast<T>(acc);
         }
     }
     return O;
 }
 
-// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:296
+// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:329
 /// @brief The work a sparse kernel did, counted where it is done. Pass a pointer as a
 /// kernel's last argument (the default, nullptr, counts nothing); counts add up over
 /// calls.
@@ -98,9 +120,10 @@ struct KeyVisits {
     std::size_t scores = 0;  ///< query–key scores q_i·k_j computed (keys visited)
 };
 
-// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:167
-/// @brief One query's softmax-weighted average of values, built up from runs of consecutive keys
-/// (online softmax: when a larger score arrives, the sums so far are rescaled by e^(old max − new max)).
+// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:189
+/// @brief One query's softmax-weighted average of values, built up
+/// from runs of consecutive keys (online softmax: when a larger score
+/// arrives, the sums so far are rescaled by e^(old max − new max)).
 template <class T>
 class OnlineSoftmax {
 public:
@@ -119,9 +142,9 @@ public:
         std::fill(acc_.begin(), acc_.end(), T(0));
     }
 
-    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:213
-    /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k) and value
-    /// rows at `values` (count×d_v), adding them to the running softmax.
+    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:238
+    /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k)
+    /// and value rows at `values` (count×d_v), adding them to the running softmax.
     void add_run(const T* query, const T* keys, const T* values, std::size_t count)
     {
         if (count == 0) return;
@@ -133,9 +156,11 @@ public:
             T dot = 0;
             for (std::size_t c = 0; c < d_k_; ++c) dot += query[c] * key[c];
             scores_[j] = dot * scale_;
-            run_max = std::max(run_max, scores_[j]);
+            if (std::isnan(scores_[j]) || scores_[j] > run_max) run_max = scores_[j];
         }
-        if (run_max > max_) {  // rescale the sums so far to the new maximum (e^(−∞) = 0 on the first run)
+        if (run_max == -std::numeric_limits<T>::infinity()) return;  // every key hidden
+        if (run_max > max_ || std::isnan(run_max)) {  // rescale to the new maximum
+            // (e^(−∞) = 0 on the first run; a NaN maximum makes every sum NaN)
             const T shrink = std::exp(max_ - run_max);
             total_ *= shrink;
             for (T& a : acc_) a *= shrink;
@@ -149,10 +174,12 @@ public:
         }
     }
 
-    /// Write the average, d_v numbers, to `out`; zeros if no key was added (a fully masked row).
+    /// Write the average, d_v numbers, to `out`; zeros if no key was added (a fully
+    /// masked row); NaN where a NaN or an infinity reached the sums.
     void write(T* out) const
     {
-        for (std::size_t c = 0; c < d_v_; ++c) out[c] = total_ > 0 ? acc_[c] / total_ : T(0);
+        for (std::size_t c = 0; c < d_v_; ++c)
+            out[c] = total_ == 0 ? T(0) : acc_[c] / total_;  // a NaN total stays NaN
     }
 
     /// Query–key scores computed since construction, over every row (reset() keeps it).
@@ -167,7 +194,7 @@ private:
     std::size_t scores_computed_ = 0;  // dot products q·k_j done, for KeyVisits
 };
 
-// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:252
+// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:285
 /// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's
 /// causal window). Equals scaled_dot_product_attention(Q, K, V,
 /// sliding_window_mask(n, w)) in O(n·w) time and O(n·d_v) memory: it never builds an
@@ -199,20 +226,22 @@ xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:368
-/// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's rolling buffer):
-/// memory w·(d_k + d_v) numbers, however many tokens have passed.
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:406
+/// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's
+/// rolling buffer): memory w·(d_k + d_v) numbers, however many tokens have passed.
 template <class T>
 class RollingKVCache {
 public:
     /// @param window w ≥ 1 tokens kept; @param d_k key width; @param d_v value width
+    /// @throws std::invalid_argument if w = 0 or w·(d_k + d_v) numbers overflow a size
     RollingKVCache(std::size_t window, std::size_t d_k, std::size_t d_v)
-        : window_((check_window(window), window)), d_k_(d_k), d_v_(d_v),
+        : window_((check_cache_size(window, d_k, d_v), window)), d_k_(d_k), d_v_(d_v),
           keys_(window * d_k), values_(window * d_v), softmax_(d_k, d_v)
     {
     }
 
-    /// Store the next token's key (d_k numbers) and value (d_v numbers), overwriting the token w back.
+    /// Store the next token's key (d_k numbers) and value
+    /// (d_v numbers), overwriting the token w back.
     void append(const T* key, const T* value)
     {
         std::copy(key, key + d_k_, keys_.begin() + next_ * d_k_);
@@ -221,42 +250,53 @@ public:
         size_ = std::min(size_ + 1, window_);
     }
 
-    /// Attend `query` (d_k numbers) to the cached tokens; write the output (d_v numbers) to `out`.
+    /// Attend `query` (d_k numbers) to the cached
+    /// tokens; write the output (d_v numbers) to `out`.
     void attend(const T* query, T* out)
     {
         softmax_.reset();
-        const std::size_t oldest = size_ < window_ ? 0 : next_;  // slot of the oldest cached token
+        // slot of the oldest cached token
+        const std::size_t oldest = size_ < window_ ? 0 : next_;
         const std::size_t tail = size_ < window_ ? size_ : window_ - oldest;
-        softmax_.add_run(query, &keys_[oldest * d_k_], &values_[oldest * d_v_], tail);  // oldest…end
-        softmax_.add_run(query, keys_.data(), values_.data(), size_ - tail);             // 0…newest
+        softmax_.add_run(query, keys_.data() + oldest * d_k_,  // oldest…end (.data():
+                         values_.data() + oldest * d_v_, tail);  // empty if d_v = 0)
+        // 0…newest
+        softmax_.add_run(query, keys_.data(), values_.data(), size_ - tail);
         softmax_.write(out);
     }
 
     /// Tokens currently cached: min(tokens appended, w).
     std::size_t size() const { return size_; }
-    /// Bytes held for keys and values: w·(d_k + d_v)·sizeof(T), whatever the number of tokens.
+    /// Bytes held for keys and values: w·(d_k +
+    /// d_v)·sizeof(T), whatever the number of tokens.
     std::size_t bytes() const { return (keys_.size() + values_.size()) * sizeof(T); }
 
 private:
     std::size_t window_, d_k_, d_v_;
-    std::size_t next_ = 0;  // the slot the next token overwrites: (tokens appended) mod w
+    // the slot the next token overwrites: (tokens appended) mod w
+    std::size_t next_ = 0;
     std::size_t size_ = 0;
     std::vector<T> keys_, values_;  // w×d_k, w×d_v
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:420
-/// @brief Sliding-window attention computed as a decoder would: token by token through a RollingKVCache.
-/// Equals sliding_window_attention(Q, K, V, window).
-/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v; @param window w ≥ 1
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:466
+/// @brief Sliding-window attention computed as a decoder would: token by token
+/// through a RollingKVCache. Equals sliding_window_attention(Q, K, V, window).
+/// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
+/// @param window w ≥ 1 (0 throws std::invalid_argument); a window wider than n is
+/// clamped to n, so the cache never holds more slots than there are tokens
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                            const xt::xtensor<T, 2>& V, std::size_t window)
+xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q,
+                                            const xt::xtensor<T, 2>& K,
+                                            const xt::xtensor<T, 2>& V,
+                                            std::size_t window)
 {
     check_self_attention_inputs(Q, K, V);
+    check_window(window);
     const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
-    RollingKVCache<T> cache(window, d_k, d_v);
+    RollingKVCache<T> cache(std::min(window, std::max<std::size_t>(n, 1)), d_k, d_v);
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
     for (std::size_t t = 0; t < n; ++t) {
         cache.append(K.data() + t * d_k, V.data() + t * d_v);
@@ -265,14 +305,16 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q, const xt
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:546
-/// @brief Boolean product of two patterns: (A∘B)(i, j) is true when some k has A(i, k) and B(k, j),
-/// i.e. when i reaches j by one step of A and then one step of B (two layers).
+// ⟨Compose two masks⟩ 06-sliding-window.md:606
+/// @brief Boolean product of two patterns: (A∘B)(i, j) is true
+/// when some k has A(i, k) and B(k, j), i.e. when i reaches j
+/// by one step of A and then one step of B (two layers).
 /// @param A n×p; @param B p×m
 /// @return n×m
 inline Mask compose_masks(const Mask& A, const Mask& B)
 {
-    if (A.shape(1) != B.shape(0)) throw std::invalid_argument("compose_masks: inner sizes differ");
+    if (A.shape(1) != B.shape(0))
+        throw std::invalid_argument("compose_masks: inner sizes differ");
     const std::size_t n = A.shape(0), m = B.shape(1);
     Mask C = xt::zeros<bool>({n, m});  // n×m
     for (std::size_t i = 0; i < n; ++i)

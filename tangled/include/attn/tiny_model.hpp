@@ -1,7 +1,8 @@
 // Generated from chapters/04-learning-attention.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 4: a tiny attention-only model, its backward pass, Adam, the reversal task, saving.
+/// @brief Chapter 4: a tiny attention-only model, its
+/// backward pass, Adam, the reversal task, saving.
 
 #include <algorithm>
 #include <cmath>
@@ -26,7 +27,7 @@
 
 namespace attn {
 
-// ⟨Describe the tiny model⟩ 04-learning-attention.md:443
+// ⟨Describe the tiny model⟩ 04-learning-attention.md:494
 /// @brief The sizes of the tiny attention-only model.
 struct TinyModelShape {
     std::size_t vocab = 26;    ///< number of token ids (the letters a–z)
@@ -36,7 +37,8 @@ struct TinyModelShape {
     std::size_t layers = 2;    ///< attention layers
 };
 
-/// @brief Token and position embeddings, attention layers with residual connections, an output projection.
+/// @brief Token and position embeddings, attention layers
+/// with residual connections, an output projection.
 template <class T>
 struct TinyModel {
     TinyModelShape shape;
@@ -46,19 +48,24 @@ struct TinyModel {
     xt::xtensor<T, 2> W_out;                 ///< d_model×vocab
 };
 
-// ⟨Create the model⟩ 04-learning-attention.md:469
-/// @brief A model of the given shape with every parameter zero (a container for gradients).
+// ⟨Create the model⟩ 04-learning-attention.md:521
+/// @brief A model of the given shape with every
+/// parameter zero (a container for gradients).
 template <class T>
 TinyModel<T> zero_model(const TinyModelShape& shape)
 {
     if (shape.heads == 0 || shape.d_model % shape.heads != 0)
-        throw std::invalid_argument("TinyModel: the number of heads must divide d_model");
+        throw std::invalid_argument(
+            "TinyModel: the number of heads must divide d_model");
     const std::size_t d = shape.d_model;
-    TinyModel<T> model{shape, xt::zeros<T>({shape.vocab, d}), xt::zeros<T>({shape.n, d}), {},
+    TinyModel<T> model{shape,
+                       xt::zeros<T>({shape.vocab, d}),
+                       xt::zeros<T>({shape.n, d}),
+                       {},
                        xt::zeros<T>({d, shape.vocab})};
     for (std::size_t l = 0; l < shape.layers; ++l)
-        model.layers.push_back({shape.heads, xt::zeros<T>({d, d}), xt::zeros<T>({d, d}), xt::zeros<T>({d, d}),
-                                xt::zeros<T>({d, d})});
+        model.layers.push_back({shape.heads, xt::zeros<T>({d, d}), xt::zeros<T>({d, d}),
+                                xt::zeros<T>({d, d}), xt::zeros<T>({d, d})});
     return model;
 }
 
@@ -78,14 +85,17 @@ TinyModel<T> init_tiny_model(const TinyModelShape& shape, std::mt19937_64& rng)
     return model;
 }
 
-// ⟨List the parameters by name⟩ 04-learning-attention.md:506
-/// @brief Every parameter matrix of `model` with its name, in a fixed order (pointers into the model).
+// ⟨List the parameters by name⟩ 04-learning-attention.md:563
+/// @brief Every parameter matrix of `model` with its
+/// name, in a fixed order (pointers into the model).
 template <class Model>
 auto parameters(Model& model)
 {
-    using Matrix = std::remove_reference_t<decltype((model.W_out))>;  // const if Model is
-    std::vector<std::pair<std::string, Matrix*>> list = {{"token_embedding", &model.token_embedding},
-                                                          {"position_embedding", &model.position_embedding}};
+    // const if Model is
+    using Matrix = std::remove_reference_t<decltype((model.W_out))>;
+    std::vector<std::pair<std::string, Matrix*>> list = {
+        {"token_embedding", &model.token_embedding},
+        {"position_embedding", &model.position_embedding}};
     for (std::size_t l = 0; l < model.layers.size(); ++l) {
         const std::string prefix = "layer" + std::to_string(l) + ".";
         list.emplace_back(prefix + "W_q", &model.layers[l].W_q);
@@ -97,7 +107,7 @@ auto parameters(Model& model)
     return list;
 }
 
-// ⟨Run the model forward⟩ 04-learning-attention.md:529
+// ⟨Run the model forward⟩ 04-learning-attention.md:589
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct TinyModelForward {
@@ -109,27 +119,34 @@ struct TinyModelForward {
 /// @brief Run the model on one sequence of n token ids.
 /// @return the logits (n×vocab) with every intermediate value
 template <class T>
-TinyModelForward<T> model_forward(const TinyModel<T>& model, const std::vector<std::size_t>& tokens)
+TinyModelForward<T> model_forward(const TinyModel<T>& model,
+                                  const std::vector<std::size_t>& tokens)
 {
     const std::size_t n = model.shape.n, d = model.shape.d_model;
-    if (tokens.size() != n) throw std::invalid_argument("model_forward: the model reads sequences of exactly n tokens");
+    if (tokens.size() != n)
+        throw std::invalid_argument(
+            "model_forward: the model reads sequences of exactly n tokens");
     TinyModelForward<T> f;
     xt::xtensor<T, 2> X = xt::zeros<T>({n, d});  // n×d_model
     for (std::size_t i = 0; i < n; ++i) {
-        if (tokens[i] >= model.shape.vocab) throw std::invalid_argument("model_forward: token id out of range");
-        xt::row(X, i) = xt::row(model.token_embedding, tokens[i]) + xt::row(model.position_embedding, i);
+        if (tokens[i] >= model.shape.vocab)
+            throw std::invalid_argument("model_forward: token id out of range");
+        xt::row(X, i) = xt::row(model.token_embedding, tokens[i]) +
+                        xt::row(model.position_embedding, i);
     }
     f.residual.push_back(X);
     for (const AttentionLayer<T>& layer : model.layers) {
         f.layers.push_back(attention_layer_forward(layer, f.residual.back()));
-        f.residual.push_back(f.residual.back() + f.layers.back().output);  // X_{l+1} = X_l + MHA_l(X_l)
+        // X_{l+1} = X_l + MHA_l(X_l)
+        f.residual.push_back(f.residual.back() + f.layers.back().output);
     }
     f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
     return f;
 }
 
-// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:568
-/// @brief Cross-entropy of one sequence: its loss, how many positions are right, and d loss/d logits.
+// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:634
+/// @brief Cross-entropy of one sequence: its loss,
+/// how many positions are right, and d loss/d logits.
 template <class T>
 struct SequenceLoss {
     double loss = 0;              ///< Σ_i −log p_i(t_i), summed over positions
@@ -137,38 +154,48 @@ struct SequenceLoss {
     xt::xtensor<T, 2> d_logits;   ///< softmax(logits) − onehot(targets), n×vocab
 };
 
-/// @brief Cross-entropy of `logits` (n×vocab) against `targets` (n ids), with its gradient.
+/// @brief Cross-entropy of `logits` (n×vocab)
+/// against `targets` (n ids), with its gradient.
 template <class T>
-SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits, const std::vector<std::size_t>& targets)
+SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits,
+                              const std::vector<std::size_t>& targets)
 {
     const std::size_t n = logits.shape(0), vocab = logits.shape(1);
-    if (targets.size() != n) throw std::invalid_argument("cross_entropy: one target per row");
-    SequenceLoss<T> result{0, 0, softmax_rows(logits)};  // d_logits starts as the probabilities
+    if (targets.size() != n)
+        throw std::invalid_argument("cross_entropy: one target per row");
+    // d_logits starts as the probabilities
+    SequenceLoss<T> result{0, 0, softmax_rows(logits)};
     for (std::size_t i = 0; i < n; ++i) {
         const T* z = logits.data() + i * vocab;
         const std::size_t best = std::size_t(std::max_element(z, z + vocab) - z);
         double total = 0;
-        for (std::size_t c = 0; c < vocab; ++c) total += std::exp(double(z[c]) - double(z[best]));
-        result.loss += double(z[best]) + std::log(total) - double(z[targets[i]]);  // logsumexp − z_t
+        for (std::size_t c = 0; c < vocab; ++c)
+            total += std::exp(double(z[c]) - double(z[best]));
+        // logsumexp − z_t
+        result.loss += double(z[best]) + std::log(total) - double(z[targets[i]]);
         result.correct += (best == targets[i]);
         result.d_logits(i, targets[i]) -= T(1);
     }
     return result;
 }
 
-// ⟨Run the model backward⟩ 04-learning-attention.md:606
-/// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped accumulator).
+// ⟨Run the model backward⟩ 04-learning-attention.md:679
+/// @brief Add the gradient of the loss of one
+/// sequence to `grad` (a model-shaped accumulator).
 /// @param f        what model_forward computed on `tokens`
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
 template <class T>
-void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& tokens, const TinyModelForward<T>& f,
-                    const xt::xtensor<T, 2>& d_logits, TinyModel<T>& grad)
+void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& tokens,
+                    const TinyModelForward<T>& f, const xt::xtensor<T, 2>& d_logits,
+                    TinyModel<T>& grad)
 {
     using detail::matmul, detail::transposed;
     grad.W_out += matmul(transposed(f.residual.back()), d_logits);  // d_model×vocab
-    xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));  // n×d_model, gradient of X_L
+    // n×d_model, gradient of X_L
+    xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));
     for (std::size_t l = model.layers.size(); l-- > 0;) {
-        const AttentionLayerGradients<T> g = attention_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX);
+        const AttentionLayerGradients<T> g =
+            attention_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX);
         grad.layers[l].W_q += g.dW_q;
         grad.layers[l].W_k += g.dW_k;
         grad.layers[l].W_v += g.dW_v;
@@ -181,16 +208,17 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:772
-/// @brief The Adam optimiser (Kingma & Ba 2015, Algorithm 1) over every parameter of a TinyModel.
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:865
+/// @brief The Adam optimiser (Kingma & Ba 2015,
+/// Algorithm 1) over every parameter of a TinyModel.
 template <class T>
 class Adam {
 public:
     /// @param model sets the shapes of the moment estimates; @param learning_rate α
-    Adam(const TinyModel<T>& model, double learning_rate, double beta1 = 0.9, double beta2 = 0.999,
-         double epsilon = 1e-8)
-        : m_(zero_model<T>(model.shape)), v_(zero_model<T>(model.shape)), alpha_(learning_rate), beta1_(beta1),
-          beta2_(beta2), epsilon_(epsilon)
+    Adam(const TinyModel<T>& model, double learning_rate, double beta1 = 0.9,
+         double beta2 = 0.999, double epsilon = 1e-8)
+        : m_(zero_model<T>(model.shape)), v_(zero_model<T>(model.shape)),
+          alpha_(learning_rate), beta1_(beta1), beta2_(beta2), epsilon_(epsilon)
     {
     }
 
@@ -198,7 +226,8 @@ public:
     void step(TinyModel<T>& model, const TinyModel<T>& grad)
     {
         ++t_;
-        const double correction1 = 1 - std::pow(beta1_, double(t_)), correction2 = 1 - std::pow(beta2_, double(t_));
+        const double correction1 = 1 - std::pow(beta1_, double(t_)),
+                     correction2 = 1 - std::pow(beta2_, double(t_));
         auto theta = parameters(model);
         const auto g = parameters(grad);
         auto m = parameters(m_), v = parameters(v_);
@@ -209,8 +238,10 @@ public:
                 T& v_k = v[p].second->data()[k];
                 m_k = T(beta1_ * double(m_k) + (1 - beta1_) * g_k);
                 v_k = T(beta2_ * double(v_k) + (1 - beta2_) * g_k * g_k);
-                const double m_hat = double(m_k) / correction1, v_hat = double(v_k) / correction2;
-                theta[p].second->data()[k] -= T(alpha_ * m_hat / (std::sqrt(v_hat) + epsilon_));
+                const double m_hat = double(m_k) / correction1,
+                             v_hat = double(v_k) / correction2;
+                theta[p].second->data()[k] -=
+                    T(alpha_ * m_hat / (std::sqrt(v_hat) + epsilon_));
             }
     }
 
@@ -220,15 +251,17 @@ private:
     std::size_t t_ = 0;   // steps taken
 };
 
-// ⟨Make reversal examples⟩ 04-learning-attention.md:698
-/// @brief One example of the reversal task: tokens and the targets (the tokens reversed).
+// ⟨Make reversal examples⟩ 04-learning-attention.md:786
+/// @brief One example of the reversal task:
+/// tokens and the targets (the tokens reversed).
 struct ReversalExample {
     std::vector<std::size_t> tokens;   ///< n ids, uniform in [0, vocab)
     std::vector<std::size_t> targets;  ///< targets[i] = tokens[n − 1 − i]
 };
 
 /// @brief Draw a random sequence of n tokens and its reversal.
-inline ReversalExample reversal_example(std::size_t n, std::size_t vocab, std::mt19937_64& rng)
+inline ReversalExample reversal_example(std::size_t n, std::size_t vocab,
+                                        std::mt19937_64& rng)
 {
     std::uniform_int_distribution<std::size_t> letter(0, vocab - 1);
     ReversalExample example;
@@ -237,7 +270,8 @@ inline ReversalExample reversal_example(std::size_t n, std::size_t vocab, std::m
     return example;
 }
 
-/// @brief The key each query must attend to in the reversal task: query i → key n − 1 − i.
+/// @brief The key each query must attend to in
+/// the reversal task: query i → key n − 1 − i.
 inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
 {
     std::vector<std::size_t> keys(n);
@@ -245,13 +279,15 @@ inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
     return keys;
 }
 
-// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:727
+// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:818
 /// @brief The token ids of a lower-case word: 'a' → 0, …, 'z' → 25.
 inline std::vector<std::size_t> letter_tokens(const std::string& word)
 {
     std::vector<std::size_t> tokens;
     for (char c : word) {
-        if (c < 'a' || c > 'z') throw std::invalid_argument("letter_tokens: '" + word + "' is not lower-case a–z");
+        if (c < 'a' || c > 'z')
+            throw std::invalid_argument("letter_tokens: '" + word +
+                                        "' is not lower-case a–z");
         tokens.push_back(std::size_t(c - 'a'));
     }
     return tokens;
@@ -265,7 +301,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:822
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:919
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -281,15 +317,19 @@ struct TrainingPoint {
     double accuracy;  ///< fraction of positions predicted right
 };
 
-/// @brief Train `model` on the reversal task with Adam; `before_step(step, model)` runs before every step.
+/// @brief Train `model` on the reversal task with Adam;
+/// `before_step(step, model)` runs before every step.
 /// @return the loss and accuracy every config.record_every steps, and at the last step
 template <class T, class BeforeStep>
-std::vector<TrainingPoint> train_reversal(TinyModel<T>& model, const TrainingConfig& config, std::mt19937_64& rng,
+std::vector<TrainingPoint> train_reversal(TinyModel<T>& model,
+                                          const TrainingConfig& config,
+                                          std::mt19937_64& rng,
                                           BeforeStep&& before_step)
 {
     Adam<T> adam(model, config.learning_rate);
     const std::size_t n = model.shape.n;
-    const T weight = T(1) / T(config.batch * n);  // the loss is the mean over the batch's positions
+    // the loss is the mean over the batch's positions
+    const T weight = T(1) / T(config.batch * n);
     std::vector<TrainingPoint> curve;
     for (std::size_t step = 0; step < config.steps; ++step) {
         before_step(step, static_cast<const TinyModel<T>&>(model));
@@ -306,13 +346,14 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model, const TrainingCon
             correct += scored.correct;
         }
         if (step % config.record_every == 0 || step + 1 == config.steps)
-            curve.push_back({step, loss / double(config.batch * n), double(correct) / double(config.batch * n)});
+            curve.push_back({step, loss / double(config.batch * n),
+                             double(correct) / double(config.batch * n)});
         adam.step(model, grad);
     }
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:874
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:976
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -322,74 +363,88 @@ struct Evaluation {
 
 /// @brief Evaluate on `count` fresh reversal examples drawn from `rng`.
 template <class T>
-Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count, std::mt19937_64& rng)
+Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count,
+                             std::mt19937_64& rng)
 {
     double loss = 0;
     std::size_t correct = 0, perfect = 0;
     for (std::size_t s = 0; s < count; ++s) {
-        const ReversalExample example = reversal_example(model.shape.n, model.shape.vocab, rng);
-        const SequenceLoss<T> scored = cross_entropy(model_forward(model, example.tokens).logits, example.targets);
+        const ReversalExample example =
+            reversal_example(model.shape.n, model.shape.vocab, rng);
+        const SequenceLoss<T> scored =
+            cross_entropy(model_forward(model, example.tokens).logits, example.targets);
         loss += scored.loss;
         correct += scored.correct;
         perfect += (scored.correct == model.shape.n);
     }
     const double positions = double(count * model.shape.n);
-    return {loss / positions, double(correct) / positions, double(perfect) / double(count)};
+    return {loss / positions, double(correct) / positions,
+            double(perfect) / double(count)};
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:905
-/// @brief Attention weights of every head of every layer on one sequence: [layer][head], each n×n.
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1011
+/// @brief Attention weights of every head of every
+/// layer on one sequence: [layer][head], each n×n.
 template <class T>
-std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(const TinyModel<T>& model,
-                                                                const std::vector<std::size_t>& tokens)
+std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(
+    const TinyModel<T>& model, const std::vector<std::size_t>& tokens)
 {
     const TinyModelForward<T> f = model_forward(model, tokens);
     std::vector<std::vector<xt::xtensor<double, 2>>> maps(f.layers.size());
     for (std::size_t l = 0; l < f.layers.size(); ++l)
-        for (const xt::xtensor<T, 2>& P : f.layers[l].weights) maps[l].push_back(xt::xtensor<double, 2>(P));
+        for (const xt::xtensor<T, 2>& P : f.layers[l].weights)
+            maps[l].push_back(xt::xtensor<double, 2>(P));
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:922
-/// @brief For each [layer][head], the fraction of queries whose largest weight is on ideal_keys[i],
-/// over `count` fresh reversal examples.
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1030
+/// @brief For each [layer][head], the fraction of queries whose largest
+/// weight is on ideal_keys[i], over `count` fresh reversal examples.
 template <class T>
-std::vector<std::vector<double>> ideal_key_agreement(const TinyModel<T>& model, const std::vector<std::size_t>& ideal_keys,
-                                                     std::size_t count, std::mt19937_64& rng)
+std::vector<std::vector<double>> ideal_key_agreement(
+    const TinyModel<T>& model, const std::vector<std::size_t>& ideal_keys,
+    std::size_t count, std::mt19937_64& rng)
 {
     const std::size_t n = model.shape.n;
-    std::vector<std::vector<double>> agreement(model.shape.layers, std::vector<double>(model.shape.heads, 0.0));
+    std::vector<std::vector<double>> agreement(
+        model.shape.layers, std::vector<double>(model.shape.heads, 0.0));
     for (std::size_t s = 0; s < count; ++s) {
-        const auto maps = attention_maps(model, reversal_example(n, model.shape.vocab, rng).tokens);
+        const auto maps =
+            attention_maps(model, reversal_example(n, model.shape.vocab, rng).tokens);
         for (std::size_t l = 0; l < maps.size(); ++l)
             for (std::size_t h = 0; h < maps[l].size(); ++h)
                 for (std::size_t i = 0; i < n; ++i) {
                     const double* row = maps[l][h].data() + i * n;
-                    const std::size_t argmax = std::size_t(std::max_element(row, row + n) - row);
+                    const std::size_t argmax =
+                        std::size_t(std::max_element(row, row + n) - row);
                     agreement[l][h] += (argmax == ideal_keys[i]) / double(count * n);
                 }
     }
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:952
-/// @brief Write `model` as text: a header, the shape, then every parameter matrix by name.
+// ⟨Save and load the model⟩ 04-learning-attention.md:1064
+/// @brief Write `model` as text: a header, the
+/// shape, then every parameter matrix by name.
 template <class T>
 void save_model(const std::filesystem::path& path, const TinyModel<T>& model)
 {
     std::ofstream out(path);
     const TinyModelShape& s = model.shape;
-    out << "tiny-attention-model 1\nshape " << s.vocab << ' ' << s.n << ' ' << s.d_model << ' ' << s.heads << ' '
-        << s.layers << '\n' << std::setprecision(std::numeric_limits<T>::max_digits10);
+    out << "tiny-attention-model 1\nshape " << s.vocab << ' ' << s.n << ' ' << s.d_model
+        << ' ' << s.heads << ' ' << s.layers << '\n'
+        << std::setprecision(std::numeric_limits<T>::max_digits10);
     for (const auto& [name, matrix] : parameters(model)) {
         out << name << ' ' << matrix->shape(0) << ' ' << matrix->shape(1) << '\n';
         for (std::size_t i = 0; i < matrix->shape(0); ++i)
-            for (std::size_t j = 0; j < matrix->shape(1); ++j) out << (*matrix)(i, j) << (j + 1 < matrix->shape(1) ? ' ' : '\n');
+            for (std::size_t j = 0; j < matrix->shape(1); ++j)
+                out << (*matrix)(i, j) << (j + 1 < matrix->shape(1) ? ' ' : '\n');
     }
     if (!out) throw std::runtime_error("cannot write the model to " + path.string());
 }
 
-/// @brief Read a model written by save_model; throws std::runtime_error on anything unexpected.
+/// @brief Read a model written by save_model; throws
+/// std::runtime_error on anything unexpected.
 template <class T>
 TinyModel<T> load_model(const std::filesystem::path& path)
 {
@@ -398,26 +453,31 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     std::string magic, word;
     int version = 0;
     TinyModelShape s;
-    in >> magic >> version >> word >> s.vocab >> s.n >> s.d_model >> s.heads >> s.layers;
+    in >> magic >> version >> word >> s.vocab >> s.n >> s.d_model >> s.heads >>
+        s.layers;
     if (!in || magic != "tiny-attention-model" || version != 1 || word != "shape")
-        throw std::runtime_error(path.string() + " is not a tiny attention model (version 1)");
+        throw std::runtime_error(path.string() +
+                                 " is not a tiny attention model (version 1)");
     TinyModel<T> model = zero_model<T>(s);
     for (const auto& [name, matrix] : parameters(model)) {
         std::string read_name;
         std::size_t rows = 0, cols = 0;
         in >> read_name >> rows >> cols;
-        if (!in || read_name != name || rows != matrix->shape(0) || cols != matrix->shape(1))
+        if (!in || read_name != name || rows != matrix->shape(0) ||
+            cols != matrix->shape(1))
             throw std::runtime_error(path.string() + ": expected " + name + " here");
         for (T& value : *matrix) {
-            long double read;  // wider than T, so even subnormal values of T read back exactly
-            if (!(in >> read)) throw std::runtime_error(path.string() + ": " + name + " is short");
+            // wider than T, so even subnormal values of T read back exactly
+            long double read;
+            if (!(in >> read))
+                throw std::runtime_error(path.string() + ": " + name + " is short");
             value = static_cast<T>(read);
         }
     }
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1001
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1122
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;
@@ -425,7 +485,8 @@ struct AttentionSnapshot {
 };
 
 /// @brief Write snapshots taken on `probe` (token ids) as text.
-inline void save_snapshots(const std::filesystem::path& path, const std::vector<std::size_t>& probe,
+inline void save_snapshots(const std::filesystem::path& path,
+                           const std::vector<std::size_t>& probe,
                            const std::vector<AttentionSnapshot>& snapshots)
 {
     std::ofstream out(path);
@@ -433,20 +494,24 @@ inline void save_snapshots(const std::filesystem::path& path, const std::vector<
     const std::size_t heads = layers ? snapshots[0].maps[0].size() : 0;
     out << "attention-snapshots 1\nprobe " << probe.size();
     for (std::size_t t : probe) out << ' ' << t;
-    out << "\nlayers " << layers << " heads " << heads << " snapshots " << snapshots.size() << '\n'
+    out << "\nlayers " << layers << " heads " << heads << " snapshots "
+        << snapshots.size() << '\n'
         << std::setprecision(std::numeric_limits<double>::max_digits10);
     for (const AttentionSnapshot& snapshot : snapshots) {
         out << "step " << snapshot.step << '\n';
         for (const auto& layer : snapshot.maps)
             for (const xt::xtensor<double, 2>& P : layer)
                 for (std::size_t i = 0; i < P.shape(0); ++i)
-                    for (std::size_t j = 0; j < P.shape(1); ++j) out << P(i, j) << (j + 1 < P.shape(1) ? ' ' : '\n');
+                    for (std::size_t j = 0; j < P.shape(1); ++j)
+                        out << P(i, j) << (j + 1 < P.shape(1) ? ' ' : '\n');
     }
     if (!out) throw std::runtime_error("cannot write snapshots to " + path.string());
 }
 
-/// @brief Read snapshots written by save_snapshots; `probe` receives the probe's token ids.
-inline std::vector<AttentionSnapshot> load_snapshots(const std::filesystem::path& path, std::vector<std::size_t>& probe)
+/// @brief Read snapshots written by save_snapshots;
+/// `probe` receives the probe's token ids.
+inline std::vector<AttentionSnapshot> load_snapshots(const std::filesystem::path& path,
+                                                     std::vector<std::size_t>& probe)
 {
     std::ifstream in(path);
     if (!in) throw std::runtime_error("cannot open the snapshot file " + path.string());
@@ -455,14 +520,16 @@ inline std::vector<AttentionSnapshot> load_snapshots(const std::filesystem::path
     std::size_t n = 0, layers = 0, heads = 0, count = 0;
     in >> magic >> version >> word >> n;
     if (!in || magic != "attention-snapshots" || version != 1 || word != "probe")
-        throw std::runtime_error(path.string() + " is not an attention snapshot file (version 1)");
+        throw std::runtime_error(path.string() +
+                                 " is not an attention snapshot file (version 1)");
     probe.assign(n, 0);
     for (std::size_t& t : probe) in >> t;
     in >> word >> layers >> word >> heads >> word >> count;
     std::vector<AttentionSnapshot> snapshots(count);
     for (AttentionSnapshot& snapshot : snapshots) {
         in >> word >> snapshot.step;
-        snapshot.maps.assign(layers, std::vector<xt::xtensor<double, 2>>(heads, xt::zeros<double>({n, n})));
+        snapshot.maps.assign(layers, std::vector<xt::xtensor<double, 2>>(
+                                         heads, xt::zeros<double>({n, n})));
         for (auto& layer : snapshot.maps)
             for (xt::xtensor<double, 2>& P : layer)
                 for (double& value : P) in >> value;

@@ -1,7 +1,8 @@
 // Generated from chapters/05-visualizing-attention.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 5: attention rollout and the figures that show what a model attends to.
+/// @brief Chapter 5: attention rollout and the
+/// figures that show what a model attends to.
 
 #include <algorithm>
 #include <cmath>
@@ -26,9 +27,10 @@
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:368
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:412
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
-inline xt::xtensor<double, 2> average_heads(const std::vector<xt::xtensor<double, 2>>& heads)
+inline xt::xtensor<double, 2> average_heads(
+    const std::vector<xt::xtensor<double, 2>>& heads)
 {
     if (heads.empty()) throw std::invalid_argument("average_heads: no heads");
     xt::xtensor<double, 2> mean = xt::zeros<double>(heads[0].shape());
@@ -36,18 +38,26 @@ inline xt::xtensor<double, 2> average_heads(const std::vector<xt::xtensor<double
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:379
-/// @brief Attention rollout (Abnar & Zuidema 2020, §3): R = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
-/// @param layer_weights each layer's attention (heads averaged), first layer first, each n×n
-/// @return R, n×n; row i is how much each input token contributes to output position i (sums to 1)
-inline xt::xtensor<double, 2> attention_rollout(const std::vector<xt::xtensor<double, 2>>& layer_weights)
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:424
+/// @brief Attention rollout (Abnar & Zuidema 2020, §3): R
+/// = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
+/// @param layer_weights each layer's attention
+/// (heads averaged), first layer first, each n×n
+/// @return R, n×n; row i is how much each input token
+/// contributes to output position i (sums to 1)
+inline xt::xtensor<double, 2> attention_rollout(
+    const std::vector<xt::xtensor<double, 2>>& layer_weights)
 {
-    if (layer_weights.empty()) throw std::invalid_argument("attention_rollout: no layers");
+    if (layer_weights.empty())
+        throw std::invalid_argument("attention_rollout: no layers");
     const std::size_t n = layer_weights[0].shape(0);
-    xt::xtensor<double, 2> R = xt::eye<double>(n);  // n×n: before any layer, each position holds itself
+    // n×n: before any layer, each position holds itself
+    xt::xtensor<double, 2> R = xt::eye<double>(n);
     for (const xt::xtensor<double, 2>& A : layer_weights) {
-        if (A.shape(0) != n || A.shape(1) != n) throw std::invalid_argument("attention_rollout: layers must be n×n");
-        xt::xtensor<double, 2> mixed = 0.5 * A + 0.5 * xt::eye<double>(n);  // the residual keeps half
+        if (A.shape(0) != n || A.shape(1) != n)
+            throw std::invalid_argument("attention_rollout: layers must be n×n");
+        // the residual keeps half
+        xt::xtensor<double, 2> mixed = 0.5 * A + 0.5 * xt::eye<double>(n);
         for (std::size_t i = 0; i < n; ++i) {
             const double total = xt::sum(xt::row(mixed, i))();
             xt::row(mixed, i) /= total;  // total ≥ ½, from the identity
@@ -61,9 +71,9 @@ inline xt::xtensor<double, 2> attention_rollout(const std::vector<xt::xtensor<do
 
 namespace attn::plot {
 
-// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:97
-/// @brief Read the matrix a heatmap wrote beside `figure` (its .tsv of "row col value" lines).
-/// Masked cells read as 0. @return the matrix, rows×cols
+// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:105
+/// @brief Read the matrix a heatmap wrote beside `figure` (its .tsv of "row
+/// col value" lines). Masked cells read as 0. @return the matrix, rows×cols
 inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figure)
 {
     std::ifstream in(data_path(figure));
@@ -84,7 +94,7 @@ inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figur
     return values;
 }
 
-// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:50
+// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:52
 /// The labels run together into one word ("a", "t", … → "at…").
 inline std::string join_labels(const std::vector<std::string>& labels)
 {
@@ -93,42 +103,52 @@ inline std::string join_labels(const std::vector<std::string>& labels)
     return word;
 }
 
-/// @brief Draw every head of every layer as a heatmap, `dir`/`stem`_layer{l}_head{h}.svg (with its .tsv).
+/// @brief Draw every head of every layer as a heatmap,
+/// `dir`/`stem`_layer{l}_head{h}.svg (with its .tsv).
 /// @param maps   attention weights [layer][head], each n×n
 /// @param labels the n tokens, labelling rows and columns
 /// @return the paths written, layer by layer, head by head
-inline std::vector<std::filesystem::path> head_heatmaps(const std::filesystem::path& dir, const std::string& stem,
-                                                        const std::vector<std::vector<xt::xtensor<double, 2>>>& maps,
-                                                        const std::vector<std::string>& labels)
+inline std::vector<std::filesystem::path> head_heatmaps(
+    const std::filesystem::path& dir, const std::string& stem,
+    const std::vector<std::vector<xt::xtensor<double, 2>>>& maps,
+    const std::vector<std::string>& labels)
 {
     std::vector<std::filesystem::path> paths;
     for (std::size_t l = 0; l < maps.size(); ++l)
         for (std::size_t h = 0; h < maps[l].size(); ++h) {
-            const std::string name = "layer " + std::to_string(l) + ", head " + std::to_string(h);
-            paths.push_back(dir / (stem + "_layer" + std::to_string(l) + "_head" + std::to_string(h) + ".svg"));
-            heatmap(paths.back(), maps[l][h], {name + " on '" + join_labels(labels) + "'", labels, labels});
+            const std::string name =
+                "layer " + std::to_string(l) + ", head " + std::to_string(h);
+            paths.push_back(dir / (stem + "_layer" + std::to_string(l) + "_head" +
+                                   std::to_string(h) + ".svg"));
+            heatmap(paths.back(), maps[l][h],
+                    {name + " on '" + join_labels(labels) + "'", labels, labels});
         }
     return paths;
 }
 
-
-// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:180
-/// @brief Draw the heads' weights as lines from queries (left column) to keys (right column).
-/// Width and opacity grow with the weight, the colour says the head; weights below `threshold` are not drawn.
-/// Writes `path` (SVG) and `path`.tsv with lines "head query key weight" for every pair.
+// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:190
+/// @brief Draw the heads' weights as lines from queries (left column) to
+/// keys (right column). Width and opacity grow with the weight, the colour
+/// says the head; weights below `threshold` are not drawn. Writes `path`
+/// (SVG) and `path`.tsv with lines "head query key weight" for every pair.
 /// @param heads  one n×n weight matrix per head
 /// @param labels the n tokens
-inline void word_to_word(const std::filesystem::path& path, const std::vector<xt::xtensor<double, 2>>& heads,
-                         const std::vector<std::string>& labels, const std::string& title, double threshold = 0.02)
+inline void word_to_word(const std::filesystem::path& path,
+                         const std::vector<xt::xtensor<double, 2>>& heads,
+                         const std::vector<std::string>& labels,
+                         const std::string& title, double threshold = 0.02)
 {
     const std::size_t n = labels.size();
-    const std::vector<std::string> colours = {"0072b2", "d55e00", "009e73", "cc79a7", "e69f00", "56b4e9"};
+    const std::vector<std::string> colours = {"0072b2", "d55e00", "009e73",
+                                              "cc79a7", "e69f00", "56b4e9"};
     {
         std::ofstream data(data_path(path));
         data << "# head\tquery\tkey\tweight\n" << std::setprecision(9);
         for (std::size_t h = 0; h < heads.size(); ++h)
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < n; ++j) data << h << '\t' << i << '\t' << j << '\t' << heads[h](i, j) << '\n';
+                for (std::size_t j = 0; j < n; ++j)
+                    data << h << '\t' << i << '\t' << j << '\t' << heads[h](i, j)
+                         << '\n';
     }
     Figure figure(path, svg_terminal(520, 80 + 34 * int(n)));
     figure << "set title " << quote(title) << "\nunset border\nunset tics\nunset grid\n"
@@ -137,39 +157,50 @@ inline void word_to_word(const std::filesystem::path& path, const std::vector<xt
            << "set label 'query' at 0,0.8 right font ',11' textcolor rgb '#606060'\n"
            << "set label 'key' at 1,0.8 left font ',11' textcolor rgb '#606060'\n";
     for (std::size_t i = 0; i < n; ++i)
-        figure << "set label " << quote(labels[i]) << " at -0.05," << -double(i) << " right\n"
-               << "set label " << quote(labels[i]) << " at 1.05," << -double(i) << " left\n";
+        figure << "set label " << quote(labels[i]) << " at -0.05," << -double(i)
+               << " right\n"
+               << "set label " << quote(labels[i]) << " at 1.05," << -double(i)
+               << " left\n";
     std::vector<std::vector<std::pair<double, double>>> segments;
     figure << "plot ";
     for (std::size_t h = 0; h < heads.size(); ++h) {
         const std::string colour = colours[h % colours.size()];
-        figure << (h ? ", " : "") << "keyentry with lines linewidth 4 linecolor rgb '#" << colour
-               << "' title 'head " << h << "'";
-        const double offset = 0.12 * (double(h) - 0.5 * double(heads.size() - 1));  // heads side by side
+        figure << (h ? ", " : "") << "keyentry with lines linewidth 4 linecolor rgb '#"
+               << colour << "' title 'head " << h << "'";
+        // heads side by side
+        const double offset = 0.12 * (double(h) - 0.5 * double(heads.size() - 1));
         for (std::size_t i = 0; i < n; ++i)
             for (std::size_t j = 0; j < n; ++j) {
                 const double weight = heads[h](i, j);
                 if (weight < threshold) continue;
-                char alpha[3];  // gnuplot's #AARRGGBB: AA = 00 is opaque, ff transparent
-                std::snprintf(alpha, sizeof alpha, "%02x", unsigned(std::lround(255 * (1 - weight))));
-                figure << ", '-' with lines notitle linewidth " << 0.4 + 5 * weight << " linecolor rgb '#" << alpha
-                       << colour << "'";
-                segments.push_back({{0.0, -double(i) + offset}, {1.0, -double(j) + offset}});
+                // gnuplot's #AARRGGBB: AA = 00 is opaque, ff transparent
+                char alpha[3];
+                std::snprintf(alpha, sizeof alpha, "%02x",
+                              unsigned(std::lround(255 * (1 - weight))));
+                figure << ", '-' with lines notitle linewidth " << 0.4 + 5 * weight
+                       << " linecolor rgb '#" << alpha << colour << "'";
+                segments.push_back(
+                    {{0.0, -double(i) + offset}, {1.0, -double(j) + offset}});
             }
     }
     figure << "\n";
     for (const auto& segment : segments) figure.send(segment);
 }
 
-// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:265
-/// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over frame f; the frames
-/// share axes, labels and colour scale. Writes `path`.tsv with lines "frame row col value".
-/// @param frames each n×m, all the same shape; @param delay_cs time per frame in hundredths of a second
-inline void animate_heatmaps(const std::filesystem::path& path, const std::vector<xt::xtensor<double, 2>>& frames,
-                             const std::vector<std::string>& titles, const HeatmapStyle& style, int delay_cs)
+// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:289
+/// @brief Draw one heatmap per frame into the animated GIF `path`,
+/// `titles[f]` over frame f; the frames share axes, labels and
+/// colour scale. Writes `path`.tsv with lines "frame row col value".
+/// @param frames each n×m, all the same shape; @param
+/// delay_cs time per frame in hundredths of a second
+inline void animate_heatmaps(const std::filesystem::path& path,
+                             const std::vector<xt::xtensor<double, 2>>& frames,
+                             const std::vector<std::string>& titles,
+                             const HeatmapStyle& style, int delay_cs)
 {
     if (frames.empty() || frames.size() != titles.size())
-        throw std::invalid_argument("animate_heatmaps: need one title per frame and at least one frame");
+        throw std::invalid_argument(
+            "animate_heatmaps: need one title per frame and at least one frame");
     const std::size_t n = frames[0].shape(0), m = frames[0].shape(1);
     {
         std::ofstream data(data_path(path));
@@ -178,28 +209,38 @@ inline void animate_heatmaps(const std::filesystem::path& path, const std::vecto
             if (frames[f].shape(0) != n || frames[f].shape(1) != m)
                 throw std::invalid_argument("animate_heatmaps: frames differ in shape");
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < m; ++j) data << f << '\t' << i << '\t' << j << '\t' << frames[f](i, j) << '\n';
+                for (std::size_t j = 0; j < m; ++j)
+                    data << f << '\t' << i << '\t' << j << '\t' << frames[f](i, j)
+                         << '\n';
         }
     }
     const std::filesystem::path log = path.string() + ".gnuplot-log";
     std::filesystem::remove(path);
     {
         Gnuplot gnuplot("gnuplot 2>" + shell_quote(log.string()));
-        gnuplot << "load " << quote(style_file()) << "\nset terminal gif animate delay " << delay_cs
-                << " loop 0 size 720,560 enhanced font 'DejaVu Sans,11' background rgb 'white'\n"
+        gnuplot << "load " << quote(style_file()) << "\nset terminal gif animate delay "
+                << delay_cs
+                << " loop 0 size 720,560 enhanced font 'DejaVu Sans,11' background rgb "
+                   "'white'\n"
                 << "set output " << quote(path.string()) << "\n"
-                << "set xlabel " << quote(style.x_label) << "\nset ylabel " << quote(style.y_label) << "\n"
+                << "set xlabel " << quote(style.x_label) << "\nset ylabel "
+                << quote(style.y_label) << "\n"
                 << "set cblabel " << quote(style.colorbar_label) << "\n"
-                << "set xrange [-0.5:" << m - 0.5 << "]\nset yrange [" << n - 0.5 << ":-0.5]\n"
-                << "set size ratio " << double(n) / double(m) << "\nunset grid\nunset key\nset tics scale 0\n"
-                << "set xtics " << tic_labels(style.col_labels, m) << " rotate by 60 right\n"
+                << "set xrange [-0.5:" << m - 0.5 << "]\nset yrange [" << n - 0.5
+                << ":-0.5]\n"
+                << "set size ratio " << double(n) / double(m)
+                << "\nunset grid\nunset key\nset tics scale 0\n"
+                << "set xtics " << tic_labels(style.col_labels, m)
+                << " rotate by 60 right\n"
                 << "set ytics " << tic_labels(style.row_labels, n) << "\n";
         if (style.probabilities) gnuplot << "set cbrange [0:1]\n";
         for (std::size_t f = 0; f < frames.size(); ++f) {
-            gnuplot << "set title " << quote(titles[f]) << "\nplot '-' using 1:2:3 with image pixels notitle\n";
+            gnuplot << "set title " << quote(titles[f])
+                    << "\nplot '-' using 1:2:3 with image pixels notitle\n";
             std::vector<std::tuple<double, double, double>> cells;
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < m; ++j) cells.emplace_back(double(j), double(i), frames[f](i, j));
+                for (std::size_t j = 0; j < m; ++j)
+                    cells.emplace_back(double(j), double(i), frames[f](i, j));
             gnuplot.send1d(cells);
         }
         gnuplot << "set output\n";
@@ -207,13 +248,16 @@ inline void animate_heatmaps(const std::filesystem::path& path, const std::vecto
     std::ifstream log_file(log);
     const std::string messages{std::istreambuf_iterator<char>(log_file), {}};
     std::filesystem::remove(log);
-    const std::string expected = std::to_string(frames.size()) + " frames in animation sequence\n";
-    if (messages != expected) throw std::runtime_error("gnuplot, drawing " + path.string() + ":\n" + messages);
+    const std::string expected =
+        std::to_string(frames.size()) + " frames in animation sequence\n";
+    if (messages != expected)
+        throw std::runtime_error("gnuplot, drawing " + path.string() + ":\n" +
+                                 messages);
     if (!std::filesystem::exists(path) || std::filesystem::file_size(path) == 0)
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:533
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:598
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;
@@ -223,40 +267,51 @@ struct Pattern {
 /// The fraction of (query, key) pairs a pattern allows.
 inline double pattern_density(const xt::xtensor<bool, 2>& allowed)
 {
-    return double(std::count(allowed.begin(), allowed.end(), true)) / double(allowed.size());
+    return double(std::count(allowed.begin(), allowed.end(), true)) /
+           double(allowed.size());
 }
 
-/// @brief Draw every pattern as a panel of one figure (up to 4 per row) into the SVG `path`;
-/// writes `path`.tsv with lines "pattern row col allowed".
-inline void pattern_gallery(const std::filesystem::path& path, const std::vector<Pattern>& patterns)
+/// @brief Draw every pattern as a panel of one figure (up to 4 per row) into
+/// the SVG `path`; writes `path`.tsv with lines "pattern row col allowed".
+inline void pattern_gallery(const std::filesystem::path& path,
+                            const std::vector<Pattern>& patterns)
 {
     if (patterns.empty()) throw std::invalid_argument("pattern_gallery: no patterns");
     const std::size_t n = patterns[0].allowed.shape(0);
-    const std::size_t cols = std::min<std::size_t>(4, patterns.size()), rows = (patterns.size() + cols - 1) / cols;
+    const std::size_t cols = std::min<std::size_t>(4, patterns.size()),
+                      rows = (patterns.size() + cols - 1) / cols;
     for (const Pattern& p : patterns)  // check everything before gnuplot starts
         if (p.allowed.shape(0) != n || p.allowed.shape(1) != n)
-            throw std::invalid_argument("pattern_gallery: every pattern must be " + std::to_string(n) + "×" +
-                                        std::to_string(n));
+            throw std::invalid_argument("pattern_gallery: every pattern must be " +
+                                        std::to_string(n) + "×" + std::to_string(n));
     {
         std::ofstream data(data_path(path));
         data << "# pattern\trow\tcol\tallowed\n";
         for (const Pattern& p : patterns)
             for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < n; ++j) data << p.name << '\t' << i << '\t' << j << '\t' << p.allowed(i, j) << '\n';
+                for (std::size_t j = 0; j < n; ++j)
+                    data << p.name << '\t' << i << '\t' << j << '\t' << p.allowed(i, j)
+                         << '\n';
     }
     Figure figure(path, svg_terminal(int(250 * cols), int(270 * rows)));
-    figure << "set multiplot layout " << rows << "," << cols << "\nunset colorbox\nunset key\nunset grid\n"
-           << "set palette defined (0 '#b9b9b9', 1 '#3b528b')\nset cbrange [0:1]\nunset xtics\nunset ytics\n"
-           << "set size ratio 1\nset xrange [-0.5:" << n - 0.5 << "]\nset yrange [" << n - 0.5 << ":-0.5]\n"
+    figure << "set multiplot layout " << rows << "," << cols
+           << "\nunset colorbox\nunset key\nunset grid\n"
+           << "set palette defined (0 '#b9b9b9', 1 '#3b528b')\nset cbrange "
+              "[0:1]\nunset xtics\nunset ytics\n"
+           << "set size ratio 1\nset xrange [-0.5:" << n - 0.5 << "]\nset yrange ["
+           << n - 0.5 << ":-0.5]\n"
            << "set title font ',10'\n";
     for (const Pattern& p : patterns) {
         std::ostringstream title;
-        title << p.name << "\\n" << std::fixed << std::setprecision(1) << 100.0 * pattern_density(p.allowed)
-              << "% of pairs";
-        figure << "set title \"" << title.str() << "\"\nplot '-' using 1:2:3 with image pixels\n";
+        title << p.name << "\\n"
+              << std::fixed << std::setprecision(1)
+              << 100.0 * pattern_density(p.allowed) << "% of pairs";
+        figure << "set title \"" << title.str()
+               << "\"\nplot '-' using 1:2:3 with image pixels\n";
         std::vector<std::tuple<double, double, double>> cells;
         for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < n; ++j) cells.emplace_back(double(j), double(i), p.allowed(i, j) ? 1.0 : 0.0);
+            for (std::size_t j = 0; j < n; ++j)
+                cells.emplace_back(double(j), double(i), p.allowed(i, j) ? 1.0 : 0.0);
         figure.send(cells);
     }
     figure << "unset multiplot\n";
