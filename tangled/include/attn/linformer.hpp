@@ -33,7 +33,7 @@ xt::xtensor<T, 2> random_projection(std::size_t k, std::size_t n, std::uint64_t 
                                     std::to_string(k) + ", n = " + std::to_string(n));
     if (n > std::numeric_limits<std::size_t>::max() / k / sizeof(T))
         throw std::invalid_argument("random_projection: a " + std::to_string(k) + "×" +
-                                    std::to_string(n) + " projection overflows its size");
+                                    std::to_string(n) + " projection is too big");
     std::mt19937_64 rng(seed);
     return random_normal<T>(k, n, 1.0 / std::sqrt(double(k)), rng);
 }
@@ -48,8 +48,8 @@ xt::xtensor<T, 2> pooling_projection(std::size_t k, std::size_t n)
 {
     if (k == 0 || k > n) throw std::invalid_argument("pooling_projection: need 1 ≤ k ≤ n");
     if (n > std::numeric_limits<std::size_t>::max() / k / sizeof(T))
-        throw std::invalid_argument("pooling_projection: a " + std::to_string(k) + "×" +
-                                    std::to_string(n) + " projection overflows its size");
+        throw std::invalid_argument("pooling_projection: a " + std::to_string(k) +
+                                    "×" + std::to_string(n) + " projection is too big");
     xt::xtensor<T, 2> E = xt::zeros<T>({k, n});  // k×n
     for (std::size_t l = 0; l < k; ++l) {
         const std::size_t begin = l * n / k, end = (l + 1) * n / k;

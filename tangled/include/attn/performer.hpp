@@ -108,8 +108,9 @@ std::vector<double> half_squared_norms(const xt::xtensor<T, 2>& X)
     return half;
 }
 
-/// The exponents w_l·x̃_i − ‖x̃_i‖²/2 of the positive features, n×r; NaN in every
-/// column of a row whose ‖x̃_i‖²/2 is not finite in T (a non-finite entry, or out of range).
+/// The exponents w_l·x̃_i − ‖x̃_i‖²/2 of the positive features, n×r; NaN in
+/// every column of a row whose ‖x̃_i‖²/2 is not finite in T (a non-finite
+/// entry, or out of range).
 template <class T>
 xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
 {
@@ -117,15 +118,17 @@ xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<
     const std::vector<double> half = half_squared_norms(X);
     const std::size_t r = W.shape(0);
     const T nan = std::numeric_limits<T>::quiet_NaN();
-    for (std::size_t i = 0; i < X.shape(0); ++i)  // a row too long for T: NaN, not 0
+    for (std::size_t i = 0; i < X.shape(0); ++i) {  // a row too long for T: NaN, not 0
+        const T h = static_cast<T>(half[i]);
         for (std::size_t l = 0; l < r; ++l)
-            exponents(i, l) = std::isfinite(T(half[i])) ? exponents(i, l) - T(half[i]) : nan;
+            exponents(i, l) = std::isfinite(h) ? exponents(i, l) - h : nan;
+    }
     return exponents;
 }
 
 }  // namespace detail
 
-// ⟨Compute the positive random features⟩ 11-performer.md:203
+// ⟨Compute the positive random features⟩ 11-performer.md:206
 /// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r with x̃ = x·d^(−1/4),
 /// so that φ(q)·φ(k) is an unbiased estimate of exp(q·k/√d) (Choromanski et al. 2020, Lemma 1).
 /// No stabiliser: entries overflow when W·x̃ is large; the attention functions guard against it.
@@ -160,7 +163,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:524
+// ⟨Form the implied attention weights⟩ 11-performer.md:527
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
 /// @param causal if true, key j > i gets no weight (requires n = m)
@@ -183,7 +186,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:586
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:589
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
@@ -208,7 +211,8 @@ std::vector<T> exponentiate_each_column_stably(xt::xtensor<T, 2>& exponents)
     for (std::size_t j = 0; j < m; ++j)
         for (std::size_t l = 0; l < r; ++l) b[l] = std::max(b[l], exponents(j, l));
     for (std::size_t j = 0; j < m; ++j)
-        for (std::size_t l = 0; l < r; ++l) exponents(j, l) = std::exp(exponents(j, l) - b[l]);
+        for (std::size_t l = 0; l < r; ++l)
+            exponents(j, l) = std::exp(exponents(j, l) - b[l]);
     return b;
 }
 
@@ -222,7 +226,7 @@ void add_to_each_column(xt::xtensor<T, 2>& exponents, const std::vector<T>& b)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:639
+// ⟨Attend through positive random features⟩ 11-performer.md:643
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -255,7 +259,7 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:700
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:704
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -277,17 +281,18 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
     const xt::xtensor<T, 2> query_exponents = detail::favor_exponents(Q, W);  // n×r
     const xt::xtensor<T, 2> key_exponents = detail::favor_exponents(K, W);    // n×r
-    std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r), phi_q(r);      // r×d_v, r…
-    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // running maxima
+    std::vector<double> S(r * d_v, 0.0), z(r, 0.0);      // r×d_v, r: the prefix sums
+    std::vector<double> phi_k(r), phi_q(r);               // r, r: one key, one query
+    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // r: maxima
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:734
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:739
         const T* exponents = key_exponents.data() + row * r;
         const T* v_i = V.data() + i * d_v;
         for (std::size_t l = 0; l < r; ++l) {
             if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
-                const double shrink = std::exp(b[l] - double(exponents[l]));  // first key: 0·0 = 0
+                const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
                 for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
                 z[l] *= shrink;
                 b[l] = double(exponents[l]);
@@ -297,7 +302,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:751
+        // ⟨Read out query i⟩ 11-performer.md:756
         const T* e_q = query_exponents.data() + row * r;
         double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
         for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
@@ -314,7 +319,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:796
+// ⟨Choose the tokens per block⟩ 11-performer.md:801
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -329,7 +334,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:820
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:825
 namespace detail {
 
 /// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
@@ -347,7 +352,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
 
 }  // namespace detail
 
-// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:843
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:848
 namespace detail {
 
 /// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
@@ -383,14 +388,15 @@ struct FeatureBlock {
         for (std::size_t i = 0; i < rows; ++i) {  // out of range or non-finite: NaN
             const T h = static_cast<T>(half[i]);
             for (std::size_t l = 0; l < r; ++l)
-                exponents[i * r + l] = std::isfinite(h) ? exponents[i * r + l] - h : nan;
+                exponents[i * r + l] =
+                    std::isfinite(h) ? exponents[i * r + l] - h : nan;
         }
     }
 };
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:890
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:896
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -424,7 +430,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:946
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:952
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t l = 0; l < r; ++l) {
@@ -436,7 +442,8 @@ xt::xtensor<T, 2> performer_attention(
                 b[l] = b_block;
             }
         }
-        for (std::size_t e = 0; e < rows * r; ++e) phi[e] = std::exp(phi[e] - b[e % r]);  // (0, 1]
+        for (std::size_t e = 0; e < rows * r; ++e)
+            phi[e] = std::exp(phi[e] - b[e % r]);  // (0, 1]
         for (std::size_t j = 0; j < rows; ++j)
             std::copy_n(V.data() + (begin + j) * d_v, d_v, V_1.data() + j * (d_v + 1));
         detail::gemm_rows(true, false, r, d_v + 1, rows, phi, r, V_1.data(), d_v + 1, T(1),
@@ -446,7 +453,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:965
+        // ⟨Read out a block of queries⟩ 11-performer.md:972
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
@@ -465,7 +472,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:987
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:994
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,
@@ -490,12 +497,13 @@ xt::xtensor<T, 2> performer_causal_attention(
     const std::size_t n = Q.shape(0), d_k = K.shape(1), d_v = V.shape(1);
     const std::size_t r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(d_k, d_v, r);
-    block = std::max<std::size_t>(1, std::min(block, n));  // a longer block is one block
+    block = std::max<std::size_t>(1, std::min(block, n));  // longer: one block
     detail::FeatureBlock<T> queries(block, d_k, r), keys(block, d_k, r);
     const std::vector<T>& query_exponents = queries.exponents;  // block×r
     const std::vector<T>& key_exponents = keys.exponents;      // block×r
-    std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r), phi_q(r);  // r×d_v, r…
-    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // running maxima
+    std::vector<double> S(r * d_v, 0.0), z(r, 0.0);   // r×d_v, r: the prefix sums
+    std::vector<double> phi_k(r), phi_q(r);            // r, r: one key, one query
+    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // r: maxima
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});              // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
@@ -503,12 +511,12 @@ xt::xtensor<T, 2> performer_causal_attention(
         keys.compute(K, begin, end, W);
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:734
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:739
             const T* exponents = key_exponents.data() + row * r;
             const T* v_i = V.data() + i * d_v;
             for (std::size_t l = 0; l < r; ++l) {
                 if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
-                    const double shrink = std::exp(b[l] - double(exponents[l]));  // first key: 0·0 = 0
+                    const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
                     for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
                     z[l] *= shrink;
                     b[l] = double(exponents[l]);
@@ -518,7 +526,7 @@ xt::xtensor<T, 2> performer_causal_attention(
                 double* S_l = S.data() + l * d_v;
                 for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
             }
-            // ⟨Read out query i⟩ 11-performer.md:751
+            // ⟨Read out query i⟩ 11-performer.md:756
             const T* e_q = query_exponents.data() + row * r;
             double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
             for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);

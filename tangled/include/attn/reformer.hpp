@@ -137,14 +137,14 @@ inline void check_hash_options(std::size_t n, std::size_t d_k, std::size_t n_buc
             "lsh: the number of buckets must be even and in [2, 2^20], not " +
             std::to_string(n_buckets));
     if (n_hashes == 0 || n_hashes > (std::size_t(1) << 24))
-        throw std::invalid_argument("lsh: the number of hash rounds must be in [1, 2^24], not " +
-                                    std::to_string(n_hashes));
+        throw std::invalid_argument("lsh: the number of hash rounds must be in "
+                                    "[1, 2^24], not " + std::to_string(n_hashes));
     if (n > 0 && n_hashes > std::numeric_limits<std::size_t>::max() / n / 8)
         throw std::invalid_argument("lsh: " + std::to_string(n_hashes) + " rounds of " +
-                                    std::to_string(n) + " rows overflow the buckets' size");
+                                    std::to_string(n) + " rows are too many");
     if (d_k > 0 && n_buckets / 2 > std::numeric_limits<std::size_t>::max() / d_k / 8)
         throw std::invalid_argument("lsh: R of " + std::to_string(d_k) + "×" +
-                                    std::to_string(n_buckets / 2) + " overflows its size");
+                                    std::to_string(n_buckets / 2) + " is too large");
 }
 
 // ⟨Hash every row in several rounds⟩ 12-reformer.md:231
@@ -259,7 +259,7 @@ inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size
     return count;
 }
 
-// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:714
+// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:715
 /// @brief Throw std::invalid_argument unless QK is n×d_k and V is n×d_v with n ≥ 1 and
 /// d_k ≥ 1, the number of buckets b is even with 2 ≤ b ≤ max(2, 2n) (more buckets
 /// than twice the tokens leave most of them empty and only cost memory), the number
@@ -267,23 +267,25 @@ inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size
 /// above n is harmless and is clamped to n (one chunk).
 template <class T>
 void check_lsh_arguments(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V,
-                         std::size_t n_buckets, std::size_t n_hashes, std::size_t chunk_len)
+                         std::size_t n_buckets, std::size_t n_hashes,
+                         std::size_t chunk_len)
 {
     check_attention_shapes(QK, QK, V);
     const std::size_t n = QK.shape(0);
-    const std::size_t most_buckets = std::max<std::size_t>(2, n > SIZE_MAX / 2 ? n : 2 * n);
-    if (n_buckets < 2 || n_buckets % 2 != 0 || n_buckets > most_buckets)
-        throw std::invalid_argument("lsh_attention: the number of buckets must be even and in "
-                                    "[2, " + std::to_string(most_buckets) + "] for n = " +
-                                    std::to_string(n) + ", not " + std::to_string(n_buckets));
+    const std::size_t most = std::max<std::size_t>(2, n > SIZE_MAX / 2 ? n : 2 * n);
+    if (n_buckets < 2 || n_buckets % 2 != 0 || n_buckets > most)
+        throw std::invalid_argument(
+            "lsh_attention: the number of buckets must be even and in [2, " +
+            std::to_string(most) + "] for n = " + std::to_string(n) + ", not " +
+            std::to_string(n_buckets));
     if (n_hashes == 0 || n_hashes > 64)
-        throw std::invalid_argument("lsh_attention: the number of hash rounds must be in "
-                                    "[1, 64], not " + std::to_string(n_hashes));
+        throw std::invalid_argument("lsh_attention: the number of hash rounds must be "
+                                    "in [1, 64], not " + std::to_string(n_hashes));
     if (chunk_len == 0)
-        throw std::invalid_argument("lsh_attention: the chunk length must be at least 1");
+        throw std::invalid_argument("lsh_attention: the chunk length must be ≥ 1");
 }
 
-// ⟨Attend with one chunk of one round⟩ 12-reformer.md:605
+// ⟨Attend with one chunk of one round⟩ 12-reformer.md:606
 /// @brief Attend the queries of the chunk starting at sorted index `start` of `round` to the
 /// keys of their window, and merge the result into the running output O (n×d_v) and
 /// log-sum-exp z (n). Touches O(chunk_len²) scores, never n×n.
@@ -296,7 +298,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
     const std::size_t stop = std::min(start + chunk_len, n);                  // chunk: [start, stop)
     const std::size_t window = start >= chunk_len ? start - chunk_len : 0;  // window: [window, stop)
     const std::size_t n_q = stop - start, n_kv = stop - window;
-    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:626
+    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:627
     xt::xtensor<T, 2> Q_chunk = xt::zeros<T>({n_q, d_k});     // n_q×d_k
     xt::xtensor<T, 2> K_window_t = xt::zeros<T>({d_k, n_kv});  // d_k×n_kv, transposed for BLAS
     xt::xtensor<T, 2> V_window = xt::zeros<T>({n_kv, d_v});    // n_kv×d_v
@@ -307,10 +309,10 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         for (std::size_t c = 0; c < d_k; ++c) K_window_t(c, b) = K(j, c);
         std::copy_n(V.data() + j * d_v, d_v, V_window.data() + b * d_v);
     }
-    // ⟨Score the chunk against its window⟩ 12-reformer.md:642
+    // ⟨Score the chunk against its window⟩ 12-reformer.md:643
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_chunk, K_window_t);  // n_q×n_kv
     scores *= T(1) / std::sqrt(T(d_k));
-    // ⟨Hide self and count duplicates⟩ 12-reformer.md:650
+    // ⟨Hide self and count duplicates⟩ 12-reformer.md:651
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         for (std::size_t b = 0; b < n_kv; ++b) {
@@ -320,7 +322,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
             else if (rounds.size() > 1) s -= T(std::log(double(rounds_showing(rounds, i, j))));
         }
     }
-    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:669
+    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:670
     std::vector<double> z_chunk(n_q, -std::numeric_limits<double>::infinity());  // n_q
     for (std::size_t a = 0; a < n_q; ++a) {
         T* s = scores.data() + a * n_kv;
@@ -337,7 +339,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         z_chunk[a] = double(s_max) + std::log(total);
     }
     const xt::xtensor<T, 2> O_chunk = xt::linalg::dot(scores, V_window);  // n_q×d_v
-    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:695
+    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:696
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         if (z_chunk[a] == -std::numeric_limits<double>::infinity()) continue;  // this round saw nothing
@@ -381,14 +383,15 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
     for (std::size_t i = 0; i < n; ++i) {
         if (z[i] != -std::numeric_limits<double>::infinity()) continue;
         const T* q = QK.data() + i * QK.shape(1);
-        const bool finite = std::all_of(q, q + QK.shape(1), [](T x) { return std::isfinite(x); });
+        const bool finite =
+            std::all_of(q, q + QK.shape(1), [](T x) { return std::isfinite(x); });
         if (finite) xt::row(O, i) = xt::row(V, i);
         else xt::row(O, i) = std::numeric_limits<T>::quiet_NaN();  // its own score is NaN
     }
     return O;
 }
 
-// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:749
+// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:752
 /// @brief Which keys LSH attention lets each query see: the union over rounds of the chunk
 /// windows, with the self rule. For plots and tests at small n (it is n×n).
 /// @param QK shared queries/keys, n×d_k
