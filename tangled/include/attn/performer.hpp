@@ -396,7 +396,7 @@ struct FeatureBlock {
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:896
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:903
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -430,7 +430,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:952
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:959
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t l = 0; l < r; ++l) {
@@ -453,7 +453,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:972
+        // ⟨Read out a block of queries⟩ 11-performer.md:979
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
@@ -472,7 +472,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:994
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1001
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,
