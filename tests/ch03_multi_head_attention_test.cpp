@@ -377,7 +377,7 @@ BOOST_AUTO_TEST_CASE(fuzz_multi_head_attention_against_naive_heads)
     std::mt19937_64 rng(20261130);
     const std::vector<std::size_t> sizes = {0, 1, 2, 3, 5, 7, 11, 13, 17, 23, 31, 37, 40};
     auto pick = [&](const std::vector<std::size_t>& from) { return from[rng() % from.size()]; };
-    FuzzBudget budget(600);
+    FuzzBudget budget(2400);
     while (budget.another()) {
         const std::size_t n = pick(sizes), m = pick(sizes);
         const std::size_t d_model = pick({0, 1, 2, 4, 6, 12, 13, 24});

@@ -351,7 +351,7 @@ BOOST_AUTO_TEST_CASE(fuzz_linformer_against_dense_attention_on_projected_rows)
     std::mt19937_64 rng(20261130);
     const std::vector<std::size_t> sizes = {1, 2, 3, 5, 7, 11, 13, 17, 23, 31, 37, 40};
     auto pick = [&](const std::vector<std::size_t>& from) { return from[rng() % from.size()]; };
-    FuzzBudget budget(1500);
+    FuzzBudget budget(6000);
     while (budget.another()) {
         const std::size_t n = pick(sizes), m = pick(sizes), d_k = pick({0, 1, 2, 5, 8});
         const std::size_t d_v = pick({0, 1, 3, 4});

@@ -499,7 +499,7 @@ BOOST_AUTO_TEST_CASE(fuzz_lsh_attention_against_its_pattern)
     std::mt19937_64 rng(20261130);
     const std::vector<std::size_t> sizes = {1, 2, 3, 5, 7, 11, 13, 17, 23, 31, 37, 40};
     auto pick = [&](const std::vector<std::size_t>& from) { return from[rng() % from.size()]; };
-    FuzzBudget budget(1000);
+    FuzzBudget budget(4000);
     while (budget.another()) {
         const std::size_t n = pick(sizes), d_k = pick({1, 2, 3, 7, 16}), d_v = pick({0, 1, 3, 5});
         const std::size_t b = pick({0, 1, 2, 3, 4, 2 * n, 2 * n + 1, 2 * n + 2, huge,
