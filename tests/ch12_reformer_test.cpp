@@ -508,10 +508,10 @@ BOOST_AUTO_TEST_CASE(fuzz_lsh_attention_against_its_pattern)
         const std::size_t L = pick({0, 1, 2, n, n + 1, huge, 1 + rng() % n});
         const std::uint64_t seed = rng();
         auto [QK, V] = random_inputs(n, d_k, d_v, rng());
-        int poison = int(rng() % 4);  // 0: none; 1: NaN in QK; 2: NaN in V; 3: −inf in V
+        int poison = int(rng() % 4);  // 0: none; 1: NaN or inf in QK; 2: NaN in V; 3: −inf in V
         if (d_v == 0 && poison >= 2) poison = 0;
         const std::size_t j = rng() % n;
-        if (poison == 1) QK(j, rng() % d_k) = nan_value;
+        if (poison == 1) QK(j, rng() % d_k) = rng() % 2 ? nan_value : inf;
         if (poison >= 2 && d_v > 0) V(j, rng() % d_v) = poison == 2 ? nan_value : -inf;
         const bool valid = b >= 2 && b % 2 == 0 && b <= std::max<std::size_t>(2, 2 * n) &&
                            rounds >= 1 && rounds <= 64 && L >= 1;
