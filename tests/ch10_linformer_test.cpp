@@ -3,7 +3,10 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -224,6 +227,180 @@ BOOST_AUTO_TEST_CASE(huge_logits_stay_finite)
     const auto E = attn::random_projection<float>(3, 8, 1);
     const xt::xtensor<float, 2> Qf(Q), Kf(K), Vf(V);
     BOOST_TEST(test_support::all_finite(attn::linformer_attention(Qf, Kf, Vf, E, E)));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+namespace {
+
+constexpr double nan_value = std::numeric_limits<double>::quiet_NaN();
+constexpr std::size_t huge = std::numeric_limits<std::size_t>::max();
+
+bool row_finite(const xt::xtensor<double, 2>& O, std::size_t i)
+{
+    for (std::size_t c = 0; c < O.shape(1); ++c)
+        if (!std::isfinite(O(i, c))) return false;
+    return true;
+}
+
+bool column_finite(const xt::xtensor<double, 2>& O, std::size_t c)
+{
+    for (std::size_t i = 0; i < O.shape(0); ++i)
+        if (!std::isfinite(O(i, c))) return false;
+    return true;
+}
+
+/// Draws fuzz cases: at least `minimum`, or until FUZZ_SECONDS seconds have passed.
+class FuzzBudget {
+public:
+    explicit FuzzBudget(std::size_t minimum) : minimum_(minimum)
+    {
+        if (const char* s = std::getenv("FUZZ_SECONDS")) seconds_ = std::atof(s);
+    }
+    bool another()
+    {
+        ++drawn_;
+        if (drawn_ <= minimum_) return true;
+        const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start_;
+        return spent.count() < seconds_;
+    }
+    std::size_t drawn() const { return drawn_; }
+
+private:
+    std::size_t minimum_, drawn_ = 0;
+    double seconds_ = 0;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(degenerate_shapes_throw_or_give_empty_results)
+{
+    const auto [Q, K, V] = random_inputs(5, 7, 4, 3, 301);
+    const auto E = attn::random_projection<double>(3, 7, 1);
+    const xt::xtensor<double, 2> Q_none = xt::zeros<double>({0, 4});
+    const auto O = attn::linformer_attention(Q_none, K, V, E, E);
+    BOOST_TEST(O.shape(0) == 0u);
+    BOOST_TEST(O.shape(1) == 3u);
+    const xt::xtensor<double, 2> V_thin = xt::zeros<double>({7, 0});
+    const auto O_thin = attn::linformer_attention(Q, K, V_thin, E, E);
+    BOOST_TEST(O_thin.shape(0) == 5u);
+    BOOST_TEST(O_thin.shape(1) == 0u);
+    // d_k = 0 (was NaN), m = 0, mismatched widths and projections: all rejected.
+    const xt::xtensor<double, 2> Q_flat = xt::zeros<double>({5, 0}), K_flat = xt::zeros<double>({7, 0});
+    BOOST_CHECK_THROW(attn::linformer_attention(Q_flat, K_flat, V, E, E), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::linformer_weights(Q_flat, K_flat, E), std::invalid_argument);
+    const xt::xtensor<double, 2> K_none = xt::zeros<double>({0, 4}), V_none = xt::zeros<double>({0, 3});
+    const xt::xtensor<double, 2> E_none = xt::zeros<double>({3, 0});
+    BOOST_CHECK_THROW(attn::linformer_attention(Q, K_none, V_none, E_none, E_none),
+                      std::invalid_argument);
+    const xt::xtensor<double, 2> Q_wide = xt::zeros<double>({5, 5});
+    BOOST_CHECK_THROW(attn::linformer_attention(Q_wide, K, V, E, E), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::linformer_weights(Q_wide, K, E), std::invalid_argument);
+    const auto F_other_k = attn::random_projection<double>(2, 7, 2);
+    BOOST_CHECK_THROW(attn::linformer_attention(Q, K, V, E, F_other_k), std::invalid_argument);
+    try {
+        attn::linformer_attention(Q, K, V, E, F_other_k);
+    } catch (const std::invalid_argument& e) {
+        BOOST_TEST(std::string(e.what()).find("3×7") != std::string::npos);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(projection_sizes_are_checked_before_any_memory_is_touched)
+{
+    BOOST_CHECK_NO_THROW(attn::random_projection<double>(8, 4, 1));  // k > n: only more work
+    BOOST_CHECK_THROW(attn::pooling_projection<double>(8, 4), std::invalid_argument);  // empty
+    BOOST_CHECK_THROW(attn::random_projection<double>(huge, huge, 1), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::random_projection<double>(2, huge / 2, 1), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::pooling_projection<double>(2, huge / 2), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::pooling_projection<double>(0, 4), std::invalid_argument);
+    BOOST_CHECK_NO_THROW(attn::random_projection<double>(4, 4, 1));  // k = n
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_reaches_the_outputs_the_projection_carries_it_to)
+{
+    const std::size_t n = 9, k = 4;
+    const auto E = attn::random_projection<double>(k, n, 1), F = attn::random_projection<double>(k, n, 2);
+    {  // a key: every output, through every row of E·K
+        auto [Q, K, V] = random_inputs(n, n, 5, 3, 302);
+        K(6, 2) = nan_value;
+        const auto O = attn::linformer_attention(Q, K, V, E, F);
+        for (std::size_t i = 0; i < n; ++i) BOOST_TEST(!row_finite(O, i));
+    }
+    {  // a query: its own row only
+        auto [Q, K, V] = random_inputs(n, n, 5, 3, 303);
+        Q(3, 0) = nan_value;
+        const auto O = attn::linformer_attention(Q, K, V, E, F);
+        for (std::size_t i = 0; i < n; ++i) BOOST_TEST(row_finite(O, i) == (i != 3));
+    }
+    for (double bad : {nan_value, std::numeric_limits<double>::infinity()}) {  // a value
+        auto [Q, K, V] = random_inputs(n, n, 5, 3, 304);
+        V(8, 1) = bad;
+        const auto O = attn::linformer_attention(Q, K, V, E, F);
+        BOOST_TEST(!column_finite(O, 1));
+        for (std::size_t i = 0; i < n; ++i) BOOST_TEST(!std::isfinite(O(i, 1)));
+        BOOST_TEST(column_finite(O, 0));
+        BOOST_TEST(column_finite(O, 2));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_linformer_against_dense_attention_on_projected_rows)
+{
+    std::mt19937_64 rng(20261130);
+    const std::vector<std::size_t> sizes = {1, 2, 3, 5, 7, 11, 13, 17, 23, 31, 37, 40};
+    auto pick = [&](const std::vector<std::size_t>& from) { return from[rng() % from.size()]; };
+    FuzzBudget budget(6000);
+    while (budget.another()) {
+        const std::size_t n = pick(sizes), m = pick(sizes), d_k = pick({0, 1, 2, 5, 8});
+        const std::size_t d_v = pick({0, 1, 3, 4});
+        const std::size_t k = pick({0, 1, 2, m, m + 1, huge, 1 + rng() % m});
+        const bool pooling = rng() % 2 == 1;
+        auto [Q, K, V] = random_inputs(n, m, d_k, d_v, rng());
+        BOOST_TEST_CONTEXT("case " << budget.drawn() << ": n = " << n << ", m = " << m
+                                   << ", d_k = " << d_k << ", d_v = " << d_v << ", k = " << k
+                                   << (pooling ? ", pooling" : ", random"))
+        {
+            if (k == 0 || k > m) {  // pooling rejects it; random only k = 0 or k·m too big
+                BOOST_CHECK_THROW(attn::pooling_projection<double>(k, m), std::invalid_argument);
+                if (k == 0 || k == huge) {
+                    BOOST_CHECK_THROW(attn::random_projection<double>(k, m, 1),
+                                      std::invalid_argument);
+                    continue;
+                }
+                if (pooling) continue;
+            }
+            const auto E = pooling ? attn::pooling_projection<double>(k, m)
+                                   : attn::random_projection<double>(k, m, rng());
+            const auto F = pooling ? E : attn::random_projection<double>(k, m, rng());
+            if (d_k == 0) {
+                BOOST_CHECK_THROW(attn::linformer_attention(Q, K, V, E, F), std::invalid_argument);
+                continue;
+            }
+            const int poison = int(rng() % 4);  // 0: none; 1: NaN in Q; 2: NaN in K; 3: inf in V
+            const std::size_t j = rng() % std::max(n, m);
+            if (poison == 1 && n > 0) Q(j % n, rng() % d_k) = nan_value;
+            if (poison == 2) K(j % m, rng() % d_k) = nan_value;
+            if (poison == 3 && d_v > 0) V(j % m, 0) = -std::numeric_limits<double>::infinity();
+            const auto O = attn::linformer_attention(Q, K, V, E, F);
+            BOOST_TEST_REQUIRE(O.shape(0) == n);
+            BOOST_TEST_REQUIRE(O.shape(1) == d_v);
+            if (poison == 0) {
+                check_close(O, naive_attention(Q, naive_project(E, K), naive_project(F, V)), 1e-11,
+                            1e-12, "dense attention on the projected rows");
+                continue;
+            }
+            for (std::size_t i = 0; i < n; ++i) {
+                if (poison == 1 && d_v > 0) BOOST_TEST(row_finite(O, i) == (i != j % n));
+                // A random projection carries a bad key to every row of E·K, pooling only
+                // to its segment's row, whose weight is then NaN in every output.
+                if (poison == 2 && d_v > 0) BOOST_TEST(!row_finite(O, i));
+                if (poison == 3 && d_v > 0) BOOST_TEST(!std::isfinite(O(i, 0)));
+            }
+        }
+    }
+    BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,7 +3,10 @@
 #define BOOST_TEST_MODULE ch11_performer
 #include <boost/test/unit_test.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -378,6 +381,257 @@ BOOST_AUTO_TEST_CASE(a_block_holds_a_few_hundred_tokens_at_the_benchmark_size)
     BOOST_TEST_MESSAGE("tokens per block (r = 256, d = 64, float): " << block);
     BOOST_TEST(block >= 16u);
     BOOST_TEST(block <= 4096u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+namespace {
+
+constexpr double nan_value = std::numeric_limits<double>::quiet_NaN();
+constexpr std::size_t huge = std::numeric_limits<std::size_t>::max();
+
+/// Draws fuzz cases: at least `minimum`, or until FUZZ_SECONDS seconds have passed.
+class FuzzBudget {
+public:
+    explicit FuzzBudget(std::size_t minimum) : minimum_(minimum)
+    {
+        if (const char* s = std::getenv("FUZZ_SECONDS")) seconds_ = std::atof(s);
+    }
+    bool another()
+    {
+        ++drawn_;
+        if (drawn_ <= minimum_) return true;
+        const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start_;
+        return spent.count() < seconds_;
+    }
+    std::size_t drawn() const { return drawn_; }
+
+private:
+    std::size_t minimum_, drawn_ = 0;
+    double seconds_ = 0;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+/// The four public kernels, on the same inputs (causal ones only when n = m).
+struct Outputs {
+    xt::xtensor<double, 2> blocked, unblocked, causal, causal_unblocked;
+};
+
+Outputs all_kernels(const Inputs& in, const xt::xtensor<double, 2>& W, std::size_t block)
+{
+    Outputs o;
+    o.blocked = attn::performer_attention(in.Q, in.K, in.V, W, block);
+    o.unblocked = attn::performer_attention_unblocked(in.Q, in.K, in.V, W);
+    if (in.Q.shape(0) == in.K.shape(0)) {
+        o.causal = attn::performer_causal_attention(in.Q, in.K, in.V, W, block);
+        o.causal_unblocked = attn::performer_causal_attention_unblocked(in.Q, in.K, in.V, W);
+    }
+    return o;
+}
+
+bool finite_at(const xt::xtensor<double, 2>& O, std::size_t i, std::size_t c)
+{
+    return std::isfinite(O(i, c));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(degenerate_shapes_throw_or_give_empty_results)
+{
+    const Inputs in = random_inputs(5, 5, 4, 3, 501);
+    const auto W = attn::orthogonal_features<double>(8, 4, 1);
+    const xt::xtensor<double, 2> Q_none = xt::zeros<double>({0, 4});
+    BOOST_TEST(attn::performer_attention(Q_none, in.K, in.V, W).shape(0) == 0u);
+    BOOST_TEST(attn::performer_attention(Q_none, in.K, in.V, W).shape(1) == 3u);
+    BOOST_TEST(attn::performer_attention_unblocked(Q_none, in.K, in.V, W).shape(0) == 0u);
+    const xt::xtensor<double, 2> V_thin = xt::zeros<double>({5, 0});
+    BOOST_TEST(attn::performer_attention(in.Q, in.K, V_thin, W).shape(1) == 0u);
+    BOOST_TEST(attn::performer_causal_attention(in.Q, in.K, V_thin, W).shape(0) == 5u);
+    BOOST_TEST(attn::performer_causal_attention_unblocked(in.Q, in.K, V_thin, W).shape(1) == 0u);
+    // d_k = 0 used to give NaN; r = 0 and W of the wrong width are rejected too.
+    const xt::xtensor<double, 2> flat = xt::zeros<double>({5, 0}), W_flat = xt::zeros<double>({8, 0});
+    BOOST_CHECK_THROW(attn::performer_attention(flat, flat, in.V, W_flat), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::performer_attention_unblocked(flat, flat, in.V, W_flat),
+                      std::invalid_argument);
+    BOOST_CHECK_THROW(attn::performer_causal_attention(flat, flat, in.V, W_flat),
+                      std::invalid_argument);
+    BOOST_CHECK_THROW(attn::performer_causal_attention_unblocked(flat, flat, in.V, W_flat),
+                      std::invalid_argument);
+    const xt::xtensor<double, 2> W_none = xt::zeros<double>({0, 4}), W_wide = xt::zeros<double>({8, 5});
+    for (const auto* bad : {&W_none, &W_wide}) {
+        BOOST_CHECK_THROW(attn::performer_attention(in.Q, in.K, in.V, *bad), std::invalid_argument);
+        BOOST_CHECK_THROW(attn::performer_attention_unblocked(in.Q, in.K, in.V, *bad),
+                          std::invalid_argument);
+        BOOST_CHECK_THROW(attn::performer_causal_attention(in.Q, in.K, in.V, *bad),
+                          std::invalid_argument);
+        BOOST_CHECK_THROW(attn::performer_causal_attention_unblocked(in.Q, in.K, in.V, *bad),
+                          std::invalid_argument);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(options_are_checked_or_clamped_before_any_memory_is_touched)
+{
+    BOOST_CHECK_THROW(attn::iid_features<double>(huge / 2, 4, 1), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::orthogonal_features<double>(huge / 2, 4, 1), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::iid_features<double>(0, 4, 1), std::invalid_argument);
+    const Inputs in = random_inputs(9, 9, 4, 3, 502);
+    const auto W = attn::orthogonal_features<double>(8, 4, 1);
+    const auto reference = attn::performer_attention_unblocked(in.Q, in.K, in.V, W);
+    const auto causal = attn::performer_causal_attention_unblocked(in.Q, in.K, in.V, W);
+    for (std::size_t block : {std::size_t(1), std::size_t(9), std::size_t(10), huge}) {
+        check_close(attn::performer_attention(in.Q, in.K, in.V, W, block), reference, 1e-12,
+                    1e-13, "block " + std::to_string(block));
+        check_close(attn::performer_causal_attention(in.Q, in.K, in.V, W, block), causal, 1e-12,
+                    1e-13, "causal block " + std::to_string(block));
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_reaches_the_outputs_that_depend_on_it)
+{
+    const std::size_t n = 12, j = 5;
+    const auto W = attn::orthogonal_features<double>(16, 6, 2);
+    for (double bad : {nan_value, std::numeric_limits<double>::infinity()}) {
+        {  // a key: every output through the key summaries; causal: rows from j on
+            Inputs in = random_inputs(n, n, 6, 3, 503);
+            in.K(j, 4) = bad;
+            const auto o = all_kernels(in, W, 4);
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t c = 0; c < 3; ++c) {
+                    BOOST_TEST(!finite_at(o.blocked, i, c));
+                    BOOST_TEST(!finite_at(o.unblocked, i, c));
+                    BOOST_TEST(finite_at(o.causal, i, c) == (i < j));
+                    BOOST_TEST(finite_at(o.causal_unblocked, i, c) == (i < j));
+                }
+        }
+        {  // a query: its own row only
+            Inputs in = random_inputs(n, n, 6, 3, 504);
+            in.Q(j, 0) = bad;
+            const auto o = all_kernels(in, W, 4);
+            for (std::size_t i = 0; i < n; ++i)
+                for (const auto* O : {&o.blocked, &o.unblocked, &o.causal, &o.causal_unblocked})
+                    BOOST_TEST(finite_at(*O, i, 1) == (i != j));
+        }
+        {  // a value: its column, of every row (causal: from j on)
+            Inputs in = random_inputs(n, n, 6, 3, 505);
+            in.V(j, 2) = -bad;
+            const auto o = all_kernels(in, W, 4);
+            for (std::size_t i = 0; i < n; ++i) {
+                BOOST_TEST(!finite_at(o.blocked, i, 2));
+                BOOST_TEST(!finite_at(o.unblocked, i, 2));
+                BOOST_TEST(finite_at(o.causal, i, 2) == (i < j));
+                BOOST_TEST(finite_at(o.causal_unblocked, i, 2) == (i < j));
+                for (const auto* O : {&o.blocked, &o.unblocked, &o.causal, &o.causal_unblocked})
+                    BOOST_TEST(finite_at(*O, i, 0));
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_range_ends_where_the_squared_lengths_overflow)
+{
+    // d_k = 64. Entries of 10³ used to give NaN everywhere in double (from about 100 on):
+    // one query's largest feature met keys whose matching features had underflowed, 0/0.
+    // The per-feature stabiliser keeps every denominator ≥ 1: finite up to about 10^153
+    // in double and 10^18 in float; beyond, the squared lengths overflow and the outputs
+    // are NaN.
+    const Inputs in = random_inputs(16, 16, 64, 4, 506);
+    const auto W = attn::orthogonal_features<double>(64, 64, 3);
+    auto run = [&](auto zero, double scale, auto kernel) {
+        using T = decltype(zero);
+        const xt::xtensor<T, 2> Q = in.Q * scale, K = in.K * scale, V = in.V, W_t = W;
+        return test_support::all_finite(kernel(Q, K, V, W_t));
+    };
+    auto bidirectional = [](const auto& Q, const auto& K, const auto& V, const auto& W) {
+        return attn::performer_attention(Q, K, V, W);
+    };
+    auto causal = [](const auto& Q, const auto& K, const auto& V, const auto& W) {
+        return attn::performer_causal_attention(Q, K, V, W);
+    };
+    for (double scale : {1e2, 1e3, 1e8, 1e150}) {
+        BOOST_TEST(run(0.0, scale, bidirectional), "double, entries ×" << scale);
+        BOOST_TEST(run(0.0, scale, causal), "double causal, entries ×" << scale);
+    }
+    BOOST_TEST(!run(0.0, 1e155, bidirectional));
+    BOOST_TEST(!run(0.0, 1e155, causal));
+    for (double scale : {30.0, 1e3, 1e18}) {
+        BOOST_TEST(run(0.0f, scale, bidirectional), "float, entries ×" << scale);
+        BOOST_TEST(run(0.0f, scale, causal), "float causal, entries ×" << scale);
+    }
+    BOOST_TEST(!run(0.0f, 1e20, bidirectional));
+    BOOST_TEST(!run(0.0f, 1e20, causal));
+    // Inside the range the stabilised kernels still agree with each other.
+    const xt::xtensor<double, 2> Q = in.Q * 1e3, K = in.K * 1e3;
+    check_close(attn::performer_attention(Q, K, in.V, W, 5),
+                attn::performer_attention_unblocked(Q, K, in.V, W), 1e-9, 1e-9, "×10³ blocked");
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_performer_against_its_unblocked_reference)
+{
+    std::mt19937_64 rng(20261130);
+    const std::vector<std::size_t> sizes = {1, 2, 3, 5, 7, 11, 13, 17, 23, 31, 37, 40};
+    auto pick = [&](const std::vector<std::size_t>& from) { return from[rng() % from.size()]; };
+    FuzzBudget budget(4000);
+    while (budget.another()) {
+        const std::size_t n = pick(sizes), m = rng() % 2 ? n : pick(sizes);
+        const std::size_t d_k = pick({0, 1, 2, 5, 8}), d_v = pick({0, 1, 3});
+        const std::size_t r = pick({0, 1, 2, 7, 16});
+        const std::size_t block = pick({0, 1, 2, n, n + 1, huge, 1 + rng() % n});
+        Inputs in = random_inputs(n, m, d_k, d_v, rng());
+        const bool orthogonal = rng() % 2 == 1;
+        xt::xtensor<double, 2> W = xt::zeros<double>({r, d_k});
+        if (r > 0 && d_k > 0)
+            W = orthogonal ? attn::orthogonal_features<double>(r, d_k, rng())
+                           : attn::iid_features<double>(r, d_k, rng());
+        BOOST_TEST_CONTEXT("case " << budget.drawn() << ": n = " << n << ", m = " << m
+                                   << ", d_k = " << d_k << ", d_v = " << d_v << ", r = " << r
+                                   << ", block = " << block)
+        {
+            if (d_k == 0 || r == 0) {
+                BOOST_CHECK_THROW(attn::performer_attention(in.Q, in.K, in.V, W, block),
+                                  std::invalid_argument);
+                BOOST_CHECK_THROW(attn::performer_attention_unblocked(in.Q, in.K, in.V, W),
+                                  std::invalid_argument);
+                continue;
+            }
+            const int poison = int(rng() % 4);  // 0: none; 1: NaN in Q; 2: NaN in K; 3: inf in V
+            const std::size_t j = rng() % m, c_bad = d_v > 0 ? rng() % d_v : 0;
+            if (poison == 1) in.Q(j % n, rng() % d_k) = nan_value;
+            if (poison == 2) in.K(j, rng() % d_k) = nan_value;
+            if (poison == 3 && d_v > 0) in.V(j, c_bad) = std::numeric_limits<double>::infinity();
+            const auto o = all_kernels(in, W, block);
+            BOOST_TEST_REQUIRE(o.blocked.shape(0) == n);
+            BOOST_TEST_REQUIRE(o.blocked.shape(1) == d_v);
+            if (poison == 0 || d_v == 0) {
+                if (poison != 0) continue;
+                check_close(o.blocked, o.unblocked, 1e-11, 1e-12, "blocked vs unblocked");
+                check_close(o.unblocked, naive_favor(in, W, [](std::size_t, std::size_t) {
+                                return true;
+                            }), 1e-9, 1e-10, "unblocked vs the formula");
+                if (n == m) {
+                    check_close(o.causal, o.causal_unblocked, 1e-11, 1e-12, "causal blocked");
+                    check_close(o.causal_unblocked, naive_favor(in, W, [](std::size_t i, std::size_t k) {
+                                    return k <= i;
+                                }), 1e-9, 1e-10, "causal vs the formula");
+                }
+                continue;
+            }
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t c = 0; c < d_v; ++c) {
+                    const bool by_query = poison == 1 && i == j % n;
+                    const bool bidirectional_bad = by_query || poison == 2 || (poison == 3 && c == c_bad);
+                    const bool causal_bad = by_query || (poison != 1 && i >= j && (poison == 2 || c == c_bad));
+                    BOOST_TEST(finite_at(o.blocked, i, c) == !bidirectional_bad);
+                    BOOST_TEST(finite_at(o.unblocked, i, c) == !bidirectional_bad);
+                    if (n == m) {
+                        BOOST_TEST(finite_at(o.causal, i, c) == !causal_bad);
+                        BOOST_TEST(finite_at(o.causal_unblocked, i, c) == !causal_bad);
+                    }
+                }
+        }
+    }
+    BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

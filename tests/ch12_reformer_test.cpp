@@ -4,6 +4,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <array>
+#include <chrono>
+#include <cstdlib>
+#include <limits>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -233,6 +236,7 @@ BOOST_AUTO_TEST_CASE(one_chunk_equals_dense_in_double)
     for (std::size_t n : {1, 2, 7, 33})
         for (std::size_t b : {2, 4, 8, 16})
             for (std::size_t rounds : {1, 2, 3, 8}) {
+                if (b > 2 * n && b > 2) continue;  // at most 2n buckets
                 const auto [QK, V] = random_inputs(n, 12, 6, 100 * n + b);
                 const auto expected = reference_dense<double>(QK, V);
                 for (std::size_t chunk_len : {n, n + 5}) {
@@ -250,6 +254,7 @@ BOOST_AUTO_TEST_CASE(one_chunk_equals_dense_in_float)
     for (std::size_t n : {1, 2, 7, 33})
         for (std::size_t b : {2, 4, 16})
             for (std::size_t rounds : {1, 2, 8}) {
+                if (b > 2 * n && b > 2) continue;  // at most 2n buckets
                 const auto [QK, V] = random_inputs(n, 12, 6, 200 * n + b);
                 const xt::xtensor<float, 2> QK_f = QK, V_f = V;
                 const auto O = attn::lsh_attention(QK_f, V_f, b, rounds, n, 3 * rounds + b);
@@ -367,6 +372,180 @@ BOOST_AUTO_TEST_CASE(bad_arguments_are_rejected_with_a_message)
     BOOST_CHECK_THROW(attn::lsh_attention(QK, V_short, 4, 1, 2, 0), std::invalid_argument);
     BOOST_CHECK_THROW(attn::lsh_buckets(QK, 5, 1, 0), std::invalid_argument);
     BOOST_CHECK_THROW(attn::collision_probability(0.5, 7, 10, 0), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(the_kernel_contract)
+
+namespace {
+
+constexpr double nan_value = std::numeric_limits<double>::quiet_NaN();
+constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr std::size_t huge = std::numeric_limits<std::size_t>::max();
+
+/// Whether row i, column c (or any column if c = d_v) of O is finite.
+bool row_finite(const xt::xtensor<double, 2>& O, std::size_t i)
+{
+    for (std::size_t c = 0; c < O.shape(1); ++c)
+        if (!std::isfinite(O(i, c))) return false;
+    return true;
+}
+
+/// Draws fuzz cases: at least `minimum`, or until FUZZ_SECONDS seconds have passed.
+class FuzzBudget {
+public:
+    explicit FuzzBudget(std::size_t minimum) : minimum_(minimum)
+    {
+        if (const char* s = std::getenv("FUZZ_SECONDS")) seconds_ = std::atof(s);
+    }
+    bool another()
+    {
+        ++drawn_;
+        if (drawn_ <= minimum_) return true;
+        const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start_;
+        return spent.count() < seconds_;
+    }
+    std::size_t drawn() const { return drawn_; }
+
+private:
+    std::size_t minimum_, drawn_ = 0;
+    double seconds_ = 0;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(degenerate_shapes_throw_or_give_empty_results)
+{
+    const auto [QK, V] = random_inputs(6, 4, 2, 71);
+    const xt::xtensor<double, 2> V_empty = xt::zeros<double>({6, 0});  // d_v = 0
+    const auto O = attn::lsh_attention(QK, V_empty, 4, 2, 3, 0);
+    BOOST_TEST(O.shape(0) == 6u);
+    BOOST_TEST(O.shape(1) == 0u);
+    const xt::xtensor<double, 2> QK_none = xt::zeros<double>({0, 4}), V_none = xt::zeros<double>({0, 2});
+    BOOST_CHECK_THROW(attn::lsh_attention(QK_none, V_none, 2, 1, 1, 0), std::invalid_argument);
+    const xt::xtensor<double, 2> QK_flat = xt::zeros<double>({6, 0});  // d_k = 0: was NaN
+    BOOST_CHECK_THROW(attn::lsh_attention(QK_flat, V, 2, 1, 3, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::shared_qk_attention(QK_flat, V), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(options_are_checked_before_any_memory_is_touched)
+{
+    const auto [QK, V] = random_inputs(6, 4, 2, 72);
+    // 2^44 buckets used to ask for a d_k×2^43 rotation (2^49 bytes).
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, std::size_t(1) << 44, 1, 2, 0),
+                      std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_buckets(QK, std::size_t(1) << 44, 1, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_pattern(QK, std::size_t(1) << 44, 1, 2, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 14, 1, 2, 0), std::invalid_argument);  // > 2n
+    BOOST_CHECK_NO_THROW(attn::lsh_attention(QK, V, 12, 1, 2, 0));                     // = 2n
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, huge - 1, 1, 2, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 4, 65, 2, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_attention(QK, V, 4, huge, 2, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_buckets(QK, 4, huge, 0), std::invalid_argument);
+    BOOST_CHECK_THROW(attn::lsh_buckets(QK, 4, 0, 0), std::invalid_argument);
+    // A chunk longer than the sequence is clamped: one chunk, dense shared-QK attention.
+    check_close(attn::lsh_attention(QK, V, 4, 2, huge, 0), reference_dense<double>(QK, V), 0,
+                1e-12, "chunk_len = SIZE_MAX");
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_reaches_exactly_the_queries_whose_windows_hold_it)
+{
+    const std::size_t n = 24, L = 3;
+    for (std::size_t j : {0u, 7u, 23u}) {
+        auto [QK, V] = random_inputs(n, 6, 3, 80 + j);
+        QK(j, 2) = nan_value;
+        const auto allowed = attn::lsh_pattern(QK, 4, 2, L, 9);
+        const auto O = attn::lsh_attention(QK, V, 4, 2, L, 9);
+        BOOST_TEST_CONTEXT("NaN in row " << j << " of QK")
+        {
+            BOOST_TEST(!row_finite(O, j));
+            for (std::size_t i = 0; i < n; ++i)
+                BOOST_TEST(row_finite(O, i) == (i != j && !allowed(i, j)));
+        }
+    }
+    // Every query's only other key is NaN: it must not fall back to its own value.
+    xt::xtensor<double, 2> QK = {{1.0, 0.5}, {nan_value, 0.0}}, V = {{1.0}, {2.0}};
+    const auto O = attn::lsh_attention(QK, V, 2, 1, 2, 0);
+    BOOST_TEST(!std::isfinite(O(0, 0)));
+    BOOST_TEST(!std::isfinite(O(1, 0)));
+    // A lone token whose query is NaN used to get its own finite value back.
+    const xt::xtensor<double, 2> QK_lone = {{nan_value, 1.0}}, V_lone = {{3.0}};
+    BOOST_TEST(!std::isfinite(attn::lsh_attention(QK_lone, V_lone, 2, 1, 1, 0)(0, 0)));
+}
+
+BOOST_AUTO_TEST_CASE(a_nan_or_inf_in_v_reaches_its_column_of_the_rows_that_see_it)
+{
+    const std::size_t n = 20;
+    for (double bad : {nan_value, std::numeric_limits<double>::infinity()}) {
+        auto [QK, V] = random_inputs(n, 5, 3, 90);
+        V(11, 1) = bad;
+        const auto allowed = attn::lsh_pattern(QK, 4, 3, 4, 2);
+        const auto O = attn::lsh_attention(QK, V, 4, 3, 4, 2);
+        for (std::size_t i = 0; i < n; ++i) {
+            if (i != 11) BOOST_TEST(std::isfinite(O(i, 1)) == !allowed(i, 11));  // 11: 0·NaN
+            BOOST_TEST(std::isfinite(O(i, 0)));
+            BOOST_TEST(std::isfinite(O(i, 2)));
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(fuzz_lsh_attention_against_its_pattern)
+{
+    // Random shapes (1, primes, up to 40), options at and beyond their edges, NaN and inf
+    // entries: valid options must give softmax over lsh_pattern's keys (and dense shared-QK
+    // attention with one chunk), invalid ones std::invalid_argument, and nothing may crash.
+    std::mt19937_64 rng(20261130);
+    const std::vector<std::size_t> sizes = {1, 2, 3, 5, 7, 11, 13, 17, 23, 31, 37, 40};
+    auto pick = [&](const std::vector<std::size_t>& from) { return from[rng() % from.size()]; };
+    FuzzBudget budget(4000);
+    while (budget.another()) {
+        const std::size_t n = pick(sizes), d_k = pick({1, 2, 3, 7, 16}), d_v = pick({0, 1, 3, 5});
+        const std::size_t b = pick({0, 1, 2, 3, 4, 2 * n, 2 * n + 1, 2 * n + 2, huge,
+                                    std::size_t(1) << 44, 2 * (1 + rng() % n)});
+        const std::size_t rounds = pick({0, 1, 2, 3, 64, 65, huge});
+        const std::size_t L = pick({0, 1, 2, n, n + 1, huge, 1 + rng() % n});
+        const std::uint64_t seed = rng();
+        auto [QK, V] = random_inputs(n, d_k, d_v, rng());
+        int poison = int(rng() % 4);  // 0: none; 1: NaN or inf in QK; 2: NaN in V; 3: −inf in V
+        if (d_v == 0 && poison >= 2) poison = 0;
+        const std::size_t j = rng() % n;
+        if (poison == 1) QK(j, rng() % d_k) = rng() % 2 ? nan_value : inf;
+        if (poison >= 2 && d_v > 0) V(j, rng() % d_v) = poison == 2 ? nan_value : -inf;
+        const bool valid = b >= 2 && b % 2 == 0 && b <= std::max<std::size_t>(2, 2 * n) &&
+                           rounds >= 1 && rounds <= 64 && L >= 1;
+        BOOST_TEST_CONTEXT("case " << budget.drawn() << ": n = " << n << ", d_k = " << d_k
+                                   << ", d_v = " << d_v << ", b = " << b << ", rounds = "
+                                   << rounds << ", L = " << L << ", poison " << poison)
+        {
+            if (!valid) {
+                BOOST_CHECK_THROW(attn::lsh_attention(QK, V, b, rounds, L, seed),
+                                  std::invalid_argument);
+                continue;
+            }
+            const auto O = attn::lsh_attention(QK, V, b, rounds, L, seed);
+            BOOST_TEST_REQUIRE(O.shape(0) == n);
+            BOOST_TEST_REQUIRE(O.shape(1) == d_v);
+            const auto allowed = attn::lsh_pattern(QK, b, rounds, L, seed);
+            if (poison == 0) {
+                const xt::xtensor<double, 2> K = reference_keys(QK);
+                check_close(O, naive_attention(QK, K, V, [&](std::size_t i, std::size_t k) {
+                                return bool(allowed(i, k));
+                            }), 0, 1e-11, "softmax over the pattern");
+                if (L >= n) check_close(O, reference_dense<double>(QK, V), 0, 1e-11, "one chunk");
+                continue;
+            }
+            // Rows whose windows hold j are non-finite; rows whose windows never hold it stay
+            // finite; j's own masked key may reach row j as 0·NaN (more rows, never fewer).
+            for (std::size_t i = 0; i < n && d_v > 0; ++i) {
+                const bool sees = allowed(i, j) || (poison == 1 && i == j);
+                if (sees || i != j)
+                    BOOST_TEST(row_finite(O, i) == !sees, "row " << i << ", bad token " << j);
+            }
+        }
+    }
+    BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

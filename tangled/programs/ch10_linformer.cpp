@@ -81,7 +81,7 @@ Inputs make_inputs(const std::string& kind, std::size_t n, std::size_t d, std::m
     return {xt::linalg::dot(X, W_q), xt::linalg::dot(X, W_k), V};
 }
 
-// ⟨Measure the error against k⟩ 10-linformer.md:427
+// ⟨Measure the error against k⟩ 10-linformer.md:448
 /// Root-mean-square of the entries of A − B.
 double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double, 2>& B)
 {
@@ -119,7 +119,7 @@ std::vector<attn::Series> error_against_k(const Inputs& in, int draws, std::uint
     return {inside, pooled, after, trend, zero};
 }
 
-// ⟨Leave room for the legend⟩ 10-linformer.md:643
+// ⟨Leave room for the legend⟩ 10-linformer.md:664
 /// A log y range from the decade below the lowest point to one decade above the decade
 /// of the highest, so the legend at the top stays clear of the curves.
 void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
@@ -164,7 +164,7 @@ int main(int argc, char** argv)
         spectrum_style.y_min = 0, spectrum_style.y_max = 1.02;
         spectrum_style.key = "bottom right";
         attn::plot::lines(out / "spectrum.svg", spectra, spectrum_style);
-        // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:372
+        // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:393
         {
             const std::size_t n_small = 32, k_small = 16;
             const xt::xtensor<double, 2> P = position_codes(n_small, 64, 2.0);  // n×64, a sharper band
@@ -180,7 +180,7 @@ int main(int argc, char** argv)
             pooled.x_label = "projected key (tokens it averages)";
             attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E), pooled);
         }
-        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:740
+        // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:761
         {
             const Inputs in = make_inputs("vocabulary", 64, 64, rng);
             const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -192,7 +192,7 @@ int main(int argc, char** argv)
             results.add("identity_max_abs_difference", xt::amax(xt::abs(attn::linformer_attention(Q, K, V, I, I) -
                                                                         attn::scaled_dot_product_attention(Q, K, V)))());
         }
-        // ⟨Draw the error against k⟩ 10-linformer.md:466
+        // ⟨Draw the error against k⟩ 10-linformer.md:487
         const std::size_t n_error = options.quick ? 256 : 1024;
         const int error_draws = options.quick ? 2 : 5;
         results.add("error_n", double(n_error));
@@ -216,7 +216,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
         }
-        // ⟨Show that the first token sees the last⟩ 10-linformer.md:706
+        // ⟨Show that the first token sees the last⟩ 10-linformer.md:727
         {
             const std::size_t n_c = 64, k_c = 16;
             Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -227,7 +227,7 @@ int main(int argc, char** argv)
             const xt::xtensor<double, 2> after = attn::linformer_attention(in.Q, in.K, in.V, E, E);
             results.add("first_output_change_from_last_token", xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
         }
-        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:579
+        // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:600
         const std::size_t k_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
         const std::size_t n_fit = options.quick ? 128 : 1024;
         const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
@@ -251,7 +251,7 @@ int main(int argc, char** argv)
             attn::measure_costs({&dense, &linformer}, double(n_cost),
                                 {dense_call, linformer_call}, rounds);
         }
-        // ⟨Draw the cost against n⟩ 10-linformer.md:610
+        // ⟨Draw the cost against n⟩ 10-linformer.md:631
         const attn::SlopeFit time_fit = linformer.time_fit(n_fit);
         const attn::SlopeFit memory_fit = linformer.memory_fit(n_fit);
         const attn::SlopeFit dense_fit = dense.time_fit();

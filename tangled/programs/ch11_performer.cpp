@@ -26,7 +26,7 @@
 
 namespace {
 
-// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:251
+// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:262
 /// The kind of random features compared in the experiments.
 enum class FeatureKind { positive_iid, positive_orthogonal, trig_iid, trig_orthogonal };
 
@@ -62,7 +62,7 @@ double relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<double, 2
     return total / double(draws) / double(pairs);
 }
 
-// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:292
+// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:303
 /// Pairs of rows with ‖x̃‖ = ‖ỹ‖ = `norm` (x̃ = x·d^(−1/4)), P×d each. If `angle` is NaN the
 /// directions are random; otherwise y is at `angle` radians from x, in a random plane.
 std::pair<xt::xtensor<double, 2>, xt::xtensor<double, 2>> make_pairs(std::size_t pairs, std::size_t d,
@@ -101,7 +101,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<do
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1114
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1184
 /// Dense causal attention: softmax over keys j ≤ i only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q, const xt::xtensor<double, 2>& K,
                                               const xt::xtensor<double, 2>& V)
@@ -120,7 +120,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1236
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1306
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -131,7 +131,7 @@ std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
     return lengths;
 }
 
-// ⟨Leave room for the legend⟩ 11-performer.md:1348
+// ⟨Leave room for the legend⟩ 11-performer.md:1418
 /// A log y range from the decade below the lowest point to one decade above the decade
 /// of the highest, so the legend at the top stays clear of the curves.
 void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
@@ -156,7 +156,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Measure the MSE against the number of features⟩ 11-performer.md:336
+        // ⟨Measure the MSE against the number of features⟩ 11-performer.md:347
         {
             const std::size_t d = 16, pairs = 8;
             const double norm = 0.7;
@@ -205,7 +205,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / "mse_vs_r.svg", curves, style);
         }
-        // ⟨Measure the error against the angle⟩ 11-performer.md:426
+        // ⟨Measure the error against the angle⟩ 11-performer.md:437
         {
             const std::size_t d = 16, pairs = 8, r = 64;
             const double norm = 1.0;
@@ -250,7 +250,7 @@ int main(int argc, char** argv)
             style.key = "bottom center";
             attn::plot::lines(out / "mse_vs_angle.svg", {positive, trig, theory_positive, theory_trig}, style);
         }
-        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1053
+        // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1123
         {
             const std::size_t n_small = 24, d = 16, r = 256;
             xt::xtensor<double, 2> P = xt::zeros<double>({n_small, d});  // n×d, sinusoidal position codes
@@ -275,7 +275,7 @@ int main(int argc, char** argv)
             results.add("weights_max_abs_error_r256",
                         xt::amax(xt::abs(attn::performer_weights(P, P, W) - attn::attention_weights(P, P)))());
         }
-        // ⟨Measure the attention error against r⟩ 11-performer.md:1134
+        // ⟨Measure the attention error against r⟩ 11-performer.md:1204
         {
             const std::size_t n = options.quick ? 128 : 512, d = 16, r_max = options.quick ? 1024 : 4096;
             const int draws = options.quick ? 2 : 5;
@@ -328,7 +328,7 @@ int main(int argc, char** argv)
             style.key = "top right";
             attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
         }
-        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1248
+        // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1318
         const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
         const std::size_t n_fit = options.quick ? 128 : 1024;
         const std::size_t n_max = options.quick ? 2048 : 16384;
@@ -356,7 +356,7 @@ int main(int argc, char** argv)
                  [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
                 n_cost < 2048 ? 3 * repeats : repeats);
         }
-        // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1284
+        // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1354
         const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
         const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
         const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
@@ -392,7 +392,7 @@ int main(int argc, char** argv)
         results.add("favor_mib_at_max_n", favor.peak_mib.back());
         results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
         results.add("causal_mib_at_max_n", causal.peak_mib.back());
-        // ⟨Draw the cost against n⟩ 11-performer.md:1322
+        // ⟨Draw the cost against n⟩ 11-performer.md:1392
         const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
             {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
             {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};

@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Make two rows orthonormal⟩ 12-reformer.md:322
+// ⟨Make two rows orthonormal⟩ 12-reformer.md:352
 /// Gram–Schmidt on the two rows of `rows` (2×d_k): unit length and orthogonal.
 xt::xtensor<double, 2> orthonormal_rows(xt::xtensor<double, 2> rows)
 {
@@ -40,7 +40,7 @@ xt::xtensor<double, 2> orthonormal_rows(xt::xtensor<double, 2> rows)
     return rows;
 }
 
-// ⟨Measure collisions of two vectors at an angle⟩ 12-reformer.md:302
+// ⟨Measure collisions of two vectors at an angle⟩ 12-reformer.md:332
 /// Fraction of `rounds` independent hash rounds in which two unit vectors at angle θ
 /// (spanning a random plane of R^d_k) get the same bucket.
 double measured_collision_rate(double theta, std::size_t d_k, std::size_t n_buckets, std::size_t rounds,
@@ -59,7 +59,7 @@ double measured_collision_rate(double theta, std::size_t d_k, std::size_t n_buck
     return double(collisions) / double(rounds);
 }
 
-// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:794
+// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:858
 /// Draw series in (theory, measured) pairs: the curve as a line, the points in the same colour.
 void draw_measured_on_theory(const std::filesystem::path& path, const std::vector<attn::Series>& pairs,
                              const std::string& title)
@@ -80,7 +80,7 @@ void draw_measured_on_theory(const std::filesystem::path& path, const std::vecto
     }
 }
 
-// ⟨Draw tokens in topics⟩ 12-reformer.md:825
+// ⟨Draw tokens in topics⟩ 12-reformer.md:889
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions (noise of
 /// relative size `spread`), of length sharpness·√d_k, so that a score q_i·k̂_j/√d_k is at most
 /// `sharpness`; topic_of receives each row's topic.
@@ -108,7 +108,7 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k, std::size
     return QK;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1018
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1082
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xtensor<bool, 2>& allowed)
 {
@@ -119,7 +119,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights, const xt::xten
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1279
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1343
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets, std::uint64_t seed)
 {
@@ -139,7 +139,7 @@ double fraction_in_overfull_buckets(const std::vector<double>& size, std::size_t
     return crowded / double(n);
 }
 
-// ⟨Leave room for the legend⟩ 12-reformer.md:1151
+// ⟨Leave room for the legend⟩ 12-reformer.md:1215
 /// A log y range from the decade below the lowest point to one decade above the decade
 /// of the highest, so the legend at the top stays clear of the curves.
 void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
@@ -164,7 +164,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Measure the collision probability against the angle⟩ 12-reformer.md:342
+        // ⟨Measure the collision probability against the angle⟩ 12-reformer.md:372
         const std::size_t collision_rounds = options.quick ? 1000 : 4000;
         const std::size_t model_samples = options.quick ? 20000 : 200000;
         const double pi = std::acos(-1.0);
@@ -193,7 +193,7 @@ int main(int argc, char** argv)
         draw_measured_on_theory(out / "collision.svg", collision_series,
                                 "Collision probability of the rotation hash (d_k = 32, " +
                                     std::to_string(collision_rounds) + " rounds per point)");
-        // ⟨Draw the pattern at small n⟩ 12-reformer.md:858
+        // ⟨Draw the pattern at small n⟩ 12-reformer.md:922
         {
             const std::size_t n_small = 32, d_small = 16, b_small = 8, L_small = 4;
             std::vector<std::size_t> topic;
@@ -211,7 +211,7 @@ int main(int argc, char** argv)
             attn::plot::HeatmapStyle lsh_style{"LSH attention weights (b = 8, L = 4, one round)", labels, labels};
             lsh_style.allowed = allowed;
             attn::plot::heatmap(out / "lsh_weights.svg", lsh, lsh_style);
-            // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:903
+            // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:967
             const xt::xtensor<std::size_t, 2> buckets = attn::lsh_buckets(QK_small, b_small, 1, hash_seed);  // 1×n
             const std::vector<std::size_t> order = attn::sort_by_bucket(buckets.data(), n_small, b_small);
             xt::xtensor<double, 2> lsh_sorted = xt::zeros<double>({n_small, n_small});
@@ -228,13 +228,13 @@ int main(int argc, char** argv)
                                                   sorted_labels};
             sorted_style.allowed = allowed_sorted;
             attn::plot::heatmap(out / "lsh_weights_sorted.svg", lsh_sorted, sorted_style);
-            // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:934
+            // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:998
             const xt::xtensor<double, 2> lsh_4 = attn::lsh_weights(QK_small, b_small, 4, L_small, hash_seed);
             attn::plot::HeatmapStyle rounds_style{"LSH attention weights (b = 8, L = 4, four rounds)", labels, labels};
             rounds_style.allowed = attn::lsh_pattern(QK_small, b_small, 4, L_small, hash_seed);
             attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", lsh_4, rounds_style);
         }
-        // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:956
+        // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1020
         {
             const xt::xtensor<float, 2> QK_one = tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
             const xt::xtensor<float, 2> V_one = attn::random_normal<float>(512, 64, 1.0, rng);
@@ -242,7 +242,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_one, V_one);
             results.add("one_chunk_max_abs_error", xt::amax(xt::abs(O_lsh - O_dense))());
         }
-        // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:975
+        // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1039
         const std::size_t n_error = options.quick ? 512 : 1024, b_error = 32, L_error = 2 * n_error / b_error;
         const int error_seeds = options.quick ? 3 : 10;
         const xt::xtensor<float, 2> QK_error = tokens_in_topics(n_error, 64, 32, 0.3, 6.0, rng);
@@ -283,7 +283,7 @@ int main(int argc, char** argv)
         error_style.log_x = error_style.log_y = true;
         error_style.key = "bottom left";
         attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1300
+        // ⟨Measure how full the buckets are⟩ 12-reformer.md:1364
         {
             const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
             const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);  // n×64
@@ -307,7 +307,7 @@ int main(int argc, char** argv)
             attn::plot::lines(out / "bucket_sizes.svg", {uniform_series, topic_series, chunk_series, mean_series},
                               size_style);
         }
-        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1087
+        // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1151
         const std::size_t n_fit = options.quick ? 128 : 1024;
         const std::size_t n_hi = options.quick ? 2048 : 16384;
         const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
@@ -323,7 +323,7 @@ int main(int argc, char** argv)
             attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                 repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1111
+        // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1175
         const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
         const attn::SlopeFit dense_time_fit = dense.time_fit();
         const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -21,17 +22,24 @@ namespace attn {
 // ⟨Draw a random projection⟩ 10-linformer.md:189
 /// @brief A k×n random projection along the sequence with independent N(0, 1/k) entries
 /// (Johnson–Lindenstrauss scaling: E[EᵀE] = I_n).
-/// @param k projected length; @param n sequence length; @param seed fixes the draw
-/// @return E, k×n
+/// @param k projected length, ≥ 1 (k > n is allowed: it only adds work)
+/// @param n sequence length, ≥ 1; @param seed fixes the draw
+/// @return E, k×n; std::invalid_argument if k·n entries would overflow a size
 template <class T>
 xt::xtensor<T, 2> random_projection(std::size_t k, std::size_t n, std::uint64_t seed)
 {
-    if (k == 0 || n == 0) throw std::invalid_argument("random_projection: k and n must be positive");
+    if (k == 0 || n == 0)
+        throw std::invalid_argument("random_projection: k and n must be positive, "
+                                    "not k = " + std::to_string(k) + ", n = " +
+                                    std::to_string(n));
+    if (n > std::numeric_limits<std::size_t>::max() / k / sizeof(T))
+        throw std::invalid_argument("random_projection: a " + std::to_string(k) + "×" +
+                                    std::to_string(n) + " projection is too big");
     std::mt19937_64 rng(seed);
     return random_normal<T>(k, n, 1.0 / std::sqrt(double(k)), rng);
 }
 
-// ⟨Build a mean-pooling projection⟩ 10-linformer.md:209
+// ⟨Build a mean-pooling projection⟩ 10-linformer.md:216
 /// @brief The k×n projection that averages k contiguous segments of the sequence
 /// (segment l covers tokens ⌊l·n/k⌋ … ⌊(l+1)·n/k⌋ − 1); the identity when k = n.
 /// @param k number of segments, 1 ≤ k ≤ n; @param n sequence length
@@ -40,6 +48,9 @@ template <class T>
 xt::xtensor<T, 2> pooling_projection(std::size_t k, std::size_t n)
 {
     if (k == 0 || k > n) throw std::invalid_argument("pooling_projection: need 1 ≤ k ≤ n");
+    if (n > std::numeric_limits<std::size_t>::max() / k / sizeof(T))
+        throw std::invalid_argument("pooling_projection: a " + std::to_string(k) +
+                                    "×" + std::to_string(n) + " projection is too big");
     xt::xtensor<T, 2> E = xt::zeros<T>({k, n});  // k×n
     for (std::size_t l = 0; l < k; ++l) {
         const std::size_t begin = l * n / k, end = (l + 1) * n / k;
@@ -48,7 +59,7 @@ xt::xtensor<T, 2> pooling_projection(std::size_t k, std::size_t n)
     return E;
 }
 
-// ⟨Check the shapes of the projections⟩ 10-linformer.md:231
+// ⟨Check the shapes of the projections⟩ 10-linformer.md:241
 /// @brief Throw std::invalid_argument unless E and F are both k×m for the m rows of K, with k ≥ 1.
 template <class T>
 void check_projection_shapes(const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& E,
@@ -66,7 +77,7 @@ void check_projection_shapes(const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>
                                     "; both need the same number k ≥ 1 of rows");
 }
 
-// ⟨Project along the sequence with loops⟩ 10-linformer.md:254
+// ⟨Project along the sequence with loops⟩ 10-linformer.md:264
 /// @brief P·X by plain loops accumulated in double (the reference for E·K and F·V).
 /// @param P projection, k×m; @param X rows to mix, m×d
 /// @return k×d
@@ -97,7 +108,7 @@ xt::xtensor<T, 2> linformer_attention_by_rows(const xt::xtensor<T, 2>& Q, const 
     return attention_by_rows(Q, project_rows_by_loops(E, K), project_rows_by_loops(F, V));
 }
 
-// ⟨Attend through projected keys and values⟩ 10-linformer.md:292
+// ⟨Attend through projected keys and values⟩ 10-linformer.md:311
 /// @brief Linformer attention softmax(Q·(E·K)ᵀ/√d_k)·(F·V) (Wang et al. 2020, §4).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
@@ -124,6 +135,7 @@ template <class T>
 xt::xtensor<T, 2> linformer_weights(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
                                     const xt::xtensor<T, 2>& E)
 {
+    check_attention_shapes(Q, K, K);
     check_projection_shapes(K, E, E);
     const xt::xtensor<T, 2> EK = xt::linalg::dot(E, K);  // k×d_k
     return attention_weights(Q, EK);                     // n×k

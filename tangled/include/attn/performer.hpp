@@ -36,11 +36,13 @@ template <class T>
 xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
 {
     if (r == 0 || d == 0) throw std::invalid_argument("iid_features: r and d must be positive");
+    if (r > std::numeric_limits<std::size_t>::max() / d / sizeof(T))
+        throw std::invalid_argument("iid_features: r×d overflows its size");
     std::mt19937_64 rng(seed);
     return random_normal<T>(r, d, 1.0, rng);
 }
 
-// ⟨Draw orthogonal random features⟩ 11-performer.md:109
+// ⟨Draw orthogonal random features⟩ 11-performer.md:111
 /// @brief r×d orthogonal random features (Choromanski et al. 2020, §2.4): each block of d rows
 /// is orthogonal, and each row, a direction scaled by a χ_d-distributed length, is N(0, I_d).
 /// @param r number of features (the paper's m); @param d width of the vectors; @param seed fixes the draw
@@ -48,7 +50,10 @@ xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
 template <class T>
 xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_t seed)
 {
-    if (r == 0 || d == 0) throw std::invalid_argument("orthogonal_features: r and d must be positive");
+    if (r == 0 || d == 0)
+        throw std::invalid_argument("orthogonal_features: r and d must be positive");
+    if (r > std::numeric_limits<std::size_t>::max() / d / sizeof(T))
+        throw std::invalid_argument("orthogonal_features: r×d overflows its size");
     std::mt19937_64 rng(seed);
     std::chi_squared_distribution<double> chi_squared{double(d)};
     xt::xtensor<T, 2> W = xt::zeros<T>({r, d});  // r×d
@@ -66,7 +71,7 @@ xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_
     return W;
 }
 
-// ⟨Compute the exponents of the positive features⟩ 11-performer.md:143
+// ⟨Compute the exponents of the positive features⟩ 11-performer.md:148
 namespace detail {
 
 /// Throw std::invalid_argument unless W (r×d) has the width d of the rows of X and r ≥ 1.
@@ -103,21 +108,27 @@ std::vector<double> half_squared_norms(const xt::xtensor<T, 2>& X)
     return half;
 }
 
-/// The exponents w_l·x̃_i − ‖x̃_i‖²/2 of the positive features, n×r.
+/// The exponents w_l·x̃_i − ‖x̃_i‖²/2 of the positive features, n×r; NaN in
+/// every column of a row whose ‖x̃_i‖²/2 is not finite in T (a non-finite
+/// entry, or out of range).
 template <class T>
 xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
 {
     xt::xtensor<T, 2> exponents = scaled_projections(X, W);  // n×r
     const std::vector<double> half = half_squared_norms(X);
     const std::size_t r = W.shape(0);
-    for (std::size_t i = 0; i < X.shape(0); ++i)
-        for (std::size_t l = 0; l < r; ++l) exponents(i, l) -= static_cast<T>(half[i]);
+    const T nan = std::numeric_limits<T>::quiet_NaN();
+    for (std::size_t i = 0; i < X.shape(0); ++i) {  // a row too long for T: NaN, not 0
+        const T h = static_cast<T>(half[i]);
+        for (std::size_t l = 0; l < r; ++l)
+            exponents(i, l) = std::isfinite(h) ? exponents(i, l) - h : nan;
+    }
     return exponents;
 }
 
 }  // namespace detail
 
-// ⟨Compute the positive random features⟩ 11-performer.md:195
+// ⟨Compute the positive random features⟩ 11-performer.md:206
 /// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r with x̃ = x·d^(−1/4),
 /// so that φ(q)·φ(k) is an unbiased estimate of exp(q·k/√d) (Choromanski et al. 2020, Lemma 1).
 /// No stabiliser: entries overflow when W·x̃ is large; the attention functions guard against it.
@@ -152,7 +163,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:516
+// ⟨Form the implied attention weights⟩ 11-performer.md:527
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
 /// @param causal if true, key j > i gets no weight (requires n = m)
@@ -175,7 +186,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtenso
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:561
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:589
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
@@ -190,18 +201,32 @@ void exponentiate_each_row_stably(xt::xtensor<T, 2>& exponents)
     }
 }
 
-/// exp(exponents − b) with b the largest entry of the whole matrix: √r·φ·e^{−b}, in (0, 1].
+/// exp(exponents − b_l) for each column l, with b_l the column's largest entry
+/// (NaN entries skipped): √r·φ·e^{−b_l}, in (0, 1]. Returns b, r entries.
 template <class T>
-void exponentiate_all_stably(xt::xtensor<T, 2>& exponents)
+std::vector<T> exponentiate_each_column_stably(xt::xtensor<T, 2>& exponents)
 {
-    if (exponents.size() == 0) return;
-    const T b = *std::max_element(exponents.begin(), exponents.end());
-    for (T& e : exponents) e = std::exp(e - b);
+    const std::size_t m = exponents.shape(0), r = exponents.shape(1);
+    std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r
+    for (std::size_t j = 0; j < m; ++j)
+        for (std::size_t l = 0; l < r; ++l) b[l] = std::max(b[l], exponents(j, l));
+    for (std::size_t j = 0; j < m; ++j)
+        for (std::size_t l = 0; l < r; ++l)
+            exponents(j, l) = std::exp(exponents(j, l) - b[l]);
+    return b;
+}
+
+/// Add b_l to column l of the query exponents: they then meet keys scaled by e^{−b_l}.
+template <class T>
+void add_to_each_column(xt::xtensor<T, 2>& exponents, const std::vector<T>& b)
+{
+    for (std::size_t i = 0; i < exponents.shape(0); ++i)
+        for (std::size_t l = 0; l < b.size(); ++l) exponents(i, l) += b[l];
 }
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:601
+// ⟨Attend through positive random features⟩ 11-performer.md:643
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -220,8 +245,9 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1);
     xt::xtensor<T, 2> phi_Q = detail::favor_exponents(Q, W);  // n×r
     xt::xtensor<T, 2> phi_K = detail::favor_exponents(K, W);  // m×r
+    const std::vector<T> b = detail::exponentiate_each_column_stably(phi_K);  // r
+    detail::add_to_each_column(phi_Q, b);
     detail::exponentiate_each_row_stably(phi_Q);
-    detail::exponentiate_all_stably(phi_K);
     xt::xtensor<T, 2> V_1 = xt::ones<T>({m, d_v + 1});  // m×(d_v+1): [V 1]
     xt::view(V_1, xt::all(), xt::range(0, d_v)) = V;
     const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);              // r×m
@@ -233,7 +259,7 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:659
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:704
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -253,32 +279,34 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     if (Q.shape(0) != K.shape(0))
         throw std::invalid_argument("performer_causal_attention: needs one key per query (n = m)");
     const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
-    xt::xtensor<T, 2> phi_Q = detail::favor_exponents(Q, W);                // n×r
-    detail::exponentiate_each_row_stably(phi_Q);
-    const xt::xtensor<T, 2> key_exponents = detail::favor_exponents(K, W);  // n×r
-    std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r);              // r×d_v, r, r
-    double b = -std::numeric_limits<double>::infinity();                    // running maximum
+    const xt::xtensor<T, 2> query_exponents = detail::favor_exponents(Q, W);  // n×r
+    const xt::xtensor<T, 2> key_exponents = detail::favor_exponents(K, W);    // n×r
+    std::vector<double> S(r * d_v, 0.0), z(r, 0.0);      // r×d_v, r: the prefix sums
+    std::vector<double> phi_k(r), phi_q(r);               // r, r: one key, one query
+    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // r: maxima
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:739
         const T* exponents = key_exponents.data() + row * r;
-        const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
-        if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
-            const double shrink = std::exp(b - b_i);
-            for (double& s : S) s *= shrink;
-            for (double& s : z) s *= shrink;
-            b = b_i;
-        }
         const T* v_i = V.data() + i * d_v;
         for (std::size_t l = 0; l < r; ++l) {
-            phi_k[l] = std::exp(double(exponents[l]) - b);
+            if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
+                const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
+                for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
+                z[l] *= shrink;
+                b[l] = double(exponents[l]);
+            }
+            phi_k[l] = std::exp(double(exponents[l]) - b[l]);
             z[l] += phi_k[l];
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:712
-        const T* phi_q = phi_Q.data() + row * r;
+        // ⟨Read out query i⟩ 11-performer.md:756
+        const T* e_q = query_exponents.data() + row * r;
+        double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
+        for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
+        for (std::size_t l = 0; l < r; ++l) phi_q[l] = std::exp(double(e_q[l]) + b[l] - a);
         std::vector<double> numerator(d_v, 0.0);
         double denominator = 0;
         for (std::size_t l = 0; l < r; ++l) {
@@ -291,7 +319,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:754
+// ⟨Choose the tokens per block⟩ 11-performer.md:801
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -306,7 +334,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:778
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:825
 namespace detail {
 
 /// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
@@ -324,7 +352,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
 
 }  // namespace detail
 
-// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:801
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:848
 namespace detail {
 
 /// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
@@ -356,15 +384,19 @@ struct FeatureBlock {
         }
         gemm_rows(false, true, rows, r, d, scaled.data(), d, W.data(), d, T(0),
                   exponents.data(), r);  // X̃·Wᵀ
-        for (std::size_t i = 0; i < rows; ++i)
+        const T nan = std::numeric_limits<T>::quiet_NaN();
+        for (std::size_t i = 0; i < rows; ++i) {  // out of range or non-finite: NaN
+            const T h = static_cast<T>(half[i]);
             for (std::size_t l = 0; l < r; ++l)
-                exponents[i * r + l] -= static_cast<T>(half[i]);
+                exponents[i * r + l] =
+                    std::isfinite(h) ? exponents[i * r + l] - h : nan;
+        }
     }
 };
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:845
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:903
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -373,8 +405,15 @@ struct FeatureBlock {
 /// @param K keys, m×d_k
 /// @param V values, m×d_v
 /// @param W random features, r×d_k (iid_features or orthogonal_features)
-/// @param block tokens per block; 0 chooses performer_block_rows
+/// @param block tokens per block; 0 chooses performer_block_rows, more than n or m is
+///        clamped to one block
 /// @return outputs, n×d_v
+/// Range: the outputs are finite whenever the squared lengths ‖q_i‖²/√d_k and
+/// ‖k_j‖²/√d_k are finite in T (entries up to about 10^153 in double and 10^18 in
+/// float at d_k = 64): the per-feature stabiliser keeps every denominator ≥ 1. Beyond
+/// it the row's features are NaN, and so are the outputs that depend on them. The
+/// features are exponents rounded in T, so the estimate is accurate only while
+/// ‖x‖²/√d_k ≪ 1/ε (entries up to about 10³ in float and 10⁷ in double).
 template <class T>
 xt::xtensor<T, 2> performer_attention(
     const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
@@ -384,22 +423,27 @@ xt::xtensor<T, 2> performer_attention(
     detail::check_feature_shapes(K, W);
     const std::size_t n = Q.shape(0), m = K.shape(0), d_v = V.shape(1), r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(K.shape(1), d_v, r);
+    block = std::min(block, std::max(n, m));  // a longer block is one block
     detail::FeatureBlock<T> features(block, K.shape(1), r);
     std::vector<T> V_1(block * (d_v + 1), T(1));  // block×(d_v+1): [V 1], ones kept
     std::vector<T> summary(r * (d_v + 1), T(0));  // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
-    T b = -std::numeric_limits<T>::infinity();    // the largest key exponent so far
+    std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:892
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:959
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
-        const T b_block = *std::max_element(phi, phi + rows * r);
-        if (b_block > b) {  // a new maximum: shrink the sum so far (first block: 0·0 = 0)
-            const T shrink = std::exp(b - b_block);
-            for (T& s : summary) s *= shrink;
-            b = b_block;
+        for (std::size_t l = 0; l < r; ++l) {
+            T b_block = b[l];  // feature l's largest exponent, this block included
+            for (std::size_t j = 0; j < rows; ++j) b_block = std::max(b_block, phi[j * r + l]);
+            if (b_block > b[l]) {  // a new maximum: shrink row l so far (first block: 0·0 = 0)
+                const T shrink = std::exp(b[l] - b_block);
+                for (std::size_t c = 0; c <= d_v; ++c) summary[l * (d_v + 1) + c] *= shrink;
+                b[l] = b_block;
+            }
         }
-        for (std::size_t e = 0; e < rows * r; ++e) phi[e] = std::exp(phi[e] - b);  // (0, 1]
+        for (std::size_t e = 0; e < rows * r; ++e)
+            phi[e] = std::exp(phi[e] - b[e % r]);  // (0, 1]
         for (std::size_t j = 0; j < rows; ++j)
             std::copy_n(V.data() + (begin + j) * d_v, d_v, V_1.data() + j * (d_v + 1));
         detail::gemm_rows(true, false, r, d_v + 1, rows, phi, r, V_1.data(), d_v + 1, T(1),
@@ -409,12 +453,13 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:908
+        // ⟨Read out a block of queries⟩ 11-performer.md:979
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
-        for (std::size_t i = 0; i < rows; ++i) {  // each row stabilised by its own maximum
+        for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
             T* row = phi + i * r;
-            const T a = *std::max_element(row, row + r);
+            T a = -std::numeric_limits<T>::infinity();
+            for (std::size_t l = 0; l < r; ++l) a = std::max(a, row[l] += b[l]);
             for (std::size_t l = 0; l < r; ++l) row[l] = std::exp(row[l] - a);
         }
         detail::gemm_rows(false, false, rows, d_v + 1, r, phi, r, summary.data(), d_v + 1, T(0),
@@ -427,7 +472,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:929
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1001
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,
@@ -436,8 +481,9 @@ xt::xtensor<T, 2> performer_attention(
 /// @param K keys, n×d_k (one per position)
 /// @param V values, n×d_v
 /// @param W random features, r×d_k
-/// @param block tokens per block; 0 chooses performer_block_rows
-/// @return outputs, n×d_v
+/// @param block tokens per block; 0 chooses performer_block_rows, more than n is
+///        clamped to one block
+/// @return outputs, n×d_v; the range is performer_attention's
 template <class T>
 xt::xtensor<T, 2> performer_causal_attention(
     const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
@@ -451,41 +497,40 @@ xt::xtensor<T, 2> performer_causal_attention(
     const std::size_t n = Q.shape(0), d_k = K.shape(1), d_v = V.shape(1);
     const std::size_t r = W.shape(0);
     if (block == 0) block = performer_block_rows<T>(d_k, d_v, r);
+    block = std::max<std::size_t>(1, std::min(block, n));  // longer: one block
     detail::FeatureBlock<T> queries(block, d_k, r), keys(block, d_k, r);
-    const std::vector<T>& phi_Q = queries.exponents;  // block×r, exponentiated below
-    const std::vector<T>& key_exponents = keys.exponents;  // block×r
-    std::vector<double> S(r * d_v, 0.0), z(r, 0.0), phi_k(r);  // r×d_v, r, r
-    double b = -std::numeric_limits<double>::infinity();       // running maximum
+    const std::vector<T>& query_exponents = queries.exponents;  // block×r
+    const std::vector<T>& key_exponents = keys.exponents;      // block×r
+    std::vector<double> S(r * d_v, 0.0), z(r, 0.0);   // r×d_v, r: the prefix sums
+    std::vector<double> phi_k(r), phi_q(r);            // r, r: one key, one query
+    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // r: maxima
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});              // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
         queries.compute(Q, begin, end, W);
         keys.compute(K, begin, end, W);
-        for (std::size_t row = 0; row < end - begin; ++row) {  // stabilise each query
-            T* e = queries.exponents.data() + row * r;
-            const T a = *std::max_element(e, e + r);
-            for (std::size_t l = 0; l < r; ++l) e[l] = std::exp(e[l] - a);
-        }
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:694
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:739
             const T* exponents = key_exponents.data() + row * r;
-            const double b_i = std::max(b, double(*std::max_element(exponents, exponents + r)));
-            if (b_i > b) {  // a new maximum: shrink what was summed so far (on the first key, 0·0 = 0)
-                const double shrink = std::exp(b - b_i);
-                for (double& s : S) s *= shrink;
-                for (double& s : z) s *= shrink;
-                b = b_i;
-            }
             const T* v_i = V.data() + i * d_v;
             for (std::size_t l = 0; l < r; ++l) {
-                phi_k[l] = std::exp(double(exponents[l]) - b);
+                if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
+                    const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
+                    for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
+                    z[l] *= shrink;
+                    b[l] = double(exponents[l]);
+                }
+                phi_k[l] = std::exp(double(exponents[l]) - b[l]);
                 z[l] += phi_k[l];
                 double* S_l = S.data() + l * d_v;
                 for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
             }
-            // ⟨Read out query i⟩ 11-performer.md:712
-            const T* phi_q = phi_Q.data() + row * r;
+            // ⟨Read out query i⟩ 11-performer.md:756
+            const T* e_q = query_exponents.data() + row * r;
+            double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
+            for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
+            for (std::size_t l = 0; l < r; ++l) phi_q[l] = std::exp(double(e_q[l]) + b[l] - a);
             std::vector<double> numerator(d_v, 0.0);
             double denominator = 0;
             for (std::size_t l = 0; l < r; ++l) {

@@ -125,18 +125,40 @@ std::vector<std::size_t> hash_rows(const xt::xtensor<T, 2>& X, const xt::xtensor
     return bucket;
 }
 
-// ⟨Hash every row in several rounds⟩ 12-reformer.md:201
+// ⟨Check the options of the hash⟩ 12-reformer.md:208
+/// @brief Throw std::invalid_argument unless b is even with 2 ≤ b ≤ 2²⁰ and
+/// 1 ≤ n_hashes ≤ 2²⁴: the largest arrays, R (d_k×b/2) and the buckets
+/// (n_hashes×n), then stay far from overflowing a size_t.
+inline void check_hash_options(std::size_t n, std::size_t d_k, std::size_t n_buckets,
+                               std::size_t n_hashes)
+{
+    if (n_buckets < 2 || n_buckets % 2 != 0 || n_buckets > (std::size_t(1) << 20))
+        throw std::invalid_argument(
+            "lsh: the number of buckets must be even and in [2, 2^20], not " +
+            std::to_string(n_buckets));
+    if (n_hashes == 0 || n_hashes > (std::size_t(1) << 24))
+        throw std::invalid_argument("lsh: the number of hash rounds must be in "
+                                    "[1, 2^24], not " + std::to_string(n_hashes));
+    if (n > 0 && n_hashes > std::numeric_limits<std::size_t>::max() / n / 8)
+        throw std::invalid_argument("lsh: " + std::to_string(n_hashes) + " rounds of " +
+                                    std::to_string(n) + " rows are too many");
+    if (d_k > 0 && n_buckets / 2 > std::numeric_limits<std::size_t>::max() / d_k / 8)
+        throw std::invalid_argument("lsh: R of " + std::to_string(d_k) + "×" +
+                                    std::to_string(n_buckets / 2) + " is too large");
+}
+
+// ⟨Hash every row in several rounds⟩ 12-reformer.md:231
 /// @brief Buckets of every row of X in each of `n_hashes` independent hash rounds.
 /// Round r uses the r-th d_k×b/2 standard normal matrix drawn from a generator seeded by `seed`.
+/// Throws std::invalid_argument unless b is even with 2 ≤ b ≤ 2²⁰ and
+/// 1 ≤ n_hashes ≤ 2²⁴ (so that neither R nor the n_hashes×n result can overflow).
 /// @param X rows to hash, n×d_k
 /// @return  buckets, n_hashes×n, entries in [0, n_buckets)
 template <class T>
 xt::xtensor<std::size_t, 2> lsh_buckets(const xt::xtensor<T, 2>& X, std::size_t n_buckets, std::size_t n_hashes,
                                         std::uint64_t seed)
 {
-    if (n_buckets < 2 || n_buckets % 2 != 0)
-        throw std::invalid_argument("lsh: the number of buckets must be even and at least 2, not " +
-                                    std::to_string(n_buckets));
+    check_hash_options(X.shape(0), X.shape(1), n_buckets, n_hashes);
     std::mt19937_64 rng(seed);
     xt::xtensor<std::size_t, 2> buckets = xt::zeros<std::size_t>({n_hashes, X.shape(0)});  // n_hashes×n
     for (std::size_t r = 0; r < n_hashes; ++r) {
@@ -147,7 +169,7 @@ xt::xtensor<std::size_t, 2> lsh_buckets(const xt::xtensor<T, 2>& X, std::size_t 
     return buckets;
 }
 
-// ⟨Estimate the collision probability from the model⟩ 12-reformer.md:257
+// ⟨Estimate the collision probability from the model⟩ 12-reformer.md:287
 /// @brief Collision probability of the b-bucket rotation hash for two vectors at angle θ.
 /// b = 2: the exact 1 − θ/π. b > 2: a Monte Carlo estimate from `samples` draws of the
 /// b/2 correlated normal pairs (u_c, w_c) with correlation cos θ (no hashing involved).
@@ -186,7 +208,7 @@ inline std::pair<double, double> collision_probability(double theta, std::size_t
     return {p, std::sqrt(p * (1 - p) / double(samples))};
 }
 
-// ⟨Sort the positions by bucket⟩ 12-reformer.md:427
+// ⟨Sort the positions by bucket⟩ 12-reformer.md:457
 /// @brief Positions sorted by (bucket, position), by a stable counting sort: O(n + b).
 /// @param bucket    bucket of each position, n entries in [0, n_buckets)
 /// @return order, n: order[s] is the position at sorted index s
@@ -200,7 +222,7 @@ inline std::vector<std::size_t> sort_by_bucket(const std::size_t* bucket, std::s
     return order;
 }
 
-// ⟨Describe one hash round⟩ 12-reformer.md:446
+// ⟨Describe one hash round⟩ 12-reformer.md:476
 /// @brief One hash round after sorting: the sorted order and each position's chunk in it.
 struct LshRound {
     std::vector<std::size_t> order;  ///< n: position at each sorted index
@@ -228,7 +250,7 @@ std::vector<LshRound> hash_sort_and_chunk(const xt::xtensor<T, 2>& QK, std::size
     return rounds;
 }
 
-// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:510
+// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:540
 /// @brief N_ij: the number of rounds in which key j is in view of query i (≥ 1 for a scored pair).
 inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size_t i, std::size_t j)
 {
@@ -237,22 +259,33 @@ inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size
     return count;
 }
 
-// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:665
-/// @brief Throw std::invalid_argument unless QK is n×d_k and V is n×d_v with n ≥ 1, the number of
-/// buckets is even and ≥ 2, and there is at least one round and a chunk length of at least 1.
+// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:715
+/// @brief Throw std::invalid_argument unless QK is n×d_k and V is n×d_v with n ≥ 1 and
+/// d_k ≥ 1, the number of buckets b is even with 2 ≤ b ≤ max(2, 2n) (more buckets
+/// than twice the tokens leave most of them empty and only cost memory), the number
+/// of rounds is in [1, 64] and the chunk length is at least 1. A chunk length
+/// above n is harmless and is clamped to n (one chunk).
 template <class T>
-void check_lsh_arguments(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V, std::size_t n_buckets,
-                         std::size_t n_hashes, std::size_t chunk_len)
+void check_lsh_arguments(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V,
+                         std::size_t n_buckets, std::size_t n_hashes,
+                         std::size_t chunk_len)
 {
     check_attention_shapes(QK, QK, V);
-    if (n_buckets < 2 || n_buckets % 2 != 0)
-        throw std::invalid_argument("lsh_attention: the number of buckets must be even and at least 2, not " +
-                                    std::to_string(n_buckets));
-    if (n_hashes == 0) throw std::invalid_argument("lsh_attention: need at least one hash round");
-    if (chunk_len == 0) throw std::invalid_argument("lsh_attention: the chunk length must be at least 1");
+    const std::size_t n = QK.shape(0);
+    const std::size_t most = std::max<std::size_t>(2, n > SIZE_MAX / 2 ? n : 2 * n);
+    if (n_buckets < 2 || n_buckets % 2 != 0 || n_buckets > most)
+        throw std::invalid_argument(
+            "lsh_attention: the number of buckets must be even and in [2, " +
+            std::to_string(most) + "] for n = " + std::to_string(n) + ", not " +
+            std::to_string(n_buckets));
+    if (n_hashes == 0 || n_hashes > 64)
+        throw std::invalid_argument("lsh_attention: the number of hash rounds must be "
+                                    "in [1, 64], not " + std::to_string(n_hashes));
+    if (chunk_len == 0)
+        throw std::invalid_argument("lsh_attention: the chunk length must be ≥ 1");
 }
 
-// ⟨Attend with one chunk of one round⟩ 12-reformer.md:565
+// ⟨Attend with one chunk of one round⟩ 12-reformer.md:606
 /// @brief Attend the queries of the chunk starting at sorted index `start` of `round` to the
 /// keys of their window, and merge the result into the running output O (n×d_v) and
 /// log-sum-exp z (n). Touches O(chunk_len²) scores, never n×n.
@@ -265,7 +298,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
     const std::size_t stop = std::min(start + chunk_len, n);                  // chunk: [start, stop)
     const std::size_t window = start >= chunk_len ? start - chunk_len : 0;  // window: [window, stop)
     const std::size_t n_q = stop - start, n_kv = stop - window;
-    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:586
+    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:627
     xt::xtensor<T, 2> Q_chunk = xt::zeros<T>({n_q, d_k});     // n_q×d_k
     xt::xtensor<T, 2> K_window_t = xt::zeros<T>({d_k, n_kv});  // d_k×n_kv, transposed for BLAS
     xt::xtensor<T, 2> V_window = xt::zeros<T>({n_kv, d_v});    // n_kv×d_v
@@ -276,10 +309,10 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         for (std::size_t c = 0; c < d_k; ++c) K_window_t(c, b) = K(j, c);
         std::copy_n(V.data() + j * d_v, d_v, V_window.data() + b * d_v);
     }
-    // ⟨Score the chunk against its window⟩ 12-reformer.md:602
+    // ⟨Score the chunk against its window⟩ 12-reformer.md:643
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_chunk, K_window_t);  // n_q×n_kv
     scores *= T(1) / std::sqrt(T(d_k));
-    // ⟨Hide self and count duplicates⟩ 12-reformer.md:610
+    // ⟨Hide self and count duplicates⟩ 12-reformer.md:651
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         for (std::size_t b = 0; b < n_kv; ++b) {
@@ -289,11 +322,13 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
             else if (rounds.size() > 1) s -= T(std::log(double(rounds_showing(rounds, i, j))));
         }
     }
-    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:627
+    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:670
     std::vector<double> z_chunk(n_q, -std::numeric_limits<double>::infinity());  // n_q
     for (std::size_t a = 0; a < n_q; ++a) {
         T* s = scores.data() + a * n_kv;
-        const T s_max = *std::max_element(s, s + n_kv);
+        T s_max = -std::numeric_limits<T>::infinity();  // NaN if any score is NaN
+        for (std::size_t b = 0; b < n_kv && !std::isnan(s_max); ++b)
+            if (!(s[b] <= s_max)) s_max = s[b];
         if (s_max == -std::numeric_limits<T>::infinity()) {  // nothing in view but itself
             std::fill(s, s + n_kv, T(0));
             continue;
@@ -304,7 +339,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         z_chunk[a] = double(s_max) + std::log(total);
     }
     const xt::xtensor<T, 2> O_chunk = xt::linalg::dot(scores, V_window);  // n_q×d_v
-    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:651
+    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:696
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         if (z_chunk[a] == -std::numeric_limits<double>::infinity()) continue;  // this round saw nothing
@@ -316,7 +351,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
     }
 }
 
-// ⟨Compute LSH attention⟩ 12-reformer.md:524
+// ⟨Compute LSH attention⟩ 12-reformer.md:554
 /// @brief Reformer LSH attention with shared QK (Kitaev et al. 2020): angular LSH by random
 /// rotations, sort by (bucket, position), chunks attending to themselves and the previous chunk,
 /// `n_hashes` rounds combined by log-sum-exp with duplicates counted once.
@@ -335,6 +370,7 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
                                 std::size_t n_hashes, std::size_t chunk_len, std::uint64_t seed)
 {
     check_lsh_arguments(QK, V, n_buckets, n_hashes, chunk_len);
+    chunk_len = std::min(chunk_len, QK.shape(0));  // a longer chunk is one chunk
     const std::size_t n = QK.shape(0), d_v = V.shape(1);
     const xt::xtensor<T, 2> K = unit_keys(QK);  // n×d_k
     const std::vector<LshRound> rounds = hash_sort_and_chunk(QK, n_buckets, n_hashes, chunk_len, seed);
@@ -343,13 +379,19 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
     for (const LshRound& round : rounds)
         for (std::size_t start = 0; start < n; start += chunk_len)
             attend_one_chunk(QK, K, V, rounds, round, start, chunk_len, O, z);
-    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:556
-    for (std::size_t i = 0; i < n; ++i)
-        if (z[i] == -std::numeric_limits<double>::infinity()) xt::row(O, i) = xt::row(V, i);
+    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:591
+    for (std::size_t i = 0; i < n; ++i) {
+        if (z[i] != -std::numeric_limits<double>::infinity()) continue;
+        const T* q = QK.data() + i * QK.shape(1);
+        const bool finite =
+            std::all_of(q, q + QK.shape(1), [](T x) { return std::isfinite(x); });
+        if (finite) xt::row(O, i) = xt::row(V, i);
+        else xt::row(O, i) = std::numeric_limits<T>::quiet_NaN();  // its own score is NaN
+    }
     return O;
 }
 
-// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:691
+// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:752
 /// @brief Which keys LSH attention lets each query see: the union over rounds of the chunk
 /// windows, with the self rule. For plots and tests at small n (it is n×n).
 /// @param QK shared queries/keys, n×d_k
@@ -359,6 +401,7 @@ xt::xtensor<bool, 2> lsh_pattern(const xt::xtensor<T, 2>& QK, std::size_t n_buck
                                  std::size_t chunk_len, std::uint64_t seed)
 {
     check_lsh_arguments(QK, QK, n_buckets, n_hashes, chunk_len);
+    chunk_len = std::min(chunk_len, QK.shape(0));  // a longer chunk is one chunk
     const std::size_t n = QK.shape(0);
     const std::vector<LshRound> rounds = hash_sort_and_chunk(QK, n_buckets, n_hashes, chunk_len, seed);
     xt::xtensor<bool, 2> allowed = xt::zeros<bool>({n, n});  // n×n
