@@ -47,6 +47,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -503,9 +504,10 @@ def plan_tree(tree: Tree, force: bool, problems: list[Problem]) -> Plan:
         if tree.manifest is None or force or path not in tree.manifest:
             return False
         try:
-            return sha256((root / path).read_bytes()) != tree.manifest[path].get("sha256")
+            changed = sha256((root / path).read_bytes()) != tree.manifest[path].get("sha256")
         except OSError:
             return False
+        return changed and not as_committed(root / path)
 
     for path, text in sorted(tree.wanted.items()):
         parts = path.split("/")
@@ -667,6 +669,19 @@ def outputs_makefile(paths: list[str], chapters: list[str]) -> str:
              "TANGLE_OUTPUTS := \\"]
     lines += [f"  {p} \\" for p in sorted(paths)]
     return "\n".join(lines) + "\n\n"
+
+
+def as_committed(path: Path) -> bool:
+    """Whether `path` holds what git's HEAD holds: a checkout, pull or merge wrote it,
+    not a hand (so a pull that brings new tangled files is not refused)."""
+    repository = Path(__file__).resolve().parents[1]
+    try:
+        relative = path.resolve().relative_to(repository).as_posix()
+        shown = subprocess.run(["git", "-C", str(repository), "show", f"HEAD:{relative}"],
+                               capture_output=True, timeout=30)
+        return shown.returncode == 0 and shown.stdout == path.read_bytes()
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return False
 
 
 def read_manifest(path: Path) -> dict[str, dict] | None:

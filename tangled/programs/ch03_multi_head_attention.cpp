@@ -21,23 +21,29 @@
 
 namespace {
 
-// ⟨Merge the heads the wrong way, as the notebooks did⟩ 03-multi-head-attention.md:123
-/// The notebooks' merge: heads stored one after another (h×n×d_k), memory re-read as n×(h·d_k).
-xt::xtensor<double, 2> merge_by_reinterpreting_memory(const std::vector<xt::xtensor<double, 2>>& heads)
+// ⟨Merge the heads the wrong way, as the notebooks did⟩ 03-multi-head-attention.md:126
+/// The notebooks' merge: heads stored one after
+/// another (h×n×d_k), memory re-read as n×(h·d_k).
+xt::xtensor<double, 2> merge_by_reinterpreting_memory(
+    const std::vector<xt::xtensor<double, 2>>& heads)
 {
     const std::size_t h = heads.size(), n = heads[0].shape(0), d_k = heads[0].shape(1);
     std::vector<double> memory;  // head-major: head 0's n rows, then head 1's, ...
-    for (const auto& head : heads) memory.insert(memory.end(), head.begin(), head.end());
+    for (const auto& head : heads)
+        memory.insert(memory.end(), head.begin(), head.end());
     xt::xtensor<double, 2> merged = xt::zeros<double>({n, h * d_k});
-    std::copy(memory.begin(), memory.end(), merged.begin());  // the same bytes, read as n rows
+    // the same bytes, read as n rows
+    std::copy(memory.begin(), memory.end(), merged.begin());
     return merged;
 }
 
-// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:499
-/// Parameters of one multi-head attention layer without biases: four d_model×d_model matrices.
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:544
+/// Parameters of one multi-head attention layer
+/// without biases: four d_model×d_model matrices.
 double parameter_count(double d_model) { return 4 * d_model * d_model; }
 
-/// Floating-point operations of multi-head self-attention over n tokens: projections and attention.
+/// Floating-point operations of multi-head self-attention
+/// over n tokens: projections and attention.
 std::pair<double, double> flop_count(double n, double d_model)
 {
     return {8 * n * d_model * d_model, 4 * n * n * d_model};
@@ -52,8 +58,9 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:136
-        std::vector<xt::xtensor<double, 2>> token_of_element;  // per head: element (i, c) holds i
+        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:143
+        // per head: element (i, c) holds i
+        std::vector<xt::xtensor<double, 2>> token_of_element;
         const std::size_t merge_n = 6, merge_h = 2, merge_d_k = 3;
         for (std::size_t t = 0; t < merge_h; ++t) {
             xt::xtensor<double, 2> head = xt::zeros<double>({merge_n, merge_d_k});
@@ -64,30 +71,37 @@ int main(int argc, char** argv)
         const xt::xtensor<double, 2> wrong = merge_by_reinterpreting_memory(token_of_element);
         std::size_t misplaced = 0;
         for (std::size_t i = 0; i < merge_n; ++i)
-            for (std::size_t c = 0; c < merge_h * merge_d_k; ++c) misplaced += (wrong(i, c) != double(i));
+            for (std::size_t c = 0; c < merge_h * merge_d_k; ++c)
+                misplaced += (wrong(i, c) != double(i));
         results.add("misplaced_elements_wrong_merge", double(misplaced));
         results.add("merged_elements", double(wrong.size()));
-        const std::vector<std::string> merge_rows = {"token 0", "token 1", "token 2", "token 3", "token 4", "token 5"};
+        const std::vector<std::string> merge_rows = {"token 0", "token 1", "token 2",
+                                                     "token 3", "token 4", "token 5"};
         std::vector<std::string> merge_columns;
         for (std::size_t t = 0; t < merge_h; ++t)
             for (std::size_t c = 0; c < merge_d_k; ++c)
                 merge_columns.push_back("h" + std::to_string(t) + " c" + std::to_string(c));
-        attn::plot::HeatmapStyle merge_style{"merge_heads: row i holds token i in every head", merge_rows,
-                                             merge_columns, "column of the merged matrix", "row"};
+        attn::plot::HeatmapStyle merge_style{"merge_heads: row i holds token i in every head",
+                                             merge_rows, merge_columns,
+                                             "column of the merged matrix", "row"};
         merge_style.probabilities = false;
         merge_style.colorbar_label = "token the element came from";
         attn::plot::heatmap(out / "merge_right.svg", right, merge_style);
         merge_style.title = "transpose(0,1).view(...): rows mix tokens";
         attn::plot::heatmap(out / "merge_wrong.svg", wrong, merge_style);
-        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:383
-        const std::vector<std::string> tokens = attn::split_words("the cat sat on the mat because it was tired");
-        const std::size_t n = tokens.size(), d_word = 8, d_position = 16, d_model = d_word + d_position;
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:412
+        const std::vector<std::string> tokens =
+            attn::split_words("the cat sat on the mat because it was tired");
+        const std::size_t n = tokens.size(), d_word = 8, d_position = 16,
+                          d_model = d_word + d_position;
         const std::size_t h = 2, d_k = d_model / h;
-        const xt::xtensor<double, 2> words = attn::embed_words<double>(tokens, d_word, rng());  // n×d_word
-        xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});                             // n×d_model
+        // n×d_word
+        const xt::xtensor<double, 2> words = attn::embed_words<double>(tokens, d_word, rng());
+        // n×d_model
+        xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});
         xt::view(X, xt::all(), xt::range(0, d_word)) = words;
         for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
-        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:393
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:426
         const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
         xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
         for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1
@@ -99,8 +113,10 @@ int main(int argc, char** argv)
             W_k(c, d_k + c) = 1.5;
         }
         const attn::Mask everything = xt::ones<bool>({n, n});
-        const auto head_weights = attn::multi_head_attention_weights(X, X, W_q, W_k, h, everything);
-        const std::vector<std::string> head_titles = {"Head 0: the previous token", "Head 1: the same word"};
+        const auto head_weights =
+            attn::multi_head_attention_weights(X, X, W_q, W_k, h, everything);
+        const std::vector<std::string> head_titles = {"Head 0: the previous token",
+                                                      "Head 1: the same word"};
         for (std::size_t t = 0; t < h; ++t)
             attn::plot::heatmap(out / ("head" + std::to_string(t) + ".svg"), head_weights[t],
                                 {head_titles[t], tokens, tokens});
@@ -110,7 +126,7 @@ int main(int argc, char** argv)
             return total / double(n - 1);
         }());
         results.add("head1_weight_the_on_the", head_weights[1](4, 0) + head_weights[1](4, 4));
-        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:443
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:478
         const auto X_f = xt::xtensor<float, 2>(X);
         const double init = 1.0 / std::sqrt(double(d_model));
         const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
@@ -119,31 +135,41 @@ int main(int argc, char** argv)
         const auto R_o = attn::random_normal<float>(d_model, d_model, init, rng);
         const xt::xtensor<float, 2> I_f = xt::eye<float>(d_model);
         {
-            const xt::xtensor<float, 2> one_head = attn::multi_head_attention(X_f, X_f, R_q, R_k, R_v, I_f, 1);
-            const xt::xtensor<float, 2> Q = xt::linalg::dot(X_f, R_q), K = xt::linalg::dot(X_f, R_k),
+            const xt::xtensor<float, 2> one_head =
+                attn::multi_head_attention(X_f, X_f, R_q, R_k, R_v, I_f, 1);
+            const xt::xtensor<float, 2> Q = xt::linalg::dot(X_f, R_q),
+                                        K = xt::linalg::dot(X_f, R_k),
                                         V = xt::linalg::dot(X_f, R_v);  // n×d_model each
             const xt::xtensor<float, 2> chapter1 = attn::scaled_dot_product_attention(Q, K, V);
-            results.add("max_abs_difference_one_head_vs_chapter1", xt::amax(xt::abs(one_head - chapter1))());
+            results.add("max_abs_difference_one_head_vs_chapter1",
+                        xt::amax(xt::abs(one_head - chapter1))());
         }
         {
             const attn::Mask causal = attn::causal_mask(n);
             const std::size_t heads = 4;
-            const xt::xtensor<float, 2> fast = attn::multi_head_attention(X_f, X_f, R_q, R_k, R_v, R_o, heads, causal);
-            const auto Q_heads = attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_q)), heads);
-            const auto K_heads = attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_k)), heads);
-            const auto V_heads = attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_v)), heads);
+            const xt::xtensor<float, 2> fast =
+                attn::multi_head_attention(X_f, X_f, R_q, R_k, R_v, R_o, heads, causal);
+            const auto Q_heads =
+                attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_q)), heads);
+            const auto K_heads =
+                attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_k)), heads);
+            const auto V_heads =
+                attn::split_heads(xt::xtensor<float, 2>(xt::linalg::dot(X_f, R_v)), heads);
             std::vector<xt::xtensor<float, 2>> O_heads;
             for (std::size_t t = 0; t < heads; ++t)
-                O_heads.push_back(attn::masked_attention_by_rows(Q_heads[t], K_heads[t], V_heads[t], causal));
-            const xt::xtensor<float, 2> reference = xt::linalg::dot(attn::merge_heads(O_heads), R_o);
-            results.add("max_abs_difference_vs_reference_loops", xt::amax(xt::abs(fast - reference))());
+                O_heads.push_back(
+                    attn::masked_attention_by_rows(Q_heads[t], K_heads[t], V_heads[t], causal));
+            const xt::xtensor<float, 2> reference =
+                xt::linalg::dot(attn::merge_heads(O_heads), R_o);
+            results.add("max_abs_difference_vs_reference_loops",
+                        xt::amax(xt::abs(fast - reference))());
         }
-        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:513
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:560
         const auto [projection_flops, attention_flops] = flop_count(512, 512);
         results.add("base_parameters", parameter_count(512));
         results.add("base_projection_gflop", projection_flops / 1e9);
         results.add("base_attention_gflop", attention_flops / 1e9);
-        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:535
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:582
         const int threads = 1;
         const attn::BlasThreads one_thread(threads);
         const std::size_t d_time = 256;
@@ -167,7 +193,7 @@ int main(int argc, char** argv)
             for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
                 seconds.back().push_back(timing.wall);
         }
-        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:564
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:611
         std::vector<attn::Series> curves;
         for (std::size_t l = 0; l < lengths.size(); ++l) {
             attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};

@@ -280,3 +280,22 @@ def test_check_tangle_and_help_do_not_tangle(repo):
     assert (repo / "tangled/programs/ch01_one.cpp").read_text() == before
     make(repo, "tangle")
     make(repo, "check-tangle")
+
+
+def test_tangled_files_a_pull_brings_are_not_taken_for_hand_edits(repo):
+    """A merge or pull writes tangled/ files the tangler did not write here; they are what
+    the commit holds, so tangling goes on (it used to refuse them as hand edits)."""
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "base"], check=True)
+    chapter = repo / "chapters/01-one.md"
+    edit(chapter, "return \"hello\"", "return \"hi\"")
+    make(repo, "tangle")
+    subprocess.run([*git, "commit", "-qam", "the pulled change"], check=True)
+    subprocess.run([*git, "checkout", "-q", "HEAD~1", "--", "tangled", "chapters"], check=True)
+    make(repo, "tangle")  # this copy's manifest now differs from tangled/: as if pulled
+    subprocess.run([*git, "checkout", "-q", "HEAD", "--", "tangled", "chapters"], check=True)
+    done = make(repo, "tangle", check=False)
+    assert done.returncode == 0, done.stderr
+    make(repo, "check-tangle")

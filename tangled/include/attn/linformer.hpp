@@ -1,7 +1,8 @@
 // Generated from chapters/10-linformer.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 10: Linformer — attention through keys and values projected along the sequence.
+/// @brief Chapter 10: Linformer — attention through
+/// keys and values projected along the sequence.
 
 #include <cmath>
 #include <cstddef>
@@ -19,7 +20,7 @@
 
 namespace attn {
 
-// ⟨Draw a random projection⟩ 10-linformer.md:189
+// ⟨Draw a random projection⟩ 10-linformer.md:202
 /// @brief A k×n random projection along the sequence with independent N(0, 1/k) entries
 /// (Johnson–Lindenstrauss scaling: E[EᵀE] = I_n).
 /// @param k projected length, ≥ 1 (k > n is allowed: it only adds work)
@@ -39,7 +40,7 @@ xt::xtensor<T, 2> random_projection(std::size_t k, std::size_t n, std::uint64_t 
     return random_normal<T>(k, n, 1.0 / std::sqrt(double(k)), rng);
 }
 
-// ⟨Build a mean-pooling projection⟩ 10-linformer.md:216
+// ⟨Build a mean-pooling projection⟩ 10-linformer.md:229
 /// @brief The k×n projection that averages k contiguous segments of the sequence
 /// (segment l covers tokens ⌊l·n/k⌋ … ⌊(l+1)·n/k⌋ − 1); the identity when k = n.
 /// @param k number of segments, 1 ≤ k ≤ n; @param n sequence length
@@ -47,7 +48,8 @@ xt::xtensor<T, 2> random_projection(std::size_t k, std::size_t n, std::uint64_t 
 template <class T>
 xt::xtensor<T, 2> pooling_projection(std::size_t k, std::size_t n)
 {
-    if (k == 0 || k > n) throw std::invalid_argument("pooling_projection: need 1 ≤ k ≤ n");
+    if (k == 0 || k > n)
+        throw std::invalid_argument("pooling_projection: need 1 ≤ k ≤ n");
     if (n > std::numeric_limits<std::size_t>::max() / k / sizeof(T))
         throw std::invalid_argument("pooling_projection: a " + std::to_string(k) +
                                     "×" + std::to_string(n) + " projection is too big");
@@ -59,8 +61,9 @@ xt::xtensor<T, 2> pooling_projection(std::size_t k, std::size_t n)
     return E;
 }
 
-// ⟨Check the shapes of the projections⟩ 10-linformer.md:241
-/// @brief Throw std::invalid_argument unless E and F are both k×m for the m rows of K, with k ≥ 1.
+// ⟨Check the shapes of the projections⟩ 10-linformer.md:255
+/// @brief Throw std::invalid_argument unless E and
+/// F are both k×m for the m rows of K, with k ≥ 1.
 template <class T>
 void check_projection_shapes(const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& E,
                              const xt::xtensor<T, 2>& F)
@@ -70,45 +73,54 @@ void check_projection_shapes(const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>
         return std::to_string(x.shape(0)) + "×" + std::to_string(x.shape(1));
     };
     if (E.shape(1) != m || F.shape(1) != m)
-        throw std::invalid_argument("linformer: E is " + shape(E) + " and F is " + shape(F) + " but there are " +
-                                    std::to_string(m) + " keys; both need " + std::to_string(m) + " columns");
+        throw std::invalid_argument("linformer: E is " + shape(E) + " and F is " +
+                                    shape(F) + " but there are " + std::to_string(m) +
+                                    " keys; both need " + std::to_string(m) +
+                                    " columns");
     if (E.shape(0) != F.shape(0) || E.shape(0) == 0)
-        throw std::invalid_argument("linformer: E is " + shape(E) + " and F is " + shape(F) +
+        throw std::invalid_argument("linformer: E is " + shape(E) + " and F is " +
+                                    shape(F) +
                                     "; both need the same number k ≥ 1 of rows");
 }
 
-// ⟨Project along the sequence with loops⟩ 10-linformer.md:264
+// ⟨Project along the sequence with loops⟩ 10-linformer.md:282
 /// @brief P·X by plain loops accumulated in double (the reference for E·K and F·V).
 /// @param P projection, k×m; @param X rows to mix, m×d
 /// @return k×d
 template <class T>
-xt::xtensor<T, 2> project_rows_by_loops(const xt::xtensor<T, 2>& P, const xt::xtensor<T, 2>& X)
+xt::xtensor<T, 2> project_rows_by_loops(const xt::xtensor<T, 2>& P,
+                                        const xt::xtensor<T, 2>& X)
 {
     const std::size_t k = P.shape(0), m = P.shape(1), d = X.shape(1);
     xt::xtensor<T, 2> Y = xt::zeros<T>({k, d});  // k×d
     for (std::size_t l = 0; l < k; ++l)
         for (std::size_t c = 0; c < d; ++c) {
             double acc = 0;
-            for (std::size_t j = 0; j < m; ++j) acc += double(P(l, j)) * double(X(j, c));
+            for (std::size_t j = 0; j < m; ++j)
+                acc += double(P(l, j)) * double(X(j, c));
             Y(l, c) = static_cast<T>(acc);
         }
     return Y;
 }
 
-/// @brief Linformer by loops: E·K and F·V by project_rows_by_loops, then attention_by_rows (the reference).
+/// @brief Linformer by loops: E·K and F·V by
+/// project_rows_by_loops, then attention_by_rows (the reference).
 /// @param Q n×d_k; @param K m×d_k; @param V m×d_v; @param E k×m; @param F k×m
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> linformer_attention_by_rows(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                              const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& E,
+xt::xtensor<T, 2> linformer_attention_by_rows(const xt::xtensor<T, 2>& Q,
+                                              const xt::xtensor<T, 2>& K,
+                                              const xt::xtensor<T, 2>& V,
+                                              const xt::xtensor<T, 2>& E,
                                               const xt::xtensor<T, 2>& F)
 {
     check_attention_shapes(Q, K, V);
     check_projection_shapes(K, E, F);
-    return attention_by_rows(Q, project_rows_by_loops(E, K), project_rows_by_loops(F, V));
+    return attention_by_rows(Q, project_rows_by_loops(E, K),
+                             project_rows_by_loops(F, V));
 }
 
-// ⟨Attend through projected keys and values⟩ 10-linformer.md:311
+// ⟨Attend through projected keys and values⟩ 10-linformer.md:335
 /// @brief Linformer attention softmax(Q·(E·K)ᵀ/√d_k)·(F·V) (Wang et al. 2020, §4).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
@@ -117,8 +129,10 @@ xt::xtensor<T, 2> linformer_attention_by_rows(const xt::xtensor<T, 2>& Q, const 
 /// @param F value projection, k×m
 /// @return outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> linformer_attention(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                      const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& E,
+xt::xtensor<T, 2> linformer_attention(const xt::xtensor<T, 2>& Q,
+                                      const xt::xtensor<T, 2>& K,
+                                      const xt::xtensor<T, 2>& V,
+                                      const xt::xtensor<T, 2>& E,
                                       const xt::xtensor<T, 2>& F)
 {
     check_attention_shapes(Q, K, V);
@@ -132,7 +146,8 @@ xt::xtensor<T, 2> linformer_attention(const xt::xtensor<T, 2>& Q, const xt::xten
 /// @param Q n×d_k; @param K m×d_k; @param E k×m
 /// @return weights, n×k, rows summing to 1
 template <class T>
-xt::xtensor<T, 2> linformer_weights(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+xt::xtensor<T, 2> linformer_weights(const xt::xtensor<T, 2>& Q,
+                                    const xt::xtensor<T, 2>& K,
                                     const xt::xtensor<T, 2>& E)
 {
     check_attention_shapes(Q, K, K);

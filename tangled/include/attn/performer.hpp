@@ -1,7 +1,8 @@
 // Generated from chapters/11-performer.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 11: Performer — FAVOR+ attention through positive orthogonal random features.
+/// @brief Chapter 11: Performer — FAVOR+ attention
+/// through positive orthogonal random features.
 
 #include <algorithm>
 #include <cmath>
@@ -30,22 +31,26 @@ namespace attn {
 
 // ⟨Draw independent random features⟩ 11-performer.md:84
 /// @brief r×d random features with independent N(0, 1) entries.
-/// @param r number of features; @param d width of the vectors; @param seed fixes the draw
+/// @param r number of features; @param d width
+/// of the vectors; @param seed fixes the draw
 /// @return W, r×d
 template <class T>
 xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
 {
-    if (r == 0 || d == 0) throw std::invalid_argument("iid_features: r and d must be positive");
+    if (r == 0 || d == 0)
+        throw std::invalid_argument("iid_features: r and d must be positive");
     if (r > std::numeric_limits<std::size_t>::max() / d / sizeof(T))
         throw std::invalid_argument("iid_features: r×d overflows its size");
     std::mt19937_64 rng(seed);
     return random_normal<T>(r, d, 1.0, rng);
 }
 
-// ⟨Draw orthogonal random features⟩ 11-performer.md:111
-/// @brief r×d orthogonal random features (Choromanski et al. 2020, §2.4): each block of d rows
-/// is orthogonal, and each row, a direction scaled by a χ_d-distributed length, is N(0, I_d).
-/// @param r number of features (the paper's m); @param d width of the vectors; @param seed fixes the draw
+// ⟨Draw orthogonal random features⟩ 11-performer.md:113
+/// @brief r×d orthogonal random features (Choromanski et al.
+/// 2020, §2.4): each block of d rows is orthogonal, and each row,
+/// a direction scaled by a χ_d-distributed length, is N(0, I_d).
+/// @param r number of features (the paper's m); @param
+/// d width of the vectors; @param seed fixes the draw
 /// @return W, r×d
 template <class T>
 xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_t seed)
@@ -60,38 +65,46 @@ xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_
     for (std::size_t start = 0; start < r; start += d) {
         const xt::xtensor<double, 2> G = random_normal<double>(d, d, 1.0, rng);  // d×d
         const auto factors = xt::linalg::qr(G);
-        const xt::xtensor<double, 2> directions = std::get<0>(factors);  // d×d, orthonormal columns
+        // d×d, orthonormal columns
+        const xt::xtensor<double, 2> directions = std::get<0>(factors);
         const xt::xtensor<double, 2> R = std::get<1>(factors);
         for (std::size_t row = 0; row < std::min(d, r - start); ++row) {
-            // Column `row` of the Q factor, sign-fixed by R's diagonal so the rotation is uniform.
-            const double length = std::sqrt(chi_squared(rng)) * (R(row, row) < 0 ? -1.0 : 1.0);
-            for (std::size_t c = 0; c < d; ++c) W(start + row, c) = static_cast<T>(length * directions(c, row));
+            // Column `row` of the Q factor, sign-fixed by
+            // R's diagonal so the rotation is uniform.
+            const double length =
+                std::sqrt(chi_squared(rng)) * (R(row, row) < 0 ? -1.0 : 1.0);
+            for (std::size_t c = 0; c < d; ++c)
+                W(start + row, c) = static_cast<T>(length * directions(c, row));
         }
     }
     return W;
 }
 
-// ⟨Compute the exponents of the positive features⟩ 11-performer.md:148
+// ⟨Compute the exponents of the positive features⟩ 11-performer.md:156
 namespace detail {
 
-/// Throw std::invalid_argument unless W (r×d) has the width d of the rows of X and r ≥ 1.
+/// Throw std::invalid_argument unless W (r×d)
+/// has the width d of the rows of X and r ≥ 1.
 template <class T>
 void check_feature_shapes(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
 {
     if (W.shape(0) == 0 || W.shape(1) != X.shape(1))
-        throw std::invalid_argument("performer: W is " + std::to_string(W.shape(0)) + "×" +
-                                    std::to_string(W.shape(1)) + " but the rows have width " +
-                                    std::to_string(X.shape(1)) + "; W must be r×d with r ≥ 1");
+        throw std::invalid_argument(
+            "performer: W is " + std::to_string(W.shape(0)) + "×" +
+            std::to_string(W.shape(1)) + " but the rows have width " +
+            std::to_string(X.shape(1)) + "; W must be r×d with r ≥ 1");
 }
 
 /// X̃·Wᵀ with x̃ = x·d^(−1/4): the projections w_l·x̃_i, n×r.
 template <class T>
-xt::xtensor<T, 2> scaled_projections(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+xt::xtensor<T, 2> scaled_projections(const xt::xtensor<T, 2>& X,
+                                     const xt::xtensor<T, 2>& W)
 {
     check_feature_shapes(X, W);
     const T scale = T(1) / std::sqrt(std::sqrt(T(X.shape(1))));  // d^(−1/4)
     const xt::xtensor<T, 2> X_tilde = X * scale;                   // n×d
-    const xt::xtensor<T, 2> W_t = xt::transpose(W);                // d×r, contiguous for BLAS
+    // d×r, contiguous for BLAS
+    const xt::xtensor<T, 2> W_t = xt::transpose(W);
     return xt::linalg::dot(X_tilde, W_t);                          // n×r
 }
 
@@ -102,7 +115,8 @@ std::vector<double> half_squared_norms(const xt::xtensor<T, 2>& X)
     const std::size_t n = X.shape(0), d = X.shape(1);
     std::vector<double> half(n, 0.0);
     for (std::size_t i = 0; i < n; ++i) {
-        for (std::size_t c = 0; c < d; ++c) half[i] += double(X(i, c)) * double(X(i, c));
+        for (std::size_t c = 0; c < d; ++c)
+            half[i] += double(X(i, c)) * double(X(i, c));
         half[i] /= 2.0 * std::sqrt(double(d));  // ‖x̃‖² = ‖x‖²/√d
     }
     return half;
@@ -112,7 +126,8 @@ std::vector<double> half_squared_norms(const xt::xtensor<T, 2>& X)
 /// every column of a row whose ‖x̃_i‖²/2 is not finite in T (a non-finite
 /// entry, or out of range).
 template <class T>
-xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& W)
+xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X,
+                                  const xt::xtensor<T, 2>& W)
 {
     xt::xtensor<T, 2> exponents = scaled_projections(X, W);  // n×r
     const std::vector<double> half = half_squared_norms(X);
@@ -128,10 +143,11 @@ xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X, const xt::xtensor<
 
 }  // namespace detail
 
-// ⟨Compute the positive random features⟩ 11-performer.md:206
-/// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r with x̃ = x·d^(−1/4),
-/// so that φ(q)·φ(k) is an unbiased estimate of exp(q·k/√d) (Choromanski et al. 2020, Lemma 1).
-/// No stabiliser: entries overflow when W·x̃ is large; the attention functions guard against it.
+// ⟨Compute the positive random features⟩ 11-performer.md:220
+/// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r
+/// with x̃ = x·d^(−1/4), so that φ(q)·φ(k) is an unbiased estimate of
+/// exp(q·k/√d) (Choromanski et al. 2020, Lemma 1). No stabiliser: entries
+/// overflow when W·x̃ is large; the attention functions guard against it.
 /// @param X rows, n×d; @param W random features, r×d
 /// @return φ(X), n×r, every entry positive
 template <class T>
@@ -142,8 +158,9 @@ xt::xtensor<T, 2> favor_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T
     return features;
 }
 
-/// @brief Trigonometric random features exp(‖x̃‖²/2)·(sin W·x̃, cos W·x̃)/√r with x̃ = x·d^(−1/4):
-/// unbiased for exp(q·k/√d) too, but neither positive nor accurate where the kernel is small.
+/// @brief Trigonometric random features exp(‖x̃‖²/2)·(sin W·x̃, cos
+/// W·x̃)/√r with x̃ = x·d^(−1/4): unbiased for exp(q·k/√d) too, but
+/// neither positive nor accurate where the kernel is small.
 /// @param X rows, n×d; @param W random features, r×d
 /// @return n×2r: the r sines, then the r cosines
 template <class T>
@@ -157,39 +174,47 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
         const double size = std::exp(half[i]) / std::sqrt(double(r));
         for (std::size_t l = 0; l < r; ++l) {
             features(i, l) = static_cast<T>(size * std::sin(double(projections(i, l))));
-            features(i, r + l) = static_cast<T>(size * std::cos(double(projections(i, l))));
+            features(i, r + l) =
+                static_cast<T>(size * std::cos(double(projections(i, l))));
         }
     }
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:527
-/// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly (the reference; O(n·m) memory).
+// ⟨Form the implied attention weights⟩ 11-performer.md:578
+/// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ,
+/// formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
 /// @param causal if true, key j > i gets no weight (requires n = m)
 /// @return weights, n×m, rows summing to 1
 template <class T>
-xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q,
+                                    const xt::xtensor<T, 2>& K,
                                     const xt::xtensor<T, 2>& W, bool causal = false)
 {
-    const xt::xtensor<T, 2> phi_Q = favor_features(Q, W), phi_K = favor_features(K, W);  // n×r, m×r
-    const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);                              // r×m
-    xt::xtensor<T, 2> kernels = xt::linalg::dot(phi_Q, phi_K_t);                         // n×m
+    // n×r, m×r
+    const xt::xtensor<T, 2> phi_Q = favor_features(Q, W), phi_K = favor_features(K, W);
+    // r×m
+    const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);
+    // n×m
+    xt::xtensor<T, 2> kernels = xt::linalg::dot(phi_Q, phi_K_t);
     for (std::size_t i = 0; i < kernels.shape(0); ++i) {
         double total = 0;
         for (std::size_t j = 0; j < kernels.shape(1); ++j) {
             if (causal && j > i) kernels(i, j) = 0;
             total += double(kernels(i, j));
         }
-        for (std::size_t j = 0; j < kernels.shape(1); ++j) kernels(i, j) = static_cast<T>(kernels(i, j) / total);
+        for (std::size_t j = 0; j < kernels.shape(1); ++j)
+            kernels(i, j) = static_cast<T>(kernels(i, j) / total);
     }
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:589
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:646
 namespace detail {
 
-/// exp(exponents − a_i) for each row i, with a_i the row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
+/// exp(exponents − a_i) for each row i, with a_i the
+/// row's largest entry: √r·φ·e^{−a_i}, in (0, 1].
 template <class T>
 void exponentiate_each_row_stably(xt::xtensor<T, 2>& exponents)
 {
@@ -226,7 +251,7 @@ void add_to_each_column(xt::xtensor<T, 2>& exponents, const std::vector<T>& b)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:643
+// ⟨Attend through positive random features⟩ 11-performer.md:701
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -251,15 +276,17 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     xt::xtensor<T, 2> V_1 = xt::ones<T>({m, d_v + 1});  // m×(d_v+1): [V 1]
     xt::view(V_1, xt::all(), xt::range(0, d_v)) = V;
     const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);              // r×m
-    const xt::xtensor<T, 2> summary = xt::linalg::dot(phi_K_t, V_1);     // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
-    const xt::xtensor<T, 2> totals = xt::linalg::dot(phi_Q, summary);    // n×(d_v+1): numerators, D
+    // r×(d_v+1): [φ(K)ᵀV  φ(K)ᵀ1]
+    const xt::xtensor<T, 2> summary = xt::linalg::dot(phi_K_t, V_1);
+    // n×(d_v+1): numerators, D
+    const xt::xtensor<T, 2> totals = xt::linalg::dot(phi_Q, summary);
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                        // n×d_v
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t c = 0; c < d_v; ++c) O(i, c) = totals(i, c) / totals(i, d_v);
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:704
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:764
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -277,7 +304,8 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
 {
     check_attention_shapes(Q, K, V);
     if (Q.shape(0) != K.shape(0))
-        throw std::invalid_argument("performer_causal_attention: needs one key per query (n = m)");
+        throw std::invalid_argument(
+            "performer_causal_attention: needs one key per query (n = m)");
     const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
     const xt::xtensor<T, 2> query_exponents = detail::favor_exponents(Q, W);  // n×r
     const xt::xtensor<T, 2> key_exponents = detail::favor_exponents(K, W);    // n×r
@@ -287,7 +315,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:739
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:800
         const T* exponents = key_exponents.data() + row * r;
         const T* v_i = V.data() + i * d_v;
         for (std::size_t l = 0; l < r; ++l) {
@@ -302,7 +330,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:756
+        // ⟨Read out query i⟩ 11-performer.md:817
         const T* e_q = query_exponents.data() + row * r;
         double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
         for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
@@ -314,12 +342,13 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
             for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
             denominator += double(phi_q[l]) * z[l];
         }
-        for (std::size_t c = 0; c < d_v; ++c) O(i, c) = static_cast<T>(numerator[c] / denominator);
+        for (std::size_t c = 0; c < d_v; ++c)
+            O(i, c) = static_cast<T>(numerator[c] / denominator);
     }
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:801
+// ⟨Choose the tokens per block⟩ 11-performer.md:863
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -334,7 +363,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:825
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:887
 namespace detail {
 
 /// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
@@ -352,7 +381,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
 
 }  // namespace detail
 
-// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:848
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:910
 namespace detail {
 
 /// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
@@ -396,7 +425,7 @@ struct FeatureBlock {
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:903
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:965
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -430,7 +459,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:959
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1021
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t l = 0; l < r; ++l) {
@@ -453,7 +482,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:979
+        // ⟨Read out a block of queries⟩ 11-performer.md:1041
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
@@ -472,7 +501,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1001
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1063
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,
@@ -511,7 +540,7 @@ xt::xtensor<T, 2> performer_causal_attention(
         keys.compute(K, begin, end, W);
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:739
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:800
             const T* exponents = key_exponents.data() + row * r;
             const T* v_i = V.data() + i * d_v;
             for (std::size_t l = 0; l < r; ++l) {
@@ -526,7 +555,7 @@ xt::xtensor<T, 2> performer_causal_attention(
                 double* S_l = S.data() + l * d_v;
                 for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
             }
-            // ⟨Read out query i⟩ 11-performer.md:756
+            // ⟨Read out query i⟩ 11-performer.md:817
             const T* e_q = query_exponents.data() + row * r;
             double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
             for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
@@ -538,7 +567,8 @@ xt::xtensor<T, 2> performer_causal_attention(
                 for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
                 denominator += double(phi_q[l]) * z[l];
             }
-            for (std::size_t c = 0; c < d_v; ++c) O(i, c) = static_cast<T>(numerator[c] / denominator);
+            for (std::size_t c = 0; c < d_v; ++c)
+                O(i, c) = static_cast<T>(numerator[c] / denominator);
         }
     }
     return O;

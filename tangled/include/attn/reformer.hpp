@@ -1,7 +1,8 @@
 // Generated from chapters/12-reformer.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 12: Reformer LSH attention with shared QK, its angular hash and its dense reference.
+/// @brief Chapter 12: Reformer LSH attention with
+/// shared QK, its angular hash and its dense reference.
 
 #include <algorithm>
 #include <cmath>
@@ -25,7 +26,8 @@
 namespace attn {
 
 // ⟨Normalise the queries into keys⟩ 12-reformer.md:56
-/// @brief The shared-QK keys: every row of QK scaled to unit length (a zero row stays zero).
+/// @brief The shared-QK keys: every row of QK
+/// scaled to unit length (a zero row stays zero).
 /// @param QK shared queries/keys, n×d_k
 /// @return   keys k̂_j = q_j/‖q_j‖, n×d_k
 template <class T>
@@ -36,7 +38,8 @@ xt::xtensor<T, 2> unit_keys(const xt::xtensor<T, 2>& QK)
     for (std::size_t j = 0; j < n; ++j) {
         T* k_j = K.data() + j * d_k;
         double norm_sq = 0;
-        for (std::size_t c = 0; c < d_k; ++c) norm_sq += double(k_j[c]) * double(k_j[c]);
+        for (std::size_t c = 0; c < d_k; ++c)
+            norm_sq += double(k_j[c]) * double(k_j[c]);
         if (norm_sq == 0) continue;  // no direction: leave the zero key
         const T inverse_norm = T(1 / std::sqrt(norm_sq));
         for (std::size_t c = 0; c < d_k; ++c) k_j[c] *= inverse_norm;
@@ -44,14 +47,16 @@ xt::xtensor<T, 2> unit_keys(const xt::xtensor<T, 2>& QK)
     return K;
 }
 
-// ⟨Compute dense shared-QK attention row by row⟩ 12-reformer.md:80
-/// @brief Dense shared-QK attention one query at a time with attend_one_query (chapter 1),
-/// each query attending to every key but its own (its own only when n = 1). The naive reference.
+// ⟨Compute dense shared-QK attention row by row⟩ 12-reformer.md:82
+/// @brief Dense shared-QK attention one query at a time with
+/// attend_one_query (chapter 1), each query attending to every key
+/// but its own (its own only when n = 1). The naive reference.
 /// @param QK shared queries/keys, n×d_k
 /// @param V  values, n×d_v
 /// @return   outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> shared_qk_attention_by_rows(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V)
+xt::xtensor<T, 2> shared_qk_attention_by_rows(const xt::xtensor<T, 2>& QK,
+                                              const xt::xtensor<T, 2>& V)
 {
     check_attention_shapes(QK, QK, V);
     const std::size_t n = QK.shape(0), d_k = QK.shape(1), d_v = V.shape(1);
@@ -71,9 +76,10 @@ xt::xtensor<T, 2> shared_qk_attention_by_rows(const xt::xtensor<T, 2>& QK, const
     return O;
 }
 
-// ⟨Compute dense shared-QK attention⟩ 12-reformer.md:113
-/// @brief Dense shared-QK attention weights: softmax of q_i·k̂_j/√d_k with the diagonal masked
-/// (a token attends to itself only when it is the only token, n = 1). The reference; O(n²).
+// ⟨Compute dense shared-QK attention⟩ 12-reformer.md:117
+/// @brief Dense shared-QK attention weights: softmax of
+/// q_i·k̂_j/√d_k with the diagonal masked (a token attends to itself
+/// only when it is the only token, n = 1). The reference; O(n²).
 /// @param QK shared queries/keys, n×d_k
 /// @return   weights, n×n, rows summing to 1, zero diagonal when n > 1
 template <class T>
@@ -85,29 +91,33 @@ xt::xtensor<T, 2> shared_qk_weights(const xt::xtensor<T, 2>& QK)
     xt::xtensor<T, 2> scores = xt::linalg::dot(QK, K_t);  // n×n
     scores *= T(1) / std::sqrt(T(QK.shape(1)));
     if (n > 1)
-        for (std::size_t i = 0; i < n; ++i) scores(i, i) = -std::numeric_limits<T>::infinity();
+        for (std::size_t i = 0; i < n; ++i)
+            scores(i, i) = -std::numeric_limits<T>::infinity();
     return softmax_rows(scores);
 }
 
-/// @brief Dense shared-QK attention, the reference for lsh_attention. O(n²) time and memory.
+/// @brief Dense shared-QK attention, the reference
+/// for lsh_attention. O(n²) time and memory.
 /// @param QK shared queries/keys, n×d_k
 /// @param V  values, n×d_v
 /// @return   outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> shared_qk_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V)
+xt::xtensor<T, 2> shared_qk_attention(const xt::xtensor<T, 2>& QK,
+                                      const xt::xtensor<T, 2>& V)
 {
     check_attention_shapes(QK, QK, V);
     const xt::xtensor<T, 2> weights = shared_qk_weights(QK);  // n×n
     return xt::linalg::dot(weights, V);                       // n×d_v
 }
 
-// ⟨Hash every row with one random rotation⟩ 12-reformer.md:173
+// ⟨Hash every row with one random rotation⟩ 12-reformer.md:181
 /// @brief Bucket of every row of X under the rotation R: argmax of [xR ; −xR].
 /// @param X rows to hash, n×d_k
 /// @param R random rotation, d_k×b/2
 /// @return  n buckets in [0, b); a row of zeros goes to bucket 0
 template <class T>
-std::vector<std::size_t> hash_rows(const xt::xtensor<T, 2>& X, const xt::xtensor<T, 2>& R)
+std::vector<std::size_t> hash_rows(const xt::xtensor<T, 2>& X,
+                                   const xt::xtensor<T, 2>& R)
 {
     const std::size_t n = X.shape(0), half = R.shape(1);
     const xt::xtensor<T, 2> projected = xt::linalg::dot(X, R);  // n×b/2
@@ -125,7 +135,7 @@ std::vector<std::size_t> hash_rows(const xt::xtensor<T, 2>& X, const xt::xtensor
     return bucket;
 }
 
-// ⟨Check the options of the hash⟩ 12-reformer.md:208
+// ⟨Check the options of the hash⟩ 12-reformer.md:217
 /// @brief Throw std::invalid_argument unless b is even with 2 ≤ b ≤ 2²⁰ and
 /// 1 ≤ n_hashes ≤ 2²⁴: the largest arrays, R (d_k×b/2) and the buckets
 /// (n_hashes×n), then stay far from overflowing a size_t.
@@ -147,41 +157,49 @@ inline void check_hash_options(std::size_t n, std::size_t d_k, std::size_t n_buc
                                     std::to_string(n_buckets / 2) + " is too large");
 }
 
-// ⟨Hash every row in several rounds⟩ 12-reformer.md:231
+// ⟨Hash every row in several rounds⟩ 12-reformer.md:240
 /// @brief Buckets of every row of X in each of `n_hashes` independent hash rounds.
-/// Round r uses the r-th d_k×b/2 standard normal matrix drawn from a generator seeded by `seed`.
-/// Throws std::invalid_argument unless b is even with 2 ≤ b ≤ 2²⁰ and
-/// 1 ≤ n_hashes ≤ 2²⁴ (so that neither R nor the n_hashes×n result can overflow).
+/// Round r uses the r-th d_k×b/2 standard normal matrix drawn from a generator seeded
+/// by `seed`. Throws std::invalid_argument unless b is even with 2 ≤ b ≤ 2²⁰ and 1 ≤
+/// n_hashes ≤ 2²⁴ (so that neither R nor the n_hashes×n result can overflow).
 /// @param X rows to hash, n×d_k
 /// @return  buckets, n_hashes×n, entries in [0, n_buckets)
 template <class T>
-xt::xtensor<std::size_t, 2> lsh_buckets(const xt::xtensor<T, 2>& X, std::size_t n_buckets, std::size_t n_hashes,
+xt::xtensor<std::size_t, 2> lsh_buckets(const xt::xtensor<T, 2>& X,
+                                        std::size_t n_buckets, std::size_t n_hashes,
                                         std::uint64_t seed)
 {
     check_hash_options(X.shape(0), X.shape(1), n_buckets, n_hashes);
     std::mt19937_64 rng(seed);
-    xt::xtensor<std::size_t, 2> buckets = xt::zeros<std::size_t>({n_hashes, X.shape(0)});  // n_hashes×n
+    xt::xtensor<std::size_t, 2> buckets =
+        xt::zeros<std::size_t>({n_hashes, X.shape(0)});  // n_hashes×n
     for (std::size_t r = 0; r < n_hashes; ++r) {
-        const xt::xtensor<T, 2> R = random_normal<T>(X.shape(1), n_buckets / 2, 1.0, rng);  // d_k×b/2
+        const xt::xtensor<T, 2> R =
+            random_normal<T>(X.shape(1), n_buckets / 2, 1.0, rng);  // d_k×b/2
         const std::vector<std::size_t> bucket = hash_rows(X, R);
         std::copy(bucket.begin(), bucket.end(), buckets.data() + r * X.shape(0));
     }
     return buckets;
 }
 
-// ⟨Estimate the collision probability from the model⟩ 12-reformer.md:287
-/// @brief Collision probability of the b-bucket rotation hash for two vectors at angle θ.
-/// b = 2: the exact 1 − θ/π. b > 2: a Monte Carlo estimate from `samples` draws of the
-/// b/2 correlated normal pairs (u_c, w_c) with correlation cos θ (no hashing involved).
+// ⟨Estimate the collision probability from the model⟩ 12-reformer.md:299
+/// @brief Collision probability of the b-bucket rotation hash for
+/// two vectors at angle θ. b = 2: the exact 1 − θ/π. b > 2: a Monte
+/// Carlo estimate from `samples` draws of the b/2 correlated normal
+/// pairs (u_c, w_c) with correlation cos θ (no hashing involved).
 /// @return {probability, its standard error} (the error is 0 for the exact b = 2 case)
-inline std::pair<double, double> collision_probability(double theta, std::size_t n_buckets, std::size_t samples,
+inline std::pair<double, double> collision_probability(double theta,
+                                                       std::size_t n_buckets,
+                                                       std::size_t samples,
                                                        std::uint64_t seed)
 {
     const double pi = std::acos(-1.0);
     if (n_buckets < 2 || n_buckets % 2 != 0)
-        throw std::invalid_argument("collision_probability: the number of buckets must be even and at least 2");
+        throw std::invalid_argument(
+            "collision_probability: the number of buckets must be even and at least 2");
     if (n_buckets == 2) return {1 - theta / pi, 0.0};
-    if (samples == 0) throw std::invalid_argument("collision_probability: need at least one sample");
+    if (samples == 0)
+        throw std::invalid_argument("collision_probability: need at least one sample");
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal(0.0, 1.0);
     const double c = std::cos(theta), s = std::sin(theta);
@@ -208,58 +226,73 @@ inline std::pair<double, double> collision_probability(double theta, std::size_t
     return {p, std::sqrt(p * (1 - p) / double(samples))};
 }
 
-// ⟨Sort the positions by bucket⟩ 12-reformer.md:457
+// ⟨Sort the positions by bucket⟩ 12-reformer.md:483
 /// @brief Positions sorted by (bucket, position), by a stable counting sort: O(n + b).
 /// @param bucket    bucket of each position, n entries in [0, n_buckets)
 /// @return order, n: order[s] is the position at sorted index s
-inline std::vector<std::size_t> sort_by_bucket(const std::size_t* bucket, std::size_t n, std::size_t n_buckets)
+inline std::vector<std::size_t> sort_by_bucket(const std::size_t* bucket, std::size_t n,
+                                               std::size_t n_buckets)
 {
-    std::vector<std::size_t> start(n_buckets + 1, 0);  // start[b]: first sorted index of bucket b
+    // start[b]: first sorted index of bucket b
+    std::vector<std::size_t> start(n_buckets + 1, 0);
     for (std::size_t i = 0; i < n; ++i) ++start[bucket[i] + 1];
     for (std::size_t b = 0; b < n_buckets; ++b) start[b + 1] += start[b];
     std::vector<std::size_t> order(n);
-    for (std::size_t i = 0; i < n; ++i) order[start[bucket[i]]++] = i;  // increasing i: stable
+    // increasing i: stable
+    for (std::size_t i = 0; i < n; ++i) order[start[bucket[i]]++] = i;
     return order;
 }
 
-// ⟨Describe one hash round⟩ 12-reformer.md:476
-/// @brief One hash round after sorting: the sorted order and each position's chunk in it.
+// ⟨Describe one hash round⟩ 12-reformer.md:505
+/// @brief One hash round after sorting: the
+/// sorted order and each position's chunk in it.
 struct LshRound {
     std::vector<std::size_t> order;  ///< n: position at each sorted index
-    std::vector<std::size_t> chunk;  ///< n: chunk of each position, (sorted index)/chunk_len
+    std::vector<std::size_t>
+        chunk;  ///< n: chunk of each position, (sorted index)/chunk_len
 
-    /// True if key j is in view of query i: j's chunk is i's chunk or the one before it.
-    bool in_view(std::size_t i, std::size_t j) const { return chunk[j] <= chunk[i] && chunk[j] + 1 >= chunk[i]; }
+    /// True if key j is in view of query i: j's
+    /// chunk is i's chunk or the one before it.
+    bool in_view(std::size_t i, std::size_t j) const
+    {
+        return chunk[j] <= chunk[i] && chunk[j] + 1 >= chunk[i];
+    }
 };
 
-/// @brief Hash QK in `n_hashes` rounds, sort each round by (bucket, position) and cut it into chunks.
+/// @brief Hash QK in `n_hashes` rounds, sort each
+/// round by (bucket, position) and cut it into chunks.
 /// @param QK shared queries/keys, n×d_k
 /// @return   n_hashes rounds
 template <class T>
-std::vector<LshRound> hash_sort_and_chunk(const xt::xtensor<T, 2>& QK, std::size_t n_buckets,
-                                          std::size_t n_hashes, std::size_t chunk_len, std::uint64_t seed)
+std::vector<LshRound> hash_sort_and_chunk(const xt::xtensor<T, 2>& QK,
+                                          std::size_t n_buckets, std::size_t n_hashes,
+                                          std::size_t chunk_len, std::uint64_t seed)
 {
     const std::size_t n = QK.shape(0);
-    const xt::xtensor<std::size_t, 2> buckets = lsh_buckets(QK, n_buckets, n_hashes, seed);  // n_hashes×n
+    const xt::xtensor<std::size_t, 2> buckets =
+        lsh_buckets(QK, n_buckets, n_hashes, seed);  // n_hashes×n
     std::vector<LshRound> rounds(n_hashes);
     for (std::size_t r = 0; r < n_hashes; ++r) {
         rounds[r].order = sort_by_bucket(buckets.data() + r * n, n, n_buckets);
         rounds[r].chunk.resize(n);
-        for (std::size_t s = 0; s < n; ++s) rounds[r].chunk[rounds[r].order[s]] = s / chunk_len;
+        for (std::size_t s = 0; s < n; ++s)
+            rounds[r].chunk[rounds[r].order[s]] = s / chunk_len;
     }
     return rounds;
 }
 
-// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:540
-/// @brief N_ij: the number of rounds in which key j is in view of query i (≥ 1 for a scored pair).
-inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size_t i, std::size_t j)
+// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:579
+/// @brief N_ij: the number of rounds in which key j
+/// is in view of query i (≥ 1 for a scored pair).
+inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size_t i,
+                                  std::size_t j)
 {
     std::size_t count = 0;
     for (const LshRound& round : rounds) count += round.in_view(i, j);
     return count;
 }
 
-// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:715
+// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:771
 /// @brief Throw std::invalid_argument unless QK is n×d_k and V is n×d_v with n ≥ 1 and
 /// d_k ≥ 1, the number of buckets b is even with 2 ≤ b ≤ max(2, 2n) (more buckets
 /// than twice the tokens leave most of them empty and only cost memory), the number
@@ -285,44 +318,50 @@ void check_lsh_arguments(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V
         throw std::invalid_argument("lsh_attention: the chunk length must be ≥ 1");
 }
 
-// ⟨Attend with one chunk of one round⟩ 12-reformer.md:606
-/// @brief Attend the queries of the chunk starting at sorted index `start` of `round` to the
-/// keys of their window, and merge the result into the running output O (n×d_v) and
-/// log-sum-exp z (n). Touches O(chunk_len²) scores, never n×n.
+// ⟨Attend with one chunk of one round⟩ 12-reformer.md:652
+/// @brief Attend the queries of the chunk starting at sorted index `start` of
+/// `round` to the keys of their window, and merge the result into the running
+/// output O (n×d_v) and log-sum-exp z (n). Touches O(chunk_len²) scores, never n×n.
 template <class T>
-void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>& V,
-                      const std::vector<LshRound>& rounds, const LshRound& round, std::size_t start,
-                      std::size_t chunk_len, xt::xtensor<T, 2>& O, std::vector<double>& z)
+void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K,
+                      const xt::xtensor<T, 2>& V, const std::vector<LshRound>& rounds,
+                      const LshRound& round, std::size_t start, std::size_t chunk_len,
+                      xt::xtensor<T, 2>& O, std::vector<double>& z)
 {
     const std::size_t n = QK.shape(0), d_k = QK.shape(1), d_v = V.shape(1);
-    const std::size_t stop = std::min(start + chunk_len, n);                  // chunk: [start, stop)
-    const std::size_t window = start >= chunk_len ? start - chunk_len : 0;  // window: [window, stop)
+    // chunk: [start, stop)
+    const std::size_t stop = std::min(start + chunk_len, n);
+    // window: [window, stop)
+    const std::size_t window = start >= chunk_len ? start - chunk_len : 0;
     const std::size_t n_q = stop - start, n_kv = stop - window;
-    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:627
+    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:676
     xt::xtensor<T, 2> Q_chunk = xt::zeros<T>({n_q, d_k});     // n_q×d_k
-    xt::xtensor<T, 2> K_window_t = xt::zeros<T>({d_k, n_kv});  // d_k×n_kv, transposed for BLAS
+    // d_k×n_kv, transposed for BLAS
+    xt::xtensor<T, 2> K_window_t = xt::zeros<T>({d_k, n_kv});
     xt::xtensor<T, 2> V_window = xt::zeros<T>({n_kv, d_v});    // n_kv×d_v
     for (std::size_t a = 0; a < n_q; ++a)
-        std::copy_n(QK.data() + round.order[start + a] * d_k, d_k, Q_chunk.data() + a * d_k);
+        std::copy_n(QK.data() + round.order[start + a] * d_k, d_k,
+                    Q_chunk.data() + a * d_k);
     for (std::size_t b = 0; b < n_kv; ++b) {
         const std::size_t j = round.order[window + b];
         for (std::size_t c = 0; c < d_k; ++c) K_window_t(c, b) = K(j, c);
         std::copy_n(V.data() + j * d_v, d_v, V_window.data() + b * d_v);
     }
-    // ⟨Score the chunk against its window⟩ 12-reformer.md:643
+    // ⟨Score the chunk against its window⟩ 12-reformer.md:694
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_chunk, K_window_t);  // n_q×n_kv
     scores *= T(1) / std::sqrt(T(d_k));
-    // ⟨Hide self and count duplicates⟩ 12-reformer.md:651
+    // ⟨Hide self and count duplicates⟩ 12-reformer.md:702
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         for (std::size_t b = 0; b < n_kv; ++b) {
             const std::size_t j = round.order[window + b];
             T& s = scores(a, b);
             if (j == i) s = -std::numeric_limits<T>::infinity();
-            else if (rounds.size() > 1) s -= T(std::log(double(rounds_showing(rounds, i, j))));
+            else if (rounds.size() > 1)
+                s -= T(std::log(double(rounds_showing(rounds, i, j))));
         }
     }
-    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:670
+    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:722
     std::vector<double> z_chunk(n_q, -std::numeric_limits<double>::infinity());  // n_q
     for (std::size_t a = 0; a < n_q; ++a) {
         T* s = scores.data() + a * n_kv;
@@ -335,29 +374,34 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
         }
         double total = 0;
         for (std::size_t b = 0; b < n_kv; ++b) total += (s[b] = std::exp(s[b] - s_max));
-        for (std::size_t b = 0; b < n_kv; ++b) s[b] = T(s[b] / total);  // scores now hold weights
+        // scores now hold weights
+        for (std::size_t b = 0; b < n_kv; ++b) s[b] = T(s[b] / total);
         z_chunk[a] = double(s_max) + std::log(total);
     }
     const xt::xtensor<T, 2> O_chunk = xt::linalg::dot(scores, V_window);  // n_q×d_v
-    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:696
+    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:749
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
-        if (z_chunk[a] == -std::numeric_limits<double>::infinity()) continue;  // this round saw nothing
+        // this round saw nothing
+        if (z_chunk[a] == -std::numeric_limits<double>::infinity()) continue;
         const double z_max = std::max(z[i], z_chunk[a]);
-        const double z_new = z_max + std::log(std::exp(z[i] - z_max) + std::exp(z_chunk[a] - z_max));
+        const double z_new =
+            z_max + std::log(std::exp(z[i] - z_max) + std::exp(z_chunk[a] - z_max));
         const T keep = T(std::exp(z[i] - z_new)), add = T(std::exp(z_chunk[a] - z_new));
-        for (std::size_t c = 0; c < d_v; ++c) O(i, c) = keep * O(i, c) + add * O_chunk(a, c);
+        for (std::size_t c = 0; c < d_v; ++c)
+            O(i, c) = keep * O(i, c) + add * O_chunk(a, c);
         z[i] = z_new;
     }
 }
 
-// ⟨Compute LSH attention⟩ 12-reformer.md:554
-/// @brief Reformer LSH attention with shared QK (Kitaev et al. 2020): angular LSH by random
-/// rotations, sort by (bucket, position), chunks attending to themselves and the previous chunk,
-/// `n_hashes` rounds combined by log-sum-exp with duplicates counted once.
-/// Scores are q_i·k̂_j/√d_k with k̂_j = q_j/‖q_j‖; a token attends to itself only if no other
-/// key is in view. With chunk_len ≥ n the result equals dense shared-QK attention.
-/// O(n_hashes·n·chunk_len·(d_k + d_v)) time, O(n·(d_v + n_hashes) + chunk_len²) memory.
+// ⟨Compute LSH attention⟩ 12-reformer.md:595
+/// @brief Reformer LSH attention with shared QK (Kitaev et al. 2020): angular
+/// LSH by random rotations, sort by (bucket, position), chunks attending to
+/// themselves and the previous chunk, `n_hashes` rounds combined by log-sum-exp
+/// with duplicates counted once. Scores are q_i·k̂_j/√d_k with k̂_j = q_j/‖q_j‖;
+/// a token attends to itself only if no other key is in view. With chunk_len ≥ n
+/// the result equals dense shared-QK attention. O(n_hashes·n·chunk_len·(d_k +
+/// d_v)) time, O(n·(d_v + n_hashes) + chunk_len²) memory.
 /// @param QK        shared queries/keys, n×d_k
 /// @param V         values, n×d_v
 /// @param n_buckets number of buckets b, even, ≥ 2
@@ -366,20 +410,24 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K, c
 /// @param seed      seed of the random rotations
 /// @return          outputs, n×d_v
 template <class T>
-xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V, std::size_t n_buckets,
-                                std::size_t n_hashes, std::size_t chunk_len, std::uint64_t seed)
+xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V,
+                                std::size_t n_buckets, std::size_t n_hashes,
+                                std::size_t chunk_len, std::uint64_t seed)
 {
     check_lsh_arguments(QK, V, n_buckets, n_hashes, chunk_len);
     chunk_len = std::min(chunk_len, QK.shape(0));  // a longer chunk is one chunk
     const std::size_t n = QK.shape(0), d_v = V.shape(1);
     const xt::xtensor<T, 2> K = unit_keys(QK);  // n×d_k
-    const std::vector<LshRound> rounds = hash_sort_and_chunk(QK, n_buckets, n_hashes, chunk_len, seed);
-    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                          // n×d_v, running output
-    std::vector<double> z(n, -std::numeric_limits<double>::infinity());  // n, running log-sum-exp
+    const std::vector<LshRound> rounds =
+        hash_sort_and_chunk(QK, n_buckets, n_hashes, chunk_len, seed);
+    // n×d_v, running output
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});
+    // n, running log-sum-exp
+    std::vector<double> z(n, -std::numeric_limits<double>::infinity());
     for (const LshRound& round : rounds)
         for (std::size_t start = 0; start < n; start += chunk_len)
             attend_one_chunk(QK, K, V, rounds, round, start, chunk_len, O, z);
-    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:591
+    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:637
     for (std::size_t i = 0; i < n; ++i) {
         if (z[i] != -std::numeric_limits<double>::infinity()) continue;
         const T* q = QK.data() + i * QK.shape(1);
@@ -391,37 +439,42 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
     return O;
 }
 
-// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:752
-/// @brief Which keys LSH attention lets each query see: the union over rounds of the chunk
-/// windows, with the self rule. For plots and tests at small n (it is n×n).
+// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:808
+/// @brief Which keys LSH attention lets each query see: the union over rounds of the
+/// chunk windows, with the self rule. For plots and tests at small n (it is n×n).
 /// @param QK shared queries/keys, n×d_k
 /// @return   allowed, n×n: true where query i attends key j
 template <class T>
-xt::xtensor<bool, 2> lsh_pattern(const xt::xtensor<T, 2>& QK, std::size_t n_buckets, std::size_t n_hashes,
-                                 std::size_t chunk_len, std::uint64_t seed)
+xt::xtensor<bool, 2> lsh_pattern(const xt::xtensor<T, 2>& QK, std::size_t n_buckets,
+                                 std::size_t n_hashes, std::size_t chunk_len,
+                                 std::uint64_t seed)
 {
     check_lsh_arguments(QK, QK, n_buckets, n_hashes, chunk_len);
     chunk_len = std::min(chunk_len, QK.shape(0));  // a longer chunk is one chunk
     const std::size_t n = QK.shape(0);
-    const std::vector<LshRound> rounds = hash_sort_and_chunk(QK, n_buckets, n_hashes, chunk_len, seed);
+    const std::vector<LshRound> rounds =
+        hash_sort_and_chunk(QK, n_buckets, n_hashes, chunk_len, seed);
     xt::xtensor<bool, 2> allowed = xt::zeros<bool>({n, n});  // n×n
     for (std::size_t i = 0; i < n; ++i) {
         bool sees_another = false;
         for (std::size_t j = 0; j < n; ++j)
-            if (j != i && rounds_showing(rounds, i, j) > 0) allowed(i, j) = sees_another = true;
+            if (j != i && rounds_showing(rounds, i, j) > 0)
+                allowed(i, j) = sees_another = true;
         allowed(i, i) = !sees_another;
     }
     return allowed;
 }
 
-/// @brief The attention weights of LSH attention as a dense matrix (for plots, small n):
-/// softmax of q_i·k̂_j/√d_k over the keys lsh_pattern allows. O(n²).
+/// @brief The attention weights of LSH attention as a dense matrix (for plots,
+/// small n): softmax of q_i·k̂_j/√d_k over the keys lsh_pattern allows. O(n²).
 /// @return weights, n×n, rows summing to 1, zero outside the pattern
 template <class T>
-xt::xtensor<T, 2> lsh_weights(const xt::xtensor<T, 2>& QK, std::size_t n_buckets, std::size_t n_hashes,
-                              std::size_t chunk_len, std::uint64_t seed)
+xt::xtensor<T, 2> lsh_weights(const xt::xtensor<T, 2>& QK, std::size_t n_buckets,
+                              std::size_t n_hashes, std::size_t chunk_len,
+                              std::uint64_t seed)
 {
-    const xt::xtensor<bool, 2> allowed = lsh_pattern(QK, n_buckets, n_hashes, chunk_len, seed);  // n×n
+    const xt::xtensor<bool, 2> allowed =
+        lsh_pattern(QK, n_buckets, n_hashes, chunk_len, seed);  // n×n
     const xt::xtensor<T, 2> K = unit_keys(QK);       // n×d_k
     const xt::xtensor<T, 2> K_t = xt::transpose(K);  // d_k×n
     xt::xtensor<T, 2> scores = xt::linalg::dot(QK, K_t);  // n×n
