@@ -21,8 +21,8 @@
 
 namespace {
 
-// ⟨Merge the heads the wrong way, as the notebooks did⟩ 03-multi-head-attention.md:126
-/// The notebooks' merge: heads stored one after
+// ⟨Merge the heads the wrong way⟩ 03-multi-head-attention.md:125
+/// The wrong merge: heads stored one after
 /// another (h×n×d_k), memory re-read as n×(h·d_k).
 xt::xtensor<double, 2> merge_by_reinterpreting_memory(
     const std::vector<xt::xtensor<double, 2>>& heads)
@@ -37,7 +37,7 @@ xt::xtensor<double, 2> merge_by_reinterpreting_memory(
     return merged;
 }
 
-// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:544
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:543
 /// Parameters of one multi-head attention layer
 /// without biases: four d_model×d_model matrices.
 double parameter_count(double d_model) { return 4 * d_model * d_model; }
@@ -58,7 +58,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:143
+        // ⟨Show which token each merged element comes from⟩ 03-multi-head-attention.md:142
         // per head: element (i, c) holds i
         std::vector<xt::xtensor<double, 2>> token_of_element;
         const std::size_t merge_n = 6, merge_h = 2, merge_d_k = 3;
@@ -89,7 +89,7 @@ int main(int argc, char** argv)
         attn::plot::heatmap(out / "merge_right.svg", right, merge_style);
         merge_style.title = "transpose(0,1).view(...): rows mix tokens";
         attn::plot::heatmap(out / "merge_wrong.svg", wrong, merge_style);
-        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:412
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:411
         const std::vector<std::string> tokens =
             attn::split_words("the cat sat on the mat because it was tired");
         const std::size_t n = tokens.size(), d_word = 8, d_position = 16,
@@ -101,7 +101,7 @@ int main(int argc, char** argv)
         xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});
         xt::view(X, xt::all(), xt::range(0, d_word)) = words;
         for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
-        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:426
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:425
         const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
         xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
         for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1
@@ -126,7 +126,7 @@ int main(int argc, char** argv)
             return total / double(n - 1);
         }());
         results.add("head1_weight_the_on_the", head_weights[1](4, 0) + head_weights[1](4, 4));
-        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:478
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:477
         const auto X_f = xt::xtensor<float, 2>(X);
         const double init = 1.0 / std::sqrt(double(d_model));
         const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
@@ -164,12 +164,12 @@ int main(int argc, char** argv)
             results.add("max_abs_difference_vs_reference_loops",
                         xt::amax(xt::abs(fast - reference))());
         }
-        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:560
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:559
         const auto [projection_flops, attention_flops] = flop_count(512, 512);
         results.add("base_parameters", parameter_count(512));
         results.add("base_projection_gflop", projection_flops / 1e9);
         results.add("base_attention_gflop", attention_flops / 1e9);
-        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:582
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:581
         const int threads = 1;
         const attn::BlasThreads one_thread(threads);
         const std::size_t d_time = 256;
@@ -193,7 +193,7 @@ int main(int argc, char** argv)
             for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
                 seconds.back().push_back(timing.wall);
         }
-        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:611
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:610
         std::vector<attn::Series> curves;
         for (std::size_t l = 0; l < lengths.size(); ++l) {
             attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};

@@ -28,7 +28,7 @@ int main(int argc, char** argv)
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
             std::vector<std::pair<std::string, double>> gradient_table;
-            // ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:413
+            // ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:408
             {
                 std::mt19937_64 check_rng(options.seed + 1);
                 // n×d_k
@@ -55,7 +55,7 @@ int main(int argc, char** argv)
                     "attention dV",
                     attn::relative_error(grad.dV, attn::numerical_gradient(V, loss)));
             }
-            // ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:442
+            // ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:437
             {
                 std::mt19937_64 check_rng(options.seed + 2);
                 const std::size_t n = 6, d_model = 8;
@@ -89,7 +89,7 @@ int main(int argc, char** argv)
                 gradient_table.emplace_back(
                     "layer dX", attn::relative_error(grad.dX, attn::numerical_gradient(X, loss)));
             }
-            // ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:713
+            // ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:708
             {
                 std::mt19937_64 check_rng(options.seed + 3);
                 // vocab, n, d_model, heads, layers
@@ -114,7 +114,7 @@ int main(int argc, char** argv)
                         attn::relative_error(*analytic[p].second,
                                              attn::numerical_gradient(*numeric[p].second, loss)));
             }
-            // ⟨Write the gradient table⟩ 04-learning-attention.md:1469
+            // ⟨Write the gradient table⟩ 04-learning-attention.md:1464
             {
                 std::ofstream table(out / "gradient_check.txt");
                 table << std::left << std::setw(28) << "gradient"
@@ -128,7 +128,7 @@ int main(int argc, char** argv)
                 results.add("gradient_checks", double(gradient_table.size()));
                 results.add("gradient_check_max_relative_error", worst, 2);
             }
-            // ⟨Compare the cheap softmax backward with the full Jacobian⟩ 04-learning-attention.md:752
+            // ⟨Compare the cheap softmax backward with the full Jacobian⟩ 04-learning-attention.md:747
             {
                 std::mt19937_64 check_rng(options.seed + 4);
                 // n×m scores
@@ -149,7 +149,7 @@ int main(int argc, char** argv)
                 }
                 results.add("softmax_jacobian_max_abs_difference", worst, 2);
             }
-            // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1301
+            // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1296
             // the defaults: 26 letters, n = 10, d_model = 32, 2 layers of 2 heads
             const attn::TinyModelShape shape;
             std::mt19937_64 rng(options.seed);
@@ -175,7 +175,7 @@ int main(int argc, char** argv)
             results.add("training_seconds", seconds, 2);
             results.add("initial_training_loss", curve.front().loss);
             results.add("final_training_loss", curve.back().loss);
-            // ⟨Draw the training curves⟩ 04-learning-attention.md:1336
+            // ⟨Draw the training curves⟩ 04-learning-attention.md:1331
             attn::Series loss_series{"training loss (batch)", {}, {}, "lines"},
                 accuracy_series{"training accuracy (batch)", {}, {}, "lines"};
             for (const attn::TrainingPoint& point : curve) {
@@ -196,7 +196,7 @@ int main(int argc, char** argv)
             accuracy_style.y_min = 0, accuracy_style.y_max = 1.05;
             accuracy_style.key = "bottom right";
             attn::plot::lines(out / "accuracy.svg", {accuracy_series}, accuracy_style);
-            // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1382
+            // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1377
             // a generator training never used
             std::mt19937_64 heldout_rng(options.seed ^ 0x5eed0fdeadbeefULL);
             const std::size_t heldout = 1000;
@@ -206,7 +206,7 @@ int main(int argc, char** argv)
             results.add("heldout_loss", evaluation.loss);
             results.add("heldout_token_accuracy", evaluation.token_accuracy, 4);
             results.add("heldout_sequence_accuracy", evaluation.sequence_accuracy, 4);
-            // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1403
+            // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1398
             std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
             const auto agreement = attn::ideal_key_agreement(
                 model, attn::reversal_ideal_keys(shape.n), 200, agreement_rng);
@@ -225,7 +225,7 @@ int main(int argc, char** argv)
             results.add("best_head_agreement", agreement[best_layer][best_head], 3);
             results.add_text("best_head", "layer " + std::to_string(best_layer) + ", head " +
                                               std::to_string(best_head));
-            // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1429
+            // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1424
             const std::string head_name =
                 "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head);
             const auto maps_after = attn::attention_maps(model, probe);
@@ -235,7 +235,7 @@ int main(int argc, char** argv)
             attn::plot::heatmap(out / "attention_after.svg", maps_after[best_layer][best_head],
                                 {"After training: " + head_name + " on 'attentions'", letters,
                                  letters});
-            // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1462
+            // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1457
             attn::save_model(out / "model.txt", model);
             attn::save_snapshots(out / "snapshots.txt", probe, snapshots);
         });

@@ -18,7 +18,7 @@
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:555
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:549
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -32,7 +32,7 @@ int main(int argc, char** argv)
         "what the tiny model of chapter 4 attends to, and every pattern",
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
-            // ⟨Load chapter 4's model and snapshots⟩ 05-visualizing-attention.md:28
+            // ⟨Load chapter 4's model and snapshots⟩ 05-visualizing-attention.md:22
             const std::filesystem::path model_file =
                 options.model.empty() ? std::filesystem::path("figures/ch04/model.txt")
                                       : options.model;
@@ -48,7 +48,7 @@ int main(int argc, char** argv)
                               heads = model.shape.heads;
             results.add("layers", double(layers));
             results.add("heads", double(heads));
-            // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:89
+            // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:83
             const std::vector<std::string> letters = attn::token_letters(probe);
             const auto maps = attn::attention_maps(model, probe);  // [layer][head], n×n
             const auto head_paths = attn::plot::head_heatmaps(out, "attentions", maps, letters);
@@ -62,7 +62,7 @@ int main(int argc, char** argv)
                 }
             results.add("head_figures", double(head_paths.size()));
             results.add("plotted_vs_model_max_abs_difference", plotted_difference, 2);
-            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:163
+            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:157
             std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
             const auto agreement =
                 attn::ideal_key_agreement(model, attn::reversal_ideal_keys(n), 200, agreement_rng);
@@ -78,7 +78,7 @@ int main(int argc, char** argv)
                             best_layer = l, best_head = h;
                     }
             }
-            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:256
+            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:250
             const std::vector<std::size_t> word = attn::letter_tokens("algorithms");
             const std::vector<std::string> word_letters = attn::token_letters(word);
             const auto word_maps = attn::attention_maps(model, word);
@@ -87,7 +87,7 @@ int main(int argc, char** argv)
                                          word_maps[l], word_letters,
                                          "Layer " + std::to_string(l) +
                                              " on 'algorithms': query → key");
-            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:365
+            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:359
             std::vector<xt::xtensor<double, 2>> step_frames;
             std::vector<std::string> step_titles;
             for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -105,7 +105,7 @@ int main(int argc, char** argv)
             results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " +
                                                   std::to_string(best_head));
             results.add("training_frames", double(snapshots.size()));
-            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:454
+            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:448
             std::vector<xt::xtensor<double, 2>> layer_means;
             for (std::size_t l = 0; l < layers; ++l) {
                 layer_means.push_back(attn::average_heads(maps[l]));
@@ -131,7 +131,7 @@ int main(int argc, char** argv)
             results.add("rollout_mass_on_mirror", on_mirror);
             results.add("rollout_mass_on_self", on_self);
             results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:489
+            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:483
             double last_on_mirror = 0, mirror_rows_differ = 0;
             for (std::size_t i = 0; i < n; ++i) {
                 last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -141,7 +141,7 @@ int main(int argc, char** argv)
             }
             results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
             results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:563
+            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:557
             const std::size_t n_gallery = 64;
             std::vector<attn::plot::Pattern> gallery = {
                 {"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};

@@ -19,7 +19,7 @@
 
 namespace {
 
-// ⟨Draw the pattern with its weights⟩ 08-longformer.md:549
+// ⟨Draw the pattern with its weights⟩ 08-longformer.md:545
 /// Draw the attention weights of random Q, K (n×16)
 /// under the Longformer mask, masked cells grey.
 /// @return the fraction of the n² pairs the pattern allows
@@ -36,7 +36,7 @@ double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
-// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:601
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:597
 /// For layers 1..`layers`, the contiguous reach of token i when
 /// every layer attends with `mask`: the largest r such that
 /// every token within distance r of i can influence i's output.
@@ -71,7 +71,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the two patterns⟩ 08-longformer.md:567
+        // ⟨Draw the two patterns⟩ 08-longformer.md:563
         results.add("allowed_fraction_window",
                     draw_pattern(
                         out / "pattern.svg", 32, 3, 1, {0},
@@ -80,7 +80,7 @@ int main(int argc, char** argv)
             "allowed_fraction_dilated",
             draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
                          "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:627
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:623
         {
             const std::size_t n = 401, i = 200, w = 4, layers = 12;
             const attn::Mask plain = attn::longformer_mask(n, w, 1, {}),
@@ -101,7 +101,7 @@ int main(int argc, char** argv)
                                             "layers", "contiguous reach (tokens)"};
             attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:673
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:669
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -127,7 +127,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + s.name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:920
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:916
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -139,7 +139,7 @@ int main(int argc, char** argv)
         results.add("fit_from", fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:729
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:725
         const std::size_t d = 64, w = 64, dilation = 1;
         const std::vector<std::size_t> global = {0};
         attn::CostCurve kernel{"Longformer kernel", 1}, dense{"dense", 1};
@@ -163,7 +163,7 @@ int main(int argc, char** argv)
             attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:761
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:757
         const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
         const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
@@ -194,7 +194,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:838
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:834
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());

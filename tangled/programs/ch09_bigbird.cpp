@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Name the rule behind each tile⟩ 09-bigbird.md:306
+// ⟨Name the rule behind each tile⟩ 09-bigbird.md:302
 /// The rule that allows tile (q, k): 3 global, 2 window,
 /// 1 random, 0 none, as an n_blocks×n_blocks matrix.
 xt::xtensor<double, 2> tile_rules(
@@ -38,7 +38,7 @@ xt::xtensor<double, 2> tile_rules(
     return rule;
 }
 
-// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:383
+// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:379
 /// The key blocks of each query block under a weaker pattern: the window only, or
 /// window and random (BigBird's own random draws) with the two global blocks removed.
 std::vector<std::vector<std::size_t>> without_global(
@@ -55,7 +55,7 @@ std::vector<std::vector<std::size_t>> without_global(
     return kept;
 }
 
-// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:404
+// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:400
 /// The diameter of the pattern's graph: the fewest layers after which
 /// every query block has heard from every key block (information
 /// flows from key block k to query block q when q attends k).
@@ -96,7 +96,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Draw the pattern and the weights⟩ 09-bigbird.md:324
+        // ⟨Draw the pattern and the weights⟩ 09-bigbird.md:320
         {
             const std::size_t n = 64;
             const attn::BigBirdPattern pattern{4, 2, options.seed};
@@ -128,7 +128,7 @@ int main(int argc, char** argv)
             attn::plot::heatmap(out / "weights.svg",
                                 attn::attention_weights(Q, K, style.allowed), style);
         }
-        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:436
+        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:432
         {
             attn::Series window{"window only", {}, {}}, random{"window + random", {}, {}},
                 bigbird{"window + random + global (BigBird)", {}, {}};
@@ -151,7 +151,7 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "layers.svg", {window, random, bigbird}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:497
+        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:493
         for (const auto& [name, n, pattern] :
              {std::tuple<std::string, std::size_t, attn::BigBirdPattern>{
                   "base", 1920, {64, 3, options.seed}},
@@ -172,7 +172,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:720
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:716
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -185,7 +185,7 @@ int main(int argc, char** argv)
         results.add("dense_fit_from", dense_fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:543
+        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:539
         const std::size_t d = 64;
         const attn::BigBirdPattern pattern{64, 3, options.seed};
         attn::CostCurve kernel{"BigBird block kernel", 1}, dense{"dense", 1};
@@ -208,7 +208,7 @@ int main(int argc, char** argv)
             attn::bigbird_attention(Q, K, V, pattern, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 09-bigbird.md:576
+        // ⟨Draw time and memory against n⟩ 09-bigbird.md:572
         const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
         const attn::SlopeFit dense_time_fit = dense.time_fit(dense_fit_from);
@@ -239,7 +239,7 @@ int main(int argc, char** argv)
         attn::plot::lines(out / "cost_memory.svg",
                           {with_fit(dense.memory(), dense_memory_fit),
                            with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Fit the count of scores⟩ 09-bigbird.md:611
+        // ⟨Fit the count of scores⟩ 09-bigbird.md:607
         {
             std::vector<double> fitted_n, fitted_scores;  // n ≥ fit_from
             for (std::size_t k = 0; k < kernel.n.size(); ++k)

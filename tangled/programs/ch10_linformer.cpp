@@ -23,7 +23,7 @@
 
 namespace {
 
-// ⟨Accumulate the singular values of a matrix⟩ 10-linformer.md:59
+// ⟨Accumulate the singular values of a matrix⟩ 10-linformer.md:55
 /// Normalised cumulative singular values c_r =
 /// Σ_{i≤r} σ_i / Σ σ_i of `A` (n×n), r = 1..n.
 std::vector<double> cumulative_singular_values(const xt::xtensor<double, 2>& A)
@@ -45,7 +45,7 @@ std::size_t rank_reaching(const std::vector<double>& cumulative, double level)
     return std::size_t(at - cumulative.begin()) + 1;
 }
 
-// ⟨Build structured and random inputs⟩ 10-linformer.md:87
+// ⟨Build structured and random inputs⟩ 10-linformer.md:83
 /// Sinusoidal position codes (Vaswani et al. 2017,
 /// §3.5) times `scale`: n×d, row i is position i.
 xt::xtensor<double, 2> position_codes(std::size_t n, std::size_t d, double scale)
@@ -91,7 +91,7 @@ Inputs make_inputs(const std::string& kind, std::size_t n, std::size_t d,
     return {xt::linalg::dot(X, W_q), xt::linalg::dot(X, W_k), V};
 }
 
-// ⟨Measure the error against k⟩ 10-linformer.md:480
+// ⟨Measure the error against k⟩ 10-linformer.md:476
 /// Root-mean-square of the entries of A − B.
 double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double, 2>& B)
 {
@@ -140,7 +140,7 @@ std::vector<attn::Series> error_against_k(const Inputs& in, int draws,
     return {inside, pooled, after, trend, zero};
 }
 
-// ⟨Leave room for the legend⟩ 10-linformer.md:708
+// ⟨Leave room for the legend⟩ 10-linformer.md:704
 /// A log y range from the decade below the lowest point to one decade above the decade
 /// of the highest, so the legend at the top stays clear of the curves.
 void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
@@ -166,7 +166,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
                                  const std::filesystem::path& out = options.out;
                                  std::mt19937_64 rng(options.seed);
-                                 // ⟨Measure the spectrum of attention matrices⟩ 10-linformer.md:134
+                                 // ⟨Measure the spectrum of attention matrices⟩ 10-linformer.md:130
                                  const std::size_t n_spectrum = options.quick ? 128 : 512;
                                  results.add("spectrum_n", double(n_spectrum));
                                  std::vector<attn::Series> spectra;
@@ -189,7 +189,7 @@ int main(int argc, char** argv)
                                  spectrum_style.y_min = 0, spectrum_style.y_max = 1.02;
                                  spectrum_style.key = "bottom right";
                                  attn::plot::lines(out / "spectrum.svg", spectra, spectrum_style);
-                                 // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:421
+                                 // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:417
                                  {
                                      const std::size_t n_small = 32, k_small = 16;
                                      // n×64, a sharper band
@@ -209,7 +209,7 @@ int main(int argc, char** argv)
                                      attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E),
                                                          pooled);
                                  }
-                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:808
+                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:804
                                  {
                                      const Inputs in = make_inputs("vocabulary", 64, 64, rng);
                                      const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -222,7 +222,7 @@ int main(int argc, char** argv)
                                                  xt::amax(xt::abs(attn::linformer_attention(Q, K, V, I, I) -
                                                                   attn::scaled_dot_product_attention(Q, K, V)))());
                                  }
-                                 // ⟨Draw the error against k⟩ 10-linformer.md:530
+                                 // ⟨Draw the error against k⟩ 10-linformer.md:526
                                  const std::size_t n_error = options.quick ? 256 : 1024;
                                  const int error_draws = options.quick ? 2 : 5;
                                  results.add("error_n", double(n_error));
@@ -247,7 +247,7 @@ int main(int argc, char** argv)
                                      style.key = "top right";
                                      attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
                                  }
-                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:771
+                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:767
                                  {
                                      const std::size_t n_c = 64, k_c = 16;
                                      Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -261,7 +261,7 @@ int main(int argc, char** argv)
                                      results.add("first_output_change_from_last_token",
                                                  xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
                                  }
-                                 // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:644
+                                 // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:640
                                  const std::size_t k_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
@@ -285,7 +285,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&dense, &linformer}, double(n_cost),
                                                          {dense_call, linformer_call}, rounds);
                                  }
-                                 // ⟨Draw the cost against n⟩ 10-linformer.md:675
+                                 // ⟨Draw the cost against n⟩ 10-linformer.md:671
                                  const attn::SlopeFit time_fit = linformer.time_fit(n_fit);
                                  const attn::SlopeFit memory_fit = linformer.memory_fit(n_fit);
                                  const attn::SlopeFit dense_fit = dense.time_fit();

@@ -26,7 +26,7 @@
 
 namespace {
 
-// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:279
+// ⟨Estimate the softmax kernel with random features⟩ 11-performer.md:275
 /// The kind of random features compared in the experiments.
 enum class FeatureKind { positive_iid, positive_orthogonal, trig_iid, trig_orthogonal };
 
@@ -73,7 +73,7 @@ double relative_mse(const xt::xtensor<double, 2>& X, const xt::xtensor<double, 2
     return total / double(draws) / double(pairs);
 }
 
-// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:331
+// ⟨Build pairs of vectors with a given length and angle⟩ 11-performer.md:327
 /// Pairs of rows with ‖x̃‖ = ‖ỹ‖ = `norm` (x̃ = x·d^(−1/4)),
 /// P×d each. If `angle` is NaN the directions are random;
 /// otherwise y is at `angle` radians from x, in a random plane.
@@ -121,7 +121,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X,
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1251
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1253
 /// Dense causal attention: softmax over keys j ≤ i
 /// only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q,
@@ -144,7 +144,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1390
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1392
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -155,7 +155,7 @@ std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
     return lengths;
 }
 
-// ⟨Leave room for the legend⟩ 11-performer.md:1502
+// ⟨Leave room for the legend⟩ 11-performer.md:1504
 /// A log y range from the decade below the lowest point to one decade above the decade
 /// of the highest, so the legend at the top stays clear of the curves.
 void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
@@ -182,7 +182,7 @@ int main(int argc, char** argv)
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
             std::mt19937_64 rng(options.seed);
-            // ⟨Measure the MSE against the number of features⟩ 11-performer.md:384
+            // ⟨Measure the MSE against the number of features⟩ 11-performer.md:380
             {
                 const std::size_t d = 16, pairs = 8;
                 const double norm = 0.7;
@@ -236,7 +236,7 @@ int main(int argc, char** argv)
                 style.key = "top right";
                 attn::plot::lines(out / "mse_vs_r.svg", curves, style);
             }
-            // ⟨Measure the error against the angle⟩ 11-performer.md:479
+            // ⟨Measure the error against the angle⟩ 11-performer.md:475
             {
                 const std::size_t d = 16, pairs = 8, r = 64;
                 const double norm = 1.0;
@@ -277,6 +277,7 @@ int main(int argc, char** argv)
                 results.add("angle_norm", norm);
                 results.add("trig_relative_mse_at_0", trig_at_0);
                 results.add("positive_relative_mse_at_15", positive.y.front());
+                results.add("positive_lemma2_at_15", theory_positive.y.front());
                 results.add("positive_relative_mse_at_165", positive.y.back());
                 results.add("trig_relative_mse_at_15", trig.y.front());
                 results.add("trig_relative_mse_at_165", trig.y.back());
@@ -290,7 +291,7 @@ int main(int argc, char** argv)
                 attn::plot::lines(out / "mse_vs_angle.svg",
                                   {positive, trig, theory_positive, theory_trig}, style);
             }
-            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1186
+            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1188
             {
                 const std::size_t n_small = 24, d = 16, r = 256;
                 // n×d, sinusoidal position codes
@@ -319,7 +320,7 @@ int main(int argc, char** argv)
                             xt::amax(xt::abs(attn::performer_weights(P, P, W) -
                                              attn::attention_weights(P, P)))());
             }
-            // ⟨Measure the attention error against r⟩ 11-performer.md:1275
+            // ⟨Measure the attention error against r⟩ 11-performer.md:1277
             {
                 const std::size_t n = options.quick ? 128 : 512, d = 16,
                                   r_max = options.quick ? 1024 : 4096;
@@ -385,7 +386,7 @@ int main(int argc, char** argv)
                 style.key = "top right";
                 attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
             }
-            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1402
+            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1404
             const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
             const std::size_t n_fit = options.quick ? 128 : 1024;
             const std::size_t n_max = options.quick ? 2048 : 16384;
@@ -413,7 +414,7 @@ int main(int argc, char** argv)
                      [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
                     n_cost < 2048 ? 3 * repeats : repeats);
             }
-            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1438
+            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1440
             const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
             const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
             const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
@@ -449,7 +450,7 @@ int main(int argc, char** argv)
             results.add("favor_mib_at_max_n", favor.peak_mib.back());
             results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
             results.add("causal_mib_at_max_n", causal.peak_mib.back());
-            // ⟨Draw the cost against n⟩ 11-performer.md:1476
+            // ⟨Draw the cost against n⟩ 11-performer.md:1478
             const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
                 {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
                 {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};

@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Make two rows orthonormal⟩ 12-reformer.md:373
+// ⟨Make two rows orthonormal⟩ 12-reformer.md:372
 /// Gram–Schmidt on the two rows of `rows` (2×d_k): unit length and orthogonal.
 xt::xtensor<double, 2> orthonormal_rows(xt::xtensor<double, 2> rows)
 {
@@ -40,7 +40,7 @@ xt::xtensor<double, 2> orthonormal_rows(xt::xtensor<double, 2> rows)
     return rows;
 }
 
-// ⟨Measure collisions of two vectors at an angle⟩ 12-reformer.md:349
+// ⟨Measure collisions of two vectors at an angle⟩ 12-reformer.md:348
 /// Fraction of `rounds` independent hash rounds in which two unit vectors at angle θ
 /// (spanning a random plane of R^d_k) get the same bucket.
 double measured_collision_rate(double theta, std::size_t d_k, std::size_t n_buckets,
@@ -63,7 +63,7 @@ double measured_collision_rate(double theta, std::size_t d_k, std::size_t n_buck
     return double(collisions) / double(rounds);
 }
 
-// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:920
+// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:919
 /// Draw series in (theory, measured) pairs: the
 /// curve as a line, the points in the same colour.
 void draw_measured_on_theory(const std::filesystem::path& path,
@@ -90,7 +90,7 @@ void draw_measured_on_theory(const std::filesystem::path& path,
     }
 }
 
-// ⟨Draw tokens in topics⟩ 12-reformer.md:957
+// ⟨Draw tokens in topics⟩ 12-reformer.md:956
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions
 /// (noise of relative size `spread`), of length sharpness·√d_k, so that a score
 /// q_i·k̂_j/√d_k is at most `sharpness`; topic_of receives each row's topic.
@@ -124,7 +124,7 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
     return QK;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1178
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1177
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights,
                      const xt::xtensor<bool, 2>& allowed)
@@ -136,7 +136,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1443
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1442
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -159,7 +159,7 @@ double fraction_in_overfull_buckets(const std::vector<double>& size,
     return crowded / double(n);
 }
 
-// ⟨Leave room for the legend⟩ 12-reformer.md:1314
+// ⟨Leave room for the legend⟩ 12-reformer.md:1313
 /// A log y range from the decade below the lowest point to one decade above the decade
 /// of the highest, so the legend at the top stays clear of the curves.
 void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
@@ -185,7 +185,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
                                  const std::filesystem::path& out = options.out;
                                  std::mt19937_64 rng(options.seed);
-                                 // ⟨Measure the collision probability against the angle⟩ 12-reformer.md:393
+                                 // ⟨Measure the collision probability against the angle⟩ 12-reformer.md:392
                                  const std::size_t collision_rounds = options.quick ? 1000 : 4000;
                                  const std::size_t model_samples = options.quick ? 20000 : 200000;
                                  const double pi = std::acos(-1.0);
@@ -219,7 +219,7 @@ int main(int argc, char** argv)
                                  draw_measured_on_theory(out / "collision.svg", collision_series,
                                                          "Collision probability of the rotation hash (d_k = 32, " +
                                                              std::to_string(collision_rounds) + " rounds per point)");
-                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:996
+                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:995
                                  {
                                      const std::size_t n_small = 32, d_small = 16, b_small = 8, L_small = 4;
                                      std::vector<std::size_t> topic;
@@ -243,7 +243,7 @@ int main(int argc, char** argv)
                                          "LSH attention weights (b = 8, L = 4, one round)", labels, labels};
                                      lsh_style.allowed = allowed;
                                      attn::plot::heatmap(out / "lsh_weights.svg", lsh, lsh_style);
-                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1047
+                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1046
                                      const xt::xtensor<std::size_t, 2> buckets =
                                          attn::lsh_buckets(QK_small, b_small, 1, hash_seed);  // 1×n
                                      const std::vector<std::size_t> order =
@@ -264,7 +264,7 @@ int main(int argc, char** argv)
                                          sorted_labels};
                                      sorted_style.allowed = allowed_sorted;
                                      attn::plot::heatmap(out / "lsh_weights_sorted.svg", lsh_sorted, sorted_style);
-                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1082
+                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1081
                                      const xt::xtensor<double, 2> lsh_4 =
                                          attn::lsh_weights(QK_small, b_small, 4, L_small, hash_seed);
                                      attn::plot::HeatmapStyle rounds_style{
@@ -272,7 +272,7 @@ int main(int argc, char** argv)
                                      rounds_style.allowed = attn::lsh_pattern(QK_small, b_small, 4, L_small, hash_seed);
                                      attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", lsh_4, rounds_style);
                                  }
-                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1106
+                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1105
                                  {
                                      const xt::xtensor<float, 2> QK_one = tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
                                      const xt::xtensor<float, 2> V_one = attn::random_normal<float>(512, 64, 1.0, rng);
@@ -281,7 +281,7 @@ int main(int argc, char** argv)
                                      const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_one, V_one);
                                      results.add("one_chunk_max_abs_error", xt::amax(xt::abs(O_lsh - O_dense))());
                                  }
-                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1126
+                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1125
                                  const std::size_t n_error = options.quick ? 512 : 1024, b_error = 32,
                                                    L_error = 2 * n_error / b_error;
                                  const int error_seeds = options.quick ? 3 : 10;
@@ -331,7 +331,7 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1467
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1466
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -363,7 +363,7 @@ int main(int argc, char** argv)
                                                        {uniform_series, topic_series, chunk_series, mean_series},
                                                        size_style);
                                  }
-                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1248
+                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1247
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_hi = options.quick ? 2048 : 16384;
                                  const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
@@ -381,7 +381,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                                          repeats);
                                  }
-                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1274
+                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1273
                                  const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
                                  const attn::SlopeFit dense_time_fit = dense.time_fit();
                                  const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);

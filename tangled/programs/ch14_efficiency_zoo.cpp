@@ -20,7 +20,7 @@
 
 namespace {
 
-// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:508
+// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:504
 /// The slope of time (or memory) over the curve's five largest lengths; none if fewer.
 std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool memory)
 {
@@ -50,7 +50,7 @@ attn::Series error_series(const std::map<std::size_t, double>& error)
     return s;
 }
 
-// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:685
+// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:681
 /// The wall seconds (or peak MiB) of `curve` at length n; NaN if not measured there.
 double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 {
@@ -76,7 +76,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:377
+        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:373
         const std::size_t d = 64;
         const std::size_t n_min = options.quick ? 128 : 256;
         const std::size_t n_max = options.quick ? 2048 : 16384;
@@ -85,7 +85,7 @@ int main(int argc, char** argv)
         const int threads = 1;  // every mechanism of the comparison
         const int all_threads = int(std::max(1u, std::thread::hardware_concurrency()));
         auto rounds = [](std::size_t n) { return n <= 1024 ? 5 : n <= 4096 ? 3 : 2; };
-        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:394
+        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:390
         const std::vector<attn::Mechanism> zoo = attn::zoo_mechanisms();
         const std::size_t dense = 0;  // zoo_mechanisms() lists dense attention first
         std::vector<attn::CostCurve> curves;                            // each, on 1 thread
@@ -102,7 +102,7 @@ int main(int argc, char** argv)
             attn::ZooInputs inputs;  // Q, K: n×d_k; V: n×d_v
             for (auto* M : {&inputs.Q, &inputs.K, &inputs.V})
                 *M = attn::random_normal<float>(n, d, 1.0, rng);
-            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:428
+            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:424
             xt::xtensor<float, 2> exact_full, exact_causal, exact_shared, dense_full, dense_causal;
             #if __has_include("attn/flash_attention.hpp")
             const bool tiled_reference = true;
@@ -126,7 +126,7 @@ int main(int argc, char** argv)
                 if (zoo[z].exact == attn::Exact::shared_qk) return known(exact_shared);
                 return known(causal ? exact_causal : (tiled_reference ? exact_full : dense_full));
             };
-            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:457
+            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:453
             for (std::size_t z = 0; z < zoo.size(); ++z) {
                 if (z == dense && n > dense_n_max) continue;  // dense attention stops here
                 const xt::xtensor<float, 2> O = zoo[z].prepare(inputs, threads)();  // n×d_v
@@ -134,7 +134,7 @@ int main(int argc, char** argv)
                 if (const xt::xtensor<float, 2>* exact = yardstick(z))
                     errors[z][n] = attn::relative_error(O, *exact);
             }
-            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:471
+            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:467
             {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -145,7 +145,7 @@ int main(int argc, char** argv)
                 }
                 attn::measure_costs(timed, double(n), calls, rounds(n));
             }
-            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:488
+            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:484
             if (all_threads > 1 && n <= dense_n_max) {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -157,7 +157,7 @@ int main(int argc, char** argv)
             }
             std::cout << "  measured n = " << n << std::endl;
         }
-        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:543
+        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:539
         for (int group = 0; group < 2; ++group) {
             const std::string file = group == 0 ? "patterns" : "approximations";
             std::vector<attn::Series> time_curves, memory_curves, error_curves;
@@ -186,7 +186,7 @@ int main(int argc, char** argv)
             error_style.key = "above";
             attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
         }
-        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:639
+        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:635
         {
             std::ofstream slopes(out / "slopes.csv");
             slopes << "mechanism,family,lengths fitted,time slope,memory slope,"
@@ -213,7 +213,7 @@ int main(int argc, char** argv)
                        << "\",\"" << overtakes(z, true) << "\"\n";
             }
         }
-        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:703
+        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:699
         {
             std::ofstream table(out / "relative.csv");
             table << "mechanism,family,speed 1K,speed 2K,speed 4K,"
@@ -234,7 +234,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:749
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:745
         {
             const std::size_t n = dense_n_max;
             std::vector<attn::Series> points;
@@ -258,7 +258,7 @@ int main(int argc, char** argv)
             results.add("n_scatter", double(n));
             results.add_text("scatter_missing", missing.empty() ? "none" : missing);
         }
-        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:796
+        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:792
         {
             std::ofstream table(out / "all_threads.csv");
             table << "mechanism,threads,ms 1K,ms 2K,ms 4K,speed 1K,speed 2K,speed 4K\n";
@@ -275,7 +275,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:826
+        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:822
         auto versus_dense = [&](const attn::CostCurve& flash, const attn::CostCurve& baseline) {
             const double ratio = cost_at(baseline, dense_n_max, false) /
                                  cost_at(flash, dense_n_max, false);
@@ -299,7 +299,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:854
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:850
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;

@@ -19,7 +19,7 @@
 
 namespace attn {
 
-// ⟨Multiply and transpose contiguous matrices⟩ 04-learning-attention.md:172
+// ⟨Multiply and transpose contiguous matrices⟩ 04-learning-attention.md:167
 namespace detail {
 
 /// A·B through BLAS, as a contiguous matrix.
@@ -38,7 +38,7 @@ xt::xtensor<T, 2> transposed(const xt::xtensor<T, 2>& A)
 
 }  // namespace detail
 
-// ⟨Build the Jacobian of the softmax⟩ 04-learning-attention.md:81
+// ⟨Build the Jacobian of the softmax⟩ 04-learning-attention.md:76
 /// @brief The Jacobian of the softmax at weights p: J = diag(p) − p·pᵀ (the reference).
 /// @param p the weights of one row, m
 /// @return J, m×m, with J(j, l) = ∂p_j/∂s_l
@@ -53,7 +53,7 @@ xt::xtensor<T, 2> softmax_jacobian(const xt::xtensor<T, 1>& p)
     return J;
 }
 
-// ⟨Backpropagate through the softmax⟩ 04-learning-attention.md:99
+// ⟨Backpropagate through the softmax⟩ 04-learning-attention.md:94
 /// @brief Backward pass of softmax_rows: dS = P ⊙ (dP − rowsum(dP ⊙ P)), O(m) per row.
 /// @param P  the weights softmax_rows produced, n×m
 /// @param dP the gradient of the loss with respect to P, n×m
@@ -77,7 +77,7 @@ xt::xtensor<T, 2> softmax_rows_backward(const xt::xtensor<T, 2>& P,
     return dS;
 }
 
-// ⟨Backpropagate through scaled dot-product attention⟩ 04-learning-attention.md:128
+// ⟨Backpropagate through scaled dot-product attention⟩ 04-learning-attention.md:123
 /// @brief Gradients of a loss with respect to the
 /// inputs of one scaled dot-product attention call.
 template <class T>
@@ -116,7 +116,7 @@ AttentionGradients<T> attention_backward(const xt::xtensor<T, 2>& Q,
     return grad;
 }
 
-// ⟨Describe one attention layer⟩ 04-learning-attention.md:201
+// ⟨Describe one attention layer⟩ 04-learning-attention.md:196
 /// @brief The parameters of one layer of multi-head self-attention. Head h uses
 /// columns [h·d_k, (h+1)·d_k) of Q, K and V, with d_k = d_v = d_model/heads.
 template <class T>
@@ -144,7 +144,7 @@ void set_head_columns(xt::xtensor<T, 2>& X, std::size_t head, std::size_t width,
     xt::view(X, xt::all(), xt::range(head * width, (head + 1) * width)) = block;
 }
 
-// ⟨Run an attention layer forward and keep what the backward pass needs⟩ 04-learning-attention.md:235
+// ⟨Run an attention layer forward and keep what the backward pass needs⟩ 04-learning-attention.md:230
 /// @brief Everything one attention layer computed:
 /// its output and the values its backward pass needs.
 template <class T>
@@ -185,7 +185,7 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:292
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:287
 /// @brief Gradients of a loss with respect to
 /// one attention layer's parameters and input.
 template <class T>
@@ -231,7 +231,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:358
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:353
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
@@ -254,7 +254,7 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:387
+// ⟨Compare two gradients⟩ 04-learning-attention.md:382
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
 inline double relative_error(const xt::xtensor<double, 2>& a,
                              const xt::xtensor<double, 2>& b)

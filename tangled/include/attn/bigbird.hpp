@@ -20,7 +20,7 @@
 
 namespace attn {
 
-// ⟨Describe a BigBird pattern⟩ 09-bigbird.md:46
+// ⟨Describe a BigBird pattern⟩ 09-bigbird.md:42
 /// @brief A BigBird attention pattern over blocks
 /// of `block` tokens (Zaheer et al. 2020).
 struct BigBirdPattern {
@@ -31,7 +31,7 @@ struct BigBirdPattern {
         seed;  ///< seed of the random draws: the same seed gives the same pattern
 };
 
-// ⟨Check that n is a whole number of blocks⟩ 09-bigbird.md:61
+// ⟨Check that n is a whole number of blocks⟩ 09-bigbird.md:57
 /// @brief Throw std::invalid_argument unless n is a positive multiple of pattern.block.
 inline void check_bigbird_length(std::size_t n, const BigBirdPattern& pattern,
                                  const std::string& who)
@@ -48,7 +48,7 @@ inline void check_bigbird_length(std::size_t n, const BigBirdPattern& pattern,
     }
 }
 
-// ⟨List the key blocks of every query block⟩ 09-bigbird.md:90
+// ⟨List the key blocks of every query block⟩ 09-bigbird.md:86
 /// @brief The block-level BigBird pattern: for each query block, the sorted
 /// key blocks it attends. Blocks 0 and n_blocks − 1 are global (attend all
 /// blocks; attended by all). Every other block q attends q − 1, q, q + 1, the
@@ -67,7 +67,7 @@ inline std::vector<std::vector<std::size_t>> bigbird_key_blocks(
         if (q != 0 && q != last) {
             for (std::size_t k : {std::size_t(0), q - 1, q, q + 1, last})
                 attends[k] = true;
-            // ⟨Draw the random blocks of query block q⟩ 09-bigbird.md:118
+            // ⟨Draw the random blocks of query block q⟩ 09-bigbird.md:114
             std::vector<std::size_t> others;  // blocks q does not attend yet
             for (std::size_t k = 0; k < n_blocks; ++k)
                 if (!attends[k]) others.push_back(k);
@@ -85,7 +85,7 @@ inline std::vector<std::vector<std::size_t>> bigbird_key_blocks(
     return key_blocks;
 }
 
-// ⟨Build the BigBird mask⟩ 09-bigbird.md:134
+// ⟨Build the BigBird mask⟩ 09-bigbird.md:130
 /// @brief BigBird's attention pattern as a dense n×n mask
 /// (for figures and tests; the kernel never builds it).
 /// @param n       number of tokens, a multiple of
@@ -106,7 +106,7 @@ inline Mask bigbird_mask(std::size_t n, const BigBirdPattern& pattern)
     return mask;
 }
 
-// ⟨List a block's tokens⟩ 09-bigbird.md:209
+// ⟨List a block's tokens⟩ 09-bigbird.md:205
 /// The token positions of the listed blocks, block
 /// after block: blocks.size()·block positions.
 inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& blocks,
@@ -120,7 +120,7 @@ inline std::vector<std::size_t> block_positions(const std::vector<std::size_t>& 
     return positions;
 }
 
-// ⟨Compute BigBird attention⟩ 09-bigbird.md:224
+// ⟨Compute BigBird attention⟩ 09-bigbird.md:220
 /// @brief BigBird block-sparse attention (Zaheer et al. 2020): window,
 /// global and random blocks. Equals scaled_dot_product_attention(Q, K, V,
 /// bigbird_mask(n, pattern)) but never builds an n×n matrix: each query

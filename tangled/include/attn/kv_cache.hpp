@@ -17,7 +17,7 @@
 
 namespace attn {
 
-// ⟨Keep the softmax state of one query⟩ 16-decoding.md:60
+// ⟨Keep the softmax state of one query⟩ 16-decoding.md:56
 /// @brief What one query has gathered from a set of keys: the largest scaled score,
 /// the sum of exp(s_j − max), and those weights times the values (not yet divided).
 template <class T>
@@ -27,7 +27,7 @@ struct QueryState {
     std::vector<T> acc;                            ///< a = Σ exp(s_j − μ)·v_j, d_v
 };
 
-// ⟨Take a dot product in eight lanes⟩ 16-decoding.md:78
+// ⟨Take a dot product in eight lanes⟩ 16-decoding.md:74
 namespace detail {
 /// Σ_c a_c b_c over d numbers, in eight interleaved partial sums added at the end
 /// (a fixed order, so every caller gets the same bits).
@@ -45,7 +45,7 @@ T dot_in_lanes(const T* a, const T* b, std::size_t d)
 }
 }  // namespace detail
 
-// ⟨Attend over a run of keys⟩ 16-decoding.md:105
+// ⟨Attend over a run of keys⟩ 16-decoding.md:101
 /// @brief The state of query `q` over keys [begin, end) of `keys` and `values`.
 /// @param q      d_k numbers
 /// @param keys   m×d_k, row-major; @param values m×d_v, row-major
@@ -73,7 +73,7 @@ QueryState<T> attend_keys(const T* q, const T* keys, const T* values, std::size_
     return state;
 }
 
-// ⟨Finish a state into an output row⟩ 16-decoding.md:138
+// ⟨Finish a state into an output row⟩ 16-decoding.md:134
 /// @brief The output of a state: a / ℓ (d_v numbers); zeros if no key was seen.
 template <class T>
 xt::xtensor<T, 1> finish_state(const QueryState<T>& state)
@@ -85,7 +85,7 @@ xt::xtensor<T, 1> finish_state(const QueryState<T>& state)
     return out;
 }
 
-// ⟨Merge two states of one query⟩ 16-decoding.md:763
+// ⟨Merge two states of one query⟩ 16-decoding.md:759
 /// @brief The state of one query over the keys of both `a` and `b` (disjoint sets).
 template <class T>
 QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
@@ -104,7 +104,7 @@ QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
     return merged;
 }
 
-// ⟨Keep the keys and values of one head⟩ 16-decoding.md:161
+// ⟨Keep the keys and values of one head⟩ 16-decoding.md:157
 /// @brief The keys and values of one attention head, one row per token seen so far.
 template <class T>
 class KVCache {
@@ -177,7 +177,7 @@ private:
     std::vector<T> keys_, values_;  // m×d_k and m×d_v, row-major, growing by rows
 };
 
-// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:791
+// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:787
 /// @brief One query's attention over K, V computed in `parts` pieces and merged.
 /// @param q d_k numbers; @param K m×d_k; @param V m×d_v (m ≥ 1)
 /// @param parts P ≥ 1; more parts than keys are clamped to m (one key each)

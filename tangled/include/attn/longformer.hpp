@@ -23,7 +23,7 @@
 
 namespace attn {
 
-// ⟨Test whether a key is in the dilated window⟩ 08-longformer.md:61
+// ⟨Test whether a key is in the dilated window⟩ 08-longformer.md:57
 /// @brief Whether key j lies in query i's dilated window:
 /// |i − j| ≤ w·dilation and dilation divides i − j.
 /// @param w window on each side, counted in steps of `dilation`; @param dilation ≥ 1
@@ -36,7 +36,7 @@ inline bool in_dilated_window(std::size_t i, std::size_t j, std::size_t w,
 
 namespace detail {
 
-// ⟨Check the arguments of the pattern⟩ 08-longformer.md:76
+// ⟨Check the arguments of the pattern⟩ 08-longformer.md:72
 /// @brief Throw std::invalid_argument unless dilation ≥ 1.
 inline void check_dilation(std::size_t dilation, const std::string& who)
 {
@@ -74,7 +74,7 @@ inline std::vector<std::size_t> flagged_positions(const std::vector<bool>& flag)
 
 }  // namespace detail
 
-// ⟨Build the Longformer mask⟩ 08-longformer.md:116
+// ⟨Build the Longformer mask⟩ 08-longformer.md:112
 /// @brief Longformer's attention pattern as a dense n×n mask (for
 /// figures and tests; the kernel never builds it). Query i may attend
 /// key j when |i − j| ≤ w·dilation and dilation divides i − j (the
@@ -100,7 +100,7 @@ inline Mask longformer_mask(std::size_t n, std::size_t w, std::size_t dilation,
 
 namespace detail {
 
-// ⟨Gather rows of a matrix⟩ 08-longformer.md:202
+// ⟨Gather rows of a matrix⟩ 08-longformer.md:198
 /// Rows `rows` of X, in that order, as a new contiguous matrix: rows.size()×X.shape(1).
 template <class T>
 xt::xtensor<T, 2> gather_rows(const xt::xtensor<T, 2>& X,
@@ -113,7 +113,7 @@ xt::xtensor<T, 2> gather_rows(const xt::xtensor<T, 2>& X,
     return gathered;
 }
 
-// ⟨Attend from listed queries to listed keys⟩ 08-longformer.md:216
+// ⟨Attend from listed queries to listed keys⟩ 08-longformer.md:212
 /// Attention of the queries Q[queries] over the keys K[keys] and values V[keys],
 /// written to O[queries]. `allowed(a, c)` says whether the a-th listed query may attend
 /// the c-th listed key; a key listed twice would be counted twice, so `keys` must not
@@ -131,7 +131,7 @@ void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
     const xt::xtensor<T, 2> V_listed = gather_rows(V, keys);                   // c×d_v
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_listed, K_listed_t);         // q×c
     if (visits) visits->scores += scores.size();  // every one computed, allowed or not
-    // ⟨Scale the allowed scores and hide the others⟩ 08-longformer.md:250
+    // ⟨Scale the allowed scores and hide the others⟩ 08-longformer.md:246
     const T scale = T(1) / std::sqrt(T(Q.shape(1)));
     const T hidden = -std::numeric_limits<T>::infinity();
     for (std::size_t a = 0; a < queries.size(); ++a) {
@@ -146,7 +146,7 @@ void attend_listed(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
         std::copy_n(O_listed.data() + a * d_v, d_v, O.data() + queries[a] * d_v);
 }
 
-// ⟨Attend within the window, block by block⟩ 08-longformer.md:276
+// ⟨Attend within the window, block by block⟩ 08-longformer.md:272
 /// Window rows of the non-global queries among `positions` (one subsequence r, r +
 /// dilation, ...), in blocks of `block` consecutive queries. Writes those rows of O.
 template <class T>
@@ -161,13 +161,13 @@ void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K
     for (std::size_t t0 = 0; t0 < count; t0 += block) {
         // this block: positions[t0, t1)
         const std::size_t t1 = std::min(count, t0 + block);
-        // ⟨List the block's queries⟩ 08-longformer.md:303
+        // ⟨List the block's queries⟩ 08-longformer.md:299
         // positions, and their indices t in the subsequence
         std::vector<std::size_t> queries, steps;
         for (std::size_t t = t0; t < t1; ++t)
             if (!is_global[positions[t]]) queries.push_back(positions[t]), steps.push_back(t);
         if (queries.empty()) continue;
-        // ⟨List the keys the block can see⟩ 08-longformer.md:317
+        // ⟨List the keys the block can see⟩ 08-longformer.md:313
         // span: positions[u0, u1)
         const std::size_t u0 = t0 > w ? t0 - w : 0, u1 = std::min(count, t1 + w);
         const std::size_t span = u1 - u0;
@@ -186,7 +186,7 @@ void attend_window_blocks(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K
     }
 }
 
-// ⟨Give the global tokens full rows⟩ 08-longformer.md:338
+// ⟨Give the global tokens full rows⟩ 08-longformer.md:334
 /// Full rows for the global queries: each attends every key. Groups of
 /// 32 queries keep the score matrix at 32×n. Writes those rows of O.
 template <class T>
@@ -208,7 +208,7 @@ void attend_globally(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
 
 }  // namespace detail
 
-// ⟨Compute Longformer attention with separate global projections⟩ 08-longformer.md:383
+// ⟨Compute Longformer attention with separate global projections⟩ 08-longformer.md:379
 /// @brief Longformer attention whose global rows use their own projections
 /// (Beltagy et al. 2020, §3.1). Window rows: softmax over the window and the
 /// global keys of Q·Kᵀ/√d_k, averaging V. Global rows (i in `global`):
@@ -231,7 +231,7 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     const xt::xtensor<T, 2>& V_g, std::size_t w, std::size_t dilation,
     const std::vector<std::size_t>& global, KeyVisits* visits = nullptr)
 {
-    // ⟨Check the Longformer operands⟩ 08-longformer.md:437
+    // ⟨Check the Longformer operands⟩ 08-longformer.md:433
     check_attention_shapes(Q, K, V);
     check_attention_shapes(Q_g, K_g, V_g);
     detail::check_dilation(dilation, "longformer_attention");
@@ -261,7 +261,7 @@ xt::xtensor<T, 2> longformer_attention_global_projections(
     return O;
 }
 
-// ⟨Compute Longformer attention⟩ 08-longformer.md:456
+// ⟨Compute Longformer attention⟩ 08-longformer.md:452
 /// @brief Longformer attention (Beltagy et al. 2020): a dilated sliding window
 /// plus symmetric global tokens. Equals scaled_dot_product_attention(Q, K, V,
 /// longformer_mask(n, w, dilation, global)) but never builds an n×n matrix: a

@@ -20,11 +20,11 @@
 
 namespace attn {
 
-// ⟨Name the mask type⟩ 02-masked-attention.md:28
+// ⟨Name the mask type⟩ 02-masked-attention.md:24
 /// @brief A mask over the n×m query–key pairs: `true` where query i may attend key j.
 using Mask = xt::xtensor<bool, 2>;
 
-// ⟨Build the causal mask⟩ 02-masked-attention.md:55
+// ⟨Build the causal mask⟩ 02-masked-attention.md:51
 /// @brief The causal (decoder) mask: query i may attend keys 0..i.
 /// @param n number of tokens (queries and keys)
 /// @return n×n mask, true on and below the diagonal
@@ -36,7 +36,7 @@ inline Mask causal_mask(std::size_t n)
     return mask;
 }
 
-// ⟨Build the padding mask⟩ 02-masked-attention.md:88
+// ⟨Build the padding mask⟩ 02-masked-attention.md:84
 /// @brief The padding mask: every query may attend exactly the real (non-padding) keys.
 /// @param n_queries  number of queries n
 /// @param key_is_real one flag per key (m of them), false for a padding token
@@ -50,7 +50,7 @@ inline Mask padding_mask(std::size_t n_queries, const std::vector<bool>& key_is_
     return mask;
 }
 
-// ⟨Check the shape of a mask⟩ 02-masked-attention.md:112
+// ⟨Check the shape of a mask⟩ 02-masked-attention.md:108
 /// @brief Throw std::invalid_argument unless `mask` is n×m.
 inline void check_mask_shape(const Mask& mask, std::size_t n, std::size_t m)
 {
@@ -61,7 +61,7 @@ inline void check_mask_shape(const Mask& mask, std::size_t n, std::size_t m)
             " queries and " + std::to_string(m) + " keys; it must be n×m");
 }
 
-// ⟨Attend over the allowed keys, one query at a time⟩ 02-masked-attention.md:132
+// ⟨Attend over the allowed keys, one query at a time⟩ 02-masked-attention.md:128
 /// @brief Masked attention computed query by query
 /// over the allowed keys only (the reference).
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
@@ -91,7 +91,7 @@ xt::xtensor<T, 2> masked_attention_by_rows(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Hide the masked scores⟩ 02-masked-attention.md:168
+// ⟨Hide the masked scores⟩ 02-masked-attention.md:164
 /// @brief Set every score that `mask` hides to −∞, in place.
 /// @param scores n×m; @param mask n×m
 template <class T>
@@ -104,7 +104,7 @@ void hide_masked_scores(xt::xtensor<T, 2>& scores, const Mask& mask)
         if (!allowed[k]) s[k] = minus_infinity;
 }
 
-// ⟨Normalise the allowed scores of each row⟩ 02-masked-attention.md:210
+// ⟨Normalise the allowed scores of each row⟩ 02-masked-attention.md:209
 /// @brief Softmax of each row over its allowed (not −∞) scores; a row with none
 /// gives zeros, and a row with a NaN score gives NaN weights (never zeros).
 /// @param scores n×m, hidden scores −∞
@@ -122,7 +122,7 @@ xt::xtensor<T, 2> softmax_allowed_rows(const xt::xtensor<T, 2>& scores)
     return weights;
 }
 
-// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:231
+// ⟨Compute the masked attention weights⟩ 02-masked-attention.md:230
 /// @brief The masked attention weights softmax(Q·Kᵀ/√d_k with hidden scores −∞).
 /// @param Q queries, n×d_k; @param K keys, m×d_k
 /// @param mask n×m, true where query i may attend key j
@@ -143,10 +143,10 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q,
     return softmax_allowed_rows(scores);  // a row of −∞ only gives zeros
 }
 
-// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:255
+// ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:254
 /// @brief Masked scaled dot-product attention: softmax over
 /// the allowed keys only, times V. A query whose mask row is
-/// all false gets a zero output row (PyTorch gives NaN there).
+/// all false gets a zero output row (PyTorch 1.13 gives NaN there).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
 /// @param V values, m×d_v

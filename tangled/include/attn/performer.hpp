@@ -29,7 +29,7 @@
 
 namespace attn {
 
-// ⟨Draw independent random features⟩ 11-performer.md:84
+// ⟨Draw independent random features⟩ 11-performer.md:80
 /// @brief r×d random features with independent N(0, 1) entries.
 /// @param r number of features; @param d width
 /// of the vectors; @param seed fixes the draw
@@ -45,7 +45,7 @@ xt::xtensor<T, 2> iid_features(std::size_t r, std::size_t d, std::uint64_t seed)
     return random_normal<T>(r, d, 1.0, rng);
 }
 
-// ⟨Draw orthogonal random features⟩ 11-performer.md:113
+// ⟨Draw orthogonal random features⟩ 11-performer.md:109
 /// @brief r×d orthogonal random features (Choromanski et al.
 /// 2020, §2.4): each block of d rows is orthogonal, and each row,
 /// a direction scaled by a χ_d-distributed length, is N(0, I_d).
@@ -80,7 +80,7 @@ xt::xtensor<T, 2> orthogonal_features(std::size_t r, std::size_t d, std::uint64_
     return W;
 }
 
-// ⟨Compute the exponents of the positive features⟩ 11-performer.md:156
+// ⟨Compute the exponents of the positive features⟩ 11-performer.md:152
 namespace detail {
 
 /// Throw std::invalid_argument unless W (r×d)
@@ -143,7 +143,7 @@ xt::xtensor<T, 2> favor_exponents(const xt::xtensor<T, 2>& X,
 
 }  // namespace detail
 
-// ⟨Compute the positive random features⟩ 11-performer.md:220
+// ⟨Compute the positive random features⟩ 11-performer.md:216
 /// @brief FAVOR+ positive random features φ(x) = exp(W·x̃ − ‖x̃‖²/2)/√r
 /// with x̃ = x·d^(−1/4), so that φ(q)·φ(k) is an unbiased estimate of
 /// exp(q·k/√d) (Choromanski et al. 2020, Lemma 1). No stabiliser: entries
@@ -181,7 +181,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:578
+// ⟨Form the implied attention weights⟩ 11-performer.md:580
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ,
 /// formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
@@ -210,7 +210,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q,
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:646
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:648
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the
@@ -251,7 +251,7 @@ void add_to_each_column(xt::xtensor<T, 2>& exponents, const std::vector<T>& b)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:701
+// ⟨Attend through positive random features⟩ 11-performer.md:703
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -286,7 +286,7 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:764
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:766
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -315,7 +315,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:800
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:802
         const T* exponents = key_exponents.data() + row * r;
         const T* v_i = V.data() + i * d_v;
         for (std::size_t l = 0; l < r; ++l) {
@@ -330,7 +330,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
             double* S_l = S.data() + l * d_v;
             for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
         }
-        // ⟨Read out query i⟩ 11-performer.md:817
+        // ⟨Read out query i⟩ 11-performer.md:819
         const T* e_q = query_exponents.data() + row * r;
         double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
         for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
@@ -348,7 +348,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:863
+// ⟨Choose the tokens per block⟩ 11-performer.md:865
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -363,7 +363,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:887
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:889
 namespace detail {
 
 /// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
@@ -381,7 +381,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
 
 }  // namespace detail
 
-// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:910
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:912
 namespace detail {
 
 /// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
@@ -425,7 +425,7 @@ struct FeatureBlock {
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:965
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:967
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -459,7 +459,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1021
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1023
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t l = 0; l < r; ++l) {
@@ -482,7 +482,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:1041
+        // ⟨Read out a block of queries⟩ 11-performer.md:1043
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
@@ -501,7 +501,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1063
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1065
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,
@@ -540,7 +540,7 @@ xt::xtensor<T, 2> performer_causal_attention(
         keys.compute(K, begin, end, W);
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:800
+            // ⟨Add key i to the prefix sums⟩ 11-performer.md:802
             const T* exponents = key_exponents.data() + row * r;
             const T* v_i = V.data() + i * d_v;
             for (std::size_t l = 0; l < r; ++l) {
@@ -555,7 +555,7 @@ xt::xtensor<T, 2> performer_causal_attention(
                 double* S_l = S.data() + l * d_v;
                 for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
             }
-            // ⟨Read out query i⟩ 11-performer.md:817
+            // ⟨Read out query i⟩ 11-performer.md:819
             const T* e_q = query_exponents.data() + row * r;
             double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
             for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);

@@ -27,7 +27,7 @@
 
 namespace attn {
 
-// ⟨Describe the tiny model⟩ 04-learning-attention.md:494
+// ⟨Describe the tiny model⟩ 04-learning-attention.md:489
 /// @brief The sizes of the tiny attention-only model.
 struct TinyModelShape {
     std::size_t vocab = 26;    ///< number of token ids (the letters a–z)
@@ -48,7 +48,7 @@ struct TinyModel {
     xt::xtensor<T, 2> W_out;                 ///< d_model×vocab
 };
 
-// ⟨Create the model⟩ 04-learning-attention.md:521
+// ⟨Create the model⟩ 04-learning-attention.md:516
 /// @brief A model of the given shape with every
 /// parameter zero (a container for gradients).
 template <class T>
@@ -85,7 +85,7 @@ TinyModel<T> init_tiny_model(const TinyModelShape& shape, std::mt19937_64& rng)
     return model;
 }
 
-// ⟨List the parameters by name⟩ 04-learning-attention.md:563
+// ⟨List the parameters by name⟩ 04-learning-attention.md:558
 /// @brief Every parameter matrix of `model` with its
 /// name, in a fixed order (pointers into the model).
 template <class Model>
@@ -107,7 +107,7 @@ auto parameters(Model& model)
     return list;
 }
 
-// ⟨Run the model forward⟩ 04-learning-attention.md:589
+// ⟨Run the model forward⟩ 04-learning-attention.md:584
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct TinyModelForward {
@@ -144,7 +144,7 @@ TinyModelForward<T> model_forward(const TinyModel<T>& model,
     return f;
 }
 
-// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:634
+// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:629
 /// @brief Cross-entropy of one sequence: its loss,
 /// how many positions are right, and d loss/d logits.
 template <class T>
@@ -179,7 +179,7 @@ SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Run the model backward⟩ 04-learning-attention.md:679
+// ⟨Run the model backward⟩ 04-learning-attention.md:674
 /// @brief Add the gradient of the loss of one
 /// sequence to `grad` (a model-shaped accumulator).
 /// @param f        what model_forward computed on `tokens`
@@ -208,7 +208,7 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:865
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:860
 /// @brief The Adam optimiser (Kingma & Ba 2015,
 /// Algorithm 1) over every parameter of a TinyModel.
 template <class T>
@@ -251,7 +251,7 @@ private:
     std::size_t t_ = 0;   // steps taken
 };
 
-// ⟨Make reversal examples⟩ 04-learning-attention.md:786
+// ⟨Make reversal examples⟩ 04-learning-attention.md:781
 /// @brief One example of the reversal task:
 /// tokens and the targets (the tokens reversed).
 struct ReversalExample {
@@ -279,7 +279,7 @@ inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
     return keys;
 }
 
-// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:818
+// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:813
 /// @brief The token ids of a lower-case word: 'a' → 0, …, 'z' → 25.
 inline std::vector<std::size_t> letter_tokens(const std::string& word)
 {
@@ -301,7 +301,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:919
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:914
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -353,7 +353,7 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model,
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:976
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:971
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -382,7 +382,7 @@ Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count,
             double(perfect) / double(count)};
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1011
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1006
 /// @brief Attention weights of every head of every
 /// layer on one sequence: [layer][head], each n×n.
 template <class T>
@@ -397,7 +397,7 @@ std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1030
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1025
 /// @brief For each [layer][head], the fraction of queries whose largest
 /// weight is on ideal_keys[i], over `count` fresh reversal examples.
 template <class T>
@@ -423,7 +423,7 @@ std::vector<std::vector<double>> ideal_key_agreement(
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:1064
+// ⟨Save and load the model⟩ 04-learning-attention.md:1059
 /// @brief Write `model` as text: a header, the
 /// shape, then every parameter matrix by name.
 template <class T>
@@ -477,7 +477,7 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1122
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1117
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;

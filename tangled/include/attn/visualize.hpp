@@ -27,7 +27,7 @@
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:412
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:406
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
 inline xt::xtensor<double, 2> average_heads(
     const std::vector<xt::xtensor<double, 2>>& heads)
@@ -38,7 +38,7 @@ inline xt::xtensor<double, 2> average_heads(
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:424
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:418
 /// @brief Attention rollout (Abnar & Zuidema 2020, §3): R
 /// = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
 /// @param layer_weights each layer's attention
@@ -71,7 +71,7 @@ inline xt::xtensor<double, 2> attention_rollout(
 
 namespace attn::plot {
 
-// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:105
+// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:99
 /// @brief Read the matrix a heatmap wrote beside `figure` (its .tsv of "row
 /// col value" lines). Masked cells read as 0. @return the matrix, rows×cols
 inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figure)
@@ -94,7 +94,7 @@ inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figur
     return values;
 }
 
-// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:52
+// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:46
 /// The labels run together into one word ("a", "t", … → "at…").
 inline std::string join_labels(const std::vector<std::string>& labels)
 {
@@ -126,7 +126,7 @@ inline std::vector<std::filesystem::path> head_heatmaps(
     return paths;
 }
 
-// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:190
+// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:184
 /// @brief Draw the heads' weights as lines from queries (left column) to
 /// keys (right column). Width and opacity grow with the weight, the colour
 /// says the head; weights below `threshold` are not drawn. Writes `path`
@@ -187,7 +187,7 @@ inline void word_to_word(const std::filesystem::path& path,
     for (const auto& segment : segments) figure.send(segment);
 }
 
-// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:289
+// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:283
 /// @brief Draw one heatmap per frame into the animated GIF `path`,
 /// `titles[f]` over frame f; the frames share axes, labels and
 /// colour scale. Writes `path`.tsv with lines "frame row col value".
@@ -257,7 +257,7 @@ inline void animate_heatmaps(const std::filesystem::path& path,
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:598
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:592
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;

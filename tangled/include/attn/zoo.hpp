@@ -47,7 +47,7 @@
 
 namespace attn {
 
-// ⟨Describe one mechanism of the zoo⟩ 14-efficiency-zoo.md:85
+// ⟨Describe one mechanism of the zoo⟩ 14-efficiency-zoo.md:81
 /// @brief The exact attention a mechanism stands in for, the yardstick of its error.
 enum class Exact { full, causal, shared_qk };
 
@@ -69,7 +69,7 @@ struct Mechanism {
     std::function<ZooCall(const ZooInputs&, unsigned threads)> prepare;
 };
 
-// ⟨Wrap a mechanism that needs nothing prepared⟩ 14-efficiency-zoo.md:111
+// ⟨Wrap a mechanism that needs nothing prepared⟩ 14-efficiency-zoo.md:107
 /// @brief A mechanism whose call is attend(Q, K, V), on one thread.
 template <class Attend>
 Mechanism plain_mechanism(std::string name, std::string family, Exact exact,
@@ -81,7 +81,7 @@ Mechanism plain_mechanism(std::string name, std::string family, Exact exact,
             }};
 }
 
-// ⟨List the mechanisms of the book⟩ 14-efficiency-zoo.md:129
+// ⟨List the mechanisms of the book⟩ 14-efficiency-zoo.md:125
 /// @brief Every mechanism whose chapter is in this build, with the zoo's parameters.
 inline std::vector<Mechanism> zoo_mechanisms()
 {
@@ -90,7 +90,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
                                   [](const auto& Q, const auto& K, const auto& V) {
                                       return scaled_dot_product_attention(Q, K, V);
                                   }));
-    // ⟨Add the tiled kernel⟩ 14-efficiency-zoo.md:145
+    // ⟨Add the tiled kernel⟩ 14-efficiency-zoo.md:141
     #if __has_include("attn/flash_attention.hpp")
     for (const bool causal : {false, true})
         zoo.push_back({causal ? "flash, causal (ch. 13)" : "flash (ch. 13)", "exact",
@@ -103,7 +103,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
                            };
                        }});
     #endif
-    // ⟨Add the pattern mechanisms⟩ 14-efficiency-zoo.md:163
+    // ⟨Add the pattern mechanisms⟩ 14-efficiency-zoo.md:159
     #if __has_include("attn/sliding_window.hpp")
     zoo.push_back(plain_mechanism("sliding window (ch. 6)", "pattern", Exact::causal,
                                   [](const auto& Q, const auto& K, const auto& V) {
@@ -134,7 +134,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
                                       return bigbird_attention(Q, K, V, pattern);
                                   }));
     #endif
-    // ⟨Add the approximating mechanisms⟩ 14-efficiency-zoo.md:201
+    // ⟨Add the approximating mechanisms⟩ 14-efficiency-zoo.md:197
     #if __has_include("attn/linformer.hpp")
     zoo.push_back({"Linformer (ch. 10)", "low rank", Exact::full,
                    [](const ZooInputs& in, unsigned) -> ZooCall {
@@ -174,7 +174,7 @@ inline std::vector<Mechanism> zoo_mechanisms()
     return zoo;
 }
 
-// ⟨Compute exact shared-QK attention row by row⟩ 14-efficiency-zoo.md:246
+// ⟨Compute exact shared-QK attention row by row⟩ 14-efficiency-zoo.md:242
 /// @brief Exact shared-QK attention with the Reformer's self rule, one row at a time
 /// (O(n·d) memory). Scores q_i·k̂_j/√d_k with k̂_j = q_j/‖q_j‖; a token attends to
 /// itself only when it is alone (n = 1).
@@ -214,7 +214,7 @@ inline xt::xtensor<float, 2> shared_qk_reference(const xt::xtensor<float, 2>& QK
     return O;
 }
 
-// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:290
+// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:286
 /// @brief ‖O − O_exact‖_F / ‖O_exact‖_F, accumulated in double.
 /// @param O, O_exact n×d_v
 inline double relative_error(const xt::xtensor<float, 2>& O,
