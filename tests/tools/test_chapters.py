@@ -42,3 +42,10 @@ def test_a_long_line_is_caught(tmp_path: Path) -> None:
     chapter.write_text("# 99. X\n\n```{chunk} Too long\n" + "x" * 89 + "\n```\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="99-x.md:4: 89 columns"):
         test_every_chunk_line_fits_the_column(chapter)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_no_chapter_writes_the_run_box_the_weave_adds(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "{admonition} Build, run and test this chapter" not in text, \
+        f"chapters/{path.name}: the weave adds this box; a second one repeats it"
