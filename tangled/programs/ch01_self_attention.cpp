@@ -44,7 +44,7 @@ double mean_largest_weight(const xt::xtensor<double, 2>& weights)
     return xt::mean(largest)();
 }
 
-// ⟨Give each word a fixed random embedding⟩ 01-self-attention.md:445
+// ⟨Give each word a fixed random embedding⟩ 01-self-attention.md:448
 /// Split `text` at spaces.
 std::vector<std::string> split_words(const std::string& text)
 {
@@ -79,12 +79,12 @@ int main(int argc, char** argv)
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
             std::mt19937_64 rng(options.seed);
-            // ⟨Embed the sentence⟩ 01-self-attention.md:423
+            // ⟨Embed the sentence⟩ 01-self-attention.md:426
             const std::vector<std::string> tokens =
                 split_words("the cat sat on the mat because it was tired");
             const std::size_t d_model = 16, d_k = 8, d_v = 8;
             const xt::xtensor<float, 2> X = embed(tokens, d_model, rng);  // n×d_model
-            // ⟨Project the embeddings to queries, keys and values⟩ 01-self-attention.md:430
+            // ⟨Project the embeddings to queries, keys and values⟩ 01-self-attention.md:433
             const auto W_q =
                 attn::random_normal<float>(d_model, d_k, 1.0 / std::sqrt(double(d_model)), rng);
             const auto W_k =
@@ -94,7 +94,7 @@ int main(int argc, char** argv)
             const xt::xtensor<float, 2> Q = xt::linalg::dot(X, W_q);  // n×d_k
             const xt::xtensor<float, 2> K = xt::linalg::dot(X, W_k);  // n×d_k
             const xt::xtensor<float, 2> V = xt::linalg::dot(X, W_v);  // n×d_v
-            // ⟨Attend over the sentence and draw it⟩ 01-self-attention.md:508
+            // ⟨Attend over the sentence and draw it⟩ 01-self-attention.md:511
             const xt::xtensor<float, 2> K_t = xt::transpose(K);
             const xt::xtensor<float, 2> scores =
                 xt::linalg::dot(Q, K_t) / std::sqrt(float(d_k));                          // n×n
@@ -107,10 +107,10 @@ int main(int argc, char** argv)
             attn::plot::heatmap(out / "scores.svg", scores, score_style);
             attn::plot::heatmap(out / "weights.svg", weights,
                                 {"Attention weights softmax(QK^T/√d_k)", tokens, tokens});
-            // ⟨Compare the row form with the matrix form⟩ 01-self-attention.md:544
+            // ⟨Compare the row form with the matrix form⟩ 01-self-attention.md:547
             const xt::xtensor<float, 2> O_rows = attn::attention_by_rows(Q, K, V);  // n×d_v
             results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
-            // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:646
+            // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:649
             attn::Series unscaled{"var(q·k)", {}, {}}, scaled{"var(q·k/√d_k)", {}, {}},
                 theory{"d_k (theory)", {}, {}, "lines"};
             attn::Series peak_unscaled{"without 1/√d_k", {}, {}},
@@ -158,7 +158,7 @@ int main(int argc, char** argv)
             peak_style.log_x = true;
             peak_style.y_min = 0, peak_style.y_max = 1.05;
             attn::plot::lines(out / "saturation.svg", {peak_unscaled, peak_scaled}, peak_style);
-            // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:626
+            // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:629
             {
                 const std::vector<float> big = {100.0f, 101.0f, 102.0f};
                 std::ofstream table(out / "softmax_overflow.txt");
@@ -176,7 +176,7 @@ int main(int argc, char** argv)
                 for (float a : stable) table << std::setw(10) << a;
                 table << "\n";
             }
-            // ⟨Time dense attention against n⟩ 01-self-attention.md:562
+            // ⟨Time dense attention against n⟩ 01-self-attention.md:565
             const int threads = 1;  // as every comparison in Part II
             attn::CostCurve dense{"dense attention", threads};
             const std::size_t n_max = options.quick ? 1024 : 8192;
@@ -194,7 +194,7 @@ int main(int argc, char** argv)
             results.add("n_min", dense.n.front());
             results.add("n_max", double(n_max));
             results.add("cost_threads", threads);
-            // ⟨Draw the cost against n⟩ 01-self-attention.md:582
+            // ⟨Draw the cost against n⟩ 01-self-attention.md:585
             attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
             time_style.log_x = time_style.log_y = true;
             attn::Series time_series = dense.time();

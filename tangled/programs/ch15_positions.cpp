@@ -45,7 +45,7 @@ xt::xtensor<double, 2> to_double(const Matrix& A)
     return xt::xtensor<double, 2>(A);
 }
 
-// ⟨Name a scheme in results⟩ 15-positions.md:1680
+// ⟨Name a scheme in results⟩ 15-positions.md:1681
 /// The key of a scheme in results.tsv: none, sinusoidal, learned, t5, alibi, rope.
 std::string scheme_key(attn::PositionScheme scheme)
 {
@@ -127,7 +127,7 @@ int main(int argc, char** argv)
                     }
                 results.add("sinusoidal_relative_max_error", worst, 2);
             }
-            // ⟨Draw the T5 buckets⟩ 15-positions.md:403
+            // ⟨Draw the T5 buckets⟩ 15-positions.md:404
             {
                 attn::Series t5{"T5 encoder: 32 buckets, max distance 128", {}, {}, "steps"};
                 attn::Series ours{
@@ -140,7 +140,6 @@ int main(int argc, char** argv)
                 }
                 attn::plot::LinePlotStyle style{"", "distance i − j (key before the query)",
                                                 "bucket"};
-                style.key = "bottom right";
                 attn::plot::lines(out / "t5_buckets.svg", {t5, ours}, style);
                 std::int64_t shared = 1;  // the first distance whose bucket its predecessor shares
                 while (attn::t5_bucket(-shared, true) != attn::t5_bucket(-(shared - 1), true))
@@ -173,10 +172,9 @@ int main(int argc, char** argv)
                 }
                 attn::plot::LinePlotStyle line_style{"", "distance i − j",
                                                      "bias added to the score"};
-                line_style.key = "bottom left";
                 attn::plot::lines(out / "alibi_slopes.svg", lines, line_style);
             }
-            // ⟨Check the two layouts and the relative property⟩ 15-positions.md:674
+            // ⟨Check the two layouts and the relative property⟩ 15-positions.md:675
             {
                 const std::size_t rows = 32, d = 64;
                 // q and k in split-halves column order
@@ -200,7 +198,7 @@ int main(int argc, char** argv)
                 const double shift_error = xt::amax(xt::abs(scores - shifted))();
                 results.add("rope_shift_max_abs_difference", shift_error, 2);
             }
-            // ⟨Draw RoPE's score against distance⟩ 15-positions.md:709
+            // ⟨Draw RoPE's score against distance⟩ 15-positions.md:710
             {
                 const std::size_t d = 64, max_distance = 2048;
                 std::vector<attn::Series> curves;
@@ -224,7 +222,7 @@ int main(int argc, char** argv)
                 style.key = "bottom left";
                 attn::plot::lines(out / "rope_decay.svg", curves, style);
             }
-            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1054
+            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1055
             {
                 const attn::PositionModelShape shape;  // scheme none
                 std::mt19937_64 model_rng(options.seed + 5);
@@ -244,7 +242,7 @@ int main(int argc, char** argv)
                 }
                 results.add("model_vs_masked_attention", worst, 2);
             }
-            // ⟨Set up the experiment⟩ 15-positions.md:1553
+            // ⟨Set up the experiment⟩ 15-positions.md:1554
             const std::vector<attn::PositionScheme> schemes = {
                 attn::PositionScheme::none,    attn::PositionScheme::sinusoidal,
                 attn::PositionScheme::learned, attn::PositionScheme::t5_bias,
@@ -277,7 +275,7 @@ int main(int argc, char** argv)
                 "Repeat the last marker", [vocab](std::size_t n, auto& rng) {
                     return attn::last_marker_example(n, vocab, vocab / 2, 0.25, rng);
                 }};
-            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1495
+            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1496
             auto run_task = [&](const attn::PositionTask& task, const std::string& key) {
                 std::vector<attn::Series> curves;
                 std::vector<std::string> extrapolate, fit;
@@ -294,7 +292,7 @@ int main(int argc, char** argv)
                         curve.y.push_back(
                             attn::position_accuracy(model, task, n, eval_count, test_rng));
                     }
-                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1524
+                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1525
                     const std::string name = scheme_key(scheme);
                     const double at_train = curve.y[train_index], at_longest = curve.y.back();
                     results.add(key + "_" + name + "_at_train", at_train, 3);
@@ -311,7 +309,7 @@ int main(int argc, char** argv)
                     if (at_longest >= 0.9) extrapolate.push_back(attn::scheme_name(scheme));
                     curves.push_back(curve);
                 }
-                // ⟨Draw the accuracy against length⟩ 15-positions.md:1541
+                // ⟨Draw the accuracy against length⟩ 15-positions.md:1542
                 results.add_text(key + "_fit", list_text(fit));
                 results.add_text(key + "_extrapolate", list_text(extrapolate));
                 attn::plot::LinePlotStyle style{
@@ -322,7 +320,7 @@ int main(int argc, char** argv)
                 style.key = "outside right top";
                 attn::plot::lines(out / (key + "_accuracy.svg"), curves, style);
             };
-            // ⟨Run the experiment⟩ 15-positions.md:1588
+            // ⟨Run the experiment⟩ 15-positions.md:1589
             run_task(copy_back, "copy");
             run_task(last_marker, "marker");
         });

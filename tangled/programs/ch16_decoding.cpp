@@ -20,7 +20,7 @@
 
 namespace {
 
-// ⟨Widen a model to double⟩ 16-decoding.md:1359
+// ⟨Widen a model to double⟩ 16-decoding.md:1361
 /// The same model with every parameter converted to double.
 attn::TinyModel<double> widen_model(const attn::TinyModel<float>& model)
 {
@@ -297,7 +297,6 @@ int main(int argc, char** argv)
         attn::plot::LinePlotStyle speed_style{"", "tokens in the cache m",
                                               "tokens per second (one head)"};
         speed_style.log_x = speed_style.log_y = true;
-        speed_style.key = "top right";
         attn::plot::lines(out / "split_kv_speed.svg", {one_pass, split_one, split_two},
                           speed_style);
     });

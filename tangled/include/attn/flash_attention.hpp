@@ -38,7 +38,7 @@
 
 namespace attn {
 
-// ⟨Keep the online softmax's state⟩ 13-flash-attention.md:123
+// ⟨Keep the online softmax's state⟩ 13-flash-attention.md:126
 /// @brief The online softmax's running state for n query rows after some of the keys
 /// (kept in double).
 struct SoftmaxState {
@@ -58,7 +58,7 @@ inline SoftmaxState empty_softmax_state(std::size_t n, std::size_t d_v)
     return state;
 }
 
-// ⟨Feed keys to the state one at a time⟩ 13-flash-attention.md:149
+// ⟨Feed keys to the state one at a time⟩ 13-flash-attention.md:152
 /// @brief Feed the keys [begin, end) to `state`, one key at a time (the reference
 /// online softmax).
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
@@ -87,7 +87,7 @@ void absorb_keys(SoftmaxState& state, const xt::xtensor<T, 2>& Q,
         }
 }
 
-// ⟨Merge two states⟩ 13-flash-attention.md:183
+// ⟨Merge two states⟩ 13-flash-attention.md:186
 /// @brief Combine the states of two disjoint sets of keys into the state of their
 /// union.
 /// @param a, b states of the same n rows and width d_v
@@ -124,7 +124,7 @@ inline xt::xtensor<double, 2> finish_softmax_state(const SoftmaxState& state)
     return O;
 }
 
-// ⟨Choose the kernel⟩ 13-flash-attention.md:1160
+// ⟨Choose the kernel⟩ 13-flash-attention.md:1163
 /// @brief Which kernel flash_attention<float> may use: the fastest the processor has,
 /// at most.
 enum class FlashKernel {
@@ -137,7 +137,7 @@ enum class FlashKernel {
     emulated_avx2,    ///< for tests: the 8-lane kernel in plain C++, bit for bit AVX2's
 };
 
-// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:235
+// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:238
 /// @brief Tile sizes and threads of flash_attention; a 0 means "choose from the
 /// machine".
 struct FlashOptions {
@@ -151,7 +151,7 @@ namespace detail {
 
 constexpr std::size_t micro_rows = 6;  // query rows in the vector kernel's registers
 
-// ⟨Share tiles among threads⟩ 13-flash-attention.md:252
+// ⟨Share tiles among threads⟩ 13-flash-attention.md:255
 /// Run body(t) for every t in [0, count) on `threads` threads; each takes the next t
 /// when it is free.
 template <class Body>
@@ -170,7 +170,7 @@ void parallel_for(std::size_t count, unsigned threads, Body&& body)
 inline std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 inline std::size_t round_up(std::size_t a, std::size_t b) { return ceil_div(a, b) * b; }
 
-// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:313
+// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:316
 /// Key tiles that query rows [i0, i1) must visit: all, or in causal attention only
 /// those starting at or before the last row i1 − 1 (every later tile is masked for
 /// every row).
@@ -180,7 +180,7 @@ inline std::size_t key_tiles_to_visit(std::size_t m, std::size_t i1,
     return ceil_div(causal ? std::min(m, i1) : m, key_tile);
 }
 
-// ⟨Read the cache sizes from the machine⟩ 13-flash-attention.md:386
+// ⟨Read the cache sizes from the machine⟩ 13-flash-attention.md:389
 /// @brief One core's data caches, as the tile planner uses them.
 struct CacheSizes {
     std::size_t l1d_bytes = 32 * 1024;  ///< level-1 data cache (fallback: 32 KiB)
@@ -202,7 +202,7 @@ inline const CacheSizes& cache_sizes()
     return sizes;
 }
 
-// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:416
+// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:419
 /// Fill the zeros in `options` from the machine: a key tile's keys and values take a
 /// quarter of L2, and a group's 6×B_c scores at most half of L1d.
 inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_t d_v)
@@ -220,7 +220,7 @@ inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_
     return options;
 }
 
-// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:277
+// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:280
 /// The portable kernel for query rows [i0, i1): key tiles in order, one online-softmax
 /// update per row and tile.
 template <class T>
@@ -241,7 +241,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O,
             // causal: keys j ≤ i only
             const std::size_t j_end = causal ? std::min(j1, i + 1) : j1;
             if (j_end <= j0) continue;  // row i sees none of this tile
-            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:324
+            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:327
             T tile_max = -std::numeric_limits<T>::infinity();
             for (std::size_t j = j0; j < j_end; ++j) {
                 T dot = 0;
@@ -249,7 +249,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O,
                 s[j - j0] = dot * scale;
                 tile_max = std::max(tile_max, s[j - j0]);
             }
-            // ⟨Update row i's state with the tile⟩ 13-flash-attention.md:334
+            // ⟨Update row i's state with the tile⟩ 13-flash-attention.md:337
             const std::size_t r = i - i0;
             const T new_max = std::max(row_max[r], tile_max);
             const T alpha = std::exp(row_max[r] - new_max);  // 0 on the row's first tile (m = −∞)
@@ -270,7 +270,7 @@ void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O,
             O[i * d_v + c] = acc[(i - i0) * d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:354
+// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:357
 /// The portable kernel over all query tiles, shared among the threads.
 template <class T>
 void flash_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
@@ -285,7 +285,7 @@ void flash_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
     });
 }
 
-// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1116
+// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1119
 /// The portable three-pass baseline: S = Q·Kᵀ·scale (n×m), the softmax of each row,
 /// then O = P·V.
 template <class T>
@@ -320,7 +320,7 @@ void unfused_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
     });
 }
 
-// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:732
+// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:735
 /// Floats on 64-byte boundaries (a cache line), zero-filled.
 struct AlignedFloats {
     explicit AlignedFloats(std::size_t count)
@@ -339,7 +339,7 @@ private:
     std::unique_ptr<float, Free> data;
 };
 
-// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:686
+// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:689
 /// Keys and values of every key tile, in the order the vector kernel reads them.
 struct KeyPanels {
     std::size_t tile, group;      ///< B_c; keys per group (the kernel's micro_cols)
@@ -385,7 +385,7 @@ inline KeyPanels pack_keys(const float* K, const float* V, std::size_t m,
 /// has_avx2_fma().
 #define ATTN_SIMD __attribute__((target("avx2,fma")))
 namespace avx2 {
-// ⟨Name the AVX2 vector operations⟩ 13-flash-attention.md:471
+// ⟨Name the AVX2 vector operations⟩ 13-flash-attention.md:474
 using vfloat = __m256;  // 8 floats
 constexpr std::size_t lanes = 8;
 // vload and vstore need 32-byte aligned addresses; vloadu and vstoreu do not.
@@ -415,7 +415,7 @@ ATTN_SIMD inline vfloat vpow2(vfloat k)
         _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
 }
-// ⟨Name the AVX2 vector operations⟩ +≡ 13-flash-attention.md:506
+// ⟨Name the AVX2 vector operations⟩ +≡ 13-flash-attention.md:509
 ATTN_SIMD inline float vreduce_max(vfloat x)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -429,10 +429,10 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:656
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:825
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -463,7 +463,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:763
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -493,7 +493,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:875
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -530,7 +530,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:922
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -567,7 +567,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:971
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -588,7 +588,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -614,7 +614,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1027
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -632,7 +632,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1060
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -652,7 +652,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -695,7 +695,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 #pragma GCC diagnostic ignored "-Wuninitialized"  // inputs (its bug 105593)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace avx512 {
-// ⟨Name the AVX-512 vector operations⟩ 13-flash-attention.md:527
+// ⟨Name the AVX-512 vector operations⟩ 13-flash-attention.md:530
 using vfloat = __m512;  // 16 floats
 constexpr std::size_t lanes = 16;
 // vload and vstore need 64-byte aligned addresses; vloadu and vstoreu do not.
@@ -746,10 +746,10 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:656
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:825
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -780,7 +780,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:763
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -810,7 +810,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:875
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -847,7 +847,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:922
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -884,7 +884,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:971
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -905,7 +905,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -931,7 +931,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1027
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -949,7 +949,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1060
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -969,7 +969,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1010,7 +1010,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 #define ATTN_SIMD  // the plain twins: no attribute, any processor
 namespace emulated8 {
 constexpr std::size_t lanes = 8;
-// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:586
+// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:589
 struct vfloat {
     float lane[lanes];
 };
@@ -1074,10 +1074,10 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:656
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:825
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -1108,7 +1108,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:763
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1138,7 +1138,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:875
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1175,7 +1175,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:922
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1212,7 +1212,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:971
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -1233,7 +1233,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1259,7 +1259,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1027
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -1277,7 +1277,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1060
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -1297,7 +1297,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1334,7 +1334,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 
 namespace emulated16 {
 constexpr std::size_t lanes = 16;
-// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:586
+// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:589
 struct vfloat {
     float lane[lanes];
 };
@@ -1398,10 +1398,10 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:656
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:825
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -1432,7 +1432,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:763
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1462,7 +1462,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:875
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1499,7 +1499,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:922
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1536,7 +1536,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:971
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
 /// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
 /// (n×d_v).
 ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
@@ -1557,7 +1557,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1583,7 +1583,7 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
             O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1027
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
                                    float* O, std::size_t n, std::size_t m,
@@ -1601,7 +1601,7 @@ ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* 
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1060
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -1621,7 +1621,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1011
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1657,7 +1657,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 }  // namespace emulated16
 #undef ATTN_SIMD
 
-// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1177
+// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1180
 /// True when the processor running the program has AVX2 and FMA.
 inline bool has_avx2_fma()
 {
@@ -1696,7 +1696,7 @@ inline FlashKernel resolve_kernel(FlashKernel requested)
     }
 }
 
-// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1220
+// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1223
 /// Run the fused (flash) or the three-pass kernel that `plan.kernel` resolves to.
 template <class T>
 void run_kernel(bool fused, const T* Q, const T* K, const T* V, T* O, std::size_t n,
@@ -1736,7 +1736,7 @@ void run_kernel(bool fused, const T* Q, const T* K, const T* V, T* O, std::size_
         unfused_portable(Q, K, V, O, n, m, d_k, d_v, causal, plan);
 }
 
-// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1348
+// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1351
 /// Shapes checked, tiles planned, then the fused or three-pass kernel; n = 0 gives
 /// 0×d_v.
 template <class T>
@@ -1761,7 +1761,7 @@ xt::xtensor<T, 2> attention_with_kernel(bool fused, const xt::xtensor<T, 2>& Q,
 
 }  // namespace detail
 
-// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1263
+// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1266
 /// @brief The kernel flash_attention<float> runs with `options` on this processor:
 /// "AVX-512", "AVX2", "portable", or an emulated one's name.
 inline std::string flash_kernel_name(const FlashOptions& options = {})
@@ -1775,7 +1775,7 @@ inline std::string flash_kernel_name(const FlashOptions& options = {})
     }
 }
 
-// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1285
+// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1288
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles with an online softmax
 /// (FlashAttention), never storing an n×m matrix: O(n·d) memory.
 /// @param Q queries, n×d_k

@@ -24,7 +24,7 @@
 
 namespace attn {
 
-// ⟨Check the numbers of heads and groups⟩ 17-grouped-query.md:62
+// ⟨Check the numbers of heads and groups⟩ 17-grouped-query.md:63
 /// @brief Throw std::invalid_argument unless h divides d_model and g ≥ 1 divides h.
 inline void check_grouping(std::size_t d_model, std::size_t heads, std::size_t kv_heads)
 {
@@ -41,7 +41,7 @@ inline std::size_t kv_head_of(std::size_t t, std::size_t heads, std::size_t kv_h
     return t / (heads / kv_heads);
 }
 
-// ⟨Check the shapes of grouped-query attention⟩ 17-grouped-query.md:82
+// ⟨Check the shapes of grouped-query attention⟩ 17-grouped-query.md:83
 /// @brief Throw std::invalid_argument unless X_q is n×d_model, X_kv m×d_model (m ≥ 1),
 /// W_q and W_o d_model×d_model, W_k and W_v d_model×(g·d_k).
 template <class T>
@@ -74,7 +74,7 @@ void check_grouped_shapes(const xt::xtensor<T, 2>& X_q, const xt::xtensor<T, 2>&
     check(W_o, "W_o", d_model);
 }
 
-// ⟨Compute grouped-query attention⟩ 17-grouped-query.md:121
+// ⟨Compute grouped-query attention⟩ 17-grouped-query.md:122
 /// @brief Grouped-query attention: h query heads in g groups, each group sharing one
 /// key head and one value head (g = h: multi-head attention; g = 1: multi-query).
 /// Query head t uses columns [t·d_k, (t+1)·d_k) of Q and key/value head ⌊t/(h/g)⌋,
@@ -124,7 +124,7 @@ xt::xtensor<T, 2> grouped_query_attention(const xt::xtensor<T, 2>& X_q,
                                    everything);
 }
 
-// ⟨Move between shared and per-head key columns⟩ 17-grouped-query.md:181
+// ⟨Move between shared and per-head key columns⟩ 17-grouped-query.md:182
 /// @brief Per-head weights from shared ones: key/value head j's columns copied into
 /// every query head of its group. @param W d_model×(g·d_k) @return d_model×(h·d_k)
 template <class T>
@@ -164,7 +164,7 @@ xt::xtensor<T, 2> mean_pool_kv_columns(const xt::xtensor<T, 2>& W, std::size_t h
     return out;
 }
 
-// ⟨Attend with every query of a group in one pass over its cache⟩ 17-grouped-query.md:241
+// ⟨Attend with every query of a group in one pass over its cache⟩ 17-grouped-query.md:242
 /// @brief The outputs of `queries` (r×d_k, the query heads of one group) over every
 /// token in `cache`, reading each key and value once. Row s equals cache.attend(row s).
 /// @return r×d_v
@@ -205,7 +205,7 @@ xt::xtensor<T, 2> attend_group(const KVCache<T>& cache,
     return acc;
 }
 
-// ⟨Tie each group's key and value columns⟩ 17-grouped-query.md:294
+// ⟨Tie each group's key and value columns⟩ 17-grouped-query.md:295
 namespace detail {
 /// Set every query head's columns of W (d_model×(h·d_k)) to the first or the sum of
 /// its group's columns.
@@ -249,7 +249,7 @@ void sum_shared_gradients(TinyModel<T>& grad, std::size_t kv_heads)
     }
 }
 
-// ⟨Run a model with grouped-query attention⟩ 17-grouped-query.md:343
+// ⟨Run a model with grouped-query attention⟩ 17-grouped-query.md:344
 /// @brief A causal TinyModel whose layers share keys and values in g groups.
 template <class T>
 struct GroupedModel {

@@ -310,7 +310,7 @@ struct Crossover {
         text << std::setprecision(2);
         if (how == "below smallest")
             return "n ≤ " + std::to_string(long(n)) +
-                   " (cheaper at every length measured)";
+                   " (cheaper already at the smallest length measured)";
         if (how == "measured")
             return "n ≈ " + std::to_string(long(std::round(n))) +
                    " (between measured lengths)";

@@ -23,7 +23,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1002
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1006
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -64,7 +64,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:923
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:927
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -168,7 +168,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1044
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1048
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -268,11 +268,15 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
                   const LinePlotStyle& style)
 {
     write_series_tsv(path, series);
+    // A key below the plot gets no box or background and a line of room above it,
+    // so it never covers the label of the x axis.
+    const bool below = style.key.find("below") != std::string::npos;
     Figure figure(path);
     figure << "set title " << quote(style.title) << "\n"
            << "set xlabel " << quote(style.x_label) << "\nset ylabel "
            << quote(style.y_label) << "\n"
-           << "set key " << style.key << "\n";
+           << "set key " << style.key << (below ? " height 1 nobox noopaque" : "")
+           << "\n";
     if (style.log_x) figure << "set logscale x 2\nset format x '%g'\n";
     if (style.log_y) figure << "set logscale y\nset format y '%g'\n";
     if (!std::isnan(style.y_min) && !std::isnan(style.y_max))
@@ -290,7 +294,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     }
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1081
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1085
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape

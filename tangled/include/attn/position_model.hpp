@@ -28,7 +28,7 @@
 
 namespace attn {
 
-// ⟨Name the position schemes⟩ 15-positions.md:809
+// ⟨Name the position schemes⟩ 15-positions.md:810
 /// @brief How a PositionModel knows where its tokens are.
 enum class PositionScheme {
     none,        ///< nothing: the causal mask is the only source of order
@@ -53,7 +53,7 @@ inline std::string scheme_name(PositionScheme scheme)
     return "?";
 }
 
-// ⟨Describe the position model⟩ 15-positions.md:835
+// ⟨Describe the position model⟩ 15-positions.md:836
 /// @brief The sizes of a PositionModel and its position scheme.
 struct PositionModelShape {
     PositionScheme scheme = PositionScheme::none;
@@ -77,7 +77,7 @@ struct PositionModel {
     xt::xtensor<T, 2> W_out;                       ///< d_model×vocab
 };
 
-// ⟨Create the position model⟩ 15-positions.md:868
+// ⟨Create the position model⟩ 15-positions.md:869
 /// @brief A model of the given shape with every parameter zero (for gradients).
 template <class T>
 PositionModel<T> zero_position_model(const PositionModelShape& shape)
@@ -132,7 +132,7 @@ auto position_model_parameters(Model& model)
     return list;
 }
 
-// ⟨Embed the tokens and their positions⟩ 15-positions.md:929
+// ⟨Embed the tokens and their positions⟩ 15-positions.md:930
 /// @brief The first layer's input: token embeddings, plus positions if absolute.
 /// @param tokens n token ids
 /// @return X_0, n×d_model
@@ -158,7 +158,7 @@ xt::xtensor<T, 2> embed_positions(const PositionModel<T>& model,
     return X;
 }
 
-// ⟨Find the bias of a head⟩ 15-positions.md:961
+// ⟨Find the bias of a head⟩ 15-positions.md:962
 /// @brief The bias head h of layer l adds to its scores over n positions (or zeros).
 /// @return n×n
 template <class T>
@@ -176,7 +176,7 @@ xt::xtensor<T, 2> score_bias(const PositionModel<T>& model, std::size_t l,
     return xt::zeros<T>({n, n});
 }
 
-// ⟨Run a position layer forward⟩ 15-positions.md:980
+// ⟨Run a position layer forward⟩ 15-positions.md:981
 /// @brief Causal multi-head self-attention with the model's position scheme.
 /// @param X the layer's input, n×d_model
 /// @return the output with what the backward pass needs (Q and K as rotated, if RoPE)
@@ -213,7 +213,7 @@ AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Run the position model forward⟩ 15-positions.md:1021
+// ⟨Run the position model forward⟩ 15-positions.md:1022
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct PositionModelForward {
@@ -237,7 +237,7 @@ PositionModelForward<T> position_model_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Backpropagate through a position layer⟩ 15-positions.md:1090
+// ⟨Backpropagate through a position layer⟩ 15-positions.md:1091
 /// @brief Backward pass of position_layer_forward: add the gradients of layer l's
 /// weights (and T5 biases) to `grad`; return the gradient of its input X, n×d_model.
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
@@ -261,7 +261,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
                                                         head_columns(f.K, head, d_k), v,
                                                         f.weights[head], d_o);
         if (model.shape.scheme == PositionScheme::t5_bias)
-            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1137
+            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1138
             {
                 const xt::xtensor<T, 2> dP = matmul(d_o, transposed(v));                  // n×n
                 const xt::xtensor<T, 2> dS = softmax_rows_backward(f.weights[head], dP);  // n×n
@@ -289,7 +289,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
     return dX;
 }
 
-// ⟨Run the position model backward⟩ 15-positions.md:1149
+// ⟨Run the position model backward⟩ 15-positions.md:1150
 /// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped sum).
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
 template <class T>
@@ -310,7 +310,7 @@ void position_model_backward(const PositionModel<T>& model,
     }
 }
 
-// ⟨Make the task examples⟩ 15-positions.md:1188
+// ⟨Make the task examples⟩ 15-positions.md:1189
 /// @brief "No target here": positions the loss and the accuracy skip.
 constexpr std::size_t no_target = std::numeric_limits<std::size_t>::max();
 
@@ -370,7 +370,7 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
     return example;
 }
 
-// ⟨Score the predictions where there is a target⟩ 15-positions.md:1251
+// ⟨Score the predictions where there is a target⟩ 15-positions.md:1252
 /// @brief Cross-entropy over the positions that have a target, with its gradient.
 template <class T>
 struct TaskLoss {
@@ -407,7 +407,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Train a position model⟩ 15-positions.md:1296
+// ⟨Train a position model⟩ 15-positions.md:1297
 /// @brief How to train: the length, steps, batch size and Adam's learning rate.
 struct PositionTraining {
     std::size_t n = 16, steps = 800, batch = 16;
@@ -458,7 +458,7 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
     return late_count > 0 ? late_loss / late_count : 0.0;
 }
 
-// ⟨Measure the accuracy at a length⟩ 15-positions.md:1351
+// ⟨Measure the accuracy at a length⟩ 15-positions.md:1352
 /// @brief Fraction of the positions with a target that the model gets right, over
 /// `count` fresh sequences of n tokens.
 template <class T>
@@ -476,7 +476,7 @@ double position_accuracy(const PositionModel<T>& model, const PositionTask& task
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Measure the attention on the source⟩ 15-positions.md:1378
+// ⟨Measure the attention on the source⟩ 15-positions.md:1379
 /// @brief How sharply a model attends to each target's source.
 struct SourceAttention {
     double source = 0;  ///< weight on the source key, in the head that gives it most

@@ -89,7 +89,7 @@ xt::xtensor<T, 2> biased_attention_weights(const xt::xtensor<T, 2>& Q,
     return softmax_rows(scores);
 }
 
-// ⟨Put a distance in a T5 bucket⟩ 15-positions.md:324
+// ⟨Put a distance in a T5 bucket⟩ 15-positions.md:325
 /// @brief T5's bucket of a relative position (Raffel et al. 2020): exact for short
 /// distances, logarithmic up to max_distance, one last bucket beyond.
 /// @param relative_position j − i, the key's position minus the query's
@@ -118,7 +118,7 @@ inline std::size_t t5_bucket(std::int64_t relative_position, bool bidirectional,
             relative_position < 0 ? std::uint64_t(-(relative_position + 1)) + 1 : 0;
     }
     if (distance < max_exact) return first + std::size_t(distance);
-    // ⟨Find the logarithmic bucket⟩ 15-positions.md:366
+    // ⟨Find the logarithmic bucket⟩ 15-positions.md:367
     const float scaled = std::log(float(distance) / float(max_exact)) /
                          float(std::log(double(max_distance) / double(max_exact))) *
                          float(buckets - max_exact);
@@ -126,7 +126,7 @@ inline std::size_t t5_bucket(std::int64_t relative_position, bool bidirectional,
     return first + std::min(log_bucket, buckets - 1);
 }
 
-// ⟨Build the T5 bias of one head⟩ 15-positions.md:376
+// ⟨Build the T5 bias of one head⟩ 15-positions.md:377
 /// @brief The T5 bias of one head over n positions: B(i, j) = table[bucket(j − i)].
 /// @param table one learned scalar per bucket, num_buckets values
 /// @return B, n×n
@@ -178,11 +178,11 @@ xt::xtensor<T, 2> alibi_bias(std::size_t n, double slope)
     return B;
 }
 
-// ⟨Name the two RoPE layouts⟩ 15-positions.md:579
+// ⟨Name the two RoPE layouts⟩ 15-positions.md:580
 /// @brief Which columns RoPE rotates together.
 enum class RopeLayout {
-    interleaved,   ///< pairs (2c, 2c+1): RoFormer, GPT-J, Meta's LLaMA code
-    split_halves,  ///< pairs (c, c + d/2): GPT-NeoX, LLaMA in Hugging Face transformers
+    interleaved,   ///< pairs (2c, 2c+1): RoFormer, GPT-J, Meta's Llama code
+    split_halves,  ///< pairs (c, c + d/2): GPT-NeoX, Llama in Hugging Face transformers
 };
 
 /// @brief The two columns of pair c (of d/2) in a layout.
@@ -193,7 +193,7 @@ inline std::pair<std::size_t, std::size_t> rope_pair(std::size_t c, std::size_t 
                                              : std::make_pair(c, c + d / 2);
 }
 
-// ⟨Rotate the rows⟩ 15-positions.md:598
+// ⟨Rotate the rows⟩ 15-positions.md:599
 namespace detail {
 
 /// Rotate pair c of row i of X by direction·(first_position + i)·θ_c,
@@ -228,12 +228,12 @@ xt::xtensor<T, 2> rotate_rows(const xt::xtensor<T, 2>& X, std::int64_t first_pos
 
 }  // namespace detail
 
-// ⟨Apply rotary position embedding⟩ 15-positions.md:634
+// ⟨Apply rotary position embedding⟩ 15-positions.md:635
 /// @brief Rotary position embedding (Su et al., RoFormer): row i of X, at position
 /// first_position + i, has pair c of its columns rotated by that position times θ_c.
 /// @param X       queries or keys of one head, n×d (d even)
 /// @param first_position the position of row 0 (may be negative)
-/// @param base    θ_c = base^(−2c/d); 10 000 in RoFormer and LLaMA 2
+/// @param base    θ_c = base^(−2c/d); 10 000 in RoFormer and Llama 2
 /// @param layout  which columns form a pair
 /// @return the rotated rows, n×d
 template <class T>

@@ -10,7 +10,7 @@
 
 namespace attn {
 
-// ⟨Draw a random normal matrix⟩ 01-self-attention.md:474
+// ⟨Draw a random normal matrix⟩ 01-self-attention.md:477
 /// @brief A rows×cols matrix of independent N(0, stddev²) entries.
 /// Draws in double, so float and double matrices from the same generator agree.
 template <class T>
