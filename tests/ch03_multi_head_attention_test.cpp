@@ -24,6 +24,9 @@
 #include "test_support.hpp"
 
 using test_support::check_close;
+using test_support::column_finite;
+using test_support::FuzzBudget;
+using test_support::row_finite;
 
 namespace {
 
@@ -294,34 +297,6 @@ namespace {
 constexpr double nan_value = std::numeric_limits<double>::quiet_NaN();
 constexpr std::size_t huge = std::numeric_limits<std::size_t>::max();
 
-/// Draws fuzz cases: at least `minimum`, or until FUZZ_SECONDS seconds have passed.
-class FuzzBudget {
-public:
-    explicit FuzzBudget(std::size_t minimum) : minimum_(minimum)
-    {
-        if (const char* s = std::getenv("FUZZ_SECONDS")) seconds_ = std::atof(s);
-    }
-    bool another()
-    {
-        ++drawn_;
-        if (drawn_ <= minimum_) return true;
-        const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start_;
-        return spent.count() < seconds_;
-    }
-    std::size_t drawn() const { return drawn_; }
-
-private:
-    std::size_t minimum_, drawn_ = 0;
-    double seconds_ = 0;
-    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
-
-bool row_finite(const xt::xtensor<double, 2>& O, std::size_t i)
-{
-    for (std::size_t c = 0; c < O.shape(1); ++c)
-        if (!std::isfinite(O(i, c))) return false;
-    return true;
-}
 
 }  // namespace
 

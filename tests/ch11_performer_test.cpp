@@ -22,6 +22,9 @@
 #include "test_support.hpp"
 
 using test_support::check_close;
+using test_support::column_finite;
+using test_support::FuzzBudget;
+using test_support::row_finite;
 using test_support::naive_attention;
 using test_support::Inputs;
 using test_support::random_inputs;
@@ -392,27 +395,6 @@ namespace {
 constexpr double nan_value = std::numeric_limits<double>::quiet_NaN();
 constexpr std::size_t huge = std::numeric_limits<std::size_t>::max();
 
-/// Draws fuzz cases: at least `minimum`, or until FUZZ_SECONDS seconds have passed.
-class FuzzBudget {
-public:
-    explicit FuzzBudget(std::size_t minimum) : minimum_(minimum)
-    {
-        if (const char* s = std::getenv("FUZZ_SECONDS")) seconds_ = std::atof(s);
-    }
-    bool another()
-    {
-        ++drawn_;
-        if (drawn_ <= minimum_) return true;
-        const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start_;
-        return spent.count() < seconds_;
-    }
-    std::size_t drawn() const { return drawn_; }
-
-private:
-    std::size_t minimum_, drawn_ = 0;
-    double seconds_ = 0;
-    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
 
 /// The four public kernels, on the same inputs (causal ones only when n = m).
 struct Outputs {

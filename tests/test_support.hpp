@@ -167,6 +167,41 @@ std::size_t fuzz_cases(std::size_t cases, std::uint64_t seed, RunCase run_case)
     return k;
 }
 
+/// Whether every entry of row `i` of `O` is finite.
+inline bool row_finite(const xt::xtensor<double, 2>& O, std::size_t i)
+{
+    for (std::size_t c = 0; c < O.shape(1); ++c)
+        if (!std::isfinite(O(i, c))) return false;
+    return true;
+}
+
+/// Whether every entry of column `c` of `O` is finite.
+inline bool column_finite(const xt::xtensor<double, 2>& O, std::size_t c)
+{
+    for (std::size_t i = 0; i < O.shape(0); ++i)
+        if (!std::isfinite(O(i, c))) return false;
+    return true;
+}
+
+/// Draws fuzz cases: at least `minimum`, then on until FUZZ_SECONDS seconds have passed.
+class FuzzBudget {
+public:
+    explicit FuzzBudget(std::size_t minimum) : minimum_(minimum), seconds_(fuzz_seconds()) {}
+    bool another()
+    {
+        ++drawn_;
+        if (drawn_ <= minimum_) return true;
+        const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start_;
+        return spent.count() < seconds_;
+    }
+    std::size_t drawn() const { return drawn_; }
+
+private:
+    std::size_t minimum_, drawn_ = 0;
+    double seconds_ = 0;
+    std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
 /// A size for a fuzz case: 1, 2, a prime up to 37, or uniform in 1..most.
 inline std::size_t draw_size(std::mt19937_64& rng, std::size_t most)
 {

@@ -27,6 +27,7 @@ its own; a new chapter needs nothing here.
 from __future__ import annotations
 
 import html
+import os
 import posixpath
 import hashlib
 import re
@@ -790,6 +791,10 @@ def machine_paragraph(env, info: ChapterInfo) -> nodes.paragraph | None:
                        "How the numbers are taken: ")
     para += page_link("Instruments", "chapters/00-instruments")
     para += nodes.Text(".")
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        para += nodes.Text(" This copy of the book was built by continuous integration on a "
+                           "shared runner: its timings are that machine's, taken beside "
+                           "other people's work.")
     return para
 
 
