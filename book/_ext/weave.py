@@ -960,9 +960,11 @@ def on_builder_inited(app) -> None:
 
 
 def book_signature(book: Book) -> str:
-    """A hash of everything one page may show of another: the chapters' titles and
-    summaries, every chunk's parts and where they are, every tangled file's text, the
-    API entries and the tangler's problems. A prose edit that moves no line leaves it."""
+    """A hash of what one page may show of another chapter: the chapters' titles and
+    summaries, every chunk's name and parts, every file's chunks, the API entries and
+    the tangler's problems. Line numbers and code are left out: the pages that show
+    them (the chapter itself, its files' pages, the indexes) name the chapter as a
+    dependency, so Sphinx reads them again whenever the chapter changes."""
     digest = hashlib.sha256()
 
     def add(*items) -> None:
@@ -971,22 +973,23 @@ def book_signature(book: Book) -> str:
     for info in book.chapters:
         add(info.path, info.title, info.summary)
         for chunk in info.model.chunks.values():
-            add(chunk.name, [(p.index, p.fence_line, p.body_line, p.options) for p in chunk.parts])
+            add(chunk.name, [(p.index, p.options) for p in chunk.parts])
     for path, f in book.files.items():
-        add(path, f.root, f.chunks, f.text)
+        add(path, f.root, f.chunks)
     for header, entries in book.api.items():
-        add(header, [(e.kind, e.name, e.args, e.line, e.refid, e.member) for e in entries])
+        add(header, [(e.kind, e.name, e.args, e.refid, e.member,
+                      (e.part.name, e.part.index) if e.part else None) for e in entries])
     add([str(problem) for problem in book.problems])
     return digest.hexdigest()
 
 
 def on_env_get_outdated(app, env, added, changed, removed) -> list[str]:
-    """Every page is read again when the model of the whole book changed.
+    """Every page is read again when what pages show of other chapters changed.
 
-    The chapter pages, indexes, file and API pages are built from that model, so
-    when it changes (a chunk moved, a file's text, an API entry) every page is read
-    again. An edit that changes only a page's own prose leaves the model as it was,
-    and Sphinx reads that page alone.
+    A chunk renamed or added, a title, a file's chunks or an API entry can show on
+    any page, so then every page is read again. An edit inside one chapter, prose or
+    code, leaves that signature as it was, and Sphinx reads only the pages that name
+    the chapter as a dependency.
     """
     signature = book_signature(the_book())
     if getattr(env, "attn_book_signature", None) == signature:
