@@ -26,18 +26,13 @@
 #include "attn/self_attention.hpp"
 #include "test_support.hpp"
 
+using test_support::as_type;
 using test_support::check_close;
 using test_support::naive_attention;
 using test_support::Inputs;
 using test_support::random_inputs;
 
 namespace {
-
-template <class T>
-xt::xtensor<T, 2> cast(const xt::xtensor<double, 2>& x)
-{
-    return xt::xtensor<T, 2>(x);
-}
 
 /// Rows of `x` in the order `order`.
 xt::xtensor<double, 2> permute_rows(const xt::xtensor<double, 2>& x, const std::vector<std::size_t>& order)
@@ -83,7 +78,7 @@ BOOST_AUTO_TEST_CASE(equals_a_naive_triple_loop_in_double)
 BOOST_AUTO_TEST_CASE(equals_a_naive_triple_loop_in_float)
 {
     const auto [Q, K, V] = random_inputs(33, 21, 16, 12, 3);
-    const auto Qf = cast<float>(Q), Kf = cast<float>(K), Vf = cast<float>(V);
+    const auto Qf = as_type<float>(Q), Kf = as_type<float>(K), Vf = as_type<float>(V);
     check_close(attn::scaled_dot_product_attention(Qf, Kf, Vf), naive_attention(Qf, Kf, Vf), 1e-5, 1e-6, "float");
 }
 

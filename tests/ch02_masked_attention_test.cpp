@@ -20,6 +20,7 @@
 #include "attn/sentence.hpp"
 #include "test_support.hpp"
 
+using test_support::as_type;
 using test_support::check_close;
 using test_support::naive_attention;
 using test_support::Inputs;
@@ -35,12 +36,6 @@ attn::Mask random_mask(std::size_t n, std::size_t m, double p, std::uint64_t see
     attn::Mask mask = xt::zeros<bool>({n, m});
     for (bool& a : mask) a = allow(rng);
     return mask;
-}
-
-template <class T>
-xt::xtensor<T, 2> as(const xt::xtensor<double, 2>& x)
-{
-    return xt::xtensor<T, 2>(x);
 }
 
 /// The predicate test_support::naive_attention takes, read from a mask.
@@ -125,7 +120,7 @@ BOOST_AUTO_TEST_CASE(equals_a_naive_masked_loop_in_double)
 BOOST_AUTO_TEST_CASE(equals_a_naive_masked_loop_in_float)
 {
     const auto [Q, K, V] = random_inputs(21, 30, 16, 12, 2);
-    const auto Qf = as<float>(Q), Kf = as<float>(K), Vf = as<float>(V);
+    const auto Qf = as_type<float>(Q), Kf = as_type<float>(K), Vf = as_type<float>(V);
     const attn::Mask mask = random_mask(21, 30, 0.3, 3);
     check_close(attn::scaled_dot_product_attention(Qf, Kf, Vf, mask), naive_attention(Qf, Kf, Vf, allowed_by(mask)),
                 1e-5, 1e-6, "float");
@@ -164,15 +159,15 @@ BOOST_AUTO_TEST_CASE(future_tokens_do_not_change_the_past)
     // numbers: outputs 0..i must stay bit for bit the same.
     const std::size_t n = 12;
     const auto [Q0, K0, V0] = random_inputs(n, n, 8, 6, 7);
-    const auto Q = as<float>(Q0), K = as<float>(K0), V = as<float>(V0);
+    const auto Q = as_type<float>(Q0), K = as_type<float>(K0), V = as_type<float>(V0);
     const attn::Mask causal = attn::causal_mask(n);
     const xt::xtensor<float, 2> O = attn::scaled_dot_product_attention(Q, K, V, causal);
     for (std::size_t i = 0; i + 1 < n; ++i) {
         const auto [Qr, Kr, Vr] = random_inputs(n, n, 8, 6, 100 + i);
         xt::xtensor<float, 2> Q_c = Q, K_c = K, V_c = V;
-        xt::view(Q_c, xt::range(i + 1, n), xt::all()) = xt::view(as<float>(Qr), xt::range(i + 1, n), xt::all()) * 50.0f;
-        xt::view(K_c, xt::range(i + 1, n), xt::all()) = xt::view(as<float>(Kr), xt::range(i + 1, n), xt::all()) * 50.0f;
-        xt::view(V_c, xt::range(i + 1, n), xt::all()) = xt::view(as<float>(Vr), xt::range(i + 1, n), xt::all()) * 1e6f;
+        xt::view(Q_c, xt::range(i + 1, n), xt::all()) = xt::view(as_type<float>(Qr), xt::range(i + 1, n), xt::all()) * 50.0f;
+        xt::view(K_c, xt::range(i + 1, n), xt::all()) = xt::view(as_type<float>(Kr), xt::range(i + 1, n), xt::all()) * 50.0f;
+        xt::view(V_c, xt::range(i + 1, n), xt::all()) = xt::view(as_type<float>(Vr), xt::range(i + 1, n), xt::all()) * 1e6f;
         const xt::xtensor<float, 2> O_c = attn::scaled_dot_product_attention(Q_c, K_c, V_c, causal);
         const xt::xtensor<float, 2> past = xt::view(O, xt::range(0, i + 1), xt::all());
         const xt::xtensor<float, 2> past_c = xt::view(O_c, xt::range(0, i + 1), xt::all());
@@ -214,7 +209,7 @@ BOOST_AUTO_TEST_CASE(a_fully_masked_row_gives_zeros_and_no_nan)
             BOOST_TEST(xt::amax(xt::abs(xt::view(O, xt::range(0, 2), xt::all())))() == 0.0);
             BOOST_TEST(xt::amax(xt::abs(xt::view(O, xt::range(2, 5), xt::all())))() > 0.0);
         }
-        const auto A = attn::attention_weights(as<float>(Q), as<float>(K), mask);
+        const auto A = attn::attention_weights(as_type<float>(Q), as_type<float>(K), mask);
         BOOST_TEST(test_support::all_finite(A));
         BOOST_TEST(xt::amax(xt::view(A, xt::range(0, 2), xt::all()))() == 0.0f);
     }

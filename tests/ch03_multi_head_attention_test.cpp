@@ -23,6 +23,7 @@
 #include "attn/random.hpp"
 #include "test_support.hpp"
 
+using test_support::as_type;
 using test_support::check_close;
 using test_support::column_finite;
 using test_support::FuzzBudget;
@@ -47,12 +48,6 @@ Layer random_layer(std::size_t n, std::size_t m, std::size_t d_model, std::uint6
     layer.W_v = attn::random_normal<double>(d_model, d_model, init, rng);
     layer.W_o = attn::random_normal<double>(d_model, d_model, init, rng);
     return layer;
-}
-
-template <class T>
-xt::xtensor<T, 2> as(const xt::xtensor<double, 2>& x)
-{
-    return xt::xtensor<T, 2>(x);
 }
 
 /// Multi-head attention by plain loops: per head the long-double reference of test_support on the
@@ -194,10 +189,10 @@ BOOST_AUTO_TEST_CASE(equals_a_naive_loop_in_double)
 BOOST_AUTO_TEST_CASE(equals_a_naive_loop_in_float)
 {
     const Layer L = random_layer(11, 13, 16, 5);
-    check_close(attn::multi_head_attention(as<float>(L.X_q), as<float>(L.X_kv), as<float>(L.W_q), as<float>(L.W_k),
-                                           as<float>(L.W_v), as<float>(L.W_o), 4),
-                naive_multi_head(as<float>(L.X_q), as<float>(L.X_kv), as<float>(L.W_q), as<float>(L.W_k),
-                                 as<float>(L.W_v), as<float>(L.W_o), 4, everything),
+    check_close(attn::multi_head_attention(as_type<float>(L.X_q), as_type<float>(L.X_kv), as_type<float>(L.W_q), as_type<float>(L.W_k),
+                                           as_type<float>(L.W_v), as_type<float>(L.W_o), 4),
+                naive_multi_head(as_type<float>(L.X_q), as_type<float>(L.X_kv), as_type<float>(L.W_q), as_type<float>(L.W_k),
+                                 as_type<float>(L.W_v), as_type<float>(L.W_o), 4, everything),
                 1e-5, 1e-6, "float");
 }
 
@@ -221,8 +216,8 @@ BOOST_AUTO_TEST_CASE(a_causal_mask_holds_in_every_head)
         for (std::size_t i = 0; i < n; ++i)
             for (std::size_t j = i + 1; j < n; ++j) BOOST_TEST(weights[t](i, j) == 0.0);
     // Changing the tokens after position i leaves outputs 0..i bit for bit unchanged, in float.
-    const auto X = as<float>(L.X_q), W_q = as<float>(L.W_q), W_k = as<float>(L.W_k), W_v = as<float>(L.W_v),
-               W_o = as<float>(L.W_o);
+    const auto X = as_type<float>(L.X_q), W_q = as_type<float>(L.W_q), W_k = as_type<float>(L.W_k), W_v = as_type<float>(L.W_v),
+               W_o = as_type<float>(L.W_o);
     const xt::xtensor<float, 2> O = attn::multi_head_attention(X, X, W_q, W_k, W_v, W_o, h, causal);
     std::mt19937_64 rng(8);
     for (std::size_t i = 0; i + 1 < n; ++i) {

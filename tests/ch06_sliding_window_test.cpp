@@ -23,18 +23,13 @@
 #include "sparsity_support.hpp"
 #include "test_support.hpp"
 
+using test_support::as_type;
 using test_support::check_close;
 using test_support::naive_attention;
 using test_support::Inputs;
 using test_support::random_inputs;
 
 namespace {
-
-template <class T>
-xt::xtensor<T, 2> to(const xt::xtensor<double, 2>& x)
-{
-    return xt::xtensor<T, 2>(x);
-}
 
 /// (n, w) pairs: n below, equal to and above w, and n not a multiple of w.
 const std::vector<std::array<std::size_t, 2>> sizes = {{1, 1}, {1, 4}, {5, 1}, {7, 3}, {16, 4}, {33, 8},
@@ -106,7 +101,7 @@ BOOST_AUTO_TEST_CASE(float_kernel_equals_dense_masked_attention)
 {
     for (auto [n, w] : sizes) {
         const auto [Q, K, V] = random_inputs(n, 32, 16, 20 + n);
-        const auto Q_f = to<float>(Q), K_f = to<float>(K), V_f = to<float>(V);
+        const auto Q_f = as_type<float>(Q), K_f = as_type<float>(K), V_f = as_type<float>(V);
         const auto dense = attn::scaled_dot_product_attention(Q_f, K_f, V_f, attn::sliding_window_mask(n, w));
         const auto band = attn::sliding_window_attention(Q_f, K_f, V_f, w);
         check_close(band, dense, 0, 1e-5, "float banded vs dense, n=" + std::to_string(n));
@@ -137,7 +132,7 @@ BOOST_AUTO_TEST_CASE(large_logits_stay_finite)
     BOOST_TEST(test_support::all_finite(band));
     const auto naive = naive_attention(Q, K, V, [](std::size_t i, std::size_t j) { return j <= i && i < j + 5; });
     check_close(band, naive, 0, 1e-9, "large logits");
-    const auto band_f = attn::sliding_window_attention(to<float>(Q), to<float>(K), to<float>(V), 5);
+    const auto band_f = attn::sliding_window_attention(as_type<float>(Q), as_type<float>(K), as_type<float>(V), 5);
     BOOST_TEST(test_support::all_finite(band_f));
 }
 
@@ -173,7 +168,7 @@ BOOST_AUTO_TEST_CASE(rolling_buffer_equals_the_batch_computation)
         const auto batch = attn::sliding_window_attention(Q, K, V, w);
         const auto decoded = attn::decode_with_rolling_cache(Q, K, V, w);
         check_close(decoded, batch, 0, 1e-12, "rolling vs batch, n=" + std::to_string(n) + " w=" + std::to_string(w));
-        const auto Q_f = to<float>(Q), K_f = to<float>(K), V_f = to<float>(V);
+        const auto Q_f = as_type<float>(Q), K_f = as_type<float>(K), V_f = as_type<float>(V);
         check_close(attn::decode_with_rolling_cache(Q_f, K_f, V_f, w),
                     attn::scaled_dot_product_attention(Q_f, K_f, V_f, attn::sliding_window_mask(n, w)), 0, 1e-5,
                     "float rolling vs dense, n=" + std::to_string(n));

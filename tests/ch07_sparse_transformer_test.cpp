@@ -24,18 +24,13 @@
 #include "attn/sparse_transformer.hpp"
 #include "test_support.hpp"
 
+using test_support::as_type;
 using test_support::check_close;
 using test_support::naive_attention;
 using test_support::Inputs;
 using test_support::random_inputs;
 
 namespace {
-
-template <class T>
-xt::xtensor<T, 2> to(const xt::xtensor<double, 2>& x)
-{
-    return xt::xtensor<T, 2>(x);
-}
 
 // The patterns' definitions, written out again from the paper, independently of the library.
 bool strided_rule(std::size_t i, std::size_t j, std::size_t l) { return j <= i && (i - j < l || (i - j) % l == 0); }
@@ -175,7 +170,7 @@ BOOST_AUTO_TEST_CASE(float_kernels_equal_dense_masked_attention)
 {
     for (const Case& k : cases) {
         const auto [Q, K, V] = random_inputs(k.n, 32, 16, 20 + k.n);
-        const auto Q_f = to<float>(Q), K_f = to<float>(K), V_f = to<float>(V);
+        const auto Q_f = as_type<float>(Q), K_f = as_type<float>(K), V_f = as_type<float>(V);
         check_close(attn::strided_attention(Q_f, K_f, V_f, k.stride),
                     attn::scaled_dot_product_attention(Q_f, K_f, V_f, attn::strided_mask(k.n, k.stride)), 0, 1e-5,
                     "float strided vs dense, " + name(k));
@@ -222,8 +217,8 @@ BOOST_AUTO_TEST_CASE(large_logits_stay_finite)
 {
     auto [Q, K, V] = random_inputs(50, 8, 4, 4);
     Q *= 1e4;
-    const auto strided = attn::strided_attention(to<float>(Q), to<float>(K), to<float>(V), 7);
-    const auto fixed = attn::fixed_attention(to<float>(Q), to<float>(K), to<float>(V), 7, 2);
+    const auto strided = attn::strided_attention(as_type<float>(Q), as_type<float>(K), as_type<float>(V), 7);
+    const auto fixed = attn::fixed_attention(as_type<float>(Q), as_type<float>(K), as_type<float>(V), 7, 2);
     BOOST_TEST(test_support::all_finite(strided));
     BOOST_TEST(test_support::all_finite(fixed));
     check_close(attn::strided_attention(Q, K, V, 7),

@@ -17,17 +17,12 @@
 #include "attn/random.hpp"
 #include "test_support.hpp"
 
+using test_support::as_type;
 using test_support::check_close;
 using test_support::naive_attention;
 using test_support::random_inputs;
 
 namespace {
-
-template <class T>
-xt::xtensor<T, 2> to(const xt::xtensor<double, 2>& x)
-{
-    return xt::xtensor<T, 2>(x);
-}
 
 /// A cache holding the rows of K and V.
 template <class T>
@@ -102,8 +97,8 @@ BOOST_AUTO_TEST_CASE(cache_attention_equals_naive_attention_of_one_query)
         const xt::xtensor<double, 1> q = xt::row(in.Q, 0);
         const xt::xtensor<double, 2> out = xt::view(cache.attend(q), xt::newaxis(), xt::all());
         check_close(out, naive_attention(in.Q, in.K, in.V), 1e-12, 1e-13, "double");
-        const auto cache_f = cache_of(to<float>(in.K), to<float>(in.V));
-        const xt::xtensor<float, 1> q_f = xt::row(to<float>(in.Q), 0);
+        const auto cache_f = cache_of(as_type<float>(in.K), as_type<float>(in.V));
+        const xt::xtensor<float, 1> q_f = xt::row(as_type<float>(in.Q), 0);
         const xt::xtensor<float, 2> out_f =
             xt::view(cache_f.attend(q_f), xt::newaxis(), xt::all());
         check_close(out_f, naive_attention(in.Q, in.K, in.V), 1e-5, 1e-6, "float");
@@ -183,9 +178,9 @@ BOOST_AUTO_TEST_CASE(split_kv_equals_exact_attention_for_any_parts)
                     xt::all());
                 check_close(out, expected, 1e-12, 1e-13, "split-KV");
             }
-        const xt::xtensor<float, 1> q_f = xt::row(to<float>(in.Q), 0);
+        const xt::xtensor<float, 1> q_f = xt::row(as_type<float>(in.Q), 0);
         const xt::xtensor<float, 2> out_f = xt::view(
-            attn::split_kv_attention(q_f, to<float>(in.K), to<float>(in.V), 3, 2),
+            attn::split_kv_attention(q_f, as_type<float>(in.K), as_type<float>(in.V), 3, 2),
             xt::newaxis(), xt::all());
         check_close(out_f, expected, 1e-5, 1e-6, "split-KV float");
     }
@@ -194,8 +189,8 @@ BOOST_AUTO_TEST_CASE(split_kv_equals_exact_attention_for_any_parts)
 BOOST_AUTO_TEST_CASE(split_kv_does_not_depend_on_the_number_of_threads)
 {
     const auto in = random_inputs(1, 1001, 32, 32, 9);
-    const xt::xtensor<float, 1> q = xt::row(to<float>(in.Q), 0);
-    const auto K = to<float>(in.K), V = to<float>(in.V);
+    const xt::xtensor<float, 1> q = xt::row(as_type<float>(in.Q), 0);
+    const auto K = as_type<float>(in.K), V = as_type<float>(in.V);
     const auto one = attn::split_kv_attention(q, K, V, 8, 1);
     for (std::size_t threads : {2, 3, 8, 100})
         BOOST_TEST(same_bits(one, attn::split_kv_attention(q, K, V, 8, threads)));

@@ -41,6 +41,13 @@ inline Inputs random_inputs(std::size_t n, std::size_t m, std::size_t d_k, std::
     return {Q, K, V};
 }
 
+/// `x` with its entries converted to T (the float twin of a double test case).
+template <class T>
+xt::xtensor<T, 2> as_type(const xt::xtensor<double, 2>& x)
+{
+    return xt::xtensor<T, 2>(x);
+}
+
 /// Self-attention inputs: n queries, and n keys and values, as random_inputs(n, n, d_k, d_v, seed).
 inline Inputs random_inputs(std::size_t n, std::size_t d_k, std::size_t d_v, std::uint64_t seed)
 {
