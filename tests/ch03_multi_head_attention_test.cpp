@@ -3,10 +3,13 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -19,6 +22,7 @@
 #include <xtensor/xoperation.hpp>
 #include <xtensor/xview.hpp>
 
+#include "attn/heatmap_grid.hpp"
 #include "attn/multi_head_attention.hpp"
 #include "attn/random.hpp"
 #include "test_support.hpp"
@@ -391,6 +395,67 @@ BOOST_AUTO_TEST_CASE(fuzz_multi_head_attention_against_naive_heads)
         }
     }
     BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(figures)
+
+namespace {
+
+/// How many pieces of text in `texts` are exactly `wanted`.
+std::size_t occurrences(const std::vector<std::string>& texts, const std::string& wanted)
+{
+    return std::size_t(std::count(texts.begin(), texts.end(), wanted));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_grid_shows_every_title_token_and_axis_name_once_per_panel)
+{
+    const auto dir = std::filesystem::temp_directory_path() / "ch03_test_grid";
+    std::filesystem::create_directories(dir);
+    std::mt19937_64 rng(11);
+    std::vector<attn::plot::HeatmapPanel> panels;
+    for (const std::string title : {"first head", "second head", "third head"})
+        panels.push_back({title, attn::softmax_rows(attn::random_normal<double>(3, 4, 1.0, rng))});
+    const std::vector<std::string> rows = {"ra", "rb", "rc"}, cols = {"cw", "cx", "cy", "cz"};
+    attn::plot::heatmap_grid(dir / "grid.svg", panels, {"", rows, cols}, 2);
+    const auto texts = attn::plot::svg_texts(dir / "grid.svg");
+    for (const auto& panel : panels) BOOST_TEST(occurrences(texts, panel.title) == 1u);
+    for (const auto& label : rows) BOOST_TEST(occurrences(texts, label) == 3u, label);
+    for (const auto& label : cols) BOOST_TEST(occurrences(texts, label) == 3u, label);
+    // two rows of panels: "query" names the left column's axes, "key" the bottom row's
+    BOOST_TEST(occurrences(texts, "query") == 2u);
+    BOOST_TEST(occurrences(texts, "key") == 1u);
+    BOOST_TEST(occurrences(texts, "attention weight") == 1u);  // one colour bar
+    std::ifstream data(dir / "grid.tsv");
+    std::string header;
+    std::getline(data, header);
+    BOOST_TEST(header == "# panel\trow\tcol\tvalue");
+    std::size_t cells = 0;
+    for (std::size_t p, i, j; data >> p >> i >> j; ++cells) {
+        double value;
+        data >> value;
+        BOOST_TEST(std::abs(value - panels.at(p).values(i, j)) < 1e-8);
+    }
+    BOOST_TEST(cells == 3u * 3u * 4u);
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(a_grid_rejects_panels_of_different_shapes)
+{
+    const auto dir = std::filesystem::temp_directory_path() / "ch03_test_grid_bad";
+    std::filesystem::create_directories(dir);
+    BOOST_CHECK_THROW(attn::plot::heatmap_grid(dir / "bad.svg",
+                                               {{"a", xt::zeros<double>({2, 2})},
+                                                {"b", xt::zeros<double>({3, 2})}},
+                                               {}, 2),
+                      std::invalid_argument);
+    BOOST_CHECK_THROW(attn::plot::heatmap_grid(dir / "none.svg", {}, {}, 2),
+                      std::invalid_argument);
+    BOOST_TEST(!std::filesystem::exists(dir / "bad.svg"));
+    std::filesystem::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

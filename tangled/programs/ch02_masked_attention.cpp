@@ -28,7 +28,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Embed and project the sentence⟩ 02-masked-attention.md:392
+        // ⟨Embed and project the sentence⟩ 02-masked-attention.md:393
         const std::vector<std::string> tokens =
             attn::split_words("the cat sat on the mat because it was tired");
         const std::size_t n = tokens.size(), d_model = 16, d_k = 8, d_v = 8;
@@ -45,7 +45,7 @@ int main(int argc, char** argv)
                                                         xt::linalg::dot(X, W_v)};
         };
         const auto [Q, K, V] = project(tokens);
-        // ⟨Draw the causal mask, scores and weights⟩ 02-masked-attention.md:416
+        // ⟨Draw the causal mask, scores and weights⟩ 02-masked-attention.md:417
         const attn::Mask causal = attn::causal_mask(n);
         const xt::xtensor<double, 2> allowed_as_number = xt::cast<double>(causal);
 
@@ -69,7 +69,7 @@ int main(int argc, char** argv)
         attn::plot::HeatmapStyle weight_style{"Causal attention weights", tokens, tokens};
         weight_style.allowed = causal;
         attn::plot::heatmap(out / "weights_causal.svg", weights, weight_style);
-        // ⟨Change the last word and compare⟩ 02-masked-attention.md:476
+        // ⟨Change the last word and compare⟩ 02-masked-attention.md:477
         std::vector<std::string> changed = tokens;
         changed.back() = "hungry";
         const auto [Q_c, K_c, V_c] = project(changed);
@@ -83,7 +83,7 @@ int main(int argc, char** argv)
         results.add("max_change_before_last",
                     xt::amax(xt::view(change, xt::range(0, n - 1), xt::all()))());
         results.add("max_change_at_last", xt::amax(xt::row(change, n - 1))());
-        // ⟨Attend over a padded sentence⟩ 02-masked-attention.md:498
+        // ⟨Attend over a padded sentence⟩ 02-masked-attention.md:499
         const std::vector<std::string> padded = {"it",    "was",   "tired",
                                                  "<pad>", "<pad>", "<pad>"};
         const std::vector<bool> is_real = {true, true, true, false, false, false};
@@ -97,7 +97,7 @@ int main(int argc, char** argv)
         attn::plot::heatmap(out / "padding_weights.svg", weights_padded, padding_style);
         results.add("pad_weight_total",
                     xt::sum(xt::view(weights_padded, xt::all(), xt::range(3, 6)))());
-        // ⟨Attend over a left-padded sentence under the causal mask⟩ 02-masked-attention.md:533
+        // ⟨Attend over a left-padded sentence under the causal mask⟩ 02-masked-attention.md:534
         const std::vector<std::string> left_padded = {"<pad>", "<pad>", "it", "was", "tired"};
         const attn::Mask left_mask =
             // 5×5
@@ -122,7 +122,7 @@ int main(int argc, char** argv)
             }
         }
         results.add("nan_count_left_padding", double(xt::sum(xt::isnan(O_left))()));
-        // ⟨Compare with the reference and with dense attention on prefixes⟩ 02-masked-attention.md:594
+        // ⟨Compare with the reference and with dense attention on prefixes⟩ 02-masked-attention.md:598
         const xt::xtensor<float, 2> O_rows = attn::masked_attention_by_rows(Q, K, V, causal);
         results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
         float prefix_difference = 0;
@@ -136,7 +136,7 @@ int main(int argc, char** argv)
             prefix_difference = std::max(prefix_difference, xt::amax(xt::abs(last - row))());
         }
         results.add("max_abs_difference_causal_vs_prefix", prefix_difference);
-        // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:624
+        // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:628
         const int threads = 1;
         attn::CostCurve unmasked{"unmasked", threads}, masked{"causal mask", threads};
         const std::size_t n_max = options.quick ? 1024 : 4096;
@@ -152,7 +152,7 @@ int main(int argc, char** argv)
                  [&] { return attn::scaled_dot_product_attention(Q_n, K_n, V_n, mask_n); }},
                 rounds);
         }
-        // ⟨Compare the two cost curves⟩ 02-masked-attention.md:646
+        // ⟨Compare the two cost curves⟩ 02-masked-attention.md:650
         const attn::SlopeFit masked_fit = masked.time_fit(), unmasked_fit = unmasked.time_fit();
         results.add_fit("time_slope", masked_fit);
         results.add_fit("unmasked_time_slope", unmasked_fit);
@@ -172,7 +172,7 @@ int main(int argc, char** argv)
         results.add("cost_n_min", unmasked.n.front());
         results.add("cost_n_max", double(n_max));
         results.add("cost_threads", threads);
-        // ⟨Draw masked against unmasked cost⟩ 02-masked-attention.md:668
+        // ⟨Draw masked against unmasked cost⟩ 02-masked-attention.md:672
         attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
         time_style.log_x = time_style.log_y = true;
         attn::Series unmasked_series = unmasked.time(), masked_series = masked.time();

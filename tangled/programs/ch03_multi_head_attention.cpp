@@ -12,6 +12,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 
+#include "attn/heatmap_grid.hpp"
 #include "attn/measure.hpp"
 #include "attn/multi_head_attention.hpp"
 #include "attn/plot.hpp"
@@ -37,7 +38,7 @@ xt::xtensor<double, 2> merge_by_reinterpreting_memory(
     return merged;
 }
 
-// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:543
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:757
 /// Parameters of one multi-head attention layer
 /// without biases: four d_model×d_model matrices.
 double parameter_count(double d_model) { return 4 * d_model * d_model; }
@@ -89,9 +90,9 @@ int main(int argc, char** argv)
         attn::plot::heatmap(out / "merge_right.svg", right, merge_style);
         merge_style.title = "transpose(0,1).view(...): rows mix tokens";
         attn::plot::heatmap(out / "merge_wrong.svg", wrong, merge_style);
-        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:411
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:412
         const std::vector<std::string> tokens =
-            attn::split_words("the cat sat on the mat because it was tired");
+            attn::split_words("the cat saw the dog and the dog saw the cat");
         const std::size_t n = tokens.size(), d_word = 8, d_position = 16,
                           d_model = d_word + d_position;
         const std::size_t h = 2, d_k = d_model / h;
@@ -101,7 +102,7 @@ int main(int argc, char** argv)
         xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});
         xt::view(X, xt::all(), xt::range(0, d_word)) = words;
         for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
-        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:425
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:426
         const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
         xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
         for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1
@@ -115,18 +116,19 @@ int main(int argc, char** argv)
         const attn::Mask everything = xt::ones<bool>({n, n});
         const auto head_weights =
             attn::multi_head_attention_weights(X, X, W_q, W_k, h, everything);
-        const std::vector<std::string> head_titles = {"Head 0: the previous token",
-                                                      "Head 1: the same word"};
-        for (std::size_t t = 0; t < h; ++t)
-            attn::plot::heatmap(out / ("head" + std::to_string(t) + ".svg"), head_weights[t],
-                                {head_titles[t], tokens, tokens});
-        results.add("head0_weight_on_previous_token_mean", [&] {
-            double total = 0;
-            for (std::size_t i = 1; i < n; ++i) total += head_weights[0](i, i - 1);
-            return total / double(n - 1);
-        }());
-        results.add("head1_weight_the_on_the", head_weights[1](4, 0) + head_weights[1](4, 4));
-        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:477
+        attn::plot::heatmap_grid(out / "heads.svg",
+                                 {{"head 0: the previous token", head_weights[0]},
+                                  {"head 1: the same word", head_weights[1]}},
+                                 {"", tokens, tokens}, 2);
+        double on_previous = 0, on_same_word = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            if (i > 0) on_previous += head_weights[0](i, i - 1) / double(n - 1);
+            for (std::size_t j = 0; j < n; ++j)  // every occurrence of token i's word, i's own too
+                if (tokens[j] == tokens[i]) on_same_word += head_weights[1](i, j) / double(n);
+        }
+        results.add("head0_weight_on_previous_token_mean", on_previous);
+        results.add("head1_weight_on_same_word_mean", on_same_word);
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:690
         const auto X_f = xt::xtensor<float, 2>(X);
         const double init = 1.0 / std::sqrt(double(d_model));
         const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
@@ -164,12 +166,12 @@ int main(int argc, char** argv)
             results.add("max_abs_difference_vs_reference_loops",
                         xt::amax(xt::abs(fast - reference))());
         }
-        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:559
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:773
         const auto [projection_flops, attention_flops] = flop_count(512, 512);
         results.add("base_parameters", parameter_count(512));
         results.add("base_projection_gflop", projection_flops / 1e9);
         results.add("base_attention_gflop", attention_flops / 1e9);
-        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:581
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:797
         const int threads = 1;
         const attn::BlasThreads one_thread(threads);
         const std::size_t d_time = 256;
@@ -193,7 +195,7 @@ int main(int argc, char** argv)
             for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
                 seconds.back().push_back(timing.wall);
         }
-        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:610
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:826
         std::vector<attn::Series> curves;
         for (std::size_t l = 0; l < lengths.size(); ++l) {
             attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};

@@ -146,7 +146,8 @@ xt::xtensor<T, 2> attention_weights(const xt::xtensor<T, 2>& Q,
 // ⟨Compute masked scaled dot-product attention⟩ 02-masked-attention.md:254
 /// @brief Masked scaled dot-product attention: softmax over
 /// the allowed keys only, times V. A query whose mask row is
-/// all false gets a zero output row (PyTorch 1.13 gives NaN there).
+/// all false gets a zero output row (PyTorch 1.13 gives NaN there;
+/// scaled_dot_product_attention of PyTorch 2.5 and later, zeros).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k
 /// @param V values, m×d_v

@@ -18,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Give each word a fixed random embedding⟩ 02-masked-attention.md:339
+// ⟨Give each word a fixed random embedding⟩ 02-masked-attention.md:340
 /// @brief Split `text` at spaces into tokens.
 inline std::vector<std::string> split_words(const std::string& text)
 {
