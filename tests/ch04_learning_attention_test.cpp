@@ -98,18 +98,55 @@ BOOST_AUTO_TEST_CASE(numerical_gradient_of_a_quadratic_is_exact)
     BOOST_TEST(x(0, 1) == -2.0);  // restored
 }
 
+/// Every error of a gradient check is below `bound`, and the check covered `count` gradients.
+void check_errors(const attn::GradientErrors& errors, std::size_t count, double bound = 1e-6)
+{
+    BOOST_TEST(errors.size() == count);
+    for (const auto& [name, error] : errors) BOOST_TEST(error < bound, name << ": relative error " << error);
+}
+
 BOOST_AUTO_TEST_CASE(attention_gradients_match_central_differences)
 {
     std::mt19937_64 rng(3);
-    xt::xtensor<double, 2> Q = attn::random_normal<double>(5, 4, 1.0, rng);  // n×d_k, n ≠ m
-    xt::xtensor<double, 2> K = attn::random_normal<double>(7, 4, 1.0, rng);  // m×d_k
-    xt::xtensor<double, 2> V = attn::random_normal<double>(7, 3, 1.0, rng);  // m×d_v
-    const xt::xtensor<double, 2> G = attn::random_normal<double>(5, 3, 1.0, rng);
-    auto loss = [&] { return double(xt::sum(G * test_support::naive_attention(Q, K, V))()); };
-    const auto grad = attn::attention_backward(Q, K, V, attn::attention_weights(Q, K), G);
-    BOOST_TEST(attn::relative_error(grad.dQ, attn::numerical_gradient(Q, loss)) < 1e-6);
-    BOOST_TEST(attn::relative_error(grad.dK, attn::numerical_gradient(K, loss)) < 1e-6);
-    BOOST_TEST(attn::relative_error(grad.dV, attn::numerical_gradient(V, loss)) < 1e-6);
+    const auto Q = attn::random_normal<double>(5, 4, 1.0, rng);  // n×d_k, n ≠ m
+    const auto K = attn::random_normal<double>(7, 4, 1.0, rng);  // m×d_k
+    const auto V = attn::random_normal<double>(7, 3, 1.0, rng);  // m×d_v
+    const auto G = attn::random_normal<double>(5, 3, 1.0, rng);  // n×d_v
+    check_errors(attn::check_attention_gradients(Q, K, V, G, xt::ones<bool>({5, 7})), 3);
+}
+
+BOOST_AUTO_TEST_CASE(under_a_mask_hidden_keys_get_zero_gradient_and_the_rest_match)
+{
+    std::mt19937_64 rng(31);
+    const std::size_t n = 6, m = 8;
+    const auto Q = attn::random_normal<double>(n, 4, 1.0, rng);  // n×d_k
+    const auto K = attn::random_normal<double>(m, 4, 1.0, rng);  // m×d_k
+    const auto V = attn::random_normal<double>(m, 3, 1.0, rng);  // m×d_v
+    const auto G = attn::random_normal<double>(n, 3, 1.0, rng);  // n×d_v
+    // Causal over the first 6 keys, keys 6 and 7 padding (hidden from every query),
+    // query 5 sees nothing at all.
+    attn::Mask mask = xt::zeros<bool>({n, m});
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j <= i && j < 6; ++j) mask(i, j) = true;
+    xt::row(mask, 5) = false;
+    check_errors(attn::check_attention_gradients(Q, K, V, G, mask), 3);
+    // Exactly zero: a hidden key gets no gradient, nor does a query that sees nothing,
+    // nor any masked score.
+    const auto grad = attn::attention_backward(Q, K, V, attn::attention_weights(Q, K, mask), G);
+    for (std::size_t j : {6, 7}) {
+        for (std::size_t c = 0; c < 4; ++c) BOOST_TEST(grad.dK(j, c) == 0.0, "dK(" << j << ", " << c << ")");
+        for (std::size_t c = 0; c < 3; ++c) BOOST_TEST(grad.dV(j, c) == 0.0, "dV(" << j << ", " << c << ")");
+    }
+    for (std::size_t c = 0; c < 4; ++c) BOOST_TEST(grad.dQ(5, c) == 0.0, "dQ(5, " << c << ")");
+    const xt::xtensor<double, 2> P = attn::attention_weights(Q, K, mask);
+    const xt::xtensor<double, 2> dP = attn::random_normal<double>(n, m, 1.0, rng);
+    const xt::xtensor<double, 2> dS = attn::softmax_rows_backward(P, dP);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < m; ++j)
+            if (!mask(i, j)) BOOST_TEST(dS(i, j) == 0.0, "dS(" << i << ", " << j << ")");
+    // ...and the visible keys do get a gradient: the check is not passing on zeros.
+    BOOST_TEST(std::abs(grad.dK(0, 0)) > 1e-6);
+    BOOST_TEST(std::abs(grad.dV(4, 0)) > 1e-6);  // key 5: only query 5 may see it
 }
 
 BOOST_AUTO_TEST_CASE(a_wrong_gradient_fails_the_check)
@@ -177,33 +214,18 @@ BOOST_AUTO_TEST_CASE(layer_gradients_match_central_differences)
                                        attn::random_normal<double>(d, d, 0.4, rng),
                                        attn::random_normal<double>(d, d, 0.4, rng),
                                        attn::random_normal<double>(d, d, 0.4, rng)};
-    xt::xtensor<double, 2> X = attn::random_normal<double>(n, d, 1.0, rng);
+    const xt::xtensor<double, 2> X = attn::random_normal<double>(n, d, 1.0, rng);
     const xt::xtensor<double, 2> G = attn::random_normal<double>(n, d, 1.0, rng);
-    auto loss = [&] { return double(xt::sum(G * attn::attention_layer_forward(layer, X).output)()); };
-    const auto grad = attn::attention_layer_backward(layer, X, attn::attention_layer_forward(layer, X), G);
-    BOOST_TEST(attn::relative_error(grad.dW_q, attn::numerical_gradient(layer.W_q, loss)) < 1e-6);
-    BOOST_TEST(attn::relative_error(grad.dW_k, attn::numerical_gradient(layer.W_k, loss)) < 1e-6);
-    BOOST_TEST(attn::relative_error(grad.dW_v, attn::numerical_gradient(layer.W_v, loss)) < 1e-6);
-    BOOST_TEST(attn::relative_error(grad.dW_o, attn::numerical_gradient(layer.W_o, loss)) < 1e-6);
-    BOOST_TEST(attn::relative_error(grad.dX, attn::numerical_gradient(X, loss)) < 1e-6);
+    check_errors(attn::check_layer_gradients(layer, X, G), 5);
 }
 
 BOOST_AUTO_TEST_CASE(model_gradients_match_central_differences)
 {
     std::mt19937_64 rng(7);
     const attn::TinyModelShape shape{6, 5, 8, 2, 2};
-    attn::TinyModel<double> model = attn::init_tiny_model<double>(shape, rng);
+    const attn::TinyModel<double> model = attn::init_tiny_model<double>(shape, rng);
     const attn::ReversalExample example = attn::reversal_example(shape.n, shape.vocab, rng);
-    auto loss = [&] { return attn::cross_entropy(attn::model_forward(model, example.tokens).logits, example.targets).loss; };
-    attn::TinyModel<double> grad = attn::zero_model<double>(shape);
-    const auto f = attn::model_forward(model, example.tokens);
-    attn::model_backward(model, example.tokens, f, attn::cross_entropy(f.logits, example.targets).d_logits, grad);
-    const auto analytic = attn::parameters(grad);
-    const auto numeric = attn::parameters(model);
-    for (std::size_t p = 0; p < analytic.size(); ++p) {
-        const double error = attn::relative_error(*analytic[p].second, attn::numerical_gradient(*numeric[p].second, loss));
-        BOOST_TEST(error < 1e-6, analytic[p].first << ": relative error " << error);
-    }
+    check_errors(attn::check_model_gradients(model, example), 2 + 4 * shape.layers + 1);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -3,6 +3,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,7 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
+#include "attn/heatmap_grid.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 #include "attn/tiny_model.hpp"
@@ -38,6 +40,12 @@ std::filesystem::path scratch_dir(const std::string& name)
 xt::xtensor<double, 2> random_attention(std::size_t n, std::mt19937_64& rng)
 {
     return attn::softmax_rows(attn::random_normal<double>(n, n, 2.0, rng));
+}
+
+/// How many pieces of text in `texts` are exactly `wanted`.
+std::size_t count(const std::vector<std::string>& texts, const std::string& wanted)
+{
+    return std::size_t(std::count(texts.begin(), texts.end(), wanted));
 }
 
 /// A model of 2 layers × 3 heads with random weights (the figures must show any model's attention).
@@ -105,18 +113,22 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(figures)
 
-BOOST_AUTO_TEST_CASE(a_figure_is_produced_for_every_head)
+BOOST_AUTO_TEST_CASE(the_head_grid_names_every_head_and_labels_every_letter)
 {
     const attn::TinyModel<float> model = random_model();
     const auto tokens = attn::letter_tokens("algorithms");
     const auto dir = scratch_dir("heads");
-    const auto paths = attn::plot::head_heatmaps(dir, "w", attn::attention_maps(model, tokens), attn::token_letters(tokens));
-    BOOST_REQUIRE(paths.size() == 6u);  // 2 layers × 3 heads
-    for (std::size_t l = 0, k = 0; l < 2; ++l)
-        for (std::size_t h = 0; h < 3; ++h, ++k) {
-            BOOST_TEST(paths[k].filename().string() == "w_layer" + std::to_string(l) + "_head" + std::to_string(h) + ".svg");
-            BOOST_TEST(std::filesystem::file_size(paths[k]) > 1000u);
-        }
+    attn::plot::head_grid(dir / "heads.svg", attn::attention_maps(model, tokens), attn::token_letters(tokens));
+    const auto texts = attn::plot::svg_texts(dir / "heads.svg");
+    for (std::size_t l = 0; l < 2; ++l)
+        for (std::size_t h = 0; h < 3; ++h)
+            BOOST_TEST(count(texts, "layer " + std::to_string(l) + ", head " + std::to_string(h)) == 1u);
+    // every letter labels a row and a column of each of the 6 panels
+    for (const std::string letter : {"a", "l", "g", "o", "r", "i", "t", "h", "m", "s"})
+        BOOST_TEST(count(texts, letter) == 2u * 6u, letter);
+    BOOST_TEST(count(texts, "query") == 2u);  // the left column, one per layer
+    BOOST_TEST(count(texts, "key") == 3u);    // the bottom row, one per head
+    BOOST_TEST(count(texts, "attention weight") == 1u);
     std::filesystem::remove_all(dir);
 }
 
@@ -126,47 +138,64 @@ BOOST_AUTO_TEST_CASE(the_plotted_data_equals_the_models_attention)
     const auto tokens = attn::letter_tokens("attentions");
     const auto maps = attn::attention_maps(model, tokens);
     const auto dir = scratch_dir("data");
-    const auto paths = attn::plot::head_heatmaps(dir, "w", maps, attn::token_letters(tokens));
+    attn::plot::head_grid(dir / "heads.svg", maps, attn::token_letters(tokens));
+    const auto panels = attn::plot::read_panels_tsv(dir / "heads.svg");
+    BOOST_TEST_REQUIRE(panels.size() == 6u);
     for (std::size_t l = 0, k = 0; l < maps.size(); ++l)
         for (std::size_t h = 0; h < maps[l].size(); ++h, ++k)
-            check_close(attn::plot::read_matrix_tsv(paths[k]), maps[l][h], 1e-8, 1e-9, paths[k].filename().string());
+            check_close(panels[k], maps[l][h], 1e-8, 1e-9, "panel " + std::to_string(k));
     std::filesystem::remove_all(dir);
 }
 
-BOOST_AUTO_TEST_CASE(layer_0_maps_equal_attention_recomputed_from_the_parameters)
+BOOST_AUTO_TEST_CASE(every_map_equals_attention_recomputed_by_plain_loops)
 {
-    // Independently of the model's forward pass: X = token + position embedding,
-    // head h's queries and keys are columns [h·d_k, (h+1)·d_k) of X·W_q and X·W_k.
+    // Independently of the model's forward pass, in double: X_0 = token + position
+    // embedding; in each layer head h's queries and keys are columns [h·d_k, (h+1)·d_k)
+    // of X_l·W_q and X_l·W_k, and X_{l+1} = X_l + concat(P_h·V_h)·W_o.
     const attn::TinyModel<float> model = random_model();
     const auto tokens = attn::letter_tokens("attentions");
     const auto maps = attn::attention_maps(model, tokens);
-    const std::size_t n = tokens.size(), d = model.shape.d_model, h = model.shape.heads;
-    const std::size_t d_k = d / h;
-    const auto& layer = model.layers[0];
-    for (std::size_t head = 0; head < h; ++head) {
-        xt::xtensor<double, 2> expected = xt::zeros<double>({n, n});
-        for (std::size_t i = 0; i < n; ++i) {
-            std::vector<double> s(n);
-            for (std::size_t j = 0; j < n; ++j) {
-                double dot = 0;
-                for (std::size_t c = head * d_k; c < (head + 1) * d_k; ++c) {
-                    double q = 0, k = 0;
-                    for (std::size_t e = 0; e < d; ++e) {
-                        q += (double(model.token_embedding(tokens[i], e)) +
-                              double(model.position_embedding(i, e))) * double(layer.W_q(e, c));
-                        k += (double(model.token_embedding(tokens[j], e)) +
-                              double(model.position_embedding(j, e))) * double(layer.W_k(e, c));
-                    }
-                    dot += q * k;
+    const std::size_t n = tokens.size(), d = model.shape.d_model, heads = model.shape.heads;
+    const std::size_t d_k = d / heads;
+    std::vector<std::vector<double>> X(n, std::vector<double>(d));
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t e = 0; e < d; ++e)
+            X[i][e] = double(model.token_embedding(tokens[i], e)) + double(model.position_embedding(i, e));
+    BOOST_TEST_REQUIRE(maps.size() == model.layers.size());
+    for (std::size_t l = 0; l < model.layers.size(); ++l) {
+        const auto& layer = model.layers[l];
+        auto project = [&](const xt::xtensor<float, 2>& W) {
+            std::vector<std::vector<double>> Y(n, std::vector<double>(d, 0.0));
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t c = 0; c < d; ++c)
+                    for (std::size_t e = 0; e < d; ++e) Y[i][c] += X[i][e] * double(W(e, c));
+            return Y;
+        };
+        const auto Q = project(layer.W_q), K = project(layer.W_k), V = project(layer.W_v);
+        std::vector<std::vector<double>> concat(n, std::vector<double>(d, 0.0));
+        for (std::size_t head = 0; head < heads; ++head) {
+            xt::xtensor<double, 2> P = xt::zeros<double>({n, n});
+            for (std::size_t i = 0; i < n; ++i) {
+                std::vector<double> s(n, 0.0);
+                for (std::size_t j = 0; j < n; ++j) {
+                    for (std::size_t c = head * d_k; c < (head + 1) * d_k; ++c) s[j] += Q[i][c] * K[j][c];
+                    s[j] /= std::sqrt(double(d_k));
                 }
-                s[j] = dot / std::sqrt(double(d_k));
+                const double s_max = *std::max_element(s.begin(), s.end());
+                double total = 0;
+                for (double& x : s) total += (x = std::exp(x - s_max));
+                for (std::size_t j = 0; j < n; ++j) P(i, j) = s[j] / total;
+                for (std::size_t j = 0; j < n; ++j)
+                    for (std::size_t c = head * d_k; c < (head + 1) * d_k; ++c) concat[i][c] += P(i, j) * V[j][c];
             }
-            const double s_max = *std::max_element(s.begin(), s.end());
-            double total = 0;
-            for (double& x : s) total += (x = std::exp(x - s_max));
-            for (std::size_t j = 0; j < n; ++j) expected(i, j) = s[j] / total;
+            const std::string name = "layer " + std::to_string(l) + " head " + std::to_string(head);
+            check_close(maps[l][head], P, 1e-5, 1e-6, name);
+            for (std::size_t i = 0; i < n; ++i)
+                BOOST_TEST(std::abs(double(xt::sum(xt::row(maps[l][head], i))()) - 1.0) < 1e-5, name << " row " << i);
         }
-        check_close(maps[0][head], expected, 1e-5, 1e-6, "layer 0 head " + std::to_string(head));
+        for (std::size_t i = 0; i < n; ++i)  // the residual stream: X_{l+1} = X_l + concat·W_o
+            for (std::size_t c = 0; c < d; ++c)
+                for (std::size_t e = 0; e < d; ++e) X[i][c] += concat[i][e] * double(layer.W_o(e, c));
     }
 }
 
@@ -177,7 +206,11 @@ BOOST_AUTO_TEST_CASE(word_to_word_writes_every_weight_of_every_head)
     const auto maps = attn::attention_maps(model, tokens);
     const auto dir = scratch_dir("lines");
     attn::plot::word_to_word(dir / "lines.svg", maps[0], attn::token_letters(tokens), "test");
-    BOOST_TEST(std::filesystem::file_size(dir / "lines.svg") > 1000u);
+    const auto texts = attn::plot::svg_texts(dir / "lines.svg");
+    for (const std::string letter : {"a", "l", "g", "r", "i", "t", "h", "m", "s"})
+        BOOST_TEST(count(texts, letter) == 2u, letter);  // a query and a key
+    for (const std::string label : {"query", "key", "head 0", "head 1", "head 2", "test"})
+        BOOST_TEST(count(texts, label) == 1u, label);
     std::ifstream data(dir / "lines.tsv");
     std::string header;
     std::getline(data, header);
@@ -226,7 +259,11 @@ BOOST_AUTO_TEST_CASE(the_gallery_counts_allowed_pairs)
     BOOST_TEST(attn::plot::pattern_density(band) == 0.25);
     const auto dir = scratch_dir("gallery");
     attn::plot::pattern_gallery(dir / "g.svg", {{"diagonal", band}, {"dense", xt::ones<bool>({4, 4})}});
-    BOOST_TEST(std::filesystem::file_size(dir / "g.svg") > 1000u);
+    const auto texts = attn::plot::svg_texts(dir / "g.svg");
+    BOOST_TEST(count(texts, "diagonal") == 1u);  // each title: the name, then the share
+    BOOST_TEST(count(texts, "25.0% of pairs") == 1u);
+    BOOST_TEST(count(texts, "dense") == 1u);
+    BOOST_TEST(count(texts, "100.0% of pairs") == 1u);
     BOOST_CHECK_THROW(attn::plot::pattern_gallery(dir / "bad.svg", {{"4", band}, {"5", xt::ones<bool>({5, 5})}}),
                       std::invalid_argument);
     std::filesystem::remove_all(dir);

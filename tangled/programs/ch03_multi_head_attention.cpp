@@ -38,7 +38,7 @@ xt::xtensor<double, 2> merge_by_reinterpreting_memory(
     return merged;
 }
 
-// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:757
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:758
 /// Parameters of one multi-head attention layer
 /// without biases: four d_model×d_model matrices.
 double parameter_count(double d_model) { return 4 * d_model * d_model; }
@@ -123,12 +123,12 @@ int main(int argc, char** argv)
         double on_previous = 0, on_same_word = 0;
         for (std::size_t i = 0; i < n; ++i) {
             if (i > 0) on_previous += head_weights[0](i, i - 1) / double(n - 1);
-            for (std::size_t j = 0; j < n; ++j)  // every occurrence of token i's word, i's own too
+            for (std::size_t j = 0; j < n; ++j)  // every occurrence of i's word, i's own too
                 if (tokens[j] == tokens[i]) on_same_word += head_weights[1](i, j) / double(n);
         }
         results.add("head0_weight_on_previous_token_mean", on_previous);
         results.add("head1_weight_on_same_word_mean", on_same_word);
-        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:690
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:691
         const auto X_f = xt::xtensor<float, 2>(X);
         const double init = 1.0 / std::sqrt(double(d_model));
         const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
@@ -166,12 +166,12 @@ int main(int argc, char** argv)
             results.add("max_abs_difference_vs_reference_loops",
                         xt::amax(xt::abs(fast - reference))());
         }
-        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:773
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:774
         const auto [projection_flops, attention_flops] = flop_count(512, 512);
         results.add("base_parameters", parameter_count(512));
         results.add("base_projection_gflop", projection_flops / 1e9);
         results.add("base_attention_gflop", attention_flops / 1e9);
-        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:797
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:798
         const int threads = 1;
         const attn::BlasThreads one_thread(threads);
         const std::size_t d_time = 256;
@@ -195,7 +195,7 @@ int main(int argc, char** argv)
             for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
                 seconds.back().push_back(timing.wall);
         }
-        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:826
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:827
         std::vector<attn::Series> curves;
         for (std::size_t l = 0; l < lengths.size(); ++l) {
             attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};

@@ -14,11 +14,12 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xreducer.hpp>
 
+#include "attn/heatmap_grid.hpp"
 #include "attn/plot.hpp"
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:549
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:526
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -48,21 +49,20 @@ int main(int argc, char** argv)
                               heads = model.shape.heads;
             results.add("layers", double(layers));
             results.add("heads", double(heads));
-            // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:83
+            // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:74
             const std::vector<std::string> letters = attn::token_letters(probe);
             const auto maps = attn::attention_maps(model, probe);  // [layer][head], n×n
-            const auto head_paths = attn::plot::head_heatmaps(out, "attentions", maps, letters);
+            attn::plot::head_grid(out / "heads.svg", maps, letters);
+            const auto plotted = attn::plot::read_panels_tsv(out / "heads.svg");
             double plotted_difference = 0;
             for (std::size_t l = 0, k = 0; l < layers; ++l)
-                for (std::size_t h = 0; h < heads; ++h, ++k) {
-                    const xt::xtensor<double, 2> plotted =
-                        attn::plot::read_matrix_tsv(head_paths[k]);
-                    plotted_difference = std::max(
-                        plotted_difference, double(xt::amax(xt::abs(plotted - maps[l][h]))()));
-                }
-            results.add("head_figures", double(head_paths.size()));
+                for (std::size_t h = 0; h < heads; ++h, ++k)
+                    plotted_difference =
+                        std::max(plotted_difference,
+                                 double(xt::amax(xt::abs(plotted.at(k) - maps[l][h]))()));
+            results.add("head_panels", double(plotted.size()));
             results.add("plotted_vs_model_max_abs_difference", plotted_difference, 2);
-            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:157
+            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:137
             std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
             const auto agreement =
                 attn::ideal_key_agreement(model, attn::reversal_ideal_keys(n), 200, agreement_rng);
@@ -78,7 +78,7 @@ int main(int argc, char** argv)
                             best_layer = l, best_head = h;
                     }
             }
-            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:250
+            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:230
             const std::vector<std::size_t> word = attn::letter_tokens("algorithms");
             const std::vector<std::string> word_letters = attn::token_letters(word);
             const auto word_maps = attn::attention_maps(model, word);
@@ -87,7 +87,7 @@ int main(int argc, char** argv)
                                          word_maps[l], word_letters,
                                          "Layer " + std::to_string(l) +
                                              " on 'algorithms': query → key");
-            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:359
+            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:339
             std::vector<xt::xtensor<double, 2>> step_frames;
             std::vector<std::string> step_titles;
             for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -105,15 +105,15 @@ int main(int argc, char** argv)
             results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " +
                                                   std::to_string(best_head));
             results.add("training_frames", double(snapshots.size()));
-            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:448
+            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:428
             std::vector<xt::xtensor<double, 2>> layer_means;
+            std::vector<attn::plot::HeatmapPanel> raw_panels;
             for (std::size_t l = 0; l < layers; ++l) {
                 layer_means.push_back(attn::average_heads(maps[l]));
-                attn::plot::heatmap(
-                    out / ("raw_layer" + std::to_string(l) + ".svg"), layer_means.back(),
-                    {"Raw attention, layer " + std::to_string(l) + " (heads averaged)", letters,
-                     letters});
+                raw_panels.push_back({"layer " + std::to_string(l) + ", heads averaged",
+                                      layer_means.back()});
             }
+            attn::plot::heatmap_grid(out / "raw.svg", raw_panels, {"", letters, letters}, layers);
             const xt::xtensor<double, 2> rollout = attn::attention_rollout(layer_means);  // n×n
             attn::plot::HeatmapStyle rollout_style{"Attention rollout through both layers", letters,
                                                    letters};
@@ -131,7 +131,7 @@ int main(int argc, char** argv)
             results.add("rollout_mass_on_mirror", on_mirror);
             results.add("rollout_mass_on_self", on_self);
             results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:483
+            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:463
             double last_on_mirror = 0, mirror_rows_differ = 0;
             for (std::size_t i = 0; i < n; ++i) {
                 last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -141,7 +141,7 @@ int main(int argc, char** argv)
             }
             results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
             results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:557
+            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:534
             const std::size_t n_gallery = 64;
             std::vector<attn::plot::Pattern> gallery = {
                 {"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xtensor.hpp>
@@ -15,6 +17,7 @@
 #include <xtensor/xmanipulation.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
+#include "attn/masked_attention.hpp"
 #include "attn/self_attention.hpp"
 
 namespace attn {
@@ -185,7 +188,7 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:287
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:289
 /// @brief Gradients of a loss with respect to
 /// one attention layer's parameters and input.
 template <class T>
@@ -231,7 +234,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:353
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:355
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
@@ -254,7 +257,7 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:382
+// ⟨Compare two gradients⟩ 04-learning-attention.md:384
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
 inline double relative_error(const xt::xtensor<double, 2>& a,
                              const xt::xtensor<double, 2>& b)
@@ -269,6 +272,53 @@ inline double relative_error(const xt::xtensor<double, 2>& a,
     }
     const double scale = std::sqrt(std::max(norm_a, norm_b));
     return scale == 0 ? 0.0 : std::sqrt(diff) / scale;
+}
+
+// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:410
+/// Named gradients and their relative errors against central differences.
+using GradientErrors = std::vector<std::pair<std::string, double>>;
+
+/// @brief Check attention_backward against central differences of
+/// L = Σ G ⊙ O, O = masked attention (chapter 2), whose gradient dO is G.
+/// @param Q n×d_k; @param K m×d_k; @param V m×d_v (copies: they are perturbed)
+/// @param G n×d_v; @param mask n×m, true where query i may attend key j
+/// @return the relative errors of "dQ", "dK" and "dV"
+inline GradientErrors check_attention_gradients(xt::xtensor<double, 2> Q,
+                                                xt::xtensor<double, 2> K,
+                                                xt::xtensor<double, 2> V,
+                                                const xt::xtensor<double, 2>& G,
+                                                const Mask& mask)
+{
+    auto loss = [&] {
+        return double(xt::sum(G * scaled_dot_product_attention(Q, K, V, mask))());
+    };
+    const AttentionGradients<double> grad =
+        attention_backward(Q, K, V, attention_weights(Q, K, mask), G);
+    return {{"dQ", relative_error(grad.dQ, numerical_gradient(Q, loss))},
+            {"dK", relative_error(grad.dK, numerical_gradient(K, loss))},
+            {"dV", relative_error(grad.dV, numerical_gradient(V, loss))}};
+}
+
+// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:438
+/// @brief Check attention_layer_backward against central differences of
+/// L = Σ G ⊙ Y, Y the layer's output on X.
+/// @param layer and @param X copies (they are perturbed); X n×d_model
+/// @param G n×d_model
+/// @return the relative errors of "dW_q", "dW_k", "dW_v", "dW_o" and "dX"
+inline GradientErrors check_layer_gradients(AttentionLayer<double> layer,
+                                            xt::xtensor<double, 2> X,
+                                            const xt::xtensor<double, 2>& G)
+{
+    auto loss = [&] {
+        return double(xt::sum(G * attention_layer_forward(layer, X).output)());
+    };
+    const AttentionLayerGradients<double> grad =
+        attention_layer_backward(layer, X, attention_layer_forward(layer, X), G);
+    return {{"dW_q", relative_error(grad.dW_q, numerical_gradient(layer.W_q, loss))},
+            {"dW_k", relative_error(grad.dW_k, numerical_gradient(layer.W_k, loss))},
+            {"dW_v", relative_error(grad.dW_v, numerical_gradient(layer.W_v, loss))},
+            {"dW_o", relative_error(grad.dW_o, numerical_gradient(layer.W_o, loss))},
+            {"dX", relative_error(grad.dX, numerical_gradient(X, loss))}};
 }
 
 }  // namespace attn

@@ -55,8 +55,8 @@ inline GridLayout grid_layout(const HeatmapStyle& style, std::size_t n, std::siz
     g.colour_bar = 5.5 * line;
     g.top = 1.6 * line;     // gnuplot sets a title well above its panel
     g.xlabel = 1.6 * line;
-    g.panel_w = (width - g.colour_bar - g.left_first - double(columns - 1) * g.left_gap) /
-                double(columns);
+    const double gaps = double(columns - 1) * g.left_gap;
+    g.panel_w = (width - g.colour_bar - g.left_first - gaps) / double(columns);
     g.panel_h = g.panel_w * double(n) / double(m);
     g.rotate_x = !labels_fit_level(style.col_labels, g.panel_w);
     g.bottom = 8 + (g.rotate_x ? letter * double(longest_label(style.col_labels, m))
@@ -97,8 +97,8 @@ inline void heatmap_grid(const std::filesystem::path& path,
         for (std::size_t p = 0; p < panels.size(); ++p)
             for (std::size_t i = 0; i < n; ++i)
                 for (std::size_t j = 0; j < m; ++j)
-                    data << p << '\t' << i << '\t' << j << '\t' << panels[p].values(i, j)
-                         << '\n';
+                    data << p << '\t' << i << '\t' << j << '\t'
+                         << panels[p].values(i, j) << '\n';
     }
     columns = std::min(columns, panels.size());
     const GridLayout g = grid_layout(style, n, m, panels.size(), columns, width);
@@ -109,7 +109,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
            << "unset key\nset size noratio\nset multiplot\n";
     const std::size_t rows = (panels.size() + columns - 1) / columns;
     auto x = [&](double pixels) { return pixels / double(g.width); };
-    auto y = [&](double pixels_from_top) { return 1 - pixels_from_top / double(g.height); };
+    auto y = [&](double from_top) { return 1 - from_top / double(g.height); };
     for (std::size_t p = 0; p < panels.size(); ++p) {
         const std::size_t r = p / columns, c = p % columns;
         const double left = g.left_first + double(c) * (g.panel_w + g.left_gap),
@@ -149,7 +149,8 @@ inline std::vector<std::string> svg_texts(const std::filesystem::path& svg)
     if (!in) throw std::runtime_error("cannot read " + svg.string());
     const std::string xml{std::istreambuf_iterator<char>(in), {}};
     const std::vector<std::pair<std::string, std::string>> entities = {
-        {"&lt;", "<"}, {"&gt;", ">"}, {"&quot;", "\""}, {"&apos;", "'"}, {"&amp;", "&"}};
+        {"&lt;", "<"},     {"&gt;", ">"}, {"&quot;", "\""},
+        {"&apos;", "'"}, {"&amp;", "&"}};  // &amp; last: "&amp;lt;" reads "&lt;"
     std::vector<std::string> texts;
     for (std::size_t at = xml.find("<text"); at != std::string::npos;
          at = xml.find("<text", at + 1)) {

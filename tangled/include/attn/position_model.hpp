@@ -25,6 +25,7 @@
 #include "attn/positions.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
+#include "attn/tiny_model.hpp"
 
 namespace attn {
 
@@ -213,31 +214,24 @@ AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Run the position model forward⟩ 15-positions.md:1022
-/// @brief Everything the model computed on one sequence.
+// ⟨Run the position model forward⟩ 15-positions.md:1023
+/// @brief Everything the model computed on one sequence (chapter 4's record).
 template <class T>
-struct PositionModelForward {
-    std::vector<xt::xtensor<T, 2>> residual;       ///< X_0 … X_L, each n×d_model
-    std::vector<AttentionLayerForward<T>> layers;  ///< each layer's tape
-    xt::xtensor<T, 2> logits;                      ///< n×vocab
-};
+using PositionModelForward = TinyModelForward<T>;
 
 /// @brief Run the model on one sequence of token ids (any length; learned: ≤ max_n).
 template <class T>
 PositionModelForward<T> position_model_forward(const PositionModel<T>& model,
                                                const std::vector<std::size_t>& tokens)
 {
-    PositionModelForward<T> f;
-    f.residual.push_back(embed_positions(model, tokens));
-    for (std::size_t l = 0; l < model.layers.size(); ++l) {
-        f.layers.push_back(position_layer_forward(model, l, f.residual.back()));
-        f.residual.push_back(f.residual.back() + f.layers.back().output);
-    }
-    f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
-    return f;
+    auto layer_forward = [&](std::size_t l, const xt::xtensor<T, 2>& X) {
+        return position_layer_forward(model, l, X);
+    };
+    return residual_forward(embed_positions(model, tokens), model.layers.size(),
+                            model.W_out, layer_forward);
 }
 
-// ⟨Backpropagate through a position layer⟩ 15-positions.md:1091
+// ⟨Backpropagate through a position layer⟩ 15-positions.md:1085
 /// @brief Backward pass of position_layer_forward: add the gradients of layer l's
 /// weights (and T5 biases) to `grad`; return the gradient of its input X, n×d_model.
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
@@ -261,7 +255,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
                                                         head_columns(f.K, head, d_k), v,
                                                         f.weights[head], d_o);
         if (model.shape.scheme == PositionScheme::t5_bias)
-            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1138
+            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1132
             {
                 const xt::xtensor<T, 2> dP = matmul(d_o, transposed(v));                  // n×n
                 const xt::xtensor<T, 2> dS = softmax_rows_backward(f.weights[head], dP);  // n×n
@@ -289,7 +283,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
     return dX;
 }
 
-// ⟨Run the position model backward⟩ 15-positions.md:1150
+// ⟨Run the position model backward⟩ 15-positions.md:1144
 /// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped sum).
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
 template <class T>
@@ -310,7 +304,7 @@ void position_model_backward(const PositionModel<T>& model,
     }
 }
 
-// ⟨Make the task examples⟩ 15-positions.md:1189
+// ⟨Make the task examples⟩ 15-positions.md:1183
 /// @brief "No target here": positions the loss and the accuracy skip.
 constexpr std::size_t no_target = std::numeric_limits<std::size_t>::max();
 
@@ -370,7 +364,7 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
     return example;
 }
 
-// ⟨Score the predictions where there is a target⟩ 15-positions.md:1252
+// ⟨Score the predictions where there is a target⟩ 15-positions.md:1246
 /// @brief Cross-entropy over the positions that have a target, with its gradient.
 template <class T>
 struct TaskLoss {
@@ -407,7 +401,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Train a position model⟩ 15-positions.md:1297
+// ⟨Train a position model⟩ 15-positions.md:1291
 /// @brief How to train: the length, steps, batch size and Adam's learning rate.
 struct PositionTraining {
     std::size_t n = 16, steps = 800, batch = 16;
@@ -458,7 +452,7 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
     return late_count > 0 ? late_loss / late_count : 0.0;
 }
 
-// ⟨Measure the accuracy at a length⟩ 15-positions.md:1352
+// ⟨Measure the accuracy at a length⟩ 15-positions.md:1346
 /// @brief Fraction of the positions with a target that the model gets right, over
 /// `count` fresh sequences of n tokens.
 template <class T>
@@ -476,7 +470,7 @@ double position_accuracy(const PositionModel<T>& model, const PositionTask& task
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Measure the attention on the source⟩ 15-positions.md:1379
+// ⟨Measure the attention on the source⟩ 15-positions.md:1373
 /// @brief How sharply a model attends to each target's source.
 struct SourceAttention {
     double source = 0;  ///< weight on the source key, in the head that gives it most

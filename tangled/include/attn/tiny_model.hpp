@@ -27,7 +27,7 @@
 
 namespace attn {
 
-// ⟨Describe the tiny model⟩ 04-learning-attention.md:489
+// ⟨Describe the tiny model⟩ 04-learning-attention.md:520
 /// @brief The sizes of the tiny attention-only model.
 struct TinyModelShape {
     std::size_t vocab = 26;    ///< number of token ids (the letters a–z)
@@ -48,7 +48,7 @@ struct TinyModel {
     xt::xtensor<T, 2> W_out;                 ///< d_model×vocab
 };
 
-// ⟨Create the model⟩ 04-learning-attention.md:516
+// ⟨Create the model⟩ 04-learning-attention.md:547
 /// @brief A model of the given shape with every
 /// parameter zero (a container for gradients).
 template <class T>
@@ -85,7 +85,7 @@ TinyModel<T> init_tiny_model(const TinyModelShape& shape, std::mt19937_64& rng)
     return model;
 }
 
-// ⟨List the parameters by name⟩ 04-learning-attention.md:558
+// ⟨List the parameters by name⟩ 04-learning-attention.md:589
 /// @brief Every parameter matrix of `model` with its
 /// name, in a fixed order (pointers into the model).
 template <class Model>
@@ -107,7 +107,7 @@ auto parameters(Model& model)
     return list;
 }
 
-// ⟨Run the model forward⟩ 04-learning-attention.md:584
+// ⟨Record the model's forward pass⟩ 04-learning-attention.md:615
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct TinyModelForward {
@@ -116,6 +116,29 @@ struct TinyModelForward {
     xt::xtensor<T, 2> logits;                       ///< n×vocab
 };
 
+// ⟨Run the layers on the residual stream⟩ 04-learning-attention.md:654
+/// @brief Run `layers` layers on the residual stream from X_0, then project
+/// the last residual to logits: X_{l+1} = X_l + layer_forward(l, X_l).output.
+/// @param X_0 the embedded tokens, n×d_model; @param W_out d_model×vocab
+/// @param layer_forward (l, X_l) → layer l's AttentionLayerForward on X_l
+/// @return every residual, every layer's tape and the logits (n×vocab)
+template <class T, class LayerForward>
+TinyModelForward<T> residual_forward(xt::xtensor<T, 2> X_0, std::size_t layers,
+                                     const xt::xtensor<T, 2>& W_out,
+                                     LayerForward&& layer_forward)
+{
+    TinyModelForward<T> f;
+    f.residual.push_back(std::move(X_0));
+    for (std::size_t l = 0; l < layers; ++l) {
+        f.layers.push_back(layer_forward(l, f.residual.back()));
+        // X_{l+1} = X_l + MHA_l(X_l)
+        f.residual.push_back(f.residual.back() + f.layers.back().output);
+    }
+    f.logits = detail::matmul(f.residual.back(), W_out);  // n×vocab
+    return f;
+}
+
+// ⟨Run the model forward⟩ 04-learning-attention.md:625
 /// @brief Run the model on one sequence of n token ids.
 /// @return the logits (n×vocab) with every intermediate value
 template <class T>
@@ -126,7 +149,6 @@ TinyModelForward<T> model_forward(const TinyModel<T>& model,
     if (tokens.size() != n)
         throw std::invalid_argument(
             "model_forward: the model reads sequences of exactly n tokens");
-    TinyModelForward<T> f;
     xt::xtensor<T, 2> X = xt::zeros<T>({n, d});  // n×d_model
     for (std::size_t i = 0; i < n; ++i) {
         if (tokens[i] >= model.shape.vocab)
@@ -134,17 +156,13 @@ TinyModelForward<T> model_forward(const TinyModel<T>& model,
         xt::row(X, i) = xt::row(model.token_embedding, tokens[i]) +
                         xt::row(model.position_embedding, i);
     }
-    f.residual.push_back(X);
-    for (const AttentionLayer<T>& layer : model.layers) {
-        f.layers.push_back(attention_layer_forward(layer, f.residual.back()));
-        // X_{l+1} = X_l + MHA_l(X_l)
-        f.residual.push_back(f.residual.back() + f.layers.back().output);
-    }
-    f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
-    return f;
+    return residual_forward(X, model.layers.size(), model.W_out,
+                            [&](std::size_t l, const xt::xtensor<T, 2>& X_l) {
+                                return attention_layer_forward(model.layers[l], X_l);
+                            });
 }
 
-// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:629
+// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:684
 /// @brief Cross-entropy of one sequence: its loss,
 /// how many positions are right, and d loss/d logits.
 template <class T>
@@ -179,7 +197,7 @@ SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Run the model backward⟩ 04-learning-attention.md:674
+// ⟨Run the model backward⟩ 04-learning-attention.md:729
 /// @brief Add the gradient of the loss of one
 /// sequence to `grad` (a model-shaped accumulator).
 /// @param f        what model_forward computed on `tokens`
@@ -208,7 +226,7 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:860
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:937
 /// @brief The Adam optimiser (Kingma & Ba 2015,
 /// Algorithm 1) over every parameter of a TinyModel.
 template <class T>
@@ -251,7 +269,7 @@ private:
     std::size_t t_ = 0;   // steps taken
 };
 
-// ⟨Make reversal examples⟩ 04-learning-attention.md:781
+// ⟨Make reversal examples⟩ 04-learning-attention.md:856
 /// @brief One example of the reversal task:
 /// tokens and the targets (the tokens reversed).
 struct ReversalExample {
@@ -279,7 +297,7 @@ inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
     return keys;
 }
 
-// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:813
+// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:888
 /// @brief The token ids of a lower-case word: 'a' → 0, …, 'z' → 25.
 inline std::vector<std::size_t> letter_tokens(const std::string& word)
 {
@@ -301,7 +319,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:914
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:991
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -353,7 +371,7 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model,
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:971
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:1048
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -382,7 +400,35 @@ Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count,
             double(perfect) / double(count)};
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1006
+// ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:763
+/// @brief Check model_backward against central differences of the
+/// cross-entropy of one example, for every parameter matrix.
+/// @param model a copy (it is perturbed)
+/// @return the relative error of each parameter's gradient, by parameter name
+inline GradientErrors check_model_gradients(TinyModel<double> model,
+                                            const ReversalExample& example)
+{
+    auto loss = [&] {
+        return cross_entropy(model_forward(model, example.tokens).logits,
+                             example.targets)
+            .loss;
+    };
+    TinyModel<double> grad = zero_model<double>(model.shape);
+    const TinyModelForward<double> f = model_forward(model, example.tokens);
+    model_backward(model, example.tokens, f,
+                   cross_entropy(f.logits, example.targets).d_logits, grad);
+    const auto analytic = parameters(grad);
+    const auto perturbed = parameters(model);
+    GradientErrors errors;
+    for (std::size_t p = 0; p < analytic.size(); ++p)
+        errors.emplace_back(
+            analytic[p].first,
+            relative_error(*analytic[p].second,
+                           numerical_gradient(*perturbed[p].second, loss)));
+    return errors;
+}
+
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1083
 /// @brief Attention weights of every head of every
 /// layer on one sequence: [layer][head], each n×n.
 template <class T>
@@ -397,7 +443,7 @@ std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1025
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1102
 /// @brief For each [layer][head], the fraction of queries whose largest
 /// weight is on ideal_keys[i], over `count` fresh reversal examples.
 template <class T>
@@ -423,7 +469,7 @@ std::vector<std::vector<double>> ideal_key_agreement(
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:1059
+// ⟨Save and load the model⟩ 04-learning-attention.md:1136
 /// @brief Write `model` as text: a header, the
 /// shape, then every parameter matrix by name.
 template <class T>
@@ -477,7 +523,7 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1117
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1194
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;

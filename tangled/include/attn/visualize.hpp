@@ -23,11 +23,12 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
+#include "attn/heatmap_grid.hpp"
 #include "attn/plot.hpp"
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:406
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:386
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
 inline xt::xtensor<double, 2> average_heads(
     const std::vector<xt::xtensor<double, 2>>& heads)
@@ -38,7 +39,7 @@ inline xt::xtensor<double, 2> average_heads(
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:418
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:398
 /// @brief Attention rollout (Abnar & Zuidema 2020, §3): R
 /// = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
 /// @param layer_weights each layer's attention
@@ -71,62 +72,54 @@ inline xt::xtensor<double, 2> attention_rollout(
 
 namespace attn::plot {
 
-// ⟨Read the data behind a heatmap⟩ 05-visualizing-attention.md:99
-/// @brief Read the matrix a heatmap wrote beside `figure` (its .tsv of "row
-/// col value" lines). Masked cells read as 0. @return the matrix, rows×cols
-inline xt::xtensor<double, 2> read_matrix_tsv(const std::filesystem::path& figure)
+// ⟨Read the data behind a grid of heatmaps⟩ 05-visualizing-attention.md:89
+/// @brief Read the panels a heatmap grid wrote beside `figure` (its .tsv of
+/// "panel row col value" lines). @return one matrix per panel, in order
+inline std::vector<xt::xtensor<double, 2>> read_panels_tsv(
+    const std::filesystem::path& figure)
 {
     std::ifstream in(data_path(figure));
     if (!in) throw std::runtime_error("cannot read " + data_path(figure).string());
-    std::vector<std::tuple<std::size_t, std::size_t, double>> cells;
-    std::size_t rows = 0, cols = 0;
+    std::vector<std::tuple<std::size_t, std::size_t, std::size_t, double>> cells;
+    std::size_t panels = 0, rows = 0, cols = 0;
     for (std::string line; std::getline(in, line);) {
         if (line.empty() || line[0] == '#') continue;
         std::istringstream fields(line);
-        std::size_t i = 0, j = 0;
-        std::string value;
-        fields >> i >> j >> value;
-        cells.emplace_back(i, j, value == "masked" ? 0.0 : std::stod(value));
+        std::size_t p = 0, i = 0, j = 0;
+        double value = 0;
+        if (!(fields >> p >> i >> j >> value))
+            throw std::runtime_error(data_path(figure).string() + ": bad line " + line);
+        cells.emplace_back(p, i, j, value);
+        panels = std::max(panels, p + 1);
         rows = std::max(rows, i + 1), cols = std::max(cols, j + 1);
     }
-    xt::xtensor<double, 2> values = xt::zeros<double>({rows, cols});
-    for (const auto& [i, j, value] : cells) values(i, j) = value;
+    std::vector<xt::xtensor<double, 2>> values(panels, xt::zeros<double>({rows, cols}));
+    for (const auto& [p, i, j, value] : cells) values[p](i, j) = value;
     return values;
 }
 
-// ⟨Draw one heatmap per head⟩ 05-visualizing-attention.md:46
-/// The labels run together into one word ("a", "t", … → "at…").
-inline std::string join_labels(const std::vector<std::string>& labels)
-{
-    std::string word;
-    for (const std::string& label : labels) word += label;
-    return word;
-}
-
-/// @brief Draw every head of every layer as a heatmap,
-/// `dir`/`stem`_layer{l}_head{h}.svg (with its .tsv).
+// ⟨Draw every head as one grid⟩ 05-visualizing-attention.md:48
+/// @brief Draw every head of every layer as the panels of one figure `path`, a
+/// row per layer and a column per head, panel titles "layer l, head h"; the data
+/// go to `path`.tsv, panels numbered layer by layer, head by head.
 /// @param maps   attention weights [layer][head], each n×n
 /// @param labels the n tokens, labelling rows and columns
-/// @return the paths written, layer by layer, head by head
-inline std::vector<std::filesystem::path> head_heatmaps(
-    const std::filesystem::path& dir, const std::string& stem,
-    const std::vector<std::vector<xt::xtensor<double, 2>>>& maps,
-    const std::vector<std::string>& labels)
+inline void head_grid(const std::filesystem::path& path,
+                      const std::vector<std::vector<xt::xtensor<double, 2>>>& maps,
+                      const std::vector<std::string>& labels)
 {
-    std::vector<std::filesystem::path> paths;
+    if (maps.empty() || maps[0].empty())
+        throw std::invalid_argument("head_grid: no heads to draw");
+    std::vector<HeatmapPanel> panels;
     for (std::size_t l = 0; l < maps.size(); ++l)
-        for (std::size_t h = 0; h < maps[l].size(); ++h) {
-            const std::string name =
-                "layer " + std::to_string(l) + ", head " + std::to_string(h);
-            paths.push_back(dir / (stem + "_layer" + std::to_string(l) + "_head" +
-                                   std::to_string(h) + ".svg"));
-            heatmap(paths.back(), maps[l][h],
-                    {name + " on '" + join_labels(labels) + "'", labels, labels});
-        }
-    return paths;
+        for (std::size_t h = 0; h < maps[l].size(); ++h)
+            panels.push_back({"layer " + std::to_string(l) + ", head " +
+                                  std::to_string(h),
+                              maps[l][h]});
+    heatmap_grid(path, panels, {"", labels, labels}, maps[0].size());
 }
 
-// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:184
+// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:164
 /// @brief Draw the heads' weights as lines from queries (left column) to
 /// keys (right column). Width and opacity grow with the weight, the colour
 /// says the head; weights below `threshold` are not drawn. Writes `path`
@@ -154,8 +147,8 @@ inline void word_to_word(const std::filesystem::path& path,
     figure << "set title " << quote(title) << "\nunset border\nunset tics\nunset grid\n"
            << "set xrange [-0.45:1.45]\nset yrange [" << -double(n) + 0.3 << ":1.2]\n"
            << "set key outside bottom center horizontal\n"
-           << "set label 'query' at 0,0.8 right font ',11' textcolor rgb '#606060'\n"
-           << "set label 'key' at 1,0.8 left font ',11' textcolor rgb '#606060'\n";
+           << "set label 'query' at 0,0.8 right textcolor rgb '#606060'\n"
+           << "set label 'key' at 1,0.8 left textcolor rgb '#606060'\n";
     for (std::size_t i = 0; i < n; ++i)
         figure << "set label " << quote(labels[i]) << " at -0.05," << -double(i)
                << " right\n"
@@ -187,7 +180,7 @@ inline void word_to_word(const std::filesystem::path& path,
     for (const auto& segment : segments) figure.send(segment);
 }
 
-// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:283
+// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:263
 /// @brief Draw one heatmap per frame into the animated GIF `path`,
 /// `titles[f]` over frame f; the frames share axes, labels and
 /// colour scale. Writes `path`.tsv with lines "frame row col value".
@@ -220,8 +213,8 @@ inline void animate_heatmaps(const std::filesystem::path& path,
         Gnuplot gnuplot("gnuplot 2>" + shell_quote(log.string()));
         gnuplot << "load " << quote(style_file()) << "\nset terminal gif animate delay "
                 << delay_cs
-                << " loop 0 size 720,560 enhanced font 'DejaVu Sans,11' background rgb "
-                   "'white'\n"
+                << " loop 0 size 720,560 enhanced font 'DejaVu Sans,"
+                << font_size << "' background rgb 'white'\n"
                 << "set output " << quote(path.string()) << "\n"
                 << "set xlabel " << quote(style.x_label) << "\nset ylabel "
                 << quote(style.y_label) << "\n"
@@ -257,7 +250,7 @@ inline void animate_heatmaps(const std::filesystem::path& path,
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:592
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:569
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;
