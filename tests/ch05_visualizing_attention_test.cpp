@@ -205,23 +205,26 @@ BOOST_AUTO_TEST_CASE(word_to_word_writes_every_weight_of_every_head)
     const auto tokens = attn::letter_tokens("algorithms");
     const auto maps = attn::attention_maps(model, tokens);
     const auto dir = scratch_dir("lines");
-    attn::plot::word_to_word(dir / "lines.svg", maps[0], attn::token_letters(tokens), "test");
+    attn::plot::word_to_word(dir / "lines.svg", maps, attn::token_letters(tokens), {"first", "second"});
     const auto texts = attn::plot::svg_texts(dir / "lines.svg");
-    for (const std::string letter : {"a", "l", "g", "r", "i", "t", "h", "m", "s"})
-        BOOST_TEST(count(texts, letter) == 2u, letter);  // a query and a key
-    for (const std::string label : {"query", "key", "head 0", "head 1", "head 2", "test"})
-        BOOST_TEST(count(texts, label) == 1u, label);
+    for (const std::string letter : {"a", "l", "g", "o", "r", "i", "t", "h", "m", "s"})
+        BOOST_TEST(count(texts, letter) == 4u, letter);  // a query and a key in each panel
+    for (const std::string label : {"query", "key"}) BOOST_TEST(count(texts, label) == 2u, label);
+    for (const std::string label : {"head 0", "head 1", "head 2", "first", "second"})
+        BOOST_TEST(count(texts, label) == 1u, label);  // one key for both panels
     std::ifstream data(dir / "lines.tsv");
     std::string header;
     std::getline(data, header);
     std::size_t rows = 0;
-    for (std::size_t h, i, j; data >> h >> i >> j;) {
+    for (std::size_t l, h, i, j; data >> l >> h >> i >> j;) {
         double weight;
         data >> weight;
-        BOOST_TEST(std::abs(weight - maps[0][h](i, j)) < 1e-8);
+        BOOST_TEST(std::abs(weight - maps.at(l).at(h)(i, j)) < 1e-8);
         ++rows;
     }
-    BOOST_TEST(rows == 3u * 10u * 10u);
+    BOOST_TEST(rows == 2u * 3u * 10u * 10u);
+    BOOST_CHECK_THROW(attn::plot::word_to_word(dir / "bad.svg", maps, attn::token_letters(tokens), {"one"}),
+                      std::invalid_argument);
     std::filesystem::remove_all(dir);
 }
 

@@ -19,7 +19,7 @@
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:526
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:542
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -78,16 +78,15 @@ int main(int argc, char** argv)
                             best_layer = l, best_head = h;
                     }
             }
-            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:230
+            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:251
             const std::vector<std::size_t> word = attn::letter_tokens("algorithms");
             const std::vector<std::string> word_letters = attn::token_letters(word);
-            const auto word_maps = attn::attention_maps(model, word);
+            std::vector<std::string> layer_titles;
             for (std::size_t l = 0; l < layers; ++l)
-                attn::plot::word_to_word(out / ("word_to_word_layer" + std::to_string(l) + ".svg"),
-                                         word_maps[l], word_letters,
-                                         "Layer " + std::to_string(l) +
-                                             " on 'algorithms': query → key");
-            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:339
+                layer_titles.push_back("layer " + std::to_string(l));
+            attn::plot::word_to_word(out / "word_to_word.svg", attn::attention_maps(model, word),
+                                     word_letters, layer_titles);
+            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:355
             std::vector<xt::xtensor<double, 2>> step_frames;
             std::vector<std::string> step_titles;
             for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -105,7 +104,7 @@ int main(int argc, char** argv)
             results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " +
                                                   std::to_string(best_head));
             results.add("training_frames", double(snapshots.size()));
-            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:428
+            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:444
             std::vector<xt::xtensor<double, 2>> layer_means;
             std::vector<attn::plot::HeatmapPanel> raw_panels;
             for (std::size_t l = 0; l < layers; ++l) {
@@ -131,7 +130,7 @@ int main(int argc, char** argv)
             results.add("rollout_mass_on_mirror", on_mirror);
             results.add("rollout_mass_on_self", on_self);
             results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:463
+            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:479
             double last_on_mirror = 0, mirror_rows_differ = 0;
             for (std::size_t i = 0; i < n; ++i) {
                 last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -141,7 +140,7 @@ int main(int argc, char** argv)
             }
             results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
             results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:534
+            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:550
             const std::size_t n_gallery = 64;
             std::vector<attn::plot::Pattern> gallery = {
                 {"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};

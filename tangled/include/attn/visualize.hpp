@@ -28,7 +28,7 @@
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:386
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:402
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
 inline xt::xtensor<double, 2> average_heads(
     const std::vector<xt::xtensor<double, 2>>& heads)
@@ -39,7 +39,7 @@ inline xt::xtensor<double, 2> average_heads(
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:398
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:414
 /// @brief Attention rollout (Abnar & Zuidema 2020, §3): R
 /// = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
 /// @param layer_weights each layer's attention
@@ -120,67 +120,82 @@ inline void head_grid(const std::filesystem::path& path,
 }
 
 // ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:164
-/// @brief Draw the heads' weights as lines from queries (left column) to
-/// keys (right column). Width and opacity grow with the weight, the colour
-/// says the head; weights below `threshold` are not drawn. Writes `path`
-/// (SVG) and `path`.tsv with lines "head query key weight" for every pair.
-/// @param heads  one n×n weight matrix per head
-/// @param labels the n tokens
+/// @brief Draw each layer's heads as lines from queries (left column) to keys
+/// (right column), one panel per layer, side by side. Width and opacity grow
+/// with the weight, the colour says the head (one key for all panels);
+/// weights below `threshold` are not drawn. Writes `path` (SVG) and
+/// `path`.tsv with lines "layer head query key weight" for every pair.
+/// @param layers [layer][head], each n×n; @param labels the n tokens
+/// @param titles one per layer
 inline void word_to_word(const std::filesystem::path& path,
-                         const std::vector<xt::xtensor<double, 2>>& heads,
+                         const std::vector<std::vector<xt::xtensor<double, 2>>>& layers,
                          const std::vector<std::string>& labels,
-                         const std::string& title, double threshold = 0.02)
+                         const std::vector<std::string>& titles,
+                         double threshold = 0.02)
 {
     const std::size_t n = labels.size();
+    if (layers.empty() || titles.size() != layers.size())
+        throw std::invalid_argument("word_to_word: need one title per layer");
     const std::vector<std::string> colours = {"0072b2", "d55e00", "009e73",
                                               "cc79a7", "e69f00", "56b4e9"};
     {
         std::ofstream data(data_path(path));
-        data << "# head\tquery\tkey\tweight\n" << std::setprecision(9);
-        for (std::size_t h = 0; h < heads.size(); ++h)
-            for (std::size_t i = 0; i < n; ++i)
-                for (std::size_t j = 0; j < n; ++j)
-                    data << h << '\t' << i << '\t' << j << '\t' << heads[h](i, j)
-                         << '\n';
+        data << "# layer\thead\tquery\tkey\tweight\n" << std::setprecision(9);
+        for (std::size_t l = 0; l < layers.size(); ++l)
+            for (std::size_t h = 0; h < layers[l].size(); ++h)
+                for (std::size_t i = 0; i < n; ++i)
+                    for (std::size_t j = 0; j < n; ++j)
+                        data << l << '\t' << h << '\t' << i << '\t' << j << '\t'
+                             << layers[l][h](i, j) << '\n';
     }
-    Figure figure(path, svg_terminal(520, 80 + 34 * int(n)));
-    figure << "set title " << quote(title) << "\nunset border\nunset tics\nunset grid\n"
+    Figure figure(path, svg_terminal(440 * int(layers.size()), 110 + 34 * int(n)));
+    figure << "unset border\nunset tics\nunset grid\nset bmargin 3\n"
            << "set xrange [-0.45:1.45]\nset yrange [" << -double(n) + 0.3 << ":1.2]\n"
-           << "set key outside bottom center horizontal\n"
-           << "set label 'query' at 0,0.8 right textcolor rgb '#606060'\n"
-           << "set label 'key' at 1,0.8 left textcolor rgb '#606060'\n";
-    for (std::size_t i = 0; i < n; ++i)
-        figure << "set label " << quote(labels[i]) << " at -0.05," << -double(i)
-               << " right\n"
-               << "set label " << quote(labels[i]) << " at 1.05," << -double(i)
-               << " left\n";
-    std::vector<std::vector<std::pair<double, double>>> segments;
-    figure << "plot ";
-    for (std::size_t h = 0; h < heads.size(); ++h) {
-        const std::string colour = colours[h % colours.size()];
-        figure << (h ? ", " : "") << "keyentry with lines linewidth 4 linecolor rgb '#"
-               << colour << "' title 'head " << h << "'";
-        // heads side by side
-        const double offset = 0.12 * (double(h) - 0.5 * double(heads.size() - 1));
+           << "set multiplot layout 1," << layers.size() << "\n";
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+        const auto& heads = layers[l];
+        // ⟨Draw one layer's lines⟩ 05-visualizing-attention.md:208
+        figure << "unset label\nset title " << quote(titles[l]) << "\n"
+               << "set label 'query' at 0,0.8 right textcolor rgb '#606060'\n"
+               << "set label 'key' at 1,0.8 left textcolor rgb '#606060'\n";
         for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < n; ++j) {
-                const double weight = heads[h](i, j);
-                if (weight < threshold) continue;
-                // gnuplot's #AARRGGBB: AA = 00 is opaque, ff transparent
-                char alpha[3];
-                std::snprintf(alpha, sizeof alpha, "%02x",
-                              unsigned(std::lround(255 * (1 - weight))));
-                figure << ", '-' with lines notitle linewidth " << 0.4 + 5 * weight
-                       << " linecolor rgb '#" << alpha << colour << "'";
-                segments.push_back(
-                    {{0.0, -double(i) + offset}, {1.0, -double(j) + offset}});
-            }
+            figure << "set label " << quote(labels[i]) << " at -0.05," << -double(i)
+                   << " right\n"
+                   << "set label " << quote(labels[i]) << " at 1.05," << -double(i)
+                   << " left\n";
+        if (l + 1 == layers.size())
+            figure << "set key at screen 0.5, screen 0.01 center bottom horizontal\n";
+        else
+            figure << "unset key\n";
+        std::vector<std::vector<std::pair<double, double>>> segments;
+        figure << "plot ";
+        for (std::size_t h = 0; h < heads.size(); ++h) {
+            const std::string colour = colours[h % colours.size()];
+            figure << (h ? ", " : "") << "keyentry with lines linewidth 4 linecolor rgb '#"
+                   << colour << "' title 'head " << h << "'";
+            // heads side by side
+            const double offset = 0.12 * (double(h) - 0.5 * double(heads.size() - 1));
+            for (std::size_t i = 0; i < n; ++i)
+                for (std::size_t j = 0; j < n; ++j) {
+                    const double weight = heads[h](i, j);
+                    if (weight < threshold) continue;
+                    // gnuplot's #AARRGGBB: AA = 00 is opaque, ff transparent
+                    char alpha[3];
+                    std::snprintf(alpha, sizeof alpha, "%02x",
+                                  unsigned(std::lround(255 * (1 - weight))));
+                    figure << ", '-' with lines notitle linewidth " << 0.4 + 5 * weight
+                           << " linecolor rgb '#" << alpha << colour << "'";
+                    segments.push_back(
+                        {{0.0, -double(i) + offset}, {1.0, -double(j) + offset}});
+                }
+        }
+        figure << "\n";
+        for (const auto& segment : segments) figure.send(segment);
     }
-    figure << "\n";
-    for (const auto& segment : segments) figure.send(segment);
+    figure << "unset multiplot\n";
 }
 
-// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:263
+// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:279
 /// @brief Draw one heatmap per frame into the animated GIF `path`,
 /// `titles[f]` over frame f; the frames share axes, labels and
 /// colour scale. Writes `path`.tsv with lines "frame row col value".
@@ -250,7 +265,7 @@ inline void animate_heatmaps(const std::filesystem::path& path,
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:569
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:585
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;
