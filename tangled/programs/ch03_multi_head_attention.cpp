@@ -82,15 +82,14 @@ int main(int argc, char** argv)
         for (std::size_t t = 0; t < merge_h; ++t)
             for (std::size_t c = 0; c < merge_d_k; ++c)
                 merge_columns.push_back("h" + std::to_string(t) + " c" + std::to_string(c));
-        attn::plot::HeatmapStyle merge_style{"merge_heads: row i holds token i in every head",
-                                             merge_rows, merge_columns,
+        attn::plot::HeatmapStyle merge_style{"", merge_rows, merge_columns,
                                              "column of the merged matrix", "row"};
         merge_style.probabilities = false;
         merge_style.colorbar_label = "token the element came from";
-        attn::plot::heatmap(out / "merge_right.svg", right, merge_style);
-        merge_style.title = "transpose(0,1).view(...): rows mix tokens";
-        attn::plot::heatmap(out / "merge_wrong.svg", wrong, merge_style);
-        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:412
+        attn::plot::heatmap_grid(
+            out / "merge.svg",
+            {{"merge\\_heads", right}, {"transpose(0,1).view(...)", wrong}}, merge_style, 2);
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:404
         const std::vector<std::string> tokens =
             attn::split_words("the cat saw the dog and the dog saw the cat");
         const std::size_t n = tokens.size(), d_word = 8, d_position = 16,
@@ -102,7 +101,7 @@ int main(int argc, char** argv)
         xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});
         xt::view(X, xt::all(), xt::range(0, d_word)) = words;
         for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
-        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:426
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:418
         const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
         xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
         for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1

@@ -22,7 +22,7 @@
 
 namespace attn::plot {
 
-// ⟨Lay out a grid of heatmap panels⟩ 03-multi-head-attention.md:487
+// ⟨Lay out a grid of heatmap panels⟩ 03-multi-head-attention.md:479
 /// Where the panels of a heatmap grid go, in pixels of the drawing.
 struct GridLayout {
     double panel_w = 0, panel_h = 0;     ///< one panel's plot area
@@ -50,7 +50,7 @@ inline GridLayout grid_layout(const HeatmapStyle& style, std::size_t n, std::siz
     const double letter = 0.6 * font_size, line = 1.9 * font_size;  // in pixels
     GridLayout g;
     const double row_labels = letter * double(longest_label(style.row_labels, n));
-    g.left_first = line + row_labels + 12;
+    g.left_first = 2 * line + row_labels + 12;  // gnuplot's room for the y label
     g.left_gap = row_labels + 28;
     g.colour_bar = 5.5 * line;
     g.top = 1.6 * line;     // gnuplot sets a title well above its panel
@@ -67,7 +67,7 @@ inline GridLayout grid_layout(const HeatmapStyle& style, std::size_t n, std::siz
     return g;
 }
 
-// ⟨Draw a grid of heatmaps⟩ 03-multi-head-attention.md:538
+// ⟨Draw a grid of heatmaps⟩ 03-multi-head-attention.md:530
 /// @brief One panel of a heatmap grid: its title and its matrix.
 struct HeatmapPanel {
     std::string title;
@@ -104,6 +104,14 @@ inline void heatmap_grid(const std::filesystem::path& path,
     const GridLayout g = grid_layout(style, n, m, panels.size(), columns, width);
     Figure figure(path, svg_terminal(g.width, g.height));
     set_heatmap_axes(figure, style, n, m);
+    if (!style.probabilities) {  // one colour scale for every panel: all their values
+        double low = panels[0].values(0, 0), high = low;
+        for (const HeatmapPanel& panel : panels)
+            for (double value : panel.values)
+                low = std::min(low, value), high = std::max(high, value);
+        if (high == low) high = low + 1;
+        figure << "set cbrange [" << low << ":" << high << "]\n";
+    }
     figure << "set xtics " << tic_labels(style.col_labels, m)
            << (g.rotate_x ? " rotate by 90 right" : " norotate") << "\n"
            << "unset key\nset size noratio\nset multiplot\n";
