@@ -7,10 +7,16 @@
 #include <tuple>
 #include <vector>
 
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+
+#include "attn/kv_cache.hpp"
+#include "attn/masked_attention.hpp"
 #include "attn/measure.hpp"
 #include "attn/plot.hpp"
 #include "attn/position_model.hpp"
 #include "attn/program.hpp"
+#include "attn/random.hpp"
 #include "attn/streaming.hpp"
 
 namespace {
@@ -54,7 +60,7 @@ attn::TaskExample recent_marker_example(std::size_t n, std::size_t markers,
     return example;
 }
 
-// ⟨Measure accuracy under a pattern⟩ 18-streaming.md:365
+// ⟨Measure accuracy under a pattern⟩ 18-streaming.md:379
 /// Fraction of the positions with a target that the model gets right under a window
 /// of w with s sinks, over `count` fresh sequences of n tokens.
 double streaming_accuracy(const attn::PositionModel<float>& model,
@@ -76,28 +82,51 @@ double streaming_accuracy(const attn::PositionModel<float>& model,
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Measure the attention on the first token⟩ 18-streaming.md:388
-/// Mean weight the model's queries at positions ≥ 1 put on key 0, for each layer and
-/// head (full causal attention), over `count` fresh sequences of n tokens.
-std::vector<double> first_token_mass(const attn::PositionModel<float>& model,
-                                     const attn::PositionTask& task, std::size_t n,
-                                     std::size_t count, std::uint64_t seed)
+// ⟨Name the tokens of the marker task⟩ 18-streaming.md:365
+/// Labels for figures: markers A, B, …, ordinary tokens a, b, …, the first token *.
+std::vector<std::string> marker_letters(const std::vector<std::size_t>& tokens,
+                                        std::size_t markers, std::size_t none)
+{
+    std::vector<std::string> letters;
+    for (std::size_t t : tokens)
+        letters.push_back(t < markers ? std::string(1, char('A' + t))
+                          : t < none  ? std::string(1, char('a' + t - markers))
+                                      : "*");
+    return letters;
+}
+
+// ⟨Measure the attention on the first token⟩ 18-streaming.md:402
+/// Mean weight that query i puts on key 0 (full causal attention), for each head of
+/// each layer and each query position, over `count` fresh sequences of n tokens.
+/// @return [layer·h + head][i], i = 0 … n−1 (query 0 sees only key 0: weight 1)
+std::vector<std::vector<double>> first_token_mass(const attn::PositionModel<float>& model,
+                                                  const attn::PositionTask& task,
+                                                  std::size_t n, std::size_t count,
+                                                  std::uint64_t seed)
 {
     std::mt19937_64 rng(seed);
-    std::vector<double> mass;
+    std::vector<std::vector<double>> mass;
     for (std::size_t s = 0; s < count; ++s) {
         const attn::TaskExample example = task.draw(n, rng);
         const auto f = attn::position_model_forward(model, example.tokens);
         std::size_t k = 0;
         for (const auto& layer : f.layers)
             for (const auto& weights : layer.weights) {  // n×n, one head
-                if (mass.size() <= k) mass.push_back(0);
-                for (std::size_t i = 1; i < n; ++i)
-                    mass[k] += weights(i, 0) / double((n - 1) * count);
+                if (mass.size() <= k) mass.emplace_back(n, 0.0);
+                for (std::size_t i = 0; i < n; ++i)
+                    mass[k][i] += weights(i, 0) / double(count);
                 ++k;
             }
     }
     return mass;
+}
+
+/// The mean of a head's mass over the queries that have a choice (i ≥ 1).
+double mean_after_first(const std::vector<double>& mass_by_query)
+{
+    double total = 0;
+    for (std::size_t i = 1; i < mass_by_query.size(); ++i) total += mass_by_query[i];
+    return total / double(mass_by_query.size() - 1);
 }
 
 }  // namespace
@@ -109,7 +138,20 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Train two models and read them past their length⟩ 18-streaming.md:413
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:557
+        {
+            const std::size_t n = 16, w = 4, s = 2;
+            const attn::Mask mask = attn::sink_window_mask(n, w, s);
+            attn::plot::HeatmapStyle style;
+            style.allowed = mask;
+            style.colorbar_label = "visible";
+            attn::plot::heatmap(out / "sink_window_mask.svg", xt::xtensor<double, 2>(mask),
+                                style);
+            results.add("mask_n", double(n));
+            results.add("mask_window", double(w));
+            results.add("mask_sinks", double(s));
+        }
+        // ⟨Train two models and read them past their length⟩ 18-streaming.md:437
         const std::size_t markers = 4, ordinary = 10;
         const std::size_t none = markers + ordinary, first = none + 1;  // ids 14 and 15
         attn::PositionModelShape shape;
@@ -133,14 +175,40 @@ int main(int argc, char** argv)
                     recent_marker_example(n - 1, markers, ordinary, none, reach, 0.15, r),
                     first);
             }};
+        std::vector<attn::Series> mass_curves;
         for (const attn::PositionTask* task : {&copy_task, &marker_task}) {
             std::mt19937_64 model_rng(options.seed + 18);
             attn::PositionModel<float> model = attn::init_position_model<float>(shape, model_rng);
             attn::train_position_model(model, *task, training, model_rng);
-            const std::vector<double> mass =
-                first_token_mass(model, *task, training.n, eval_count, options.seed + 1);
+            // ⟨Measure how much a model looks at its first token⟩ 18-streaming.md:491
+            const auto mass = first_token_mass(model, *task, training.n, eval_count, options.seed + 1);
+            std::size_t sink_head = 0;  // the head that puts most weight on the first token
             for (std::size_t k = 0; k < mass.size(); ++k)
-                results.add(task->name + "_mass_head" + std::to_string(k + 1), mass[k], 2);
+                if (mean_after_first(mass[k]) > mean_after_first(mass[sink_head])) sink_head = k;
+            double mean_mass = 0;
+            for (const auto& head : mass) mean_mass += mean_after_first(head) / double(mass.size());
+            results.add(task->name + "_mass_mean", mean_mass, 2);
+            results.add(task->name + "_mass_top_head", mean_after_first(mass[sink_head]), 2);
+            results.add(task->name + "_top_head", double(sink_head + 1));
+            attn::Series by_query{task->name + " model, head " + std::to_string(sink_head + 1),
+                                  {}, {}};
+            for (std::size_t i = 1; i < training.n; ++i)
+                by_query.x.push_back(double(i)), by_query.y.push_back(mass[sink_head][i]);
+            mass_curves.push_back(by_query);
+            if (task == &marker_task) {
+                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:543
+                std::mt19937_64 draw_rng(options.seed + 3);
+                const attn::TaskExample example = task->draw(24, draw_rng);
+                const auto f = attn::position_model_forward(model, example.tokens);
+                const std::size_t heads = shape.heads;
+                attn::plot::HeatmapStyle heat;
+                heat.row_labels = heat.col_labels = marker_letters(example.tokens, markers, none);
+                heat.allowed = attn::causal_mask(example.tokens.size());
+                attn::plot::heatmap(
+                    out / "sink_head.svg",
+                    xt::xtensor<double, 2>(f.layers[sink_head / heads].weights[sink_head % heads]),
+                    heat);
+            }
             using attn::SinkPositions;
             attn::Series full{"full attention", {}, {}}, plain{"window", {}, {}},
                 sunk{"window + sinks at their text positions", {}, {}},
@@ -160,10 +228,77 @@ int main(int argc, char** argv)
                             task->name.c_str(), n, full.y.back(), plain.y.back(), sunk.y.back(),
                             cached.y.back());
             }
-            attn::plot::LinePlotStyle style{"", "sequence length n (tokens)", "accuracy"};
+            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:511
+            const std::string key = task->name + "_";
+            const std::size_t at_train = 1;  // lengths[1] is the training length
+            for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
+                const std::string name = series == &full    ? "full"
+                                         : series == &plain ? "window"
+                                         : series == &sunk  ? "sinks_text"
+                                                            : "sinks_cache";
+                results.add(key + name + "_at_train", series->y[at_train], 3);
+                results.add(key + name + "_at_longest", series->y.back(), 3);
+            }
+            attn::plot::LinePlotStyle style{"", "sequence length n (tokens)",
+                                            "accuracy (positions with a target)"};
             style.log_x = true;
             style.y_min = 0, style.y_max = 1.05;
-            attn::plot::lines(out / (task->name + "_accuracy.svg"), {full, plain, sunk, cached}, style);
+            attn::plot::lines(out / (task->name + "_accuracy.svg"), {full, plain, sunk, cached},
+                              style);
         }
+        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:530
+        {
+            attn::Series uniform{"uniform, 1/(i+1)", {}, {}, "lines"};
+            for (std::size_t i = 1; i < training.n; ++i)
+                uniform.x.push_back(double(i)), uniform.y.push_back(1.0 / double(i + 1));
+            mass_curves.push_back(uniform);
+            attn::plot::LinePlotStyle style{"", "query position i",
+                                            "attention weight on the first token"};
+            style.y_min = 0, style.y_max = 1;
+            attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
+        }
+        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:572
+        const std::size_t bench_d = 64, bench_window = 1024, bench_sinks = 4, pool = 64;
+        std::mt19937_64 bench_rng(options.seed + 4);
+        const xt::xtensor<float, 2> rows =
+            attn::random_normal<float>(pool, bench_d, 1.0, bench_rng);  // pool×d: the tokens
+        const std::vector<std::size_t> bench_lengths =
+            options.quick ? std::vector<std::size_t>{256, 512, 1024, 2048, 4096}
+                          : std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384};
+        attn::CostCurve streaming{"streaming cache, w = 1024, s = 4"};
+        attn::Series full_memory{"full KV cache (chapter 16)", {}, {}};
+        for (std::size_t n : bench_lengths) {
+            auto decode = [&] {  // n tokens in, the last output out
+                attn::StreamingKVCache<float> cache(bench_window, bench_sinks, bench_d, bench_d);
+                std::vector<float> o(bench_d);
+                for (std::size_t t = 0; t < n; ++t) {
+                    const float* x = rows.data() + (t % pool) * bench_d;  // key = value = query
+                    cache.append(x, x);
+                    cache.attend(x, o.data());
+                }
+                return o;
+            };
+            attn::measure_costs({&streaming}, double(n), {decode}, options.quick ? 2 : 3);
+            auto fill = [&] {  // chapter 16's cache, holding all n tokens
+                attn::KVCache<float> cache(bench_d, bench_d);
+                const xt::xtensor<float, 1> x = xt::row(rows, 0);
+                for (std::size_t t = 0; t < n; ++t) cache.append(x, x);
+                return cache.bytes();
+            };
+            full_memory.x.push_back(double(n));
+            full_memory.y.push_back(double(attn::largest_peak_memory_bytes(fill)) / (1 << 20));
+        }
+        results.add("bench_window", double(bench_window));
+        results.add("bench_sinks", double(bench_sinks));
+        results.add("bench_d", double(bench_d));
+        results.add("bench_n_max", double(bench_lengths.back()));
+        results.add("streaming_mib_max", streaming.peak_mib.back());
+        results.add("full_mib_max", full_memory.y.back());
+        results.add_fit("streaming_memory_slope", streaming.memory_fit());
+        results.add_fit("streaming_time_slope", streaming.time_fit());
+        results.add_fit("full_memory_slope", attn::loglog_fit(full_memory.x, full_memory.y));
+        attn::plot::LinePlotStyle style{"", "tokens decoded n", "peak memory (MiB)"};
+        style.log_x = style.log_y = true;
+        attn::plot::lines(out / "cache_memory.svg", {streaming.memory(), full_memory}, style);
     });
 }
