@@ -258,14 +258,14 @@ int main(int argc, char** argv)
             attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
         }
         // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:572
-        const std::size_t bench_d = 64, bench_window = 1024, bench_sinks = 4, pool = 64;
+        const std::size_t bench_d = 128, bench_window = 512, bench_sinks = 4, pool = 64;
         std::mt19937_64 bench_rng(options.seed + 4);
         const xt::xtensor<float, 2> rows =
             attn::random_normal<float>(pool, bench_d, 1.0, bench_rng);  // pool×d: the tokens
         const std::vector<std::size_t> bench_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024, 2048, 4096}
                           : std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384};
-        attn::CostCurve streaming{"streaming cache, w = 1024, s = 4"};
+        attn::CostCurve streaming{"streaming cache, w = 512, s = 4"};
         attn::Series full_memory{"full KV cache (chapter 16)", {}, {}};
         for (std::size_t n : bench_lengths) {
             auto decode = [&] {  // n tokens in, the last output out
