@@ -1,7 +1,6 @@
 // Generated from chapters/18-streaming.md by tools/tangle.py; edit the chapter, not this file.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <random>
 #include <string>
 #include <tuple>
@@ -21,7 +20,7 @@
 
 namespace {
 
-// ⟨Put a first token before every example⟩ 18-streaming.md:324
+// ⟨Put a first token before every example⟩ 18-streaming.md:385
 /// The same example with a first token `first` in front (it has no target).
 attn::TaskExample with_first_token(const attn::TaskExample& example, std::size_t first)
 {
@@ -35,7 +34,7 @@ attn::TaskExample with_first_token(const attn::TaskExample& example, std::size_t
     return out;
 }
 
-// ⟨Draw the recent-marker task⟩ 18-streaming.md:339
+// ⟨Draw the recent-marker task⟩ 18-streaming.md:406
 /// @brief Ids below `markers` are markers, drawn with probability `rate`, the others
 /// ordinary; the target at i is the latest marker among the last `reach` tokens, or
 /// `none` (an id no input uses) if there is no marker among them.
@@ -60,7 +59,7 @@ attn::TaskExample recent_marker_example(std::size_t n, std::size_t markers,
     return example;
 }
 
-// ⟨Measure accuracy under a pattern⟩ 18-streaming.md:379
+// ⟨Measure accuracy under a pattern⟩ 18-streaming.md:449
 /// Fraction of the positions with a target that the model gets right under a window
 /// of w with s sinks, over `count` fresh sequences of n tokens.
 double streaming_accuracy(const attn::PositionModel<float>& model,
@@ -82,7 +81,7 @@ double streaming_accuracy(const attn::PositionModel<float>& model,
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Name the tokens of the marker task⟩ 18-streaming.md:365
+// ⟨Name the tokens of the marker task⟩ 18-streaming.md:432
 /// Labels for figures: markers A, B, …, ordinary tokens a, b, …, the first token *.
 std::vector<std::string> marker_letters(const std::vector<std::size_t>& tokens,
                                         std::size_t markers, std::size_t none)
@@ -95,7 +94,7 @@ std::vector<std::string> marker_letters(const std::vector<std::size_t>& tokens,
     return letters;
 }
 
-// ⟨Measure the attention on the first token⟩ 18-streaming.md:402
+// ⟨Measure the attention on the first token⟩ 18-streaming.md:479
 /// Mean weight that query i puts on key 0 (full causal attention), for each head of
 /// each layer and each query position, over `count` fresh sequences of n tokens.
 /// @return [layer·h + head][i], i = 0 … n−1 (query 0 sees only key 0: weight 1)
@@ -138,7 +137,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Draw the sink-window mask⟩ 18-streaming.md:557
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:838
         {
             const std::size_t n = 16, w = 4, s = 2;
             const attn::Mask mask = attn::sink_window_mask(n, w, s);
@@ -151,7 +150,7 @@ int main(int argc, char** argv)
             results.add("mask_window", double(w));
             results.add("mask_sinks", double(s));
         }
-        // ⟨Train two models and read them past their length⟩ 18-streaming.md:437
+        // ⟨Train two models and read them past their length⟩ 18-streaming.md:603
         const std::size_t markers = 4, ordinary = 10;
         const std::size_t none = markers + ordinary, first = none + 1;  // ids 14 and 15
         attn::PositionModelShape shape;
@@ -165,6 +164,11 @@ int main(int argc, char** argv)
         const std::vector<std::size_t> lengths =
             options.quick ? std::vector<std::size_t>{16, 32, 64, 128}
                           : std::vector<std::size_t>{16, 32, 64, 128, 256, 512, 1024};
+        results.add("train_n", double(training.n));
+        results.add("longest_n", double(lengths.back()));
+        results.add("window", double(window));
+        results.add("sinks", double(sinks));
+        results.add("reach", double(reach));
         const attn::PositionTask copy_task{
             "copy", [&](std::size_t n, std::mt19937_64& r) {
                 return with_first_token(attn::copy_back_example(n - 1, none, 3, r), first);
@@ -180,7 +184,7 @@ int main(int argc, char** argv)
             std::mt19937_64 model_rng(options.seed + 18);
             attn::PositionModel<float> model = attn::init_position_model<float>(shape, model_rng);
             attn::train_position_model(model, *task, training, model_rng);
-            // ⟨Measure how much a model looks at its first token⟩ 18-streaming.md:491
+            // ⟨Measure how much a model looks at its first token⟩ 18-streaming.md:514
             const auto mass = first_token_mass(model, *task, training.n, eval_count, options.seed + 1);
             std::size_t sink_head = 0;  // the head that puts most weight on the first token
             for (std::size_t k = 0; k < mass.size(); ++k)
@@ -196,7 +200,7 @@ int main(int argc, char** argv)
                 by_query.x.push_back(double(i)), by_query.y.push_back(mass[sink_head][i]);
             mass_curves.push_back(by_query);
             if (task == &marker_task) {
-                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:543
+                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:567
                 std::mt19937_64 draw_rng(options.seed + 3);
                 const attn::TaskExample example = task->draw(24, draw_rng);
                 const auto f = attn::position_model_forward(model, example.tokens);
@@ -224,11 +228,8 @@ int main(int argc, char** argv)
                     series->y.push_back(
                         streaming_accuracy(model, *task, n, w, s, at, eval_count, seed));
                 }
-                std::printf("%s n=%zu full %.3f window %.3f sinks %.3f cached %.3f\n",
-                            task->name.c_str(), n, full.y.back(), plain.y.back(), sunk.y.back(),
-                            cached.y.back());
             }
-            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:511
+            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:659
             const std::string key = task->name + "_";
             const std::size_t at_train = 1;  // lengths[1] is the training length
             for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
@@ -246,18 +247,22 @@ int main(int argc, char** argv)
             attn::plot::lines(out / (task->name + "_accuracy.svg"), {full, plain, sunk, cached},
                               style);
         }
-        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:530
+        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:534
         {
             attn::Series uniform{"uniform, 1/(i+1)", {}, {}, "lines"};
-            for (std::size_t i = 1; i < training.n; ++i)
-                uniform.x.push_back(double(i)), uniform.y.push_back(1.0 / double(i + 1));
+            std::vector<double> uniform_mass(training.n, 1.0);  // by query, as first_token_mass
+            for (std::size_t i = 1; i < training.n; ++i) {
+                uniform_mass[i] = 1.0 / double(i + 1);
+                uniform.x.push_back(double(i)), uniform.y.push_back(uniform_mass[i]);
+            }
             mass_curves.push_back(uniform);
+            results.add("uniform_mass", mean_after_first(uniform_mass), 2);
             attn::plot::LinePlotStyle style{"", "query position i",
                                             "attention weight on the first token"};
             style.y_min = 0, style.y_max = 1;
             attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
         }
-        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:572
+        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:725
         const std::size_t bench_d = 128, bench_window = 512, bench_sinks = 4, pool = 64;
         std::mt19937_64 bench_rng(options.seed + 4);
         const xt::xtensor<float, 2> rows =

@@ -23,7 +23,7 @@
 
 namespace attn {
 
-// ⟨Find the keys a streaming query sees⟩ 18-streaming.md:7
+// ⟨Find the keys a streaming query sees⟩ 18-streaming.md:45
 /// @brief The keys query i sees under a window of w with s sinks: the sinks
 /// [0, sink_end) and the window [window_begin, i]; the two never overlap.
 struct StreamingKeys {
@@ -38,7 +38,7 @@ inline StreamingKeys streaming_keys(std::size_t i, std::size_t window, std::size
     return {sink_end, std::max(first_key_in_window(i, window), sink_end)};
 }
 
-// ⟨Build the sink-window mask⟩ 18-streaming.md:23
+// ⟨Build the sink-window mask⟩ 18-streaming.md:63
 /// @brief The streaming pattern as a dense mask (for figures and tests only).
 /// @param n      sequence length
 /// @param window w ≥ 1: the last w tokens, i − w < j ≤ i
@@ -57,7 +57,7 @@ inline Mask sink_window_mask(std::size_t n, std::size_t window, std::size_t sink
     return mask;
 }
 
-// ⟨Compute streaming attention with separate sink queries⟩ 18-streaming.md:45
+// ⟨Compute streaming attention with separate sink queries⟩ 18-streaming.md:105
 /// @brief streaming_attention where row i of `Q_sink` meets the sinks and row i of `Q`
 /// the window: how a model with rotary positions gives the sinks their place in the
 /// cache. With Q_sink = Q it is streaming_attention.
@@ -91,7 +91,7 @@ xt::xtensor<T, 2> streaming_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Compute streaming attention⟩ 18-streaming.md:80
+// ⟨Compute streaming attention⟩ 18-streaming.md:140
 /// @brief Attention with a window of w and s sinks: query i attends keys j ≤ i with
 /// i − w < j or j < s. Equals scaled_dot_product_attention(Q, K, V,
 /// sink_window_mask(n, w, s)) in O(n·(w + s)) time; it never builds an n×n matrix.
@@ -108,7 +108,7 @@ xt::xtensor<T, 2> streaming_attention(const xt::xtensor<T, 2>& Q,
     return streaming_attention(Q, Q, K, V, window, sinks, visits);
 }
 
-// ⟨Keep the sinks and a rolling window of keys and values⟩ 18-streaming.md:100
+// ⟨Keep the sinks and a rolling window of keys and values⟩ 18-streaming.md:176
 /// @brief The keys and values a streaming decoder keeps: the first s tokens for good
 /// (the sinks) and the last w of the others in a ring of w slots. Memory
 /// (s + w)·(d_k + d_v) numbers, however many tokens have passed.
@@ -189,7 +189,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the streaming cache⟩ 18-streaming.md:182
+// ⟨Decode token by token with the streaming cache⟩ 18-streaming.md:262
 /// @brief Streaming attention computed as a decoder would: token by token through a
 /// StreamingKVCache. Equals streaming_attention(Q, K, V, window, sinks).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
@@ -214,14 +214,14 @@ xt::xtensor<T, 2> decode_with_streaming_cache(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Say where the sinks sit⟩ 18-streaming.md:210
+// ⟨Say where the sinks sit⟩ 18-streaming.md:308
 /// @brief The position a sink has for a query of a RoPE model: its place in the text
 /// (absolute), or its place in the cache (in_cache, as StreamingLLM does): once the
 /// cache is full, query i sits at s + w − 1, not at i, so no distance to a sink
 /// exceeds s + w − 1.
 enum class SinkPositions { absolute, in_cache };
 
-// ⟨Run a position model with the streaming pattern⟩ 18-streaming.md:218
+// ⟨Run a position model with the streaming pattern⟩ 18-streaming.md:321
 /// @brief Logits of chapter 15's model on `tokens` when every head attends with a
 /// window of w and s sinks (w ≥ n gives the model's own causal attention).
 /// @param model a model whose positions are in its embeddings or its rotations (none,
