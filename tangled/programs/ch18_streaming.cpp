@@ -6,6 +6,7 @@
 #include <tuple>
 #include <vector>
 
+#include <xtensor/xmath.hpp>
 #include <xtensor/xtensor.hpp>
 #include <xtensor/xview.hpp>
 
@@ -20,7 +21,7 @@
 
 namespace {
 
-// ⟨Put a first token before every example⟩ 18-streaming.md:385
+// ⟨Put a first token before every example⟩ 18-streaming.md:390
 /// The same example with a first token `first` in front (it has no target).
 attn::TaskExample with_first_token(const attn::TaskExample& example, std::size_t first)
 {
@@ -34,7 +35,7 @@ attn::TaskExample with_first_token(const attn::TaskExample& example, std::size_t
     return out;
 }
 
-// ⟨Draw the recent-marker task⟩ 18-streaming.md:406
+// ⟨Draw the recent-marker task⟩ 18-streaming.md:411
 /// @brief Ids below `markers` are markers, drawn with probability `rate`, the others
 /// ordinary; the target at i is the latest marker among the last `reach` tokens, or
 /// `none` (an id no input uses) if there is no marker among them.
@@ -59,7 +60,7 @@ attn::TaskExample recent_marker_example(std::size_t n, std::size_t markers,
     return example;
 }
 
-// ⟨Measure accuracy under a pattern⟩ 18-streaming.md:449
+// ⟨Measure accuracy under a pattern⟩ 18-streaming.md:454
 /// Fraction of the positions with a target that the model gets right under a window
 /// of w with s sinks, over `count` fresh sequences of n tokens.
 double streaming_accuracy(const attn::PositionModel<float>& model,
@@ -72,16 +73,16 @@ double streaming_accuracy(const attn::PositionModel<float>& model,
     std::size_t counted = 0, correct = 0;
     for (std::size_t s = 0; s < count; ++s) {
         const attn::TaskExample example = task.draw(n, rng);
-        const auto scored = attn::task_loss(
-            attn::streaming_model_logits(model, example.tokens, window, sinks, positions),
-            example.targets);
+        const auto logits =
+            attn::streaming_model_logits(model, example.tokens, window, sinks, positions);
+        const auto scored = attn::task_loss(logits, example.targets);
         counted += scored.counted;
         correct += scored.correct;
     }
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Name the tokens of the marker task⟩ 18-streaming.md:432
+// ⟨Name the tokens of the marker task⟩ 18-streaming.md:437
 /// Labels for figures: markers A, B, …, ordinary tokens a, b, …, the first token *.
 std::vector<std::string> marker_letters(const std::vector<std::size_t>& tokens,
                                         std::size_t markers, std::size_t none)
@@ -94,14 +95,13 @@ std::vector<std::string> marker_letters(const std::vector<std::size_t>& tokens,
     return letters;
 }
 
-// ⟨Measure the attention on the first token⟩ 18-streaming.md:479
+// ⟨Measure the attention on the first token⟩ 18-streaming.md:484
 /// Mean weight that query i puts on key 0 (full causal attention), for each head of
 /// each layer and each query position, over `count` fresh sequences of n tokens.
 /// @return [layer·h + head][i], i = 0 … n−1 (query 0 sees only key 0: weight 1)
-std::vector<std::vector<double>> first_token_mass(const attn::PositionModel<float>& model,
-                                                  const attn::PositionTask& task,
-                                                  std::size_t n, std::size_t count,
-                                                  std::uint64_t seed)
+std::vector<std::vector<double>> first_token_mass(
+    const attn::PositionModel<float>& model, const attn::PositionTask& task,
+    std::size_t n, std::size_t count, std::uint64_t seed)
 {
     std::mt19937_64 rng(seed);
     std::vector<std::vector<double>> mass;
@@ -137,20 +137,23 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Draw the sink-window mask⟩ 18-streaming.md:838
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:848
         {
             const std::size_t n = 16, w = 4, s = 2;
             const attn::Mask mask = attn::sink_window_mask(n, w, s);
+            xt::xtensor<double, 2> uniform = mask;  // n×n: equal scores, 1/(keys seen) each
+            for (std::size_t i = 0; i < n; ++i) {
+                const double keys = xt::sum(xt::row(uniform, i))();
+                xt::row(uniform, i) /= keys;
+            }
             attn::plot::HeatmapStyle style;
             style.allowed = mask;
-            style.colorbar_label = "visible";
-            attn::plot::heatmap(out / "sink_window_mask.svg", xt::xtensor<double, 2>(mask),
-                                style);
+            attn::plot::heatmap(out / "sink_window_mask.svg", uniform, style);
             results.add("mask_n", double(n));
             results.add("mask_window", double(w));
             results.add("mask_sinks", double(s));
         }
-        // ⟨Train two models and read them past their length⟩ 18-streaming.md:603
+        // ⟨Train two models and read them past their length⟩ 18-streaming.md:609
         const std::size_t markers = 4, ordinary = 10;
         const std::size_t none = markers + ordinary, first = none + 1;  // ids 14 and 15
         attn::PositionModelShape shape;
@@ -182,10 +185,12 @@ int main(int argc, char** argv)
         std::vector<attn::Series> mass_curves;
         for (const attn::PositionTask* task : {&copy_task, &marker_task}) {
             std::mt19937_64 model_rng(options.seed + 18);
-            attn::PositionModel<float> model = attn::init_position_model<float>(shape, model_rng);
+            attn::PositionModel<float> model =
+                attn::init_position_model<float>(shape, model_rng);
             attn::train_position_model(model, *task, training, model_rng);
-            // ⟨Measure how much a model looks at its first token⟩ 18-streaming.md:514
-            const auto mass = first_token_mass(model, *task, training.n, eval_count, options.seed + 1);
+            // ⟨Measure how much a model looks at its first token⟩ 18-streaming.md:518
+            const auto mass =
+                first_token_mass(model, *task, training.n, eval_count, options.seed + 1);
             std::size_t sink_head = 0;  // the head that puts most weight on the first token
             for (std::size_t k = 0; k < mass.size(); ++k)
                 if (mean_after_first(mass[k]) > mean_after_first(mass[sink_head])) sink_head = k;
@@ -200,7 +205,7 @@ int main(int argc, char** argv)
                 by_query.x.push_back(double(i)), by_query.y.push_back(mass[sink_head][i]);
             mass_curves.push_back(by_query);
             if (task == &marker_task) {
-                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:567
+                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:572
                 std::mt19937_64 draw_rng(options.seed + 3);
                 const attn::TaskExample example = task->draw(24, draw_rng);
                 const auto f = attn::position_model_forward(model, example.tokens);
@@ -229,7 +234,7 @@ int main(int argc, char** argv)
                         streaming_accuracy(model, *task, n, w, s, at, eval_count, seed));
                 }
             }
-            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:659
+            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:666
             const std::string key = task->name + "_";
             const std::size_t at_train = 1;  // lengths[1] is the training length
             for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
@@ -247,7 +252,7 @@ int main(int argc, char** argv)
             attn::plot::lines(out / (task->name + "_accuracy.svg"), {full, plain, sunk, cached},
                               style);
         }
-        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:534
+        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:539
         {
             attn::Series uniform{"uniform, 1/(i+1)", {}, {}, "lines"};
             std::vector<double> uniform_mass(training.n, 1.0);  // by query, as first_token_mass
@@ -262,7 +267,7 @@ int main(int argc, char** argv)
             style.y_min = 0, style.y_max = 1;
             attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
         }
-        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:725
+        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:732
         const std::size_t bench_d = 128, bench_window = 512, bench_sinks = 4, pool = 64;
         std::mt19937_64 bench_rng(options.seed + 4);
         const xt::xtensor<float, 2> rows =
@@ -274,7 +279,8 @@ int main(int argc, char** argv)
         attn::Series full_memory{"full KV cache (chapter 16)", {}, {}};
         for (std::size_t n : bench_lengths) {
             auto decode = [&] {  // n tokens in, the last output out
-                attn::StreamingKVCache<float> cache(bench_window, bench_sinks, bench_d, bench_d);
+                attn::StreamingKVCache<float> cache(bench_window, bench_sinks, bench_d,
+                                                    bench_d);
                 std::vector<float> o(bench_d);
                 for (std::size_t t = 0; t < n; ++t) {
                     const float* x = rows.data() + (t % pool) * bench_d;  // key = value = query

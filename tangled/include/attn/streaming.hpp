@@ -32,13 +32,14 @@ struct StreamingKeys {
 };
 
 /// The keys query i sees: the first s tokens and the last w (w ≥ 1).
-inline StreamingKeys streaming_keys(std::size_t i, std::size_t window, std::size_t sinks)
+inline StreamingKeys streaming_keys(std::size_t i, std::size_t window,
+                                    std::size_t sinks)
 {
     const std::size_t sink_end = std::min(sinks, i + 1);
     return {sink_end, std::max(first_key_in_window(i, window), sink_end)};
 }
 
-// ⟨Build the sink-window mask⟩ 18-streaming.md:63
+// ⟨Build the sink-window mask⟩ 18-streaming.md:64
 /// @brief The streaming pattern as a dense mask (for figures and tests only).
 /// @param n      sequence length
 /// @param window w ≥ 1: the last w tokens, i − w < j ≤ i
@@ -57,7 +58,7 @@ inline Mask sink_window_mask(std::size_t n, std::size_t window, std::size_t sink
     return mask;
 }
 
-// ⟨Compute streaming attention with separate sink queries⟩ 18-streaming.md:105
+// ⟨Compute streaming attention with separate sink queries⟩ 18-streaming.md:107
 /// @brief streaming_attention where row i of `Q_sink` meets the sinks and row i of `Q`
 /// the window: how a model with rotary positions gives the sinks their place in the
 /// cache. With Q_sink = Q it is streaming_attention.
@@ -91,7 +92,7 @@ xt::xtensor<T, 2> streaming_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Compute streaming attention⟩ 18-streaming.md:140
+// ⟨Compute streaming attention⟩ 18-streaming.md:142
 /// @brief Attention with a window of w and s sinks: query i attends keys j ≤ i with
 /// i − w < j or j < s. Equals scaled_dot_product_attention(Q, K, V,
 /// sink_window_mask(n, w, s)) in O(n·(w + s)) time; it never builds an n×n matrix.
@@ -108,7 +109,7 @@ xt::xtensor<T, 2> streaming_attention(const xt::xtensor<T, 2>& Q,
     return streaming_attention(Q, Q, K, V, window, sinks, visits);
 }
 
-// ⟨Keep the sinks and a rolling window of keys and values⟩ 18-streaming.md:176
+// ⟨Keep the sinks and a rolling window of keys and values⟩ 18-streaming.md:178
 /// @brief The keys and values a streaming decoder keeps: the first s tokens for good
 /// (the sinks) and the last w of the others in a ring of w slots. Memory
 /// (s + w)·(d_k + d_v) numbers, however many tokens have passed.
@@ -132,8 +133,8 @@ public:
         ring_values_.resize(window * d_v);
     }
 
-    /// Store the next token's key (d_k numbers) and value (d_v numbers): as a sink while
-    /// fewer than s tokens came, else in the ring over the token w back.
+    /// Store the next token's key (d_k numbers) and value (d_v numbers): as a sink
+    /// while fewer than s tokens came, else in the ring over the token w back.
     void append(const T* key, const T* value)
     {
         if (seen_ < sinks_) {
@@ -163,7 +164,8 @@ public:
         const std::size_t tail = in_ring_ - oldest;
         softmax_.add_run(query, ring_keys_.data() + oldest * d_k_,
                          ring_values_.data() + oldest * d_v_, tail);
-        softmax_.add_run(query, ring_keys_.data(), ring_values_.data(), in_ring_ - tail);
+        softmax_.add_run(query, ring_keys_.data(), ring_values_.data(),
+                         in_ring_ - tail);
         softmax_.write(out);
     }
 
@@ -183,13 +185,14 @@ private:
     std::size_t sinks_held() const { return std::min(seen_, sinks_); }
 
     std::size_t window_, sinks_, d_k_, d_v_;
-    std::size_t seen_ = 0, next_ = 0, in_ring_ = 0;  // next_: the ring slot to overwrite
-    std::vector<T> sink_keys_, sink_values_;  // s×d_k, s×d_v, filled by the first tokens
+    std::size_t seen_ = 0, in_ring_ = 0;
+    std::size_t next_ = 0;                    // the ring slot the next token overwrites
+    std::vector<T> sink_keys_, sink_values_;  // s×d_k, s×d_v: the first tokens
     std::vector<T> ring_keys_, ring_values_;  // w×d_k, w×d_v
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the streaming cache⟩ 18-streaming.md:262
+// ⟨Decode token by token with the streaming cache⟩ 18-streaming.md:266
 /// @brief Streaming attention computed as a decoder would: token by token through a
 /// StreamingKVCache. Equals streaming_attention(Q, K, V, window, sinks).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
@@ -214,14 +217,14 @@ xt::xtensor<T, 2> decode_with_streaming_cache(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Say where the sinks sit⟩ 18-streaming.md:308
+// ⟨Say where the sinks sit⟩ 18-streaming.md:312
 /// @brief The position a sink has for a query of a RoPE model: its place in the text
 /// (absolute), or its place in the cache (in_cache, as StreamingLLM does): once the
 /// cache is full, query i sits at s + w − 1, not at i, so no distance to a sink
 /// exceeds s + w − 1.
 enum class SinkPositions { absolute, in_cache };
 
-// ⟨Run a position model with the streaming pattern⟩ 18-streaming.md:321
+// ⟨Run a position model with the streaming pattern⟩ 18-streaming.md:325
 /// @brief Logits of chapter 15's model on `tokens` when every head attends with a
 /// window of w and s sinks (w ≥ n gives the model's own causal attention).
 /// @param model a model whose positions are in its embeddings or its rotations (none,
@@ -232,7 +235,8 @@ template <class T>
 xt::xtensor<T, 2> streaming_model_logits(const PositionModel<T>& model,
                                          const std::vector<std::size_t>& tokens,
                                          std::size_t window, std::size_t sinks,
-                                         SinkPositions positions = SinkPositions::absolute)
+                                         SinkPositions positions =
+                                             SinkPositions::absolute)
 {
     const PositionScheme scheme = model.shape.scheme;
     if (scheme == PositionScheme::t5_bias || scheme == PositionScheme::alibi)
@@ -268,9 +272,9 @@ xt::xtensor<T, 2> streaming_model_logits(const PositionModel<T>& model,
                 }
                 q = rope(q, 0), k = rope(k, 0);
             }
+            const xt::xtensor<T, 2> v = head_columns(V, head, d_k);  // n×d_v
             set_head_columns(concat, head, d_k,
-                             streaming_attention(q, q_sink, k, head_columns(V, head, d_k),
-                                                 window, sinks));
+                             streaming_attention(q, q_sink, k, v, window, sinks));
         }
         X += matmul(concat, layer.W_o);  // the residual connection
     }
