@@ -10,6 +10,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <xtensor/xtensor.hpp>
@@ -91,7 +92,7 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q,
     return masked_attention_by_rows(Q, K, V, sliding_window_mask(Q.shape(0), window));
 }
 
-// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:402
+// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:405
 /// @brief The work a sparse kernel did, counted where it is done. Pass a pointer as a
 /// kernel's last argument (the default, nullptr, counts nothing); counts add up over
 /// calls.
@@ -135,12 +136,13 @@ void rescale_state(SoftmaxRow<T> row, T new_max)
     row.max = new_max;
 }
 
-// ⟨Add a run of scored keys to a state⟩ 06-sliding-window.md:248
+// ⟨Add a run of scored keys to a state⟩ 06-sliding-window.md:250
 /// @brief Add `count` keys to a row's state, given their scaled scores (count) and
-/// their values (count×d_v, row-major): the online-softmax update.
+/// their values (value j: d_v numbers at values + j·value_stride): the online-softmax
+/// update.
 template <class T>
 void add_scored_keys(SoftmaxRow<T> row, const T* scores, const T* values,
-                     std::size_t count)
+                     std::size_t value_stride, std::size_t count)
 {
     T run_max = -std::numeric_limits<T>::infinity();
     for (std::size_t j = 0; j < count; ++j)
@@ -149,7 +151,7 @@ void add_scored_keys(SoftmaxRow<T> row, const T* scores, const T* values,
     if (run_max > row.max || std::isnan(run_max)) rescale_state(row, run_max);
     for (std::size_t j = 0; j < count; ++j) {
         const T p = std::exp(scores[j] - row.max);  // ≤ 1: no overflow
-        const T* value = values + j * row.d_v;
+        const T* value = values + j * value_stride;
         row.sum += p;
         for (std::size_t c = 0; c < row.d_v; ++c) row.acc[c] += p * value[c];
     }
@@ -158,13 +160,13 @@ void add_scored_keys(SoftmaxRow<T> row, const T* scores, const T* values,
 /// @brief Write o / ℓ (d_v numbers) to `out`: zeros if no key was seen (a fully
 /// masked row), NaN where a NaN or an infinity reached the sums.
 template <class T>
-void finish_row(SoftmaxRow<const T> row, T* out)
+void finish_row(SoftmaxRow<T> row, std::remove_const_t<T>* out)
 {
     for (std::size_t c = 0; c < row.d_v; ++c)
         out[c] = row.sum == 0 ? T(0) : row.acc[c] / row.sum;  // a NaN ℓ stays NaN
 }
 
-// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:282
+// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:285
 /// @brief One query's softmax-weighted average of values, built up from runs of
 /// consecutive keys (the online softmax).
 template <class T>
@@ -185,7 +187,7 @@ public:
         std::fill(state_.acc.begin(), state_.acc.end(), T(0));
     }
 
-    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:328
+    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:331
     /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k)
     /// and value rows at `values` (count×d_v), adding them to the running softmax.
     void add_run(const T* query, const T* keys, const T* values, std::size_t count)
@@ -198,7 +200,7 @@ public:
             for (std::size_t c = 0; c < d_k_; ++c) dot += query[c] * key[c];
             scores_[j] = dot * scale_;
         }
-        add_scored_keys(state_.row(), scores_.data(), values, count);
+        add_scored_keys(state_.row(), scores_.data(), values, state_.acc.size(), count);
     }
 
     /// Write the average, d_v numbers, to `out`; zeros if no key was added (a fully
@@ -219,7 +221,7 @@ private:
     std::size_t scores_computed_ = 0;  // dot products q·k_j done, for KeyVisits
 };
 
-// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:358
+// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:361
 /// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's
 /// causal window). Equals scaled_dot_product_attention(Q, K, V,
 /// sliding_window_mask(n, w)) in O(n·w) time and O(n·d_v) memory: it never builds an
@@ -251,7 +253,7 @@ xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:479
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:482
 /// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's
 /// rolling buffer): memory w·(d_k + d_v) numbers, however many tokens have passed.
 template <class T>
@@ -305,7 +307,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:539
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:542
 /// @brief Sliding-window attention computed as a decoder would: token by token
 /// through a RollingKVCache. Equals sliding_window_attention(Q, K, V, window).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
@@ -330,7 +332,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:679
+// ⟨Compose two masks⟩ 06-sliding-window.md:682
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true
 /// when some k has A(i, k) and B(k, j), i.e. when i reaches j
 /// by one step of A and then one step of B (two layers).
