@@ -154,7 +154,9 @@ int main(int argc, char** argv)
                 results.add_text("cache_sizes_from", caches.from_sysfs
                                                          ? "sysfs"
                                                          : "fallback constants (sysfs unreadable)");
-                results.add("chosen_key_tile", double(attn::detail::plan_flash({}, d, d).key_tile));
+                const attn::FlashOptions plan = attn::detail::plan_flash({}, d, d);
+                results.add("chosen_key_tile", double(plan.key_tile));
+                results.add("chosen_query_tile", double(plan.query_tile));
                 results.add_text("flash_kernel", attn::flash_kernel_name());
             }
             // ⟨Compare flash attention with dense attention⟩ 13-flash-attention.md:1566
@@ -412,9 +414,10 @@ int main(int argc, char** argv)
             memory_style.log_x = memory_style.log_y = true;
             attn::plot::lines(out / "memory.svg",
                               {dense.memory(), unfused.memory(), flash.memory()}, memory_style);
-            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2243
+            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2246
             {
-                const double n = 4096, m = 4096, d_k = 64, d_v = 64, B_r = 96, MiB = 1 << 20;
+                const double n = 4096, m = 4096, d_k = 64, d_v = 64, MiB = 1 << 20;
+                const double B_r = double(attn::detail::plan_flash({}, 64, 64).query_tile);
                 results.add("model_traffic_dense_mib_4096", 4 * n * m * 4 / MiB);
                 results.add("model_traffic_flash_mib_4096",
                             (std::ceil(n / B_r) * m + n) * (d_k + d_v) * 4 / MiB);
