@@ -101,7 +101,7 @@ template <class T>
 void merge_state_into(SoftmaxRow<T> into, SoftmaxRow<const T> from)
 {
     const T new_max = std::max(into.max, from.max);
-    if (new_max == -std::numeric_limits<T>::infinity()) return;  // no key on either side
+    if (new_max == -std::numeric_limits<T>::infinity()) return;  // neither saw a key
     if (new_max > into.max) rescale_state(into, new_max);
     const T beta = std::exp(from.max - new_max);  // from's sums at the new maximum
     into.sum += beta * from.sum;
@@ -148,7 +148,7 @@ struct AttentionProblem {
     bool causal;   ///< query i attends only keys j ≤ i (needs n = m)
 };
 
-// ⟨Choose the kernel⟩ 13-flash-attention.md:1181
+// ⟨Choose the kernel⟩ 13-flash-attention.md:1186
 /// @brief Which kernel flash_attention<float> may use: the fastest the processor has,
 /// at most.
 enum class FlashKernel {
@@ -161,7 +161,7 @@ enum class FlashKernel {
     emulated_avx2,    ///< for tests: the 8-lane kernel in plain C++, bit for bit AVX2's
 };
 
-// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:276
+// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:275
 /// @brief Tile sizes and threads of flash_attention; a 0 means "choose from the
 /// machine".
 struct FlashOptions {
@@ -175,7 +175,7 @@ namespace detail {
 
 constexpr std::size_t micro_rows = 6;  // query rows in the vector kernel's registers
 
-// ⟨Share tiles among threads⟩ 13-flash-attention.md:293
+// ⟨Share tiles among threads⟩ 13-flash-attention.md:292
 /// Run body(t) for every t in [0, count) on `threads` threads; each takes the next t
 /// when it is free.
 template <class Body>
@@ -194,7 +194,7 @@ void parallel_for(std::size_t count, unsigned threads, Body&& body)
 inline std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 inline std::size_t round_up(std::size_t a, std::size_t b) { return ceil_div(a, b) * b; }
 
-// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:359
+// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:358
 /// Key tiles that query rows [i0, i1) must visit: all, or in causal attention only
 /// those starting at or before the last row i1 − 1 (every later tile is masked for
 /// every row).
@@ -211,18 +211,17 @@ template <class T>
 void check_problem(const AttentionProblem<T>& p)
 {
     const std::string where = "flash_attention: ";
+    const std::string sizes = "n = " + std::to_string(p.n) + ", m = " +
+                              std::to_string(p.m) + ", d_k = " + std::to_string(p.d_k);
     if (p.m == 0 || p.d_k == 0)
-        throw std::invalid_argument(where + "need m ≥ 1 keys of d_k ≥ 1 numbers, not m = " +
-                                    std::to_string(p.m) + ", d_k = " +
-                                    std::to_string(p.d_k));
+        throw std::invalid_argument(where + "need m ≥ 1 keys of d_k ≥ 1, not " + sizes);
     if (p.ld_q < p.d_k || p.ld_k < p.d_k || p.ld_v < p.d_v || p.ld_o < p.d_v)
         throw std::invalid_argument(where + "a row stride is shorter than its row");
     if (p.causal && p.n != p.m)
-        throw std::invalid_argument(where + "causal needs n == m, not n = " +
-                                    std::to_string(p.n) + ", m = " + std::to_string(p.m));
+        throw std::invalid_argument(where + "causal needs n == m, not " + sizes);
 }
 
-// ⟨Read the cache sizes from the machine⟩ 13-flash-attention.md:414
+// ⟨Read the cache sizes from the machine⟩ 13-flash-attention.md:413
 /// @brief One core's data caches, as the tile planner uses them.
 struct CacheSizes {
     std::size_t l1d_bytes = 32 * 1024;  ///< level-1 data cache (fallback: 32 KiB)
@@ -244,7 +243,7 @@ inline const CacheSizes& cache_sizes()
     return sizes;
 }
 
-// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:444
+// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:443
 /// Fill the zeros in `options` from the machine: a key tile's keys and values take a
 /// quarter of L2, and a group's 6×B_c scores at most half of L1d.
 inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_t d_v)
@@ -262,7 +261,7 @@ inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_
     return options;
 }
 
-// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:319
+// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:318
 /// The portable kernel for query rows [i0, i1): key tiles in order, and each tile one
 /// run of chapter 6's online softmax for every row.
 template <class T>
@@ -285,7 +284,7 @@ void attend_query_tile_portable(const AttentionProblem<T>& p, std::size_t i0,
             // causal: keys j ≤ i only
             const std::size_t j_end = p.causal ? std::min(j1, i + 1) : j1;
             if (j_end <= j0) continue;  // row i sees none of this tile
-            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:370
+            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:369
             const T* q_i = p.Q + i * p.ld_q;
             for (std::size_t j = j0; j < j_end; ++j) {
                 const T* k_j = p.K + j * p.ld_k;
@@ -300,7 +299,7 @@ void attend_query_tile_portable(const AttentionProblem<T>& p, std::size_t i0,
         finish_row(row(i), p.O + i * p.ld_o);
 }
 
-// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:385
+// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:384
 /// The portable kernel over all query tiles, shared among the threads.
 template <class T>
 void flash_portable(const AttentionProblem<T>& p, const FlashOptions& plan)
@@ -312,7 +311,7 @@ void flash_portable(const AttentionProblem<T>& p, const FlashOptions& plan)
     });
 }
 
-// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1137
+// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1142
 /// The portable three-pass baseline: S = Q·Kᵀ·scale (n×m), the softmax of each row,
 /// then O = P·V.
 template <class T>
@@ -347,7 +346,7 @@ void unfused_portable(const AttentionProblem<T>& p, const FlashOptions& plan)
     });
 }
 
-// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:759
+// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:758
 /// Floats on 64-byte boundaries (a cache line), zero-filled.
 struct AlignedFloats {
     explicit AlignedFloats(std::size_t count)
@@ -366,7 +365,7 @@ private:
     std::unique_ptr<float, Free> data;
 };
 
-// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:714
+// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:713
 /// Keys and values of every key tile, in the order the vector kernel reads them.
 struct KeyPanels {
     std::size_t tile, group;      ///< B_c; keys per group (the kernel's micro_cols)
@@ -411,7 +410,7 @@ inline KeyPanels pack_keys(const AttentionProblem<float>& p, std::size_t tile,
 /// has_avx2_fma().
 #define ATTN_SIMD __attribute__((target("avx2,fma")))
 namespace avx2 {
-// ⟨Name the AVX2 vector operations⟩ 13-flash-attention.md:499
+// ⟨Name the AVX2 vector operations⟩ 13-flash-attention.md:498
 using vfloat = __m256;  // 8 floats
 constexpr std::size_t lanes = 8;
 // vload and vstore need 32-byte aligned addresses; vloadu and vstoreu do not.
@@ -441,7 +440,7 @@ ATTN_SIMD inline vfloat vpow2(vfloat k)
         _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
 }
-// ⟨Name the AVX2 vector operations⟩ +≡ 13-flash-attention.md:534
+// ⟨Name the AVX2 vector operations⟩ +≡ 13-flash-attention.md:533
 ATTN_SIMD inline float vreduce_max(vfloat x)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -455,10 +454,10 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:684
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:852
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -489,7 +488,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:790
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -519,7 +518,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:902
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -556,7 +555,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:949
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -593,7 +592,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:998
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
 /// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
 ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
                                         const KeyPanels& keys, std::size_t i0,
@@ -612,7 +611,7 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -635,10 +634,11 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     }
     for (std::size_t i = i0; i < i1; ++i)
         for (std::size_t c = 0; c < p.d_v; ++c)
-            p.O[i * p.ld_o + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1052
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
@@ -654,7 +654,7 @@ ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1083
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -671,7 +671,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -715,7 +715,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
 #pragma GCC diagnostic ignored "-Wuninitialized"  // inputs (its bug 105593)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace avx512 {
-// ⟨Name the AVX-512 vector operations⟩ 13-flash-attention.md:555
+// ⟨Name the AVX-512 vector operations⟩ 13-flash-attention.md:554
 using vfloat = __m512;  // 16 floats
 constexpr std::size_t lanes = 16;
 // vload and vstore need 64-byte aligned addresses; vloadu and vstoreu do not.
@@ -766,10 +766,10 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:684
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:852
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -800,7 +800,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:790
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -830,7 +830,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:902
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -867,7 +867,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:949
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -904,7 +904,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:998
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
 /// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
 ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
                                         const KeyPanels& keys, std::size_t i0,
@@ -923,7 +923,7 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -946,10 +946,11 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     }
     for (std::size_t i = i0; i < i1; ++i)
         for (std::size_t c = 0; c < p.d_v; ++c)
-            p.O[i * p.ld_o + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1052
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
@@ -965,7 +966,7 @@ ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1083
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -982,7 +983,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1024,7 +1025,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
 #define ATTN_SIMD  // the plain twins: no attribute, any processor
 namespace emulated8 {
 constexpr std::size_t lanes = 8;
-// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:614
+// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:613
 struct vfloat {
     float lane[lanes];
 };
@@ -1088,10 +1089,10 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:684
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:852
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -1122,7 +1123,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:790
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1152,7 +1153,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:902
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1189,7 +1190,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:949
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1226,7 +1227,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:998
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
 /// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
 ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
                                         const KeyPanels& keys, std::size_t i0,
@@ -1245,7 +1246,7 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1268,10 +1269,11 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     }
     for (std::size_t i = i0; i < i1; ++i)
         for (std::size_t c = 0; c < p.d_v; ++c)
-            p.O[i * p.ld_o + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1052
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
@@ -1287,7 +1289,7 @@ ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1083
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -1304,7 +1306,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1342,7 +1344,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
 
 namespace emulated16 {
 constexpr std::size_t lanes = 16;
-// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:614
+// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:613
 struct vfloat {
     float lane[lanes];
 };
@@ -1406,10 +1408,10 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:684
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:852
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -1440,7 +1442,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:790
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1470,7 +1472,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:902
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1507,7 +1509,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:949
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1544,7 +1546,7 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:998
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
 /// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
 ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
                                         const KeyPanels& keys, std::size_t i0,
@@ -1563,7 +1565,7 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     for (std::size_t t = 0; t < tiles; ++t) {
         const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1586,10 +1588,11 @@ ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
     }
     for (std::size_t i = i0; i < i1; ++i)
         for (std::size_t c = 0; c < p.d_v; ++c)
-            p.O[i * p.ld_o + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1052
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
 ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
@@ -1605,7 +1608,7 @@ ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1083
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
@@ -1622,7 +1625,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1036
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
@@ -1659,7 +1662,7 @@ ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
 }  // namespace emulated16
 #undef ATTN_SIMD
 
-// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1198
+// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1203
 /// True when the processor running the program has AVX2 and FMA.
 inline bool has_avx2_fma()
 {
@@ -1698,7 +1701,7 @@ inline FlashKernel resolve_kernel(FlashKernel requested)
     }
 }
 
-// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1241
+// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1246
 /// Run the fused (flash) or the three-pass kernel that `plan.kernel` resolves to.
 template <class T>
 void run_kernel(bool fused, const AttentionProblem<T>& p, const FlashOptions& plan)
@@ -1707,9 +1710,11 @@ void run_kernel(bool fused, const AttentionProblem<T>& p, const FlashOptions& pl
         switch (resolve_kernel(plan.kernel)) {
 #if ATTN_FLASH_X86
         case FlashKernel::avx512:
-            return fused ? avx512::flash_vector(p, plan) : avx512::unfused_vector(p, plan);
+            return fused ? avx512::flash_vector(p, plan)
+                         : avx512::unfused_vector(p, plan);
         case FlashKernel::avx2:
-            return fused ? avx2::flash_vector(p, plan) : avx2::unfused_vector(p, plan);
+            return fused ? avx2::flash_vector(p, plan)
+                         : avx2::unfused_vector(p, plan);
 #endif
         case FlashKernel::emulated_avx512:
             return fused ? emulated16::flash_vector(p, plan)
@@ -1727,7 +1732,7 @@ void run_kernel(bool fused, const AttentionProblem<T>& p, const FlashOptions& pl
         unfused_portable(p, plan);
 }
 
-// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1372
+// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1380
 /// Shapes checked, tiles planned, then the fused or three-pass kernel; n = 0 gives
 /// 0×d_v.
 template <class T>
@@ -1751,7 +1756,7 @@ xt::xtensor<T, 2> attention_with_kernel(bool fused, const xt::xtensor<T, 2>& Q,
 
 }  // namespace detail
 
-// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1273
+// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1280
 /// @brief The kernel flash_attention<float> runs with `options` on this processor:
 /// "AVX-512", "AVX2", "portable", or an emulated one's name.
 inline std::string flash_kernel_name(const FlashOptions& options = {})
@@ -1765,7 +1770,7 @@ inline std::string flash_kernel_name(const FlashOptions& options = {})
     }
 }
 
-// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1296
+// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1303
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles with an online softmax
 /// (FlashAttention), never storing an n×m matrix: O(n·d) memory.
 /// @param Q queries, n×d_k
@@ -1814,7 +1819,8 @@ xt::xtensor<T, 2> flash_attention(const xt::xtensor<T, 2>& Q,
 /// @param problem pointers, sizes, strides, scale and mask, checked as the tensors are
 /// @param options tile sizes, threads and kernel (zeros: chosen from the machine)
 template <class T>
-void flash_attention(const AttentionProblem<T>& problem, const FlashOptions& options = {})
+void flash_attention(const AttentionProblem<T>& problem,
+                     const FlashOptions& options = {})
 {
     detail::check_problem(problem);
     if (problem.n > 0)
