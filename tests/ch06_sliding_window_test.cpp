@@ -153,6 +153,35 @@ BOOST_AUTO_TEST_CASE(online_softmax_equals_one_pass_whatever_the_runs)
     }
 }
 
+BOOST_AUTO_TEST_CASE(the_online_state_is_its_definition_after_any_runs)
+{
+    // After runs of keys, m is the largest score, ℓ = Σ_j e^(s_j − m) and o = Σ_j e^(s_j − m)·v_j.
+    const std::size_t m = 11, d_k = 4, d_v = 3;
+    const auto [Q, K, V] = random_inputs(1, m, d_k, d_v, 8);
+    std::vector<double> s(m);
+    for (std::size_t j = 0; j < m; ++j) {
+        double dot = 0;
+        for (std::size_t c = 0; c < d_k; ++c) dot += Q(0, c) * K(j, c);
+        s[j] = dot / 2.0;  // 1/√d_k
+    }
+    const double largest = *std::max_element(s.begin(), s.end());
+    for (std::size_t run : {1, 3, 11}) {
+        attn::OnlineSoftmax<double> softmax(d_k, d_v);
+        for (std::size_t start = 0; start < m; start += run)
+            softmax.add_run(Q.data(), K.data() + start * d_k, V.data() + start * d_v, std::min(run, m - start));
+        const attn::QueryState<double>& state = softmax.state();
+        double sum = 0;
+        std::vector<double> acc(d_v, 0.0);
+        for (std::size_t j = 0; j < m; ++j) {
+            sum += std::exp(s[j] - largest);
+            for (std::size_t c = 0; c < d_v; ++c) acc[c] += std::exp(s[j] - largest) * V(j, c);
+        }
+        BOOST_TEST(state.max == largest, boost::test_tools::tolerance(1e-14));
+        BOOST_TEST(state.sum == sum, boost::test_tools::tolerance(1e-13));
+        for (std::size_t c = 0; c < d_v; ++c) BOOST_TEST(state.acc[c] == acc[c], boost::test_tools::tolerance(1e-13));
+    }
+}
+
 BOOST_AUTO_TEST_CASE(online_softmax_with_no_keys_writes_zeros)
 {
     attn::OnlineSoftmax<float> softmax(4, 3);

@@ -481,4 +481,48 @@ BOOST_AUTO_TEST_CASE(wrong_shapes_are_rejected)
     BOOST_CHECK_NO_THROW(attn::flash_attention(Q, K, V));
 }
 
+BOOST_AUTO_TEST_CASE(a_problem_given_by_strides_equals_the_same_head_copied_out)
+{
+    // Two heads side by side in each matrix; the problem points at head 1's columns and writes the middle
+    // third of a wider output.
+    const std::size_t m = 53, d_k = 5, d_v = 7;
+    const auto head = [](const xt::xtensor<float, 2>& X, std::size_t width) {
+        return xt::xtensor<float, 2>(xt::view(X, xt::all(), xt::range(width, 2 * width)));
+    };
+    for (const bool causal : {false, true}) {
+        const std::size_t n = causal ? m : 37;
+        const auto wide = random_inputs(n, m, 2 * d_k, 2 * d_v, 21);  // n×2d_k, m×2d_k, m×2d_v
+        const xt::xtensor<float, 2> Q = wide.Q, K = wide.K, V = wide.V;
+        for (const FlashKernel kernel : float_kernels) {
+            xt::xtensor<float, 2> O = xt::zeros<float>({n, 3 * d_v});
+            const attn::AttentionProblem<float> problem{
+                Q.data() + d_k, K.data() + d_k, V.data() + d_v, O.data() + d_v, n, m, d_k, d_v,
+                2 * d_k,        2 * d_k,        2 * d_v,        3 * d_v,        1.0 / std::sqrt(double(d_k)), causal};
+            attn::flash_attention(problem, tiles(13, 33, kernel));
+            const xt::xtensor<float, 2> expected =
+                attn::flash_attention(head(Q, d_k), head(K, d_k), head(V, d_v), causal, tiles(13, 33, kernel));
+            const xt::xtensor<float, 2> middle = xt::view(O, xt::all(), xt::range(d_v, 2 * d_v));
+            const std::string what = name(kernel) + (causal ? ", causal" : "");
+            BOOST_TEST((middle == expected), what << ": the head's outputs, bit for bit");
+            BOOST_TEST(xt::amax(xt::abs(xt::view(O, xt::all(), xt::range(0, d_v))))() == 0.0f, what);
+            BOOST_TEST(xt::amax(xt::abs(xt::view(O, xt::all(), xt::range(2 * d_v, 3 * d_v))))() == 0.0f, what);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_problem_that_breaks_the_contract_is_rejected)
+{
+    const std::vector<float> x(64, 1.0f);
+    std::vector<float> o(64);
+    const attn::AttentionProblem<float> good{x.data(), x.data(), x.data(), o.data(), 4, 4, 2, 2, 2, 2, 2, 2, 0.5, true};
+    BOOST_CHECK_NO_THROW(attn::flash_attention(good));
+    auto bad = good;
+    bad.ld_k = 1;  // a stride shorter than a key
+    BOOST_CHECK_THROW(attn::flash_attention(bad), std::invalid_argument);
+    bad = good, bad.d_k = 0;
+    BOOST_CHECK_THROW(attn::flash_attention(bad), std::invalid_argument);
+    bad = good, bad.n = 3;  // causal needs n == m
+    BOOST_CHECK_THROW(attn::flash_attention(bad), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:628
+// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:704
 /// For each (i, j): the fewest layers of `mask` after which token i depends on token j,
 /// or 0 if more than max_layers are needed.
 xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
@@ -39,7 +39,7 @@ xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
     return layers;
 }
 
-// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:512
+// ⟨Decode a sequence, keeping only a checksum⟩ 06-sliding-window.md:588
 /// Decode n tokens through a rolling cache of `window`, as a generator would: each
 /// output row is used (summed into a checksum) and dropped. Returns the checksum.
 double decode_and_forget(const xt::xtensor<float, 2>& Q, const xt::xtensor<float, 2>& K,
@@ -67,7 +67,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:986
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1069
         const std::size_t w_bench = 128;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -79,7 +79,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:891
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:974
         {
             const std::vector<std::string> words = {
                 "the", "cat",   "sat", "on",   "the", "mat",  "because", "it",
@@ -118,7 +118,7 @@ int main(int argc, char** argv)
             style.allowed = filled;
             attn::plot::heatmap(out / "rolling_buffer.svg", slot_token, style);
         }
-        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:351
+        // ⟨Compare the banded kernel with dense masked attention⟩ 06-sliding-window.md:427
         const std::size_t n_compare = 1000, w_compare = 96;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -142,7 +142,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_vs_reference", xt::amax(xt::abs(O_band - O_rows))(), 2);
             results.add("max_abs_error_float", xt::amax(xt::abs(O_band_f - O_dense_f))(), 2);
         }
-        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:492
+        // ⟨Compare the rolling buffer with the batch kernel⟩ 06-sliding-window.md:568
         {
             const auto Q_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
             const auto K_c = attn::random_normal<float>(n_compare, 64, 1.0, rng);  // n×64
@@ -154,7 +154,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_rolling_vs_batch",
                         xt::amax(xt::abs(O_decode - O_batch))(), 2);
         }
-        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:671
+        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:747
         {
             const std::size_t n_field = 32, w_field = 4;
             const xt::xtensor<double, 2> layers =
@@ -196,7 +196,7 @@ int main(int argc, char** argv)
                                             "tokens it depends on"};
             attn::plot::lines(out / "receptive_field.svg", curves, style);
         }
-        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:547
+        // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:623
         {
             attn::Series measured{"rolling buffer: measured peak of the process", {}, {}};
             attn::Series buffer{
@@ -228,7 +228,7 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
         }
-        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:733
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:809
         attn::CostCurve band{"sliding window", 1}, dense{"dense", 1};
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
             const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
@@ -246,7 +246,7 @@ int main(int argc, char** argv)
                 };
             attn::measure_costs({&band, &dense}, double(n), {band_call, dense_call}, repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:759
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:835
         const attn::SlopeFit band_time_fit = band.time_fit(), dense_time_fit = dense.time_fit();
         const attn::SlopeFit band_memory_fit = band.memory_fit();
         const attn::SlopeFit dense_memory_fit = dense.memory_fit();
@@ -264,7 +264,7 @@ int main(int argc, char** argv)
         results.add("band_seconds_at_dense_n_max", band.wall_seconds[shared]);
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("band_mib_at_dense_n_max", band.peak_mib[shared]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:779
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:855
         {
             const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
                 series.label += ", slope " + fit.text();
@@ -272,13 +272,11 @@ int main(int argc, char** argv)
             };
             attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds (fastest round)"};
             time_style.log_x = time_style.log_y = true;
-            time_style.key = "bottom right";  // the corner the curves leave empty
             attn::plot::lines(out / "cost_time.svg",
                               {with_fit(dense.time(), dense_time_fit),
                                with_fit(band.time(), band_time_fit)}, time_style);
             attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB one call adds"};
             memory_style.log_x = memory_style.log_y = true;
-            memory_style.key = "bottom right";
             attn::plot::lines(out / "cost_memory.svg",
                               {with_fit(dense.memory(), dense_memory_fit),
                                with_fit(band.memory(), band_memory_fit)}, memory_style);

@@ -24,7 +24,7 @@
 
 namespace {
 
-// ⟨Compute dense causal attention for comparison⟩ 13-flash-attention.md:1515
+// ⟨Compute dense causal attention for comparison⟩ 13-flash-attention.md:1549
 /// Chapter 1's matrix form with −∞ scores above the diagonal: the dense causal
 /// reference.
 template <class T>
@@ -49,7 +49,7 @@ double max_abs_difference(const xt::xtensor<T, 2>& a, const xt::xtensor<T, 2>& b
     return double(xt::amax(xt::abs(a - b))());
 }
 
-// ⟨Compute 2^x with the kernel that runs here⟩ 13-flash-attention.md:1665
+// ⟨Compute 2^x with the kernel that runs here⟩ 13-flash-attention.md:1699
 /// y = 2^x with the vector exponential of the kernel flash_attention<float> runs here.
 void kernel_exp2(const float* x, float* y, std::size_t count)
 {
@@ -65,7 +65,7 @@ void kernel_exp2(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Multiply two square matrices: the ceiling⟩ 13-flash-attention.md:1708
+// ⟨Multiply two square matrices: the ceiling⟩ 13-flash-attention.md:1742
 /// C = A·B for size×size float matrices with one cblas_sgemm: a compute-bound shape,
 /// the ceiling of this machine's BLAS.
 class SquareSgemm {
@@ -90,7 +90,7 @@ private:
     std::vector<float> C_;         // size×size
 };
 
-// ⟨Multiply as attention does, without the softmax⟩ 13-flash-attention.md:1742
+// ⟨Multiply as attention does, without the softmax⟩ 13-flash-attention.md:1776
 /// S = Q·Kᵀ (n×m) then O = S·V (n×d_v) with two cblas_sgemm calls into buffers
 /// allocated once: the arithmetic of attention, no softmax.
 class TwoSgemms {
@@ -117,7 +117,7 @@ private:
     std::vector<float> S_, O_;        // n×m, n×d_v
 };
 
-// ⟨Say how two times compare⟩ 13-flash-attention.md:1831
+// ⟨Say how two times compare⟩ 13-flash-attention.md:1865
 /// "faster than", "about as fast as" or "slower than": `seconds` against `reference`.
 std::string compare_speed(double seconds, double reference)
 {
@@ -136,7 +136,7 @@ int main(int argc, char** argv)
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
             std::mt19937_64 rng(options.seed);
-            // ⟨Choose the lengths and the threads⟩ 13-flash-attention.md:2128
+            // ⟨Choose the lengths and the threads⟩ 13-flash-attention.md:2162
             constexpr std::size_t d = 64;  // d_k = d_v in every timing
             const std::size_t n_max = options.quick ? 1024 : 16384;
             const std::size_t dense_n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
@@ -146,7 +146,7 @@ int main(int argc, char** argv)
             double ceiling_one = 0, ceiling_all = 0;
             results.add("n_compare", double(n_compare));
             results.add("flash_threads", double(all_threads));
-            // ⟨Record the caches, the tiles and the kernel⟩ 13-flash-attention.md:2142
+            // ⟨Record the caches, the tiles and the kernel⟩ 13-flash-attention.md:2176
             {
                 const attn::detail::CacheSizes& caches = attn::detail::cache_sizes();
                 results.add("l1d_kib", double(caches.l1d_bytes) / 1024);
@@ -154,10 +154,12 @@ int main(int argc, char** argv)
                 results.add_text("cache_sizes_from", caches.from_sysfs
                                                          ? "sysfs"
                                                          : "fallback constants (sysfs unreadable)");
-                results.add("chosen_key_tile", double(attn::detail::plan_flash({}, d, d).key_tile));
+                const attn::FlashOptions plan = attn::detail::plan_flash({}, d, d);
+                results.add("chosen_key_tile", double(plan.key_tile));
+                results.add("chosen_query_tile", double(plan.query_tile));
                 results.add_text("flash_kernel", attn::flash_kernel_name());
             }
-            // ⟨Compare flash attention with dense attention⟩ 13-flash-attention.md:1541
+            // ⟨Compare flash attention with dense attention⟩ 13-flash-attention.md:1575
             {
                 const auto Q_d = attn::random_normal<double>(300, 64, 1.0, rng);  // n×d_k
                 const auto K_d = attn::random_normal<double>(300, 64, 1.0, rng);  // m×d_k
@@ -182,7 +184,7 @@ int main(int argc, char** argv)
                 error("max_abs_error_unfused_double", attn::unfused_attention(Q_d, K_d, V_d),
                       dense_d);
             }
-            // ⟨Draw which tiles the causal kernel visits⟩ 13-flash-attention.md:1591
+            // ⟨Draw which tiles the causal kernel visits⟩ 13-flash-attention.md:1625
             {
                 const std::size_t n_map = 768, tile = 64, tiles = n_map / tile;
                 // query×key tiles
@@ -209,7 +211,7 @@ int main(int argc, char** argv)
                 style.allowed = visited;
                 attn::plot::heatmap(out / "causal_tiles.svg", share, style);
             }
-            // ⟨Measure the vector exponential against std::exp2⟩ 13-flash-attention.md:1635
+            // ⟨Measure the vector exponential against std::exp2⟩ 13-flash-attention.md:1669
             {
                 const std::size_t points = options.quick ? 126 * 1024 : 126 * 8192, bins = 126;
                 std::vector<float> x(points), y(points);
@@ -233,7 +235,7 @@ int main(int argc, char** argv)
                 style.y_min = 0, style.y_max = 4;
                 attn::plot::lines(out / "exp2_error.svg", {worst}, style);
             }
-            // ⟨Measure the ceiling and every kernel on one thread and on all⟩ 13-flash-attention.md:1783
+            // ⟨Measure the ceiling and every kernel on one thread and on all⟩ 13-flash-attention.md:1817
             {
                 const std::size_t n = n_compare, d = 64;
                 const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
@@ -265,7 +267,7 @@ int main(int argc, char** argv)
                         results.add("gflops_" + names[k] + on, rate[k]);
                     results.add("flash_fraction_of_ceiling" + on, rate[5] / rate[0], 2);
                     (pass == 0 ? ceiling_one : ceiling_all) = rate[0];
-                    // ⟨Compare the kernels in words⟩ 13-flash-attention.md:1842
+                    // ⟨Compare the kernels in words⟩ 13-flash-attention.md:1876
                     if (pass == 0) {
                         results.add("vector_speedup_1_thread", t[4].wall / t[5].wall);
                     } else {
@@ -286,7 +288,7 @@ int main(int argc, char** argv)
                                        "says nothing about how the kernels scale."
                                      : "");
             }
-            // ⟨Sweep the key tile size⟩ 13-flash-attention.md:2087
+            // ⟨Sweep the key tile size⟩ 13-flash-attention.md:2121
             {
                 const std::size_t n = options.quick ? 512 : 2048;
                 const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
@@ -312,7 +314,7 @@ int main(int argc, char** argv)
                 style.y_min = 0, style.y_max = 1.2 * rate.y[best];
                 attn::plot::lines(out / "key_tile.svg", {rate}, style);
             }
-            // ⟨Time every kernel against n⟩ 13-flash-attention.md:1909
+            // ⟨Time every kernel against n⟩ 13-flash-attention.md:1943
             const int repeats_small = options.quick ? 2 : 5;
             attn::CostCurve dense("dense (chapter 1)", all_threads),
                 sgemm("two sgemm calls", all_threads);
@@ -347,7 +349,7 @@ int main(int argc, char** argv)
             }
             results.add("n_max", double(n_max));
             results.add("dense_n_max", double(dense_n_max));
-            // ⟨Record the numbers at n_compare and at the largest n⟩ 13-flash-attention.md:1950
+            // ⟨Record the numbers at n_compare and at the largest n⟩ 13-flash-attention.md:1984
             auto at = [](const attn::CostCurve& curve, double n) {  // the point of `curve` at n
                 return std::size_t(std::find(curve.n.begin(), curve.n.end(), n) - curve.n.begin());
             };
@@ -363,7 +365,7 @@ int main(int argc, char** argv)
             const double scores_at_n_max = double(n_max * n_max * sizeof(float));  // bytes of n×n
             results.add("dense_scores_mib_at_n_max", scores_at_n_max / (1 << 20));
             results.add("flash_seconds_at_n_max", flash.wall_seconds[last]);
-            // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:1973
+            // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:2007
             const double fit_from =
                 options.quick ? 256 : 1024;  // fixed costs dominate the smallest calls
             results.add("slope_fit_from", fit_from);
@@ -412,9 +414,10 @@ int main(int argc, char** argv)
             memory_style.log_x = memory_style.log_y = true;
             attn::plot::lines(out / "memory.svg",
                               {dense.memory(), unfused.memory(), flash.memory()}, memory_style);
-            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2218
+            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2255
             {
-                const double n = 4096, m = 4096, d_k = 64, d_v = 64, B_r = 96, MiB = 1 << 20;
+                const double n = 4096, m = 4096, d_k = 64, d_v = 64, MiB = 1 << 20;
+                const double B_r = double(attn::detail::plan_flash({}, 64, 64).query_tile);
                 results.add("model_traffic_dense_mib_4096", 4 * n * m * 4 / MiB);
                 results.add("model_traffic_flash_mib_4096",
                             (std::ceil(n / B_r) * m + n) * (d_k + d_v) * 4 / MiB);

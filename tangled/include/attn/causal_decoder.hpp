@@ -22,7 +22,7 @@
 
 namespace attn {
 
-// ⟨Describe the next-token reversal task⟩ 16-decoding.md:253
+// ⟨Describe the next-token reversal task⟩ 16-decoding.md:234
 /// @brief k letters, a separator, the k letters reversed: "dcw|wcd" for k = 3.
 struct ReversalTask {
     std::size_t letters = 6;  ///< k
@@ -65,7 +65,7 @@ inline std::vector<std::string> task_letters(const std::vector<std::size_t>& tok
     return letters;
 }
 
-// ⟨Run a causal attention layer forward⟩ 16-decoding.md:304
+// ⟨Run a causal attention layer forward⟩ 16-decoding.md:285
 /// @brief Causal multi-head self-attention over the rows of X (n×d_model), keeping what
 /// chapter 4's backward pass needs: query i attends keys j ≤ i in every head.
 template <class T>
@@ -92,7 +92,7 @@ AttentionLayerForward<T> causal_layer_forward(const AttentionLayer<T>& layer,
     return f;
 }
 
-// ⟨Run the causal model forward⟩ 16-decoding.md:332
+// ⟨Run the causal model forward⟩ 16-decoding.md:313
 /// @brief Embed `tokens` (at most shape.n of them) into X_0, n×d_model.
 template <class T>
 xt::xtensor<T, 2> embed_tokens(const TinyModel<T>& model,
@@ -130,7 +130,7 @@ TinyModelForward<T> causal_model_forward(const TinyModel<T>& model,
     return f;
 }
 
-// ⟨Train the causal model on next tokens⟩ 16-decoding.md:381
+// ⟨Train the causal model on next tokens⟩ 16-decoding.md:362
 /// @brief Train `model` with Adam to predict the reversed letters, one token ahead;
 /// `adjust(grad)` sees the summed gradient before every update.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
@@ -188,7 +188,7 @@ std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
     return train_causal_reversal(model, task, config, rng, [](TinyModel<T>&) {});
 }
 
-// ⟨Multiply a row by a matrix⟩ 16-decoding.md:452
+// ⟨Multiply a row by a matrix⟩ 16-decoding.md:433
 namespace detail {
 /// y = x·W for one row x (d_in) and W (d_in×d_out): y_c = Σ_i x_i W_ic, i ascending.
 template <class T>
@@ -215,7 +215,7 @@ xt::xtensor<T, 1> row_block(const xt::xtensor<T, 1>& row, std::size_t head,
 }
 }  // namespace detail
 
-// ⟨Decode one token with the cache⟩ 16-decoding.md:484
+// ⟨Decode one token with the cache⟩ 16-decoding.md:465
 /// @brief Runs a TinyModel causally, one token per step, keeping a KV cache per layer
 /// and head. The model must outlive the decoder.
 template <class T>
@@ -263,7 +263,7 @@ public:
         return detail::row_times(x.data(), model_->W_out);  // vocab
     }
 
-    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:702
+    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:683
     /// @brief Read a whole prompt at once with matrix products (BLAS), filling the caches;
     /// the decoder must be empty. @return the logits (vocab) of the token after the prompt
     xt::xtensor<T, 1> prefill(const std::vector<std::size_t>& prompt)
@@ -325,7 +325,7 @@ private:
     std::vector<std::vector<KVCache<T>>> caches_;  // [layer][head]
 };
 
-// ⟨Run the causal model forward row by row⟩ 16-decoding.md:574
+// ⟨Run the causal model forward row by row⟩ 16-decoding.md:555
 /// @brief The causal model on `tokens`, layer after layer, each row with the decoder's
 /// row functions: the same numbers as the decoder, computed without a cache.
 /// @return logits, n×vocab (row i predicts token i+1)
@@ -369,7 +369,7 @@ xt::xtensor<T, 2> causal_forward_by_rows(const TinyModel<T>& model,
     return logits;
 }
 
-// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:627
+// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:608
 /// @brief The tokens a generation wrote and the logits (vocab each) it chose them from.
 template <class T>
 struct Generation {

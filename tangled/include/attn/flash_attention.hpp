@@ -28,6 +28,7 @@
 
 #include "attn/machine.hpp"
 #include "attn/self_attention.hpp"
+#include "attn/sliding_window.hpp"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -38,13 +39,23 @@
 
 namespace attn {
 
-// ⟨Keep the online softmax's state⟩ 13-flash-attention.md:126
-/// @brief The online softmax's running state for n query rows after some of the keys
-/// (kept in double).
+// ⟨Keep the online softmax's state⟩ 13-flash-attention.md:113
+/// @brief The online softmax's state (chapter 6) for n query rows after some of the
+/// keys, kept in double.
 struct SoftmaxState {
     xt::xtensor<double, 1> max;  ///< n: m_i, the largest score seen (−∞ before any key)
     xt::xtensor<double, 1> sum;  ///< n: ℓ_i = Σ_j exp(s_ij − m_i) over the keys seen
     xt::xtensor<double, 2> acc;  ///< n×d_v: o_i = Σ_j exp(s_ij − m_i)·v_j (not / ℓ_i)
+
+    /// Row i's state, for chapter 6's functions.
+    SoftmaxRow<double> row(std::size_t i)
+    {
+        return {max(i), sum(i), acc.data() + i * acc.shape(1), acc.shape(1)};
+    }
+    SoftmaxRow<const double> row(std::size_t i) const
+    {
+        return {max(i), sum(i), acc.data() + i * acc.shape(1), acc.shape(1)};
+    }
 };
 
 /// @brief The state before any key: m = −∞, ℓ = 0, o = 0.
@@ -58,7 +69,7 @@ inline SoftmaxState empty_softmax_state(std::size_t n, std::size_t d_v)
     return state;
 }
 
-// ⟨Feed keys to the state one at a time⟩ 13-flash-attention.md:152
+// ⟨Feed keys to the state one at a time⟩ 13-flash-attention.md:148
 /// @brief Feed the keys [begin, end) to `state`, one key at a time (the reference
 /// online softmax).
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
@@ -70,24 +81,33 @@ void absorb_keys(SoftmaxState& state, const xt::xtensor<T, 2>& Q,
     check_attention_shapes(Q, K, V);
     const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
     const double scale = 1.0 / std::sqrt(double(d_k));
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t j = begin; j < end; ++j) {
+    std::vector<double> v_j(d_v);  // value j in double
+    for (std::size_t j = begin; j < end; ++j) {
+        for (std::size_t c = 0; c < d_v; ++c) v_j[c] = double(V(j, c));
+        for (std::size_t i = 0; i < n; ++i) {
             double s = 0;
             for (std::size_t c = 0; c < d_k; ++c)
                 s += double(Q(i, c)) * double(K(j, c));
             s *= scale;
-            const double new_max = std::max(state.max(i), s);
-            // first key: e^{−∞} = 0
-            const double alpha = std::exp(state.max(i) - new_max);
-            const double p = std::exp(s - new_max);                  // ≤ 1: no overflow
-            state.sum(i) = alpha * state.sum(i) + p;
-            for (std::size_t c = 0; c < d_v; ++c)
-                state.acc(i, c) = alpha * state.acc(i, c) + p * double(V(j, c));
-            state.max(i) = new_max;
+            add_scored_keys(state.row(i), &s, v_j.data(), d_v, 1);
         }
+    }
 }
 
-// ⟨Merge two states⟩ 13-flash-attention.md:186
+// ⟨Merge two states⟩ 13-flash-attention.md:178
+/// @brief Add the state `from` of one set of keys to the state `into` of another,
+/// disjoint set: `into` becomes the state of their union.
+template <class T>
+void merge_state_into(SoftmaxRow<T> into, SoftmaxRow<const T> from)
+{
+    const T new_max = std::max(into.max, from.max);
+    if (new_max == -std::numeric_limits<T>::infinity()) return;  // neither saw a key
+    if (new_max > into.max) rescale_state(into, new_max);
+    const T beta = std::exp(from.max - new_max);  // from's sums at the new maximum
+    into.sum += beta * from.sum;
+    for (std::size_t c = 0; c < into.d_v; ++c) into.acc[c] += beta * from.acc[c];
+}
+
 /// @brief Combine the states of two disjoint sets of keys into the state of their
 /// union.
 /// @param a, b states of the same n rows and width d_v
@@ -97,17 +117,8 @@ inline SoftmaxState merge_softmax_states(const SoftmaxState& a, const SoftmaxSta
     if (a.acc.shape() != b.acc.shape())
         throw std::invalid_argument("merge_softmax_states: shapes differ");
     SoftmaxState merged = a;
-    for (std::size_t i = 0; i < a.max.size(); ++i) {
-        const double new_max = std::max(a.max(i), b.max(i));
-        if (new_max == -std::numeric_limits<double>::infinity())
-            continue;  // no key on either side
-        const double alpha = std::exp(a.max(i) - new_max),
-                     beta = std::exp(b.max(i) - new_max);
-        merged.max(i) = new_max;
-        merged.sum(i) = alpha * a.sum(i) + beta * b.sum(i);
-        for (std::size_t c = 0; c < a.acc.shape(1); ++c)
-            merged.acc(i, c) = alpha * a.acc(i, c) + beta * b.acc(i, c);
-    }
+    for (std::size_t i = 0; i < a.max.size(); ++i)
+        merge_state_into(merged.row(i), b.row(i));
     return merged;
 }
 
@@ -118,13 +129,26 @@ inline xt::xtensor<double, 2> finish_softmax_state(const SoftmaxState& state)
 {
     xt::xtensor<double, 2> O = xt::zeros<double>(state.acc.shape());  // n×d_v
     for (std::size_t i = 0; i < O.shape(0); ++i)
-        if (state.sum(i) > 0)
-            for (std::size_t c = 0; c < O.shape(1); ++c)
-                O(i, c) = state.acc(i, c) / state.sum(i);
+        finish_row(state.row(i), O.data() + i * O.shape(1));
     return O;
 }
 
-// ⟨Choose the kernel⟩ 13-flash-attention.md:1163
+// ⟨Describe one attention problem⟩ 13-flash-attention.md:235
+/// @brief One attention problem as the kernels see it: O = softmax(scale·Q·Kᵀ)·V over
+/// row-major rows at the given strides (a stride ≥ its row's width).
+template <class T>
+struct AttentionProblem {
+    const T* Q;  ///< query i: d_k numbers at Q + i·ld_q
+    const T* K;  ///< key j: d_k numbers at K + j·ld_k
+    const T* V;  ///< value j: d_v numbers at V + j·ld_v
+    T* O;        ///< output i: d_v numbers at O + i·ld_o (written)
+    std::size_t n, m, d_k, d_v;          ///< queries, keys, key width, value width
+    std::size_t ld_q, ld_k, ld_v, ld_o;  ///< row strides of Q, K, V, O
+    double scale;  ///< multiplies every q·k; 1/√d_k for attention
+    bool causal;   ///< query i attends only keys j ≤ i (needs n = m)
+};
+
+// ⟨Choose the kernel⟩ 13-flash-attention.md:1186
 /// @brief Which kernel flash_attention<float> may use: the fastest the processor has,
 /// at most.
 enum class FlashKernel {
@@ -137,7 +161,7 @@ enum class FlashKernel {
     emulated_avx2,    ///< for tests: the 8-lane kernel in plain C++, bit for bit AVX2's
 };
 
-// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:238
+// ⟨Choose the tiles and threads⟩ 13-flash-attention.md:275
 /// @brief Tile sizes and threads of flash_attention; a 0 means "choose from the
 /// machine".
 struct FlashOptions {
@@ -151,7 +175,7 @@ namespace detail {
 
 constexpr std::size_t micro_rows = 6;  // query rows in the vector kernel's registers
 
-// ⟨Share tiles among threads⟩ 13-flash-attention.md:255
+// ⟨Share tiles among threads⟩ 13-flash-attention.md:292
 /// Run body(t) for every t in [0, count) on `threads` threads; each takes the next t
 /// when it is free.
 template <class Body>
@@ -170,7 +194,7 @@ void parallel_for(std::size_t count, unsigned threads, Body&& body)
 inline std::size_t ceil_div(std::size_t a, std::size_t b) { return (a + b - 1) / b; }
 inline std::size_t round_up(std::size_t a, std::size_t b) { return ceil_div(a, b) * b; }
 
-// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:316
+// ⟨Count the key tiles that are not fully masked⟩ 13-flash-attention.md:358
 /// Key tiles that query rows [i0, i1) must visit: all, or in causal attention only
 /// those starting at or before the last row i1 − 1 (every later tile is masked for
 /// every row).
@@ -180,7 +204,24 @@ inline std::size_t key_tiles_to_visit(std::size_t m, std::size_t i1,
     return ceil_div(causal ? std::min(m, i1) : m, key_tile);
 }
 
-// ⟨Read the cache sizes from the machine⟩ 13-flash-attention.md:389
+// ⟨Check a problem⟩ 13-flash-attention.md:254
+/// Throw std::invalid_argument unless the problem keeps the kernel contract: m ≥ 1,
+/// d_k ≥ 1, strides at least the rows' widths, n = m when causal.
+template <class T>
+void check_problem(const AttentionProblem<T>& p)
+{
+    const std::string where = "flash_attention: ";
+    const std::string sizes = "n = " + std::to_string(p.n) + ", m = " +
+                              std::to_string(p.m) + ", d_k = " + std::to_string(p.d_k);
+    if (p.m == 0 || p.d_k == 0)
+        throw std::invalid_argument(where + "need m ≥ 1 keys of d_k ≥ 1, not " + sizes);
+    if (p.ld_q < p.d_k || p.ld_k < p.d_k || p.ld_v < p.d_v || p.ld_o < p.d_v)
+        throw std::invalid_argument(where + "a row stride is shorter than its row");
+    if (p.causal && p.n != p.m)
+        throw std::invalid_argument(where + "causal needs n == m, not " + sizes);
+}
+
+// ⟨Read the cache sizes from the machine⟩ 13-flash-attention.md:413
 /// @brief One core's data caches, as the tile planner uses them.
 struct CacheSizes {
     std::size_t l1d_bytes = 32 * 1024;  ///< level-1 data cache (fallback: 32 KiB)
@@ -202,7 +243,7 @@ inline const CacheSizes& cache_sizes()
     return sizes;
 }
 
-// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:419
+// ⟨Size the tiles for the caches⟩ 13-flash-attention.md:443
 /// Fill the zeros in `options` from the machine: a key tile's keys and values take a
 /// quarter of L2, and a group's 6×B_c scores at most half of L1d.
 inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_t d_v)
@@ -220,91 +261,75 @@ inline FlashOptions plan_flash(FlashOptions options, std::size_t d_k, std::size_
     return options;
 }
 
-// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:280
-/// The portable kernel for query rows [i0, i1): key tiles in order, one online-softmax
-/// update per row and tile.
+// ⟨Attend with one query tile, in plain loops⟩ 13-flash-attention.md:318
+/// The portable kernel for query rows [i0, i1): key tiles in order, and each tile one
+/// run of chapter 6's online softmax for every row.
 template <class T>
-void attend_query_tile_portable(const T* Q, const T* K, const T* V, T* O,
-                                std::size_t i0, std::size_t i1, std::size_t m,
-                                std::size_t d_k, std::size_t d_v, bool causal,
-                                std::size_t key_tile)
+void attend_query_tile_portable(const AttentionProblem<T>& p, std::size_t i0,
+                                std::size_t i1, std::size_t key_tile)
 {
-    const T scale = T(1) / std::sqrt(T(d_k));
+    const T scale = T(p.scale);
     const std::size_t rows = i1 - i0;
     std::vector<T> row_max(rows, -std::numeric_limits<T>::infinity());  // B_r
     std::vector<T> row_sum(rows, T(0));                                 // B_r
-    std::vector<T> acc(rows * d_v, T(0)), s(key_tile);                  // B_r×d_v, B_c
-    const std::size_t tiles = key_tiles_to_visit(m, i1, key_tile, causal);
+    std::vector<T> acc(rows * p.d_v, T(0)), s(key_tile);                // B_r×d_v, B_c
+    auto row = [&](std::size_t i) {  // row i's state (m, ℓ, o)
+        return SoftmaxRow<T>{row_max[i - i0], row_sum[i - i0],
+                             acc.data() + (i - i0) * p.d_v, p.d_v};
+    };
+    const std::size_t tiles = key_tiles_to_visit(p.m, i1, key_tile, p.causal);
     for (std::size_t t = 0; t < tiles; ++t) {
-        const std::size_t j0 = t * key_tile, j1 = std::min(m, j0 + key_tile);
+        const std::size_t j0 = t * key_tile, j1 = std::min(p.m, j0 + key_tile);
         for (std::size_t i = i0; i < i1; ++i) {
             // causal: keys j ≤ i only
-            const std::size_t j_end = causal ? std::min(j1, i + 1) : j1;
+            const std::size_t j_end = p.causal ? std::min(j1, i + 1) : j1;
             if (j_end <= j0) continue;  // row i sees none of this tile
-            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:327
-            T tile_max = -std::numeric_limits<T>::infinity();
+            // ⟨Score row i against the key tile⟩ 13-flash-attention.md:369
+            const T* q_i = p.Q + i * p.ld_q;
             for (std::size_t j = j0; j < j_end; ++j) {
+                const T* k_j = p.K + j * p.ld_k;
                 T dot = 0;
-                for (std::size_t c = 0; c < d_k; ++c) dot += Q[i * d_k + c] * K[j * d_k + c];
+                for (std::size_t c = 0; c < p.d_k; ++c) dot += q_i[c] * k_j[c];
                 s[j - j0] = dot * scale;
-                tile_max = std::max(tile_max, s[j - j0]);
             }
-            // ⟨Update row i's state with the tile⟩ 13-flash-attention.md:337
-            const std::size_t r = i - i0;
-            const T new_max = std::max(row_max[r], tile_max);
-            const T alpha = std::exp(row_max[r] - new_max);  // 0 on the row's first tile (m = −∞)
-            T* o = acc.data() + r * d_v;  // row r of the tile's outputs (d_v may be 0)
-            for (std::size_t c = 0; c < d_v; ++c) o[c] *= alpha;
-            T p_sum = 0;
-            for (std::size_t j = j0; j < j_end; ++j) {
-                const T p = std::exp(s[j - j0] - new_max);
-                p_sum += p;
-                for (std::size_t c = 0; c < d_v; ++c) o[c] += p * V[j * d_v + c];
-            }
-            row_sum[r] = alpha * row_sum[r] + p_sum;
-            row_max[r] = new_max;
+            add_scored_keys(row(i), s.data(), p.V + j0 * p.ld_v, p.ld_v, j_end - j0);
         }
     }
     for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc[(i - i0) * d_v + c] / row_sum[i - i0];
+        finish_row(row(i), p.O + i * p.ld_o);
 }
 
-// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:357
+// ⟨Run the portable kernel on every query tile⟩ 13-flash-attention.md:384
 /// The portable kernel over all query tiles, shared among the threads.
 template <class T>
-void flash_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
-                    std::size_t m, std::size_t d_k, std::size_t d_v, bool causal,
-                    const FlashOptions& plan)
+void flash_portable(const AttentionProblem<T>& p, const FlashOptions& plan)
 {
-    parallel_for(ceil_div(n, plan.query_tile), plan.threads, [&](std::size_t tile) {
+    parallel_for(ceil_div(p.n, plan.query_tile), plan.threads, [&](std::size_t tile) {
         const std::size_t i0 = tile * plan.query_tile,
-                          i1 = std::min(n, i0 + plan.query_tile);
-        attend_query_tile_portable(Q, K, V, O, i0, i1, m, d_k, d_v, causal,
-                                   plan.key_tile);
+                          i1 = std::min(p.n, i0 + plan.query_tile);
+        attend_query_tile_portable(p, i0, i1, plan.key_tile);
     });
 }
 
-// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1119
+// ⟨Compute attention in three passes, in plain loops⟩ 13-flash-attention.md:1142
 /// The portable three-pass baseline: S = Q·Kᵀ·scale (n×m), the softmax of each row,
 /// then O = P·V.
 template <class T>
-void unfused_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
-                      std::size_t m, std::size_t d_k, std::size_t d_v, bool causal,
-                      const FlashOptions& plan)
+void unfused_portable(const AttentionProblem<T>& p, const FlashOptions& plan)
 {
-    const T scale = T(1) / std::sqrt(T(d_k));
-    std::vector<T> S(n * m);  // n×m
-    auto seen = [&](std::size_t i) { return causal ? std::min(m, i + 1) : m; };  // keys
-    parallel_for(n, plan.threads, [&](std::size_t i) {  // pass 1: scores
+    const T scale = T(p.scale);
+    const std::size_t m = p.m;
+    std::vector<T> S(p.n * m);  // n×m
+    auto seen = [&](std::size_t i) { return p.causal ? std::min(m, i + 1) : m; };
+    parallel_for(p.n, plan.threads, [&](std::size_t i) {  // pass 1: scores
         for (std::size_t j = 0; j < seen(i); ++j) {
             T dot = 0;
-            for (std::size_t c = 0; c < d_k; ++c)
-                dot += Q[i * d_k + c] * K[j * d_k + c];
+            for (std::size_t c = 0; c < p.d_k; ++c)
+                dot += p.Q[i * p.ld_q + c] * p.K[j * p.ld_k + c];
             S[i * m + j] = dot * scale;
         }
     });
-    parallel_for(n, plan.threads, [&](std::size_t i) {  // pass 2: the stable softmax
+    parallel_for(p.n, plan.threads, [&](std::size_t i) {  // pass 2: the stable softmax
         T* s = &S[i * m];
         const T largest = *std::max_element(s, s + seen(i));
         T total = 0;
@@ -312,15 +337,16 @@ void unfused_portable(const T* Q, const T* K, const T* V, T* O, std::size_t n,
             total += s[j] = std::exp(s[j] - largest);
         for (std::size_t j = 0; j < seen(i); ++j) s[j] /= total;
     });
-    parallel_for(n, plan.threads, [&](std::size_t i) {  // pass 3: O = P·V
-        for (std::size_t c = 0; c < d_v; ++c) O[i * d_v + c] = 0;
+    parallel_for(p.n, plan.threads, [&](std::size_t i) {  // pass 3: O = P·V
+        T* o = p.O + i * p.ld_o;
+        for (std::size_t c = 0; c < p.d_v; ++c) o[c] = 0;
         for (std::size_t j = 0; j < seen(i); ++j)
-            for (std::size_t c = 0; c < d_v; ++c)
-                O[i * d_v + c] += S[i * m + j] * V[j * d_v + c];
+            for (std::size_t c = 0; c < p.d_v; ++c)
+                o[c] += S[i * m + j] * p.V[j * p.ld_v + c];
     });
 }
 
-// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:735
+// ⟨Allocate aligned buffers⟩ 13-flash-attention.md:758
 /// Floats on 64-byte boundaries (a cache line), zero-filled.
 struct AlignedFloats {
     explicit AlignedFloats(std::size_t count)
@@ -339,7 +365,7 @@ private:
     std::unique_ptr<float, Free> data;
 };
 
-// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:689
+// ⟨Pack the keys and values into panels⟩ 13-flash-attention.md:713
 /// Keys and values of every key tile, in the order the vector kernel reads them.
 struct KeyPanels {
     std::size_t tile, group;      ///< B_c; keys per group (the kernel's micro_cols)
@@ -357,25 +383,24 @@ struct KeyPanels {
     }
 };
 
-/// Copy K (m×d_k) and V (m×d_v) into panels of `tile` keys in groups of `group`,
-/// zero-padded.
-inline KeyPanels pack_keys(const float* K, const float* V, std::size_t m,
-                           std::size_t d_k, std::size_t d_v, std::size_t tile,
+/// Copy the problem's K (m×d_k) and V (m×d_v) into panels of `tile` keys in groups
+/// of `group`, zero-padded.
+inline KeyPanels pack_keys(const AttentionProblem<float>& p, std::size_t tile,
                            std::size_t group)
 {
-    const std::size_t tiles = ceil_div(m, tile), padded_tile = round_up(tile, group);
-    const std::size_t padded_d_v = round_up(d_v, group);
-    KeyPanels panels{tile, group, padded_tile, d_k, padded_d_v,
-                     AlignedFloats(tiles * padded_tile * d_k),
+    const std::size_t tiles = ceil_div(p.m, tile), padded_tile = round_up(tile, group);
+    const std::size_t padded_d_v = round_up(p.d_v, group);
+    KeyPanels panels{tile, group, padded_tile, p.d_k, padded_d_v,
+                     AlignedFloats(tiles * padded_tile * p.d_k),
                      AlignedFloats(tiles * padded_tile * padded_d_v)};
-    for (std::size_t j = 0; j < m; ++j) {
+    for (std::size_t j = 0; j < p.m; ++j) {
         const std::size_t t = j / tile, r = j % tile;  // key j is row r of tile t
-        float* k = panels.k.get() + t * padded_tile * d_k + (r / group) * d_k * group +
-                   r % group;
-        for (std::size_t c = 0; c < d_k; ++c) k[c * group] = K[j * d_k + c];
+        float* k = panels.k.get() + t * padded_tile * p.d_k +
+                   (r / group) * p.d_k * group + r % group;
+        for (std::size_t c = 0; c < p.d_k; ++c) k[c * group] = p.K[j * p.ld_k + c];
         float* v = panels.v.get() + t * padded_tile * padded_d_v + r * group;
-        for (std::size_t c = 0; c < d_v; ++c)
-            v[(c / group) * padded_tile * group + c % group] = V[j * d_v + c];
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            v[(c / group) * padded_tile * group + c % group] = p.V[j * p.ld_v + c];
     }
     return panels;
 }
@@ -385,7 +410,7 @@ inline KeyPanels pack_keys(const float* K, const float* V, std::size_t m,
 /// has_avx2_fma().
 #define ATTN_SIMD __attribute__((target("avx2,fma")))
 namespace avx2 {
-// ⟨Name the AVX2 vector operations⟩ 13-flash-attention.md:474
+// ⟨Name the AVX2 vector operations⟩ 13-flash-attention.md:498
 using vfloat = __m256;  // 8 floats
 constexpr std::size_t lanes = 8;
 // vload and vstore need 32-byte aligned addresses; vloadu and vstoreu do not.
@@ -415,7 +440,7 @@ ATTN_SIMD inline vfloat vpow2(vfloat k)
         _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127));
     return _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
 }
-// ⟨Name the AVX2 vector operations⟩ +≡ 13-flash-attention.md:509
+// ⟨Name the AVX2 vector operations⟩ +≡ 13-flash-attention.md:533
 ATTN_SIMD inline float vreduce_max(vfloat x)
 {
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -429,10 +454,10 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -463,7 +488,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -493,7 +518,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -530,7 +555,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -567,34 +592,32 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
-/// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
-/// (n×d_v).
-ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
-                                        std::size_t i0, std::size_t i1, std::size_t m,
-                                        std::size_t d_v, bool causal)
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
+/// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
+ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
+                                        const KeyPanels& keys, std::size_t i0,
+                                        std::size_t i1)
 {
     const std::size_t d_k = keys.d_k, padded_d_v = keys.padded_d_v;
     const std::size_t ld = keys.padded_tile;  // row stride of the scores
     const std::size_t groups = ceil_div(i1 - i0, micro_rows);
     const std::size_t rows = groups * micro_rows;
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats s(micro_rows * ld);      // 6×B_c scores of one group
     AlignedFloats acc(rows * padded_d_v);  // B_r×d_v outputs, not yet divided by ℓ
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
-    const std::size_t tiles = key_tiles_to_visit(m, i1, keys.tile, causal);
+    const std::size_t tiles = key_tiles_to_visit(p.m, i1, keys.tile, p.causal);
     for (std::size_t t = 0; t < tiles; ++t) {
-        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
+        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest == 0) continue;  // the whole group is above the diagonal
@@ -610,55 +633,51 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
         }
     }
     for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
-ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
-                                   float* O, std::size_t n, std::size_t m,
-                                   std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
-    const std::size_t tiles = ceil_div(n, plan.query_tile);
+    const KeyPanels keys = pack_keys(p, plan.key_tile, micro_cols);
+    const std::size_t tiles = ceil_div(p.n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
         // causal: the tiles with the most keys first
-        const std::size_t tile = causal ? tiles - 1 - task : task;
+        const std::size_t tile = p.causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
-                          i1 = std::min(n, i0 + plan.query_tile);
-        attend_query_tile(Q, keys, O, i0, i1, m, d_v, causal);
+                          i1 = std::min(p.n, i0 + plan.query_tile);
+        attend_query_tile(p, keys, i0, i1);
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
-ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float* V,
-                                     float* O, std::size_t n, std::size_t m,
-                                     std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
                                      const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, m, micro_cols);  // a tile of m
-    const std::size_t groups = ceil_div(n, micro_rows), rows = groups * micro_rows;
+    const KeyPanels keys = pack_keys(p, p.m, micro_cols);  // one tile of all m keys
+    const std::size_t groups = ceil_div(p.n, micro_rows), rows = groups * micro_rows;
     const std::size_t ld = keys.padded_tile, padded_d_v = keys.padded_d_v;
-    const std::size_t i0 = 0, i1 = n, j0 = 0, cols = m;  // every row, every key
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const std::size_t i0 = 0, i1 = p.n, j0 = 0, cols = p.m;  // every row, every key
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats S(rows * ld), acc(rows * padded_d_v);  // n×m scores, n×d_v outputs
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest > 0) step(g, q, visible, round_up(widest, micro_cols));
@@ -666,7 +685,8 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     };
     each_group([&](std::size_t g, const float* const* q, const std::size_t*,
                    std::size_t w) {
-        score_micro_rows(q, keys.k_panel(0), d_k, w, S.get() + g * micro_rows * ld, ld);
+        score_micro_rows(q, keys.k_panel(0), p.d_k, w, S.get() + g * micro_rows * ld,
+                         ld);
     });
     each_group([&](std::size_t g, const float* const*, const std::size_t* visible,
                    std::size_t w) {
@@ -681,9 +701,9 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
                               padded_d_v, none, acc.get() + g * micro_rows * padded_d_v,
                               padded_d_v);
     });
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
+    for (std::size_t i = 0; i < p.n; ++i)
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
 }
 }  // namespace avx2
 #undef ATTN_SIMD
@@ -695,7 +715,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 #pragma GCC diagnostic ignored "-Wuninitialized"  // inputs (its bug 105593)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace avx512 {
-// ⟨Name the AVX-512 vector operations⟩ 13-flash-attention.md:530
+// ⟨Name the AVX-512 vector operations⟩ 13-flash-attention.md:554
 using vfloat = __m512;  // 16 floats
 constexpr std::size_t lanes = 16;
 // vload and vstore need 64-byte aligned addresses; vloadu and vstoreu do not.
@@ -746,10 +766,10 @@ ATTN_SIMD inline float vreduce_add(vfloat x)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -780,7 +800,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -810,7 +830,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -847,7 +867,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -884,34 +904,32 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
-/// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
-/// (n×d_v).
-ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
-                                        std::size_t i0, std::size_t i1, std::size_t m,
-                                        std::size_t d_v, bool causal)
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
+/// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
+ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
+                                        const KeyPanels& keys, std::size_t i0,
+                                        std::size_t i1)
 {
     const std::size_t d_k = keys.d_k, padded_d_v = keys.padded_d_v;
     const std::size_t ld = keys.padded_tile;  // row stride of the scores
     const std::size_t groups = ceil_div(i1 - i0, micro_rows);
     const std::size_t rows = groups * micro_rows;
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats s(micro_rows * ld);      // 6×B_c scores of one group
     AlignedFloats acc(rows * padded_d_v);  // B_r×d_v outputs, not yet divided by ℓ
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
-    const std::size_t tiles = key_tiles_to_visit(m, i1, keys.tile, causal);
+    const std::size_t tiles = key_tiles_to_visit(p.m, i1, keys.tile, p.causal);
     for (std::size_t t = 0; t < tiles; ++t) {
-        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
+        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest == 0) continue;  // the whole group is above the diagonal
@@ -927,55 +945,51 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
         }
     }
     for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
-ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
-                                   float* O, std::size_t n, std::size_t m,
-                                   std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
-    const std::size_t tiles = ceil_div(n, plan.query_tile);
+    const KeyPanels keys = pack_keys(p, plan.key_tile, micro_cols);
+    const std::size_t tiles = ceil_div(p.n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
         // causal: the tiles with the most keys first
-        const std::size_t tile = causal ? tiles - 1 - task : task;
+        const std::size_t tile = p.causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
-                          i1 = std::min(n, i0 + plan.query_tile);
-        attend_query_tile(Q, keys, O, i0, i1, m, d_v, causal);
+                          i1 = std::min(p.n, i0 + plan.query_tile);
+        attend_query_tile(p, keys, i0, i1);
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
-ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float* V,
-                                     float* O, std::size_t n, std::size_t m,
-                                     std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
                                      const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, m, micro_cols);  // a tile of m
-    const std::size_t groups = ceil_div(n, micro_rows), rows = groups * micro_rows;
+    const KeyPanels keys = pack_keys(p, p.m, micro_cols);  // one tile of all m keys
+    const std::size_t groups = ceil_div(p.n, micro_rows), rows = groups * micro_rows;
     const std::size_t ld = keys.padded_tile, padded_d_v = keys.padded_d_v;
-    const std::size_t i0 = 0, i1 = n, j0 = 0, cols = m;  // every row, every key
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const std::size_t i0 = 0, i1 = p.n, j0 = 0, cols = p.m;  // every row, every key
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats S(rows * ld), acc(rows * padded_d_v);  // n×m scores, n×d_v outputs
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest > 0) step(g, q, visible, round_up(widest, micro_cols));
@@ -983,7 +997,8 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     };
     each_group([&](std::size_t g, const float* const* q, const std::size_t*,
                    std::size_t w) {
-        score_micro_rows(q, keys.k_panel(0), d_k, w, S.get() + g * micro_rows * ld, ld);
+        score_micro_rows(q, keys.k_panel(0), p.d_k, w, S.get() + g * micro_rows * ld,
+                         ld);
     });
     each_group([&](std::size_t g, const float* const*, const std::size_t* visible,
                    std::size_t w) {
@@ -998,9 +1013,9 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
                               padded_d_v, none, acc.get() + g * micro_rows * padded_d_v,
                               padded_d_v);
     });
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
+    for (std::size_t i = 0; i < p.n; ++i)
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
 }
 }  // namespace avx512
 #pragma GCC diagnostic pop
@@ -1010,7 +1025,7 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
 #define ATTN_SIMD  // the plain twins: no attribute, any processor
 namespace emulated8 {
 constexpr std::size_t lanes = 8;
-// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:589
+// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:613
 struct vfloat {
     float lane[lanes];
 };
@@ -1074,10 +1089,10 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -1108,7 +1123,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1138,7 +1153,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1175,7 +1190,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1212,34 +1227,32 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
-/// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
-/// (n×d_v).
-ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
-                                        std::size_t i0, std::size_t i1, std::size_t m,
-                                        std::size_t d_v, bool causal)
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
+/// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
+ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
+                                        const KeyPanels& keys, std::size_t i0,
+                                        std::size_t i1)
 {
     const std::size_t d_k = keys.d_k, padded_d_v = keys.padded_d_v;
     const std::size_t ld = keys.padded_tile;  // row stride of the scores
     const std::size_t groups = ceil_div(i1 - i0, micro_rows);
     const std::size_t rows = groups * micro_rows;
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats s(micro_rows * ld);      // 6×B_c scores of one group
     AlignedFloats acc(rows * padded_d_v);  // B_r×d_v outputs, not yet divided by ℓ
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
-    const std::size_t tiles = key_tiles_to_visit(m, i1, keys.tile, causal);
+    const std::size_t tiles = key_tiles_to_visit(p.m, i1, keys.tile, p.causal);
     for (std::size_t t = 0; t < tiles; ++t) {
-        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
+        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest == 0) continue;  // the whole group is above the diagonal
@@ -1255,55 +1268,51 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
         }
     }
     for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
-ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
-                                   float* O, std::size_t n, std::size_t m,
-                                   std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
-    const std::size_t tiles = ceil_div(n, plan.query_tile);
+    const KeyPanels keys = pack_keys(p, plan.key_tile, micro_cols);
+    const std::size_t tiles = ceil_div(p.n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
         // causal: the tiles with the most keys first
-        const std::size_t tile = causal ? tiles - 1 - task : task;
+        const std::size_t tile = p.causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
-                          i1 = std::min(n, i0 + plan.query_tile);
-        attend_query_tile(Q, keys, O, i0, i1, m, d_v, causal);
+                          i1 = std::min(p.n, i0 + plan.query_tile);
+        attend_query_tile(p, keys, i0, i1);
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
-ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float* V,
-                                     float* O, std::size_t n, std::size_t m,
-                                     std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
                                      const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, m, micro_cols);  // a tile of m
-    const std::size_t groups = ceil_div(n, micro_rows), rows = groups * micro_rows;
+    const KeyPanels keys = pack_keys(p, p.m, micro_cols);  // one tile of all m keys
+    const std::size_t groups = ceil_div(p.n, micro_rows), rows = groups * micro_rows;
     const std::size_t ld = keys.padded_tile, padded_d_v = keys.padded_d_v;
-    const std::size_t i0 = 0, i1 = n, j0 = 0, cols = m;  // every row, every key
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const std::size_t i0 = 0, i1 = p.n, j0 = 0, cols = p.m;  // every row, every key
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats S(rows * ld), acc(rows * padded_d_v);  // n×m scores, n×d_v outputs
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest > 0) step(g, q, visible, round_up(widest, micro_cols));
@@ -1311,7 +1320,8 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     };
     each_group([&](std::size_t g, const float* const* q, const std::size_t*,
                    std::size_t w) {
-        score_micro_rows(q, keys.k_panel(0), d_k, w, S.get() + g * micro_rows * ld, ld);
+        score_micro_rows(q, keys.k_panel(0), p.d_k, w, S.get() + g * micro_rows * ld,
+                         ld);
     });
     each_group([&](std::size_t g, const float* const*, const std::size_t* visible,
                    std::size_t w) {
@@ -1326,15 +1336,15 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
                               padded_d_v, none, acc.get() + g * micro_rows * padded_d_v,
                               padded_d_v);
     });
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
+    for (std::size_t i = 0; i < p.n; ++i)
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
 }
 }  // namespace emulated8
 
 namespace emulated16 {
 constexpr std::size_t lanes = 16;
-// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:589
+// ⟨Emulate the vector operations in plain C++⟩ 13-flash-attention.md:613
 struct vfloat {
     float lane[lanes];
 };
@@ -1398,10 +1408,10 @@ inline float vreduce_add(vfloat x)
         for (std::size_t l = 0; l < half; ++l) x.lane[l] = x.lane[l] + x.lane[l + half];
     return x.lane[0];
 }
-// ⟨Write the vector kernel once⟩ 13-flash-attention.md:659
+// ⟨Write the vector kernel once⟩ 13-flash-attention.md:683
 constexpr std::size_t micro_cols = 2 * lanes;  // keys per group: two vectors
 
-// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:828
+// ⟨Compute 2^x for a vector of floats⟩ 13-flash-attention.md:851
 /// 2^x lane by lane: relative error below 3e-7 on [−126, 128); 0 for x ≤ −127 (and −∞).
 ATTN_SIMD inline vfloat vexp2(vfloat x)
 {
@@ -1432,7 +1442,7 @@ ATTN_SIMD inline void exp2_array(const float* x, float* y, std::size_t count)
     }
 }
 
-// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:766
+// ⟨Score six query rows against the key tile⟩ 13-flash-attention.md:789
 /// S[r][j] = q_r · k_j for six query rows and the first `cols` keys of a panel
 /// (cols a multiple of micro_cols); S is 6×ld_s.
 ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
@@ -1462,7 +1472,7 @@ ATTN_SIMD inline void score_micro_rows(const float* const q[micro_rows],
     }
 }
 
-// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:878
+// ⟨Update six rows' state with the tile⟩ 13-flash-attention.md:906
 /// Online-softmax update of six rows: mask, new maximum, P = 2^(S·scale − m') in place,
 /// sums; α per row.
 ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t cols,
@@ -1499,7 +1509,7 @@ ATTN_SIMD inline void softmax_micro_rows(float* s, std::size_t ld_s, std::size_t
     }
 }
 
-// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:925
+// ⟨Add six rows' weighted values⟩ 13-flash-attention.md:953
 /// o[r] = α_r·o[r] + Σ_j P[r][j]·v_j for six rows, over the first `cols` keys of a
 /// value panel (padded_tile keys per block of micro_cols columns, padded_d_v columns).
 ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
@@ -1536,34 +1546,32 @@ ATTN_SIMD inline void accumulate_micro_rows(const float* p, std::size_t ld_p,
     }
 }
 
-// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:974
-/// The vector kernel for query rows [i0, i1) of Q (n×d_k), writing rows [i0, i1) of O
-/// (n×d_v).
-ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, float* O,
-                                        std::size_t i0, std::size_t i1, std::size_t m,
-                                        std::size_t d_v, bool causal)
+// ⟨Attend with one query tile, six rows at a time⟩ 13-flash-attention.md:1002
+/// The vector kernel for the problem's query rows [i0, i1), writing those rows of O.
+ATTN_SIMD inline void attend_query_tile(const AttentionProblem<float>& p,
+                                        const KeyPanels& keys, std::size_t i0,
+                                        std::size_t i1)
 {
     const std::size_t d_k = keys.d_k, padded_d_v = keys.padded_d_v;
     const std::size_t ld = keys.padded_tile;  // row stride of the scores
     const std::size_t groups = ceil_div(i1 - i0, micro_rows);
     const std::size_t rows = groups * micro_rows;
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats s(micro_rows * ld);      // 6×B_c scores of one group
     AlignedFloats acc(rows * padded_d_v);  // B_r×d_v outputs, not yet divided by ℓ
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
-    const std::size_t tiles = key_tiles_to_visit(m, i1, keys.tile, causal);
+    const std::size_t tiles = key_tiles_to_visit(p.m, i1, keys.tile, p.causal);
     for (std::size_t t = 0; t < tiles; ++t) {
-        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, m - j0);
+        const std::size_t j0 = t * keys.tile, cols = std::min(keys.tile, p.m - j0);
         for (std::size_t g = 0; g < groups; ++g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest == 0) continue;  // the whole group is above the diagonal
@@ -1579,55 +1587,51 @@ ATTN_SIMD inline void attend_query_tile(const float* Q, const KeyPanels& keys, f
         }
     }
     for (std::size_t i = i0; i < i1; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] =
+                acc.get()[(i - i0) * padded_d_v + c] / row_sum[i - i0];
 }
 
-// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1030
+// ⟨Run the vector kernel on every query tile⟩ 13-flash-attention.md:1057
 /// The vector kernel over all query tiles, shared among the threads.
-ATTN_SIMD inline void flash_vector(const float* Q, const float* K, const float* V,
-                                   float* O, std::size_t n, std::size_t m,
-                                   std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void flash_vector(const AttentionProblem<float>& p,
                                    const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, plan.key_tile, micro_cols);
-    const std::size_t tiles = ceil_div(n, plan.query_tile);
+    const KeyPanels keys = pack_keys(p, plan.key_tile, micro_cols);
+    const std::size_t tiles = ceil_div(p.n, plan.query_tile);
     parallel_for(tiles, plan.threads, [&](std::size_t task) {
         // causal: the tiles with the most keys first
-        const std::size_t tile = causal ? tiles - 1 - task : task;
+        const std::size_t tile = p.causal ? tiles - 1 - task : task;
         const std::size_t i0 = tile * plan.query_tile,
-                          i1 = std::min(n, i0 + plan.query_tile);
-        attend_query_tile(Q, keys, O, i0, i1, m, d_v, causal);
+                          i1 = std::min(p.n, i0 + plan.query_tile);
+        attend_query_tile(p, keys, i0, i1);
     });
 }
 
-// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1063
+// ⟨Compute attention in three passes with the same steps⟩ 13-flash-attention.md:1088
 /// The three-pass baseline: scores S (n×m) of all rows, then P = softmax(S) in place,
 /// then O = P·V; the fused kernel's micro-kernels, with the n×m matrix stored in
 /// between.
-ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float* V,
-                                     float* O, std::size_t n, std::size_t m,
-                                     std::size_t d_k, std::size_t d_v, bool causal,
+ATTN_SIMD inline void unfused_vector(const AttentionProblem<float>& p,
                                      const FlashOptions& plan)
 {
-    const KeyPanels keys = pack_keys(K, V, m, d_k, d_v, m, micro_cols);  // a tile of m
-    const std::size_t groups = ceil_div(n, micro_rows), rows = groups * micro_rows;
+    const KeyPanels keys = pack_keys(p, p.m, micro_cols);  // one tile of all m keys
+    const std::size_t groups = ceil_div(p.n, micro_rows), rows = groups * micro_rows;
     const std::size_t ld = keys.padded_tile, padded_d_v = keys.padded_d_v;
-    const std::size_t i0 = 0, i1 = n, j0 = 0, cols = m;  // every row, every key
-    // log₂e/√d_k
-    const float scale = float(1.4426950408889634 / std::sqrt(double(d_k)));
+    const std::size_t i0 = 0, i1 = p.n, j0 = 0, cols = p.m;  // every row, every key
+    const float scale = float(1.4426950408889634 * p.scale);  // log₂e/√d_k
     AlignedFloats S(rows * ld), acc(rows * padded_d_v);  // n×m scores, n×d_v outputs
     std::vector<float> row_max(rows, -std::numeric_limits<float>::infinity());
     std::vector<float> row_sum(rows, 0.0f);
     auto each_group = [&](auto step) {  // one pass: step(g, q, visible, width), every g
         parallel_for(groups, plan.threads, [&](std::size_t g) {
-            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1014
+            // ⟨Point at the group's six rows and what they see⟩ 13-flash-attention.md:1041
             const float* q[micro_rows];  // the six query rows
             std::size_t visible[micro_rows], widest = 0;
             for (std::size_t r = 0; r < micro_rows; ++r) {
                 const std::size_t i = std::min(i0 + g * micro_rows + r, i1 - 1);  // past i1: repeat
-                q[r] = Q + i * d_k;
-                visible[r] = causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0 … i
+                q[r] = p.Q + i * p.ld_q;
+                visible[r] = p.causal ? std::min(cols, i + 1 > j0 ? i + 1 - j0 : 0) : cols;  // j0…i
                 widest = std::max(widest, visible[r]);
             }
             if (widest > 0) step(g, q, visible, round_up(widest, micro_cols));
@@ -1635,7 +1639,8 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
     };
     each_group([&](std::size_t g, const float* const* q, const std::size_t*,
                    std::size_t w) {
-        score_micro_rows(q, keys.k_panel(0), d_k, w, S.get() + g * micro_rows * ld, ld);
+        score_micro_rows(q, keys.k_panel(0), p.d_k, w, S.get() + g * micro_rows * ld,
+                         ld);
     });
     each_group([&](std::size_t g, const float* const*, const std::size_t* visible,
                    std::size_t w) {
@@ -1650,14 +1655,14 @@ ATTN_SIMD inline void unfused_vector(const float* Q, const float* K, const float
                               padded_d_v, none, acc.get() + g * micro_rows * padded_d_v,
                               padded_d_v);
     });
-    for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t c = 0; c < d_v; ++c)
-            O[i * d_v + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
+    for (std::size_t i = 0; i < p.n; ++i)
+        for (std::size_t c = 0; c < p.d_v; ++c)
+            p.O[i * p.ld_o + c] = acc.get()[i * padded_d_v + c] / row_sum[i];
 }
 }  // namespace emulated16
 #undef ATTN_SIMD
 
-// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1180
+// ⟨Ask the processor which kernel it can run⟩ 13-flash-attention.md:1203
 /// True when the processor running the program has AVX2 and FMA.
 inline bool has_avx2_fma()
 {
@@ -1696,47 +1701,38 @@ inline FlashKernel resolve_kernel(FlashKernel requested)
     }
 }
 
-// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1223
+// ⟨Run the kernel chosen⟩ 13-flash-attention.md:1246
 /// Run the fused (flash) or the three-pass kernel that `plan.kernel` resolves to.
 template <class T>
-void run_kernel(bool fused, const T* Q, const T* K, const T* V, T* O, std::size_t n,
-                std::size_t m, std::size_t d_k, std::size_t d_v, bool causal,
-                const FlashOptions& plan)
+void run_kernel(bool fused, const AttentionProblem<T>& p, const FlashOptions& plan)
 {
     if constexpr (std::is_same_v<T, float>) {
         switch (resolve_kernel(plan.kernel)) {
 #if ATTN_FLASH_X86
         case FlashKernel::avx512:
-            return fused
-                       ? avx512::flash_vector(Q, K, V, O, n, m, d_k, d_v, causal, plan)
-                       : avx512::unfused_vector(Q, K, V, O, n, m, d_k, d_v, causal,
-                                                plan);
+            return fused ? avx512::flash_vector(p, plan)
+                         : avx512::unfused_vector(p, plan);
         case FlashKernel::avx2:
-            return fused
-                       ? avx2::flash_vector(Q, K, V, O, n, m, d_k, d_v, causal, plan)
-                       : avx2::unfused_vector(Q, K, V, O, n, m, d_k, d_v, causal, plan);
+            return fused ? avx2::flash_vector(p, plan)
+                         : avx2::unfused_vector(p, plan);
 #endif
         case FlashKernel::emulated_avx512:
-            return fused ? emulated16::flash_vector(Q, K, V, O, n, m, d_k, d_v, causal,
-                                                    plan)
-                         : emulated16::unfused_vector(Q, K, V, O, n, m, d_k, d_v,
-                                                      causal, plan);
+            return fused ? emulated16::flash_vector(p, plan)
+                         : emulated16::unfused_vector(p, plan);
         case FlashKernel::emulated_avx2:
-            return fused ? emulated8::flash_vector(Q, K, V, O, n, m, d_k, d_v, causal,
-                                                   plan)
-                         : emulated8::unfused_vector(Q, K, V, O, n, m, d_k, d_v, causal,
-                                                     plan);
+            return fused ? emulated8::flash_vector(p, plan)
+                         : emulated8::unfused_vector(p, plan);
         default:
             break;
         }
     }
     if (fused)
-        flash_portable(Q, K, V, O, n, m, d_k, d_v, causal, plan);
+        flash_portable(p, plan);
     else
-        unfused_portable(Q, K, V, O, n, m, d_k, d_v, causal, plan);
+        unfused_portable(p, plan);
 }
 
-// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1351
+// ⟨Check the inputs and run the kernel⟩ 13-flash-attention.md:1380
 /// Shapes checked, tiles planned, then the fused or three-pass kernel; n = 0 gives
 /// 0×d_v.
 template <class T>
@@ -1748,20 +1744,19 @@ xt::xtensor<T, 2> attention_with_kernel(bool fused, const xt::xtensor<T, 2>& Q,
     check_attention_shapes(Q, K, V);
     const std::size_t n = Q.shape(0), m = K.shape(0), d_k = Q.shape(1),
                       d_v = V.shape(1);
-    if (causal && n != m)
-        throw std::invalid_argument("flash_attention: causal needs n == m, not n = " +
-                                    std::to_string(n) + ", m = " + std::to_string(m));
-    const FlashOptions plan = plan_flash(options, d_k, d_v);
     xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
-    if (n == 0) return O;
-    run_kernel(fused, Q.data(), K.data(), V.data(), O.data(), n, m, d_k, d_v, causal,
-               plan);
+    const AttentionProblem<T> problem{Q.data(), K.data(), V.data(), O.data(),
+                                      n,        m,        d_k,      d_v,
+                                      d_k,      d_k,      d_v,      d_v,  // rows packed
+                                      1.0 / std::sqrt(double(d_k)),       causal};
+    check_problem(problem);
+    if (n > 0) run_kernel(fused, problem, plan_flash(options, d_k, d_v));
     return O;
 }
 
 }  // namespace detail
 
-// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1266
+// ⟨Name the kernel that runs⟩ 13-flash-attention.md:1280
 /// @brief The kernel flash_attention<float> runs with `options` on this processor:
 /// "AVX-512", "AVX2", "portable", or an emulated one's name.
 inline std::string flash_kernel_name(const FlashOptions& options = {})
@@ -1775,7 +1770,7 @@ inline std::string flash_kernel_name(const FlashOptions& options = {})
     }
 }
 
-// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1288
+// ⟨Compute attention in tiles⟩ 13-flash-attention.md:1303
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles with an online softmax
 /// (FlashAttention), never storing an n×m matrix: O(n·d) memory.
 /// @param Q queries, n×d_k
@@ -1817,6 +1812,20 @@ xt::xtensor<T, 2> flash_attention(const xt::xtensor<T, 2>& Q,
                                   const xt::xtensor<T, 2>& V, bool causal)
 {
     return flash_attention(Q, K, V, causal, FlashOptions{});
+}
+
+/// @brief Exact attention in tiles on a problem given by pointers and strides (for
+/// instance one head's columns of wider matrices): writes its n×d_v outputs.
+/// @param problem pointers, sizes, strides, scale and mask, checked as the tensors are
+/// @param options tile sizes, threads and kernel (zeros: chosen from the machine)
+template <class T>
+void flash_attention(const AttentionProblem<T>& problem,
+                     const FlashOptions& options = {})
+{
+    detail::check_problem(problem);
+    if (problem.n > 0)
+        detail::run_kernel(true, problem,
+                           detail::plan_flash(options, problem.d_k, problem.d_v));
 }
 
 /// @brief The three-pass baseline: the same micro-kernels as flash_attention, but the

@@ -1,8 +1,8 @@
 // Generated from chapters/16-decoding.md by tools/tangle.py; edit the chapter, not this file.
 #pragma once
 /// @file
-/// @brief Chapter 16: the softmax state of one query, the KV cache of one head, and
-/// split-KV attention of one query merged by the log-sum-exp rule.
+/// @brief Chapter 16: one query's attention over a run of keys, the KV cache of one
+/// head, and split-KV attention of one query merged by chapter 13's rule.
 
 #include <algorithm>
 #include <cmath>
@@ -15,19 +15,12 @@
 
 #include <xtensor/xtensor.hpp>
 
+#include "attn/flash_attention.hpp"
+#include "attn/sliding_window.hpp"
+
 namespace attn {
 
-// ⟨Keep the softmax state of one query⟩ 16-decoding.md:56
-/// @brief What one query has gathered from a set of keys: the largest scaled score,
-/// the sum of exp(s_j − max), and those weights times the values (not yet divided).
-template <class T>
-struct QueryState {
-    T max = -std::numeric_limits<T>::infinity();  ///< μ, −∞ while no key was seen
-    T sum = 0;                                     ///< ℓ = Σ exp(s_j − μ)
-    std::vector<T> acc;                            ///< a = Σ exp(s_j − μ)·v_j, d_v
-};
-
-// ⟨Take a dot product in eight lanes⟩ 16-decoding.md:74
+// ⟨Take a dot product in eight lanes⟩ 16-decoding.md:63
 namespace detail {
 /// Σ_c a_c b_c over d numbers, in eight interleaved partial sums added at the end
 /// (a fixed order, so every caller gets the same bits).
@@ -45,7 +38,7 @@ T dot_in_lanes(const T* a, const T* b, std::size_t d)
 }
 }  // namespace detail
 
-// ⟨Attend over a run of keys⟩ 16-decoding.md:101
+// ⟨Attend over a run of keys⟩ 16-decoding.md:91
 /// @brief The state of query `q` over keys [begin, end) of `keys` and `values`.
 /// @param q      d_k numbers
 /// @param keys   m×d_k, row-major; @param values m×d_v, row-major
@@ -59,33 +52,24 @@ QueryState<T> attend_keys(const T* q, const T* keys, const T* values, std::size_
     if (begin >= end) return state;
     const T scale = T(1) / std::sqrt(T(d_k));
     std::vector<T> scores(end - begin);
-    for (std::size_t j = begin; j < end; ++j) {  // pass 1: scores and their maximum
+    for (std::size_t j = begin; j < end; ++j)  // pass 1: the scores
         scores[j - begin] = detail::dot_in_lanes(q, keys + j * d_k, d_k) * scale;
-        // std::max skips a NaN score here; it reaches the sum in pass 2
-        state.max = std::max(state.max, scores[j - begin]);
-    }
-    for (std::size_t j = begin; j < end; ++j) {  // pass 2: weights and weighted values
-        const T weight = std::exp(scores[j - begin] - state.max);  // ≤ 1: no overflow
-        state.sum += weight;
-        const T* value_j = values + j * d_v;
-        for (std::size_t c = 0; c < d_v; ++c) state.acc[c] += weight * value_j[c];
-    }
+    // pass 2: weights and weighted values (chapter 6)
+    add_scored_keys(state.row(), scores.data(), values + begin * d_v, d_v, end - begin);
     return state;
 }
 
-// ⟨Finish a state into an output row⟩ 16-decoding.md:134
-/// @brief The output of a state: a / ℓ (d_v numbers); zeros if no key was seen.
+// ⟨Finish a state into an output row⟩ 16-decoding.md:117
+/// @brief The output of a state: o / ℓ (d_v numbers); zeros if no key was seen.
 template <class T>
 xt::xtensor<T, 1> finish_state(const QueryState<T>& state)
 {
     xt::xtensor<T, 1> out = xt::zeros<T>({state.acc.size()});  // d_v
-    if (!(state.sum > 0) && !std::isnan(state.sum)) return out;
-    for (std::size_t c = 0; c < state.acc.size(); ++c)
-        out(c) = state.acc[c] / state.sum;
+    finish_row(state.row(), out.data());
     return out;
 }
 
-// ⟨Merge two states of one query⟩ 16-decoding.md:759
+// ⟨Merge two states of one query⟩ 16-decoding.md:739
 /// @brief The state of one query over the keys of both `a` and `b` (disjoint sets).
 template <class T>
 QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
@@ -94,17 +78,12 @@ QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
         throw std::invalid_argument("merge_states: values of width " +
                                     std::to_string(a.acc.size()) + " and " +
                                     std::to_string(b.acc.size()));
-    const T max = std::max(a.max, b.max);
-    if (max == -std::numeric_limits<T>::infinity()) return a;  // neither saw a key
-    const T alpha = std::exp(a.max - max), beta = std::exp(b.max - max);  // ≤ 1 both
-    QueryState<T> merged{max, alpha * a.sum + beta * b.sum,
-                         std::vector<T>(a.acc.size())};
-    for (std::size_t c = 0; c < a.acc.size(); ++c)
-        merged.acc[c] = alpha * a.acc[c] + beta * b.acc[c];
+    QueryState<T> merged = a;
+    merge_state_into(merged.row(), b.row());
     return merged;
 }
 
-// ⟨Keep the keys and values of one head⟩ 16-decoding.md:157
+// ⟨Keep the keys and values of one head⟩ 16-decoding.md:138
 /// @brief The keys and values of one attention head, one row per token seen so far.
 template <class T>
 class KVCache {
@@ -177,7 +156,7 @@ private:
     std::vector<T> keys_, values_;  // m×d_k and m×d_v, row-major, growing by rows
 };
 
-// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:787
+// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:762
 /// @brief One query's attention over K, V computed in `parts` pieces and merged.
 /// @param q d_k numbers; @param K m×d_k; @param V m×d_v (m ≥ 1)
 /// @param parts P ≥ 1; more parts than keys are clamped to m (one key each)

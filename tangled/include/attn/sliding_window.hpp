@@ -10,6 +10,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <xtensor/xtensor.hpp>
@@ -59,7 +60,7 @@ inline Mask sliding_window_mask(std::size_t n, std::size_t window)
     return mask;
 }
 
-// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:147
+// ⟨Check the inputs of self-attention over one sequence⟩ 06-sliding-window.md:126
 /// Throw std::invalid_argument unless Q, K, V have
 /// valid shapes and as many keys as queries (m = n).
 template <class T>
@@ -75,8 +76,8 @@ void check_self_attention_inputs(const xt::xtensor<T, 2>& Q, const xt::xtensor<T
 }
 
 // ⟨Attend within the window, one query at a time⟩ 06-sliding-window.md:105
-/// @brief Sliding-window attention by plain loops
-/// over each query's window (the reference).
+/// @brief Sliding-window attention by chapter 2's row-by-row reference with the
+/// window's mask (the reference; it builds the n×n mask).
 /// @param Q queries, n×d_k; @param K keys, n×d_k;
 /// @param V values, n×d_v; @param window w ≥ 1
 /// @return outputs, n×d_v
@@ -88,31 +89,10 @@ xt::xtensor<T, 2> sliding_window_attention_by_rows(const xt::xtensor<T, 2>& Q,
 {
     check_self_attention_inputs(Q, K, V);
     check_window(window);
-    const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
-    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t first = first_key_in_window(i, window);
-        std::vector<double> a(i + 1 - first);  // scores, then weights, of keys first..i
-        for (std::size_t j = first; j <= i; ++j) {
-            double dot = 0;
-            for (std::size_t c = 0; c < d_k; ++c)
-                dot += double(Q(i, c)) * double(K(j, c));
-            a[j - first] = dot / std::sqrt(double(d_k));
-        }
-        const double s_max = *std::max_element(a.begin(), a.end());
-        double total = 0;
-        for (double& a_j : a) total += (a_j = std::exp(a_j - s_max));
-        for (std::size_t c = 0; c < d_v; ++c) {
-            double acc = 0;
-            for (std::size_t j = first; j <= i; ++j)
-                acc += a[j - first] / total * double(V(j, c));
-            O(i, c) = static_cast<T>(acc);
-        }
-    }
-    return O;
+    return masked_attention_by_rows(Q, K, V, sliding_window_mask(Q.shape(0), window));
 }
 
-// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:329
+// ⟨Count the scores a kernel computes⟩ 06-sliding-window.md:405
 /// @brief The work a sparse kernel did, counted where it is done. Pass a pointer as a
 /// kernel's last argument (the default, nullptr, counts nothing); counts add up over
 /// calls.
@@ -120,81 +100,128 @@ struct KeyVisits {
     std::size_t scores = 0;  ///< query–key scores q_i·k_j computed (keys visited)
 };
 
-// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:189
-/// @brief One query's softmax-weighted average of values, built up
-/// from runs of consecutive keys (online softmax: when a larger score
-/// arrives, the sums so far are rescaled by e^(old max − new max)).
+// ⟨Point at one row's state⟩ 06-sliding-window.md:214
+/// @brief One query row's online-softmax state (m, ℓ, o), wherever it is stored.
+template <class T>
+struct SoftmaxRow {
+    T& max;           ///< m, the largest score seen (−∞ before any key)
+    T& sum;           ///< ℓ = Σ_j exp(s_j − m) over the keys seen
+    T* acc;           ///< o = Σ_j exp(s_j − m)·v_j, d_v numbers (not yet / ℓ)
+    std::size_t d_v;  ///< width of a value
+};
+
+// ⟨Keep the online softmax's state of one row⟩ 06-sliding-window.md:196
+/// @brief The online softmax's state of one query row over the keys seen so far.
+template <class T>
+struct QueryState {
+    T max = -std::numeric_limits<T>::infinity();  ///< m, −∞ while no key was seen
+    T sum = 0;                                     ///< ℓ = Σ_j exp(s_j − m)
+    std::vector<T> acc;  ///< o = Σ_j exp(s_j − m)·v_j, d_v numbers (not yet / ℓ)
+
+    /// The state where it is stored, for the functions below.
+    SoftmaxRow<T> row() { return {max, sum, acc.data(), acc.size()}; }
+    SoftmaxRow<const T> row() const { return {max, sum, acc.data(), acc.size()}; }
+};
+
+// ⟨Rescale a state to a new maximum⟩ 06-sliding-window.md:229
+/// @brief The online softmax's rule: move ℓ and o from the maximum m to a new maximum
+/// m' ≥ m, multiplying both by α = e^(m − m'). α = 0 on a row that saw no key
+/// (m = −∞); a NaN m' makes every sum NaN.
+template <class T>
+void rescale_state(SoftmaxRow<T> row, T new_max)
+{
+    const T alpha = std::exp(row.max - new_max);  // ≤ 1
+    row.sum *= alpha;
+    for (std::size_t c = 0; c < row.d_v; ++c) row.acc[c] *= alpha;
+    row.max = new_max;
+}
+
+// ⟨Add a run of scored keys to a state⟩ 06-sliding-window.md:250
+/// @brief Add `count` keys to a row's state, given their scaled scores (count) and
+/// their values (value j: d_v numbers at values + j·value_stride): the online-softmax
+/// update.
+template <class T>
+void add_scored_keys(SoftmaxRow<T> row, const T* scores, const T* values,
+                     std::size_t value_stride, std::size_t count)
+{
+    T run_max = -std::numeric_limits<T>::infinity();
+    for (std::size_t j = 0; j < count; ++j)
+        if (std::isnan(scores[j]) || scores[j] > run_max) run_max = scores[j];
+    if (run_max == -std::numeric_limits<T>::infinity()) return;  // every key hidden
+    if (run_max > row.max || std::isnan(run_max)) rescale_state(row, run_max);
+    for (std::size_t j = 0; j < count; ++j) {
+        const T p = std::exp(scores[j] - row.max);  // ≤ 1: no overflow
+        const T* value = values + j * value_stride;
+        row.sum += p;
+        for (std::size_t c = 0; c < row.d_v; ++c) row.acc[c] += p * value[c];
+    }
+}
+
+/// @brief Write o / ℓ (d_v numbers) to `out`: zeros if no key was seen (a fully
+/// masked row), NaN where a NaN or an infinity reached the sums.
+template <class T>
+void finish_row(SoftmaxRow<T> row, std::remove_const_t<T>* out)
+{
+    for (std::size_t c = 0; c < row.d_v; ++c)
+        out[c] = row.sum == 0 ? T(0) : row.acc[c] / row.sum;  // a NaN ℓ stays NaN
+}
+
+// ⟨Accumulate a softmax over runs of keys⟩ 06-sliding-window.md:285
+/// @brief One query's softmax-weighted average of values, built up from runs of
+/// consecutive keys (the online softmax).
 template <class T>
 class OnlineSoftmax {
 public:
     /// @param d_k width of queries and keys; @param d_v width of values
     OnlineSoftmax(std::size_t d_k, std::size_t d_v)
-        : d_k_(d_k), d_v_(d_v), scale_(T(1) / std::sqrt(T(d_k))), acc_(d_v)
+        : d_k_(d_k), scale_(T(1) / std::sqrt(T(d_k))), state_{}
     {
-        reset();
+        state_.acc.assign(d_v, T(0));
     }
 
     /// Forget every key: start a new query row.
     void reset()
     {
-        max_ = -std::numeric_limits<T>::infinity();
-        total_ = 0;
-        std::fill(acc_.begin(), acc_.end(), T(0));
+        state_.max = -std::numeric_limits<T>::infinity();
+        state_.sum = 0;
+        std::fill(state_.acc.begin(), state_.acc.end(), T(0));
     }
 
-    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:238
+    // ⟨Attend the query to a run of keys⟩ 06-sliding-window.md:331
     /// Attend `query` (d_k numbers) to `count` consecutive key rows at `keys` (count×d_k)
     /// and value rows at `values` (count×d_v), adding them to the running softmax.
     void add_run(const T* query, const T* keys, const T* values, std::size_t count)
     {
-        if (count == 0) return;
         scores_.resize(count);
         scores_computed_ += count;
-        T run_max = -std::numeric_limits<T>::infinity();
         for (std::size_t j = 0; j < count; ++j) {
             const T* key = keys + j * d_k_;
             T dot = 0;
             for (std::size_t c = 0; c < d_k_; ++c) dot += query[c] * key[c];
             scores_[j] = dot * scale_;
-            if (std::isnan(scores_[j]) || scores_[j] > run_max) run_max = scores_[j];
         }
-        if (run_max == -std::numeric_limits<T>::infinity()) return;  // every key hidden
-        if (run_max > max_ || std::isnan(run_max)) {  // rescale to the new maximum
-            // (e^(−∞) = 0 on the first run; a NaN maximum makes every sum NaN)
-            const T shrink = std::exp(max_ - run_max);
-            total_ *= shrink;
-            for (T& a : acc_) a *= shrink;
-            max_ = run_max;
-        }
-        for (std::size_t j = 0; j < count; ++j) {
-            const T p = std::exp(scores_[j] - max_);  // ≤ 1
-            const T* value = values + j * d_v_;
-            total_ += p;
-            for (std::size_t c = 0; c < d_v_; ++c) acc_[c] += p * value[c];
-        }
+        add_scored_keys(state_.row(), scores_.data(), values, state_.acc.size(), count);
     }
 
     /// Write the average, d_v numbers, to `out`; zeros if no key was added (a fully
     /// masked row); NaN where a NaN or an infinity reached the sums.
-    void write(T* out) const
-    {
-        for (std::size_t c = 0; c < d_v_; ++c)
-            out[c] = total_ == 0 ? T(0) : acc_[c] / total_;  // a NaN total stays NaN
-    }
+    void write(T* out) const { finish_row(state_.row(), out); }
+
+    /// The state (m, ℓ, o) over the keys added since the last reset().
+    const QueryState<T>& state() const { return state_; }
 
     /// Query–key scores computed since construction, over every row (reset() keeps it).
     std::size_t scores_computed() const { return scores_computed_; }
 
 private:
-    std::size_t d_k_, d_v_;
-    T scale_;              // 1/√d_k
-    T max_ = 0, total_ = 0;  // μ, ℓ
-    std::vector<T> acc_;   // a, d_v
+    std::size_t d_k_;
+    T scale_;                // 1/√d_k
+    QueryState<T> state_;    // m, ℓ, o (d_v)
     std::vector<T> scores_;  // the current run's scores
     std::size_t scores_computed_ = 0;  // dot products q·k_j done, for KeyVisits
 };
 
-// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:285
+// ⟨Compute sliding-window attention with a banded kernel⟩ 06-sliding-window.md:361
 /// @brief Sliding-window attention: query i attends keys i − w < j ≤ i (Mistral's
 /// causal window). Equals scaled_dot_product_attention(Q, K, V,
 /// sliding_window_mask(n, w)) in O(n·w) time and O(n·d_v) memory: it never builds an
@@ -226,7 +253,7 @@ xt::xtensor<T, 2> sliding_window_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:406
+// ⟨Keep the last w keys and values in a rolling buffer⟩ 06-sliding-window.md:482
 /// @brief The keys and values of the last w tokens, in a ring of w slots (Mistral's
 /// rolling buffer): memory w·(d_k + d_v) numbers, however many tokens have passed.
 template <class T>
@@ -280,7 +307,7 @@ private:
     OnlineSoftmax<T> softmax_;
 };
 
-// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:466
+// ⟨Decode token by token with the rolling buffer⟩ 06-sliding-window.md:542
 /// @brief Sliding-window attention computed as a decoder would: token by token
 /// through a RollingKVCache. Equals sliding_window_attention(Q, K, V, window).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
@@ -305,7 +332,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:606
+// ⟨Compose two masks⟩ 06-sliding-window.md:682
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true
 /// when some k has A(i, k) and B(k, j), i.e. when i reaches j
 /// by one step of A and then one step of B (two layers).
