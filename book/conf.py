@@ -25,6 +25,9 @@ exclude_patterns = ["_build", "Doxyfile", "_ext", "_static/**", "**/README.md"]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 source_suffix = {".md": "markdown"}
+# Figures are numbered within their chapter (the weave makes Sphinx's book-wide numbers 7.1, 7.2, ...).
+numfig = True
+numfig_format = {"figure": "Figure %s", "table": "Table %s", "code-block": "Listing %s", "section": "Section %s"}
 
 # The C++ domain cannot resolve names from other libraries; only the book's own are checked.
 nitpicky = True

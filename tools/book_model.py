@@ -25,6 +25,7 @@ from expand import (ExpansionError, Line, Root, check_references, clean_text,  #
                     collect_roots, expand, find_cycles, key_text, twin_text)
 
 CHAPTER_NAME = re.compile(r"^(?P<number>\d\d)-(?P<slug>[a-z0-9-]+)\.md$")
+STRING = re.compile(r'"((?:[^"\\\n]|\\.)*)"')   # a C++ string literal's text
 
 
 @dataclass
@@ -134,22 +135,37 @@ class Book:
     def figure_source(self, chapter: BookChapter, filename: str) -> FigureSource:
         """Which part of ``chapter``'s program draws the figure file ``filename`` ("x.svg").
 
-        The part whose code names the file in a string ("x.svg"); for a file whose name
-        has a number in it ("head2.svg"), the part naming what comes before the number
-        ("head" ...). Otherwise the program's root chunk, not exact."""
+        The first of these that finds exactly one part: a part whose code names the file
+        in a string ("x.svg"); a part that builds the name from pieces, a string that
+        begins or ends it on a line that also names the file's extension ("x_" + kind +
+        ".svg"); a part with a string that begins it up to a '_' ("x", for "x_2.svg").
+        Otherwise the program's root chunk, not exact."""
         programs = [f for f in self.files_of(chapter) if f.path.startswith("programs/")]
         parts: list[Part] = []
         for f in programs:
             for name in f.chunks:
                 parts += [p for p in chapter.model.chunks[name].parts if p not in parts]
-        named = [p for p in parts if any(f'"{filename}"' in line for line in p.lines)]
-        prefix = re.match(r"[^0-9]*", filename)[0]
-        if len(named) != 1 and prefix != filename and len(prefix) >= 3:
-            named = [p for p in parts if any(f'"{prefix}' in line for line in p.lines)] or named
-        if len(named) == 1:
-            return FigureSource(named[0], True, named)
+        stem, extension = filename.rsplit(".", 1) if "." in filename else (filename, "")
+
+        def piece(text: str) -> bool:
+            return len(text) >= 4 and text != f".{extension}" and text != filename and \
+                (filename.startswith(text) or filename.endswith(text))
+
+        def naming(line: str) -> bool:
+            return f'.{extension}"' in line and any(piece(t) for t in STRING.findall(line))
+
+        def starting(line: str) -> bool:
+            return any(len(t) >= 4 and stem.startswith(t + "_") for t in STRING.findall(line))
+
+        tiers = [lambda line: f'"{filename}"' in line, naming, starting]
+        candidates: list[Part] = []
+        for test in tiers:
+            named = [p for p in parts if any(test(line) for line in p.lines)]
+            if len(named) == 1:
+                return FigureSource(named[0], True, named)
+            candidates = candidates or named
         root = chapter.model.chunks[programs[0].root].parts[0] if programs else None
-        return FigureSource(root, False, named)
+        return FigureSource(root, False, candidates)
 
 
 def expand_chunk(model: Chapter, name: str) -> list[Line] | None:

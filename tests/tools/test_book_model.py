@@ -122,6 +122,18 @@ def test_a_figure_leads_to_the_part_that_names_its_file(book):
     assert numbered.exact and numbered.part.name == "Draw every head"
 
 
+@pytest.mark.parametrize("code, filename", [
+    ('plot(out / ("error_" + kind + ".svg"));', "error_random.svg"),        # a first piece
+    ('plot(out / (key + "_accuracy.svg"));', "copy_accuracy.svg"),         # a last piece
+    ('plot_heads(out, "attentions");', "attentions_layer0_head1.svg"),      # a stem another function extends
+])
+def test_a_figure_whose_name_is_built_leads_to_the_part_that_builds_it(code, filename):
+    text = LIBRARY.replace('plot(out / "scores.svg");', code)
+    book = read_book(["01-scores.md"], texts={"01-scores.md": text})
+    found = book.figure_source(book.chapters[0], filename)
+    assert found.exact and found.part.name == "Draw the scores"
+
+
 def test_a_figure_no_part_names_leads_to_the_program(book):
     found = book.figure_source(book.chapter("ch01"), "missing.svg")
     assert not found.exact and found.part.name == "programs/ch01_scores.cpp" and found.candidates == []

@@ -14,6 +14,7 @@ chapter needs nothing here. One module a job:
 * ``pages``: the pages of tangled files and headers, written before the build;
 * ``chapter_boxes``: each chapter's build/run/test box and files box;
 * ``figures``: figure numbers and each figure's links to its code and data;
+* ``codelines``: code lines that wrap with a hanging indent on a phone;
 * ``assets``: MathJax and the theme, offline (used by conf.py).
 """
 
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))   # book_
 
 from sphinx.util import logging  # noqa: E402
 
-from weave import chapter_boxes, figures, pages, state  # noqa: E402
+from weave import chapter_boxes, codelines, figures, pages, state  # noqa: E402
 from weave.chunk import ChunkDirective  # noqa: E402
 from weave.doxygen import namespaces  # noqa: E402
 from weave.indexes import ChapterList, ChunkIndex, FileIndex  # noqa: E402
@@ -71,5 +72,6 @@ def setup(app):
     app.connect("doctree-read", on_doctree_read)
     app.connect("build-finished", chapter_boxes.write_downloads)
     figures.setup(app)
+    codelines.setup(app)
     app.add_js_file("book.js")
     return {"version": "3", "parallel_read_safe": True, "parallel_write_safe": True}

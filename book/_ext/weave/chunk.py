@@ -123,7 +123,7 @@ def code_node(env, part: Part, lang: str) -> nodes.Node:
         name = refs[int(match["k"])]
         return f'<a class="chunk-ref" href="#{anchor(name)}">⟨{html.escape(name)}⟩</a>'
 
-    highlighted = re.sub(r'(?:<span class="[^"]*">)?__attn_ref_(?P<k>\d+)__(?:</span>)?', link, highlighted)
+    highlighted = re.sub(r'(?:<span class="(?!line")[^"]*">)?__attn_ref_(?P<k>\d+)__(?:</span>)?', link, highlighted)
     highlighted = highlighted.replace("<pre>", '<pre class="chunk-pre">', 1)
     return nodes.raw("", f'<div class="highlight-{lang} notranslate chunk-code">{highlighted}</div>',
                      format="html")
