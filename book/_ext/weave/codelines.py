@@ -2,9 +2,11 @@
 
 Every highlighted block (chunks, tangled files, plain code) comes from the
 builder's highlighter; this wraps its output so that each line of code is a
-``<span class="line">`` that knows its indentation (``--i``, in columns). On a
-desktop the spans change nothing; the book's CSS for narrow screens makes them
-blocks that wrap with a hanging indent instead of scrolling sideways.
+``<span class="line">``, its leading white space a ``<span class="lead">`` and
+its width in columns ``--i``. On a desktop the spans change nothing; the book's
+CSS for narrow screens makes each line a block that wraps with a hanging indent
+instead of scrolling sideways, and draws the indentation as a margin, capped so
+that deeply indented lines keep room for their code.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import re
 
 PRE = re.compile(r"(?P<open><pre[^>]*>)(?P<body>.*?)(?P<close></pre>)", re.S)
 TAG = re.compile(r"<[^>]+>")
+# A line's leading white space: Pygments' own token, or text before any tag (after its empty first span).
+LEAD = re.compile(r'^(?P<before>(?:<span></span>)?)(?:<span class="w">(?P<w>[ \t]+)</span>|(?P<t>[ \t]+))')
 
 
 def wrap_lines(highlighted: str) -> str:
@@ -25,9 +29,12 @@ def wrap_lines(highlighted: str) -> str:
         ends_with_newline = body.endswith("\n")
         out = []
         for line in (body[:-1] if ends_with_newline else body).split("\n"):
-            text = TAG.sub("", line).expandtabs()
-            indent = len(text) - len(text.lstrip(" "))
-            style = f' style="--i:{indent}"' if indent else ""
+            lead = LEAD.match(line)
+            style = ""
+            if lead:
+                space = lead["w"] or lead["t"]
+                style = f' style="--i:{len(space.expandtabs())}"'
+                line = f'{lead["before"]}<span class="lead">{space}</span>{line[lead.end():]}'
             out.append(f'<span class="line"{style}>{line}\n</span>')
         if out and not ends_with_newline:
             out[-1] = out[-1][:-len("\n</span>")] + "</span>"

@@ -45,10 +45,13 @@ def the_api() -> Api:
 def signature(book: Book, api: Api) -> str:
     """A hash of what one page may show of another chapter: the chapters' titles and
     summaries, every chunk's name and parts, every file's chunks, the API entries and
-    the tangler's problems. Line numbers and code are left out: the pages that show
-    them (the chapter itself, its files' pages, the indexes) name the chapter as a
-    dependency, so Sphinx reads them again whenever the chapter changes."""
+    the tangler's problems; and of the weave itself, which renders every page. Line
+    numbers and code are left out: the pages that show them (the chapter itself, its
+    files' pages, the indexes) name the chapter as a dependency, so Sphinx reads them
+    again whenever the chapter changes."""
     digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
 
     def add(*items) -> None:
         digest.update(repr(items).encode("utf-8"))
