@@ -100,3 +100,22 @@ def test_copy_expanded_puts_the_whole_expanded_chunk_on_the_clipboard():
     assert "⟨" not in expected.split("\n")[0]
     assert copied.strip() == expected.strip()
     assert len(copied.split("\n")) > 3
+
+
+@pytest.mark.skipif(not (BOOK / "_static" / "mathjax").is_dir(), reason="the book is not built (make book)")
+def test_math_mathjax_cannot_typeset_is_found(tmp_path):
+    """With the book's own MathJax: a TeX error and an undefined macro are problems, good math is not."""
+    import re
+
+    page = (BOOK / "chapters" / "01-self-attention.html").read_text(encoding="utf-8")
+    scripts = "".join(re.findall(r'<script type="text/x-mathjax-config">.*?</script>|'
+                                 r'<script[^>]*src="[^"]*mathjax/MathJax\.js[^"]*"[^>]*></script>', page, re.S))
+    (tmp_path / "_static").symlink_to(BOOK / "_static")
+    head = f'<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">' \
+           f'{scripts.replace("../_static", "_static")}</head><body>'
+    for name, math in (("index", r"\(\frac{1}{2}\)"), ("error", r"\(\frac{1}{2\)"), ("undefined", r"\(\nosuchmacro x\)")):
+        (tmp_path / f"{name}.html").write_text(f"{head}<p>{math}</p></body></html>", encoding="utf-8")
+    problems, _ = browser.check_site(tmp_path)
+    assert {(p.page, p.kind) for p in problems} == {("error.html", "math"), ("undefined.html", "math")}, \
+        "\n".join(map(str, problems))
+    assert any("nosuchmacro" in p.detail for p in problems)

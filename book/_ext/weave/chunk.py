@@ -83,7 +83,7 @@ def title_bar(chunk: Chunk, part: Part) -> nodes.Node:
     title = nodes.container(classes=["chunk-title"])
     head = nodes.paragraph(classes=["chunk-head"])
     head += name_ref(f"⟨{chunk.name}⟩", f"#{anchor(chunk.name)}", ["chunk-name"])
-    head += nodes.Text(" +≡" if part.index else " ≡")
+    head += nodes.Text("\u00a0+≡" if part.index else "\u00a0≡")   # never alone on a line
     title += head
     nav = []
     if part.index:
