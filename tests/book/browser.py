@@ -45,6 +45,7 @@ from pathlib import Path
 
 CHROMIUM = "chromium"
 WIDTH = 1400              # a desktop window, in CSS pixels
+PHONE = 400               # a phone's width, for screenshots of chapters
 COLUMNS = 88              # the longest chunk line the page shows without scrolling
 MIN_FIGURE_WIDTH = 300    # narrower, a figure's labels cannot be read
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -423,20 +424,25 @@ class Browser:
                     busy.remove(tab)
                     tab.page = None
 
-    def screenshots(self, url: str, stem: Path, places: list[str | None]) -> None:
+    def screenshots(self, url: str, stem: Path, places: list[str | None], width: int = WIDTH) -> None:
         """Save ``stem[-place]-light.png`` and ``-dark.png`` of the page at ``url``, scrolled to each place.
 
-        A place is None (the top) or a CSS selector of the element to centre.
+        A place is None (the top) or a CSS selector of the element to centre. At a width
+        other than the desktop's, the page is shown as on a phone, the names end in ``-WIDTHpx``.
         """
         tab = self.tabs[0]
         tab.call("Page.bringToFront")
+        tab.call("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width != WIDTH})
         self.visit([("screenshot", url)], lambda t: None)
         tab.evaluate(MATHJAX_DONE)
         stem.parent.mkdir(parents=True, exist_ok=True)
         for place in places:
-            name = str(stem) + ("-" + re.sub(r"[^a-z0-9]+", "-", place.lower()).strip("-") if place else "")
+            name = str(stem) + ("-" + re.sub(r"[^a-z0-9]+", "-", place.lower()).strip("-") if place else "") + \
+                ("" if width == WIDTH else f"-{width}px")
             tab.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(place)}); "
-                         f"if (e) e.scrollIntoView({{block: 'center'}}); }})()" if place else "window.scrollTo(0, 0)")
+                         f"if (e) e.scrollIntoView({{block: 'center', behavior: 'instant'}}); }})()" if place
+                         else "window.scrollTo({top: 0, behavior: 'instant'})")   # the theme scrolls smoothly
             for scheme in ("light", "dark"):
                 tab.call("Emulation.setEmulatedMedia",
                          {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
@@ -444,6 +450,8 @@ class Browser:
                 data = tab.call("Page.captureScreenshot", {"format": "png"})["data"]
                 Path(f"{name}-{scheme}.png").write_bytes(base64.b64decode(data))
             tab.call("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
+        tab.call("Emulation.setDeviceMetricsOverride",
+                 {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False})
 
     def close(self) -> None:
         if hasattr(self, "devtools"):
@@ -589,6 +597,9 @@ def check_site(root: Path, screenshots: Path | None = None, shots: list[tuple[st
                     continue
                 stem = page.replace("/", "_").removesuffix(".html")
                 browser.screenshots(f"{server.origin}/{urllib.parse.quote(page)}", screenshots / stem, places)
+                if page.startswith("chapters/"):
+                    browser.screenshots(f"{server.origin}/{urllib.parse.quote(page)}", screenshots / stem, places,
+                                        PHONE)
                 if progress:
                     progress(f"screenshots of {stem}")
     finally:
@@ -598,7 +609,8 @@ def check_site(root: Path, screenshots: Path | None = None, shots: list[tuple[st
 
 
 def default_shots(root: Path) -> list[tuple[str, list[str | None]]]:
-    """A few pages worth looking at: the front page, the first chapter (top, and a figure with code), the indexes."""
+    """A few pages worth looking at: the front page, the first chapter (top, and a figure with code;
+    on a desktop and on a phone), the indexes."""
     pages = pages_of(root)
     chapters = [p for p in pages if p.startswith("chapters/")]
     files = [p for p in pages if p.startswith("files/")]
