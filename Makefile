@@ -74,7 +74,7 @@ FIGURES := figures
 endif
 RUNS := $(SHORT:%=$(RUN)/%.stamp)
 OBJECTS := $(PROGRAMS:%=$(BUILD)/obj/%.o) $(patsubst $(BUILD)/tests/%,$(BUILD)/obj/tests/%.o,$(TESTS))
-TOOLS := tools/tangle.py tools/chunks.py
+TOOLS := tools/tangle.py tools/chunks.py tools/expand.py tools/book_model.py
 DOXYGEN_STAMP := build/doxygen/xml/index.xml
 
 .PHONY: help deps tangle check-tangle build figures test book check-browser serve clean check \
@@ -195,7 +195,7 @@ $(DOXYGEN_STAMP): book/Doxyfile $(STATE)/roots.list $(filter $(KEYS)/include/%,$
 	@doxygen book/Doxyfile > build/doxygen/log.txt 2>&1 || { cat build/doxygen/log.txt; exit 1; }
 	@touch $@
 
-BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/null) tools/chunks.py tools/tangle.py
+BOOK_SOURCES := $(CHAPTERS) $(shell find book -type f -not -name '*.pyc' 2>/dev/null) $(TOOLS)
 
 ifeq ($(SANITIZE),1)
 build/book/html/index.html:

@@ -7,7 +7,7 @@ BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 sys.path.insert(0, str(BOOK / "_ext"))
 
-import weave  # noqa: E402
+from weave import assets  # noqa: E402
 
 project = "Attention, in C++"
 author = "The authors of this book"
@@ -25,6 +25,9 @@ exclude_patterns = ["_build", "Doxyfile", "_ext", "_static/**", "**/README.md"]
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 source_suffix = {".md": "markdown"}
+# Figures are numbered within their chapter (the weave makes Sphinx's book-wide numbers 7.1, 7.2, ...).
+numfig = True
+numfig_format = {"figure": "Figure %s", "table": "Table %s", "code-block": "Listing %s", "section": "Section %s"}
 
 # The C++ domain cannot resolve names from other libraries; only the book's own are checked.
 nitpicky = True
@@ -46,8 +49,8 @@ html_favicon = "_static/favicon.svg"
 # MathJax 2 from Debian's libjs-mathjax, only the files the book uses, copied next to the pages,
 # and Debian's furo made to work offline from any folder: the book requests nothing from any other host.
 STAGED = ROOT / "build" / "book" / "static"
-weave.stage_mathjax(STAGED)
-weave.stage_theme_fixes(STAGED)
+assets.stage_mathjax(STAGED)
+assets.stage_theme_fixes(STAGED)
 html_static_path = ["_static", str(STAGED)]
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_CHTML"
 myst_update_mathjax = False

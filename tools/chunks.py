@@ -1,8 +1,8 @@
 """The chunk model: what a chapter's ``{chunk}`` blocks say.
 
 One parser serves both the tangler (``tangle.py``) and the weave extension
-(``book/_ext/weave.py``): markdown-it, the parser MyST itself uses, so both
-read exactly the same fences.
+(``book/_ext/weave/``), both through ``book_model.py``: markdown-it, the parser
+MyST itself uses, so both read exactly the same fences.
 
 A chunk is a fenced MyST directive::
 

@@ -12,7 +12,12 @@ client written here with the standard library). A page fails on:
 * a request to any host other than the local server (nothing may leave it);
 * a JavaScript exception or a console error;
 * a link to a page or file of the site that does not exist, or to an anchor
-  that the target page does not have.
+  that the target page does not have;
+* math that MathJax could not typeset (an error, an undefined macro);
+* a chunk line over 88 columns;
+* the same admonition twice on a page (a chapter's "Build, run and test" box, say);
+* a figure narrower than 300 px in a 1400 px window, or without its number, or
+  without its links to the code that drew it and to its data.
 
 Prints one line per problem and a summary; exits 1 if there is any problem.
 """
@@ -39,6 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM = "chromium"
+WIDTH = 1400              # a desktop window, in CSS pixels
+PHONE = 400               # a phone's width, for screenshots of chapters
+COLUMNS = 88              # the longest chunk line the page shows without scrolling
+MIN_FIGURE_WIDTH = 300    # narrower, a figure's labels cannot be read
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
          "--no-default-browser-check", "--mute-audio", "--hide-scrollbars", "--metrics-recording-only",
@@ -49,9 +58,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
          "--disable-backgrounding-occluded-windows",
          "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
-         "--window-size=1280,900"]
+         "--window-size=1400,900"]
 
-# Runs in each page once it has loaded: its ids, its links and its broken images.
+# Runs in each page once it has loaded (and MathJax has typeset it): its ids, its links, its broken
+# images, and what the book promises of its pages (math, chunk lines, boxes, figures).
 INSPECT = """(() => {
   const ids = Array.from(document.querySelectorAll('[id]'), e => e.id)
     .concat(Array.from(document.querySelectorAll('a[name]'), e => e.getAttribute('name')));
@@ -59,10 +69,42 @@ INSPECT = """(() => {
   const images = Array.from(document.images)
     .filter(im => !(im.complete && im.naturalWidth > 0))
     .map(im => im.currentSrc || im.src || im.getAttribute('src') || '(no src)');
-  const math = Array.from(document.querySelectorAll('.MathJax_CHTML .merror, .MathJax .merror, .mjx-merror'),
-                          e => e.textContent.slice(0, 80));
-  return JSON.stringify({ids, links, images, math});
-})()"""
+  // MathJax 2: an error (noErrors shows the TeX in .mjx-noError), a processing error, or an
+  // undefined macro (noUndefined draws it in red).
+  const math = Array.from(document.querySelectorAll(
+      '.MathJax_CHTML .merror, .MathJax .merror, .mjx-merror, .mjx-noError, .MathJax_Error'),
+      e => e.textContent.slice(0, 80))
+    .concat(Array.from(document.querySelectorAll('.MathJax_CHTML [style*="color: red"]'),
+                       e => 'undefined: ' + e.textContent.slice(0, 80)));
+  const expand = line => Array.from(line).reduce(
+    (out, c) => out + (c === '\\t' ? ' '.repeat(8 - Array.from(out).length % 8) : c), '');
+  const long = [];
+  for (const pre of document.querySelectorAll('div.chunk-code pre')) {
+    const name = pre.closest('div.chunk')?.querySelector('.chunk-name')?.textContent || '?';
+    pre.textContent.replace(/\\n$/, '').split('\\n').forEach((line, k) => {
+      const width = Array.from(expand(line)).length;
+      if (width > %(columns)d) long.push(`${name} line ${k + 1}: ${width} columns`);
+    });
+  }
+  const seen = new Map(), boxes = [];
+  for (const box of document.querySelectorAll('.admonition')) {
+    const title = box.querySelector('.admonition-title')?.textContent.trim() || '';
+    const key = /^Build, run and test/.test(title) ? title : title + '\\n' + box.textContent.trim();
+    if (seen.has(key)) boxes.push(title || box.textContent.trim().slice(0, 60));
+    seen.set(key, true);
+  }
+  const figures = Array.from(document.querySelectorAll('article figure, article div.figure'), (figure, k) => {
+    const img = figure.querySelector('img, object, svg');
+    return {name: img ? (img.getAttribute('src') || img.getAttribute('data') || 'svg').split('/').pop()
+                      : `figure ${k + 1}`,
+            width: img ? Math.round(img.getBoundingClientRect().width) : 0,
+            number: !!figure.querySelector('.caption-number'),
+            code: !!figure.querySelector('a.figure-code'),
+            data: !!figure.querySelector('a.figure-data')};
+  });
+  return JSON.stringify({ids, links, images, math, long, boxes, figures});
+})()""".replace("%(columns)d", str(COLUMNS))
+
 
 # Resolves once MathJax (if the page has it) has typeset everything.
 MATHJAX_DONE = """(() => (window.MathJax && window.MathJax.Hub && window.MathJax.Hub.Queue)
@@ -73,7 +115,8 @@ MATHJAX_DONE = """(() => (window.MathJax && window.MathJax.Hub && window.MathJax
 @dataclass(frozen=True)
 class Problem:
     page: str     # path of the page under the site's root
-    kind: str     # "image", "request", "external", "javascript", "link", "anchor"
+    kind: str     # "image", "request", "external", "javascript", "link", "anchor", "math",
+                  # "chunk-line", "admonition", "figure"
     detail: str
 
     def __str__(self) -> str:
@@ -333,7 +376,7 @@ class Browser:
                     tab.call(f"{domain}.enable")
                 tab.call("Page.setLifecycleEventsEnabled", {"enabled": True})
                 tab.call("Emulation.setDeviceMetricsOverride",
-                         {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+                         {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False})
                 self.tabs.append(tab)
         except BaseException:
             self.close()
@@ -381,20 +424,25 @@ class Browser:
                     busy.remove(tab)
                     tab.page = None
 
-    def screenshots(self, url: str, stem: Path, places: list[str | None]) -> None:
+    def screenshots(self, url: str, stem: Path, places: list[str | None], width: int = WIDTH) -> None:
         """Save ``stem[-place]-light.png`` and ``-dark.png`` of the page at ``url``, scrolled to each place.
 
-        A place is None (the top) or a CSS selector of the element to centre.
+        A place is None (the top) or a CSS selector of the element to centre. At a width
+        other than the desktop's, the page is shown as on a phone, the names end in ``-WIDTHpx``.
         """
         tab = self.tabs[0]
         tab.call("Page.bringToFront")
+        tab.call("Emulation.setDeviceMetricsOverride",
+                 {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": width != WIDTH})
         self.visit([("screenshot", url)], lambda t: None)
         tab.evaluate(MATHJAX_DONE)
         stem.parent.mkdir(parents=True, exist_ok=True)
         for place in places:
-            name = str(stem) + ("-" + re.sub(r"[^a-z0-9]+", "-", place.lower()).strip("-") if place else "")
+            name = str(stem) + ("-" + re.sub(r"[^a-z0-9]+", "-", place.lower()).strip("-") if place else "") + \
+                ("" if width == WIDTH else f"-{width}px")
             tab.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(place)}); "
-                         f"if (e) e.scrollIntoView({{block: 'center'}}); }})()" if place else "window.scrollTo(0, 0)")
+                         f"if (e) e.scrollIntoView({{block: 'center', behavior: 'instant'}}); }})()" if place
+                         else "window.scrollTo({top: 0, behavior: 'instant'})")   # the theme scrolls smoothly
             for scheme in ("light", "dark"):
                 tab.call("Emulation.setEmulatedMedia",
                          {"features": [{"name": "prefers-color-scheme", "value": scheme}]})
@@ -402,6 +450,8 @@ class Browser:
                 data = tab.call("Page.captureScreenshot", {"format": "png"})["data"]
                 Path(f"{name}-{scheme}.png").write_bytes(base64.b64decode(data))
             tab.call("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
+        tab.call("Emulation.setDeviceMetricsOverride",
+                 {"width": WIDTH, "height": 900, "deviceScaleFactor": 1, "mobile": False})
 
     def close(self) -> None:
         if hasattr(self, "devtools"):
@@ -455,6 +505,21 @@ def problems_in_events(page: str, events: list[dict], origin: str) -> list[Probl
         elif method == "check.timeout":
             found.append(Problem(page, "request", f"page did not settle (loaded: {params['loaded']}, "
                                                   f"requests pending: {', '.join(params['pending']) or 'none'})"))
+    return found
+
+
+def problems_of_the_book(page: str, inspected: dict) -> list[Problem]:
+    """What the book promises of a page: chunk lines that fit, each box once, figures that can be read."""
+    found = [Problem(page, "chunk-line", f"{line} (the limit is {COLUMNS})") for line in inspected["long"]]
+    found += [Problem(page, "admonition", f"the box '{title}' is on the page twice") for title in inspected["boxes"]]
+    for figure in inspected["figures"]:
+        missing = [what for what, there in (("number", figure["number"]), ("link to its code", figure["code"]),
+                                            ("link to its data", figure["data"])) if not there]
+        if missing:
+            found.append(Problem(page, "figure", f"{figure['name']} has no {', no '.join(missing)}"))
+        if figure["width"] < MIN_FIGURE_WIDTH:
+            found.append(Problem(page, "figure", f"{figure['name']} is {figure['width']} px wide in a {WIDTH} px "
+                                                 f"window (at least {MIN_FIGURE_WIDTH})"))
     return found
 
 
@@ -518,6 +583,7 @@ def check_site(root: Path, screenshots: Path | None = None, shots: list[tuple[st
             problems.append(Problem(page, "image", f"broken image {image.replace(server.origin, '')}"))
         for error in inspected["math"]:
             problems.append(Problem(page, "math", f"MathJax could not typeset: {error}"))
+        problems.extend(problems_of_the_book(page, inspected))
         if progress:
             progress(page)
 
@@ -531,6 +597,9 @@ def check_site(root: Path, screenshots: Path | None = None, shots: list[tuple[st
                     continue
                 stem = page.replace("/", "_").removesuffix(".html")
                 browser.screenshots(f"{server.origin}/{urllib.parse.quote(page)}", screenshots / stem, places)
+                if page.startswith("chapters/"):
+                    browser.screenshots(f"{server.origin}/{urllib.parse.quote(page)}", screenshots / stem, places,
+                                        PHONE)
                 if progress:
                     progress(f"screenshots of {stem}")
     finally:
@@ -540,7 +609,8 @@ def check_site(root: Path, screenshots: Path | None = None, shots: list[tuple[st
 
 
 def default_shots(root: Path) -> list[tuple[str, list[str | None]]]:
-    """A few pages worth looking at: the front page, the first chapter (top, and a figure with code), the indexes."""
+    """A few pages worth looking at: the front page, the first chapter (top, and a figure with code;
+    on a desktop and on a phone), the indexes."""
     pages = pages_of(root)
     chapters = [p for p in pages if p.startswith("chapters/")]
     files = [p for p in pages if p.startswith("files/")]

@@ -19,6 +19,7 @@ import pytest
 from test_tangle import GOOD, ROOT, chapter, run, snapshot
 
 sys.path.insert(0, str(ROOT / "tools"))
+import book_model  # noqa: E402
 import tangle  # noqa: E402
 
 
@@ -274,7 +275,7 @@ def test_interrupt_while_reading_prints_no_traceback(tmp_path, monkeypatch, caps
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tangle, "read_chapter", interrupted)
+    monkeypatch.setattr(book_model, "read_chapter", interrupted)   # the tangler reads through the book model
     assert in_process(tmp_path, monkeypatch, path) == 130
     assert "interrupted; nothing written" in capsys.readouterr().err
     assert not (tmp_path / "tangled").exists()
