@@ -1,4 +1,5 @@
 // Generated from chapters/19-linear-attention.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <random>
@@ -22,7 +23,7 @@
 
 namespace {
 
-// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1006
+// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1026
 /// Held-out quality of a causal model.
 struct Quality {
     double loss = 0;           ///< mean cross-entropy per scored letter
@@ -101,7 +102,7 @@ int main(int argc, char** argv)
         const std::size_t cost_d = 64, cost_n_min = 128;
         const std::size_t cost_n_max = options.quick ? 2048 : 16384;
         const std::size_t cost_dense_n_max = options.quick ? 2048 : 4096;
-        const int cost_repeats = options.quick ? 3 : 5;
+        const int cost_repeats = options.quick ? 3 : 7;
         attn::CostCurve blocked{"causal linear, blocked", 1};
         attn::CostCurve recurrent{"causal linear, recurrent", 1};
         attn::CostCurve softmax{"causal softmax, dense", 1};
@@ -126,11 +127,22 @@ int main(int argc, char** argv)
         results.add("cost_dense_n_max", double(cost_dense_n_max));
         results.add("cost_repeats", double(cost_repeats));
         // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:845
-        const attn::SlopeFit blocked_fit = blocked.time_fit(), softmax_fit = softmax.time_fit();
-        const attn::SlopeFit recurrent_fit = recurrent.time_fit();
+        // the linear forms from n_fit on, where their time per token has settled (see text)
+        const double n_fit = options.quick ? double(cost_n_min) : 1024;
+        const attn::SlopeFit blocked_fit = blocked.time_fit(n_fit);
+        const attn::SlopeFit recurrent_fit = recurrent.time_fit(n_fit);
+        const attn::SlopeFit softmax_fit = softmax.time_fit();
+        results.add("cost_n_fit", n_fit);
         results.add_fit("blocked_time_slope", blocked_fit);
         results.add_fit("recurrent_time_slope", recurrent_fit);
         results.add_fit("softmax_time_slope", softmax_fit);
+        results.add_fit("blocked_time_slope_all", blocked.time_fit());
+        const std::size_t at_fit = std::size_t(
+            std::find(blocked.n.begin(), blocked.n.end(), n_fit) - blocked.n.begin());
+        results.add("blocked_microseconds_per_token_at_n_fit",
+                    1e6 * blocked.wall_seconds[at_fit] / n_fit);
+        results.add("blocked_microseconds_per_token_at_n_max",
+                    1e6 * blocked.wall_seconds.back() / blocked.n.back());
         results.add_text("blocked_crossover",
                          attn::find_crossover(blocked, softmax).describe());
         results.add_text("recurrent_crossover",
@@ -152,14 +164,13 @@ int main(int argc, char** argv)
             };
             attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
             style.log_x = style.log_y = true;
-            style.key = "top left";
             attn::plot::lines(out / "cost_time.svg",
                               {with_fit(softmax.time(), softmax_fit),
                                with_fit(blocked.time(), blocked_fit),
                                with_fit(recurrent.time(), recurrent_fit)},
                               style);
         }
-        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:922
+        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:941
         const std::size_t decode_d = 64, pool = 256;
         const auto pool_rows = attn::random_normal<float>(pool, decode_d, 1.0, rng);
         const auto token_row = [&](std::size_t i) {  // the rows of token i: q = k = v
@@ -204,18 +215,18 @@ int main(int argc, char** argv)
                     2.0 * decode_d * sizeof(float) * cache_series.x.back() / 1024);
         attn::plot::LinePlotStyle memory_style{"", "tokens read t", "KiB"};
         memory_style.log_x = memory_style.log_y = true;
-        memory_style.key = "top left";
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1043
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1063
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
         config.learning_rate = 3e-3;
         const std::size_t seeds = options.quick ? 1 : 2, held_out = options.quick ? 50 : 300;
-        std::vector<attn::Series> loss_curves;
-        Quality softmax_quality, linear_quality;
-        attn::TinyModel<float> softmax_model, linear_model;  // the first seed's, for figures
+        std::vector<attn::Series> loss_curves;  // h = 2, first seed
+        attn::Series softmax_quality{"softmax attention", {}, {}};
+        attn::Series linear_quality{"linear attention", {}, {}};
+        attn::TinyModel<float> softmax_model, linear_model;  // h = 2, first seed: the figures
         const auto add_curve = [&](const std::string& label,
                                    const std::vector<attn::TrainingPoint>& curve) {
             attn::Series series{label, {}, {}, "lines"};
@@ -225,51 +236,71 @@ int main(int argc, char** argv)
             }
             loss_curves.push_back(series);
         };
-        for (std::size_t seed = 0; seed < seeds; ++seed) {
-            std::mt19937_64 init_rng(options.seed + 100 * seed);
-            const attn::TinyModel<float> initial =
-                attn::init_tiny_model<float>(attn::causal_model_shape(task), init_rng);
-            attn::TinyModel<float> with_softmax = initial, with_linear = initial;
-            std::mt19937_64 softmax_rng(options.seed + 100 * seed + 1);
-            std::mt19937_64 linear_rng = softmax_rng;  // the same batches for both
-            const auto softmax_curve =
-                attn::train_causal_reversal(with_softmax, task, config, softmax_rng);
-            const auto linear_curve =
-                attn::train_linear_reversal(with_linear, task, config, linear_rng);
-            const std::string tag = seeds > 1 ? ", seed " + std::to_string(seed + 1) : "";
-            add_curve("softmax attention" + tag, softmax_curve);
-            add_curve("linear attention" + tag, linear_curve);
-            std::mt19937_64 test_rng(options.seed + 7), same_words = test_rng;
-            const Quality s = evaluate_words(
-                [&](const std::vector<std::size_t>& tokens) {
-                    return attn::causal_model_forward(with_softmax, tokens).logits;
-                },
-                task, held_out, test_rng);
-            const Quality l = evaluate_words(
-                [&](const std::vector<std::size_t>& tokens) {
-                    return attn::linear_model_forward(with_linear, tokens).logits;
-                },
-                task, held_out, same_words);
-            softmax_quality.loss += s.loss / double(seeds);
-            softmax_quality.word_accuracy += s.word_accuracy / double(seeds);
-            linear_quality.loss += l.loss / double(seeds);
-            linear_quality.word_accuracy += l.word_accuracy / double(seeds);
-            if (seed == 0) softmax_model = with_softmax, linear_model = with_linear;
+        for (const std::size_t heads : {2, 4, 8}) {
+            attn::TinyModelShape shape = attn::causal_model_shape(task);
+            shape.heads = heads;
+            Quality with_softmax, with_linear;  // means over the seeds
+            for (std::size_t seed = 0; seed < seeds; ++seed) {
+                std::mt19937_64 init_rng(options.seed + 100 * seed);
+                attn::TinyModel<float> softmax_trained =
+                    attn::init_tiny_model<float>(shape, init_rng);
+                attn::TinyModel<float> linear_trained = softmax_trained;
+                std::mt19937_64 softmax_rng(options.seed + 100 * seed + 1);
+                std::mt19937_64 linear_rng = softmax_rng;  // the same batches for both
+                const auto softmax_curve =
+                    attn::train_causal_reversal(softmax_trained, task, config, softmax_rng);
+                const auto linear_curve =
+                    attn::train_linear_reversal(linear_trained, task, config, linear_rng);
+                std::mt19937_64 test_rng(options.seed + 7), same_words = test_rng;
+                const Quality s = evaluate_words(
+                    [&](const std::vector<std::size_t>& tokens) {
+                        return attn::causal_model_forward(softmax_trained, tokens).logits;
+                    },
+                    task, held_out, test_rng);
+                const Quality l = evaluate_words(
+                    [&](const std::vector<std::size_t>& tokens) {
+                        return attn::linear_model_forward(linear_trained, tokens).logits;
+                    },
+                    task, held_out, same_words);
+                with_softmax.loss += s.loss / double(seeds);
+                with_softmax.word_accuracy += s.word_accuracy / double(seeds);
+                with_linear.loss += l.loss / double(seeds);
+                with_linear.word_accuracy += l.word_accuracy / double(seeds);
+                if (heads == 2 && seed == 0) {
+                    add_curve("softmax attention", softmax_curve);
+                    add_curve("linear attention", linear_curve);
+                    softmax_model = softmax_trained, linear_model = linear_trained;
+                }
+            }
+            const std::size_t d_k = shape.d_model / heads;
+            softmax_quality.x.push_back(double(d_k));
+            softmax_quality.y.push_back(with_softmax.loss);
+            linear_quality.x.push_back(double(d_k));
+            linear_quality.y.push_back(with_linear.loss);
+            const std::string key = "_dk" + std::to_string(d_k);
+            results.add_text("linear_against_softmax" + key,
+                             with_linear.loss < with_softmax.loss ? "lower than" : "higher than");
+            results.add("softmax_loss" + key, with_softmax.loss);
+            results.add("linear_loss" + key, with_linear.loss);
+            results.add("softmax_words_percent" + key, 100 * with_softmax.word_accuracy);
+            results.add("linear_words_percent" + key, 100 * with_linear.word_accuracy);
         }
         results.add("quality_letters", double(task.letters));
+        results.add("quality_tokens", double(task.context()));
         results.add("quality_steps", double(config.steps));
         results.add("quality_seeds", double(seeds));
         results.add("quality_held_out", double(held_out));
-        results.add("softmax_loss", softmax_quality.loss);
-        results.add("linear_loss", linear_quality.loss);
-        results.add("softmax_words_percent", 100 * softmax_quality.word_accuracy);
-        results.add("linear_words_percent", 100 * linear_quality.word_accuracy);
         results.add("uniform_loss", std::log(26.0));
         attn::plot::LinePlotStyle curve_style{"", "training step",
                                               "training loss (nats per scored letter)"};
-        curve_style.key = "top right";
+        curve_style.log_y = true;
         attn::plot::lines(out / "training_loss.svg", loss_curves, curve_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1127
+        attn::plot::LinePlotStyle quality_style{"", "head width d_{k} (heads: 32 / d_{k})",
+                                                "held-out loss (nats per letter)"};
+        quality_style.log_x = quality_style.log_y = true;
+        attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
+                          quality_style);
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1200
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
