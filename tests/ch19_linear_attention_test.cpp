@@ -384,21 +384,55 @@ BOOST_AUTO_TEST_CASE(model_backward_matches_finite_differences)
         attn::init_tiny_model<double>(attn::causal_model_shape(task), rng);
     const std::vector<std::size_t> tokens = {4, 0, 19, 26, 19, 0};
     const std::vector<std::size_t> targets = {5, 1, 2, 7, 9, 3};
-    const auto loss = [&] {
-        const auto f = attn::linear_model_forward(model, tokens);
-        return attn::cross_entropy(f.logits, targets).loss;
-    };
-    const auto f = attn::linear_model_forward(model, tokens);
-    attn::TinyModel<double> grad = attn::zero_model<double>(model.shape);
-    attn::linear_model_backward(model, tokens, f,
-                                attn::cross_entropy(f.logits, targets).d_logits, grad);
-    for (auto [name, W] : attn::parameters(model)) {
-        const Matrix expected = attn::numerical_gradient(*W, loss);
-        const Matrix* analytic = nullptr;
-        for (auto [other, G] : attn::parameters(grad))
-            if (other == name) analytic = G;
-        BOOST_TEST(attn::relative_error(*analytic, expected) < 1e-6, name);
+    for (const double gamma : {1.0, 0.8}) {
+        const auto loss = [&] {
+            const auto f = attn::linear_model_forward(model, tokens, gamma);
+            return attn::cross_entropy(f.logits, targets).loss;
+        };
+        const auto f = attn::linear_model_forward(model, tokens, gamma);
+        attn::TinyModel<double> grad = attn::zero_model<double>(model.shape);
+        attn::linear_model_backward(model, tokens, f,
+                                    attn::cross_entropy(f.logits, targets).d_logits, grad,
+                                    gamma);
+        for (auto [name, W] : attn::parameters(model)) {
+            const Matrix expected = attn::numerical_gradient(*W, loss);
+            const Matrix* analytic = nullptr;
+            for (auto [other, G] : attn::parameters(grad))
+                if (other == name) analytic = G;
+            BOOST_TEST(attn::relative_error(*analytic, expected) < 1e-6,
+                       name << ", γ = " << gamma);
+        }
     }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(decay_in_matrix_form)
+
+BOOST_AUTO_TEST_CASE(decayed_weights_equal_the_decayed_state)
+{
+    const auto x = random_inputs(29, 5, 4, 91);
+    const Matrix A = attn::linear_attention_weights(x.Q, x.K, true, 0.75);
+    check_close(Matrix(xt::linalg::dot(A, x.V)),
+                attn::recurrent_linear_attention(x.Q, x.K, x.V, 0.75), 1e-12, 1e-13);
+    BOOST_TEST(invalid_argument_message([&] {
+                   attn::linear_attention_weights(x.Q, x.K, false, 0.75);
+               }).find("causal") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(decayed_backward_matches_finite_differences)
+{
+    auto x = random_inputs(8, 4, 3, 92);
+    std::mt19937_64 rng(93);
+    const Matrix R = attn::random_normal<double>(8, 3, 1.0, rng);  // L = Σ R ⊙ O
+    const auto loss = [&] {
+        const Matrix A = attn::linear_attention_weights(x.Q, x.K, true, 0.6);
+        return double(xt::sum(R * Matrix(xt::linalg::dot(A, x.V)))());
+    };
+    const auto g = attn::linear_attention_backward(x.Q, x.K, x.V, R, true, 0.6);
+    BOOST_TEST(attn::relative_error(g.dQ, attn::numerical_gradient(x.Q, loss)) < 1e-7);
+    BOOST_TEST(attn::relative_error(g.dK, attn::numerical_gradient(x.K, loss)) < 1e-7);
+    BOOST_TEST(attn::relative_error(g.dV, attn::numerical_gradient(x.V, loss)) < 1e-7);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

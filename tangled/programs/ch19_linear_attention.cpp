@@ -23,7 +23,7 @@
 
 namespace {
 
-// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1026
+// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1062
 /// Held-out quality of a causal model.
 struct Quality {
     double loss = 0;           ///< mean cross-entropy per scored letter
@@ -69,7 +69,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         const attn::BlasThreads one_thread(1);  // every timing here runs on one thread
-        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:756
+        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:789
         const std::size_t check_n = 100, check_d = 16, check_block = 32;
         {
             const auto Q = attn::random_normal<double>(check_n, check_d, 1.0, rng);
@@ -98,7 +98,7 @@ int main(int argc, char** argv)
         results.add("check_n", double(check_n));
         results.add("check_d", double(check_d));
         results.add("check_block", double(check_block));
-        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:811
+        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:844
         const std::size_t cost_d = 64, cost_n_min = 128;
         const std::size_t cost_n_max = options.quick ? 2048 : 16384;
         const std::size_t cost_dense_n_max = options.quick ? 2048 : 4096;
@@ -126,23 +126,23 @@ int main(int argc, char** argv)
         results.add("cost_n_max", double(cost_n_max));
         results.add("cost_dense_n_max", double(cost_dense_n_max));
         results.add("cost_repeats", double(cost_repeats));
-        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:845
-        // the linear forms from n_fit on, where their time per token has settled (see text)
-        const double n_fit = options.quick ? double(cost_n_min) : 1024;
-        const attn::SlopeFit blocked_fit = blocked.time_fit(n_fit);
-        const attn::SlopeFit recurrent_fit = recurrent.time_fit(n_fit);
-        const attn::SlopeFit softmax_fit = softmax.time_fit();
-        results.add("cost_n_fit", n_fit);
+        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:878
+        const attn::SlopeFit blocked_fit = blocked.time_fit(), softmax_fit = softmax.time_fit();
+        const attn::SlopeFit recurrent_fit = recurrent.time_fit();
         results.add_fit("blocked_time_slope", blocked_fit);
         results.add_fit("recurrent_time_slope", recurrent_fit);
         results.add_fit("softmax_time_slope", softmax_fit);
-        results.add_fit("blocked_time_slope_all", blocked.time_fit());
-        const std::size_t at_fit = std::size_t(
-            std::find(blocked.n.begin(), blocked.n.end(), n_fit) - blocked.n.begin());
-        results.add("blocked_microseconds_per_token_at_n_fit",
-                    1e6 * blocked.wall_seconds[at_fit] / n_fit);
-        results.add("blocked_microseconds_per_token_at_n_max",
-                    1e6 * blocked.wall_seconds.back() / blocked.n.back());
+        // processor seconds: the work of the process alone, without its waits for a core
+        const auto cpu_fit = [](const attn::CostCurve& curve) {
+            return attn::loglog_fit(curve.n, curve.cpu_seconds);
+        };
+        results.add_fit("blocked_cpu_slope", cpu_fit(blocked));
+        results.add_fit("recurrent_cpu_slope", cpu_fit(recurrent));
+        results.add_fit("softmax_cpu_slope", cpu_fit(softmax));
+        results.add("blocked_cpu_microseconds_per_token_at_n_min",
+                    1e6 * blocked.cpu_seconds.front() / blocked.n.front());
+        results.add("blocked_cpu_microseconds_per_token_at_n_max",
+                    1e6 * blocked.cpu_seconds.back() / blocked.n.back());
         results.add_text("blocked_crossover",
                          attn::find_crossover(blocked, softmax).describe());
         results.add_text("recurrent_crossover",
@@ -170,7 +170,7 @@ int main(int argc, char** argv)
                                with_fit(recurrent.time(), recurrent_fit)},
                               style);
         }
-        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:941
+        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:977
         const std::size_t decode_d = 64, pool = 256;
         const auto pool_rows = attn::random_normal<float>(pool, decode_d, 1.0, rng);
         const auto token_row = [&](std::size_t i) {  // the rows of token i: q = k = v
@@ -217,7 +217,7 @@ int main(int argc, char** argv)
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1063
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1099
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
@@ -300,7 +300,7 @@ int main(int argc, char** argv)
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1200
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1236
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -321,5 +321,38 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1286
+        attn::Series decay_trained{"trained with this γ", {}, {}};
+        attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
+        for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {
+            attn::TinyModelShape shape = attn::causal_model_shape(task);
+            std::mt19937_64 init_rng(options.seed);  // the first seed's start and batches
+            attn::TinyModel<float> model = attn::init_tiny_model<float>(shape, init_rng);
+            std::mt19937_64 train_rng(options.seed + 1);
+            attn::train_linear_reversal(model, task, config, train_rng, gamma);
+            const auto quality_of = [&](const attn::TinyModel<float>& run, double run_gamma) {
+                std::mt19937_64 test_rng(options.seed + 7);
+                return evaluate_words(
+                    [&](const std::vector<std::size_t>& tokens) {
+                        return attn::linear_model_forward(run, tokens, run_gamma).logits;
+                    },
+                    task, held_out, test_rng);
+            };
+            const Quality trained = quality_of(model, gamma);
+            const Quality swapped = quality_of(linear_model, gamma);
+            decay_trained.x.push_back(gamma);
+            decay_trained.y.push_back(trained.loss);
+            decay_swapped.x.push_back(gamma);
+            decay_swapped.y.push_back(swapped.loss);
+            const std::string key = "_g" + std::to_string(int(std::lround(100 * gamma)));
+            results.add("decay_trained_loss" + key, trained.loss);
+            results.add("decay_trained_words_percent" + key, 100 * trained.word_accuracy);
+            results.add("decay_swapped_loss" + key, swapped.loss);
+            results.add("decay_swapped_words_percent" + key, 100 * swapped.word_accuracy);
+        }
+        attn::plot::LinePlotStyle decay_style{"", "decay γ", "held-out loss (nats per letter)"};
+        decay_style.log_y = true;
+        attn::plot::lines(out / "decay_quality.svg", {decay_trained, decay_swapped},
+                          decay_style);
     });
 }

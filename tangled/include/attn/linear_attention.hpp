@@ -84,25 +84,52 @@ void check_feature_attention_shapes(const xt::xtensor<T, 2>& phi_Q,
 }  // namespace detail
 
 // ⟨Form the linear attention weights⟩ 19-linear-attention.md:137
+namespace detail {
+/// Throw std::invalid_argument unless the decay γ is in (0, 1], and 1 unless causal.
+inline void check_decay(double gamma, bool causal, const std::string& where)
+{
+    if (!(gamma > 0 && gamma <= 1))
+        throw std::invalid_argument(where + ": the decay γ = " + std::to_string(gamma) +
+                                    " is not in (0, 1]");
+    if (!causal && gamma != 1)
+        throw std::invalid_argument(where + ": a decay γ < 1 needs causal attention");
+}
+
+/// What the kernel of query i and key j is multiplied by: γ^(i−j) for j ≤ i, 0 for a
+/// future key when causal, 1 when not.
+template <class T>
+T decay_factor(std::size_t i, std::size_t j, bool causal, double gamma)
+{
+    if (!causal) return T(1);
+    return j > i ? T(0) : T(std::pow(gamma, double(i - j)));
+}
+}  // namespace detail
+
 /// @brief The weights linear attention implies, φ(q_i)·φ(k_j) / Σ_j' φ(q_i)·φ(k_j'),
-/// formed as a matrix (the reference; O(n·m) memory).
+/// formed as a matrix (the reference; O(n·m) memory). With a decay γ < 1 (causal
+/// only) each kernel is first multiplied by γ^(i−j), the matrix form of the decayed
+/// state (RetNet's parallel form, Sun et al. 2023, §2.1).
 /// @param Q n×d_k; @param K m×d_k
 /// @param causal if true, key j > i gets weight 0 (requires n = m)
+/// @param gamma the decay γ in (0, 1]
 /// @return weights, n×m, rows summing to 1
 template <class T>
 xt::xtensor<T, 2> linear_attention_weights(const xt::xtensor<T, 2>& Q,
-                                           const xt::xtensor<T, 2>& K, bool causal)
+                                           const xt::xtensor<T, 2>& K, bool causal,
+                                           double gamma = 1.0)
 {
     const xt::xtensor<T, 2> phi_Q = elu_feature_map(Q);  // n×d_k
     const xt::xtensor<T, 2> phi_K = elu_feature_map(K);  // m×d_k
     const xt::xtensor<T, 2> V_shape = xt::zeros<T>({K.shape(0), std::size_t(1)});
     detail::check_feature_attention_shapes(phi_Q, phi_K, V_shape, causal);
+    detail::check_decay(gamma, causal, "linear_attention_weights");
     const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);           // d_k×m
     xt::xtensor<T, 2> weights = xt::linalg::dot(phi_Q, phi_K_t);      // n×m
     for (std::size_t i = 0; i < weights.shape(0); ++i) {
         T total = 0;
         for (std::size_t j = 0; j < weights.shape(1); ++j) {
-            if (causal && j > i) weights(i, j) = T(0);
+            const T factor = detail::decay_factor<T>(i, j, causal, gamma);
+            weights(i, j) = factor == T(0) ? T(0) : factor * weights(i, j);
             total += weights(i, j);
         }
         for (std::size_t j = 0; j < weights.shape(1); ++j) weights(i, j) /= total;
@@ -110,7 +137,7 @@ xt::xtensor<T, 2> linear_attention_weights(const xt::xtensor<T, 2>& Q,
     return weights;
 }
 
-// ⟨Attend through feature prefix sums in blocks⟩ 19-linear-attention.md:215
+// ⟨Attend through feature prefix sums in blocks⟩ 19-linear-attention.md:242
 /// @brief Attention with the kernel φ(q)·φ(k) given the features:
 /// o_i = Σ_j (Φ_Q[i]·Φ_K[j]) v_j / Σ_j Φ_Q[i]·Φ_K[j], over every key, or over the keys
 /// j ≤ i if `causal` (by prefix sums carried from block to block; Katharopoulos et al.
@@ -155,7 +182,7 @@ xt::xtensor<T, 2> feature_attention(const xt::xtensor<T, 2>& phi_Q,
         detail::gemm_rows(false, false, rows, d_v + 1, r, phi_Q.data() + begin * r, r,
                           summary.data(), d_v + 1, T(0), totals.data(), d_v + 1);
         if (causal) {
-            // ⟨Add one block's own keys to its queries⟩ 19-linear-attention.md:201
+            // ⟨Add one block's own keys to its queries⟩ 19-linear-attention.md:228
             // rows×rows kernels φ(q_i)·φ(k_j) within the block; the future is never read
             detail::gemm_rows(false, true, rows, rows, r, phi_Q.data() + begin * r, r,
                               phi_K.data() + begin * r, r, T(0), kernels.data(), block);
@@ -180,7 +207,7 @@ xt::xtensor<T, 2> feature_attention(const xt::xtensor<T, 2>& phi_Q,
     return O;
 }
 
-// ⟨Compute linear attention⟩ 19-linear-attention.md:277
+// ⟨Compute linear attention⟩ 19-linear-attention.md:304
 /// @brief Linear attention (Katharopoulos et al. 2020, eq. 5–6): softmax attention with
 /// the kernel exp(q·k/√d_k) replaced by φ(q)·φ(k), φ(x) = elu(x) + 1. No n×m matrix:
 /// O(n·d_k·d_v) time. Keeps chapter 1's contract: d_k = 0 or m = 0 throw
@@ -198,7 +225,7 @@ xt::xtensor<T, 2> linear_attention(const xt::xtensor<T, 2>& Q,
     return feature_attention(elu_feature_map(Q), elu_feature_map(K), V, causal, block);
 }
 
-// ⟨Carry the state of linear attention⟩ 19-linear-attention.md:333
+// ⟨Carry the state of linear attention⟩ 19-linear-attention.md:360
 /// @brief Causal linear attention as a recurrent network (Katharopoulos et al. 2020,
 /// §3.4): a d_k×d_v state S and a d_k normaliser z, updated per token, optionally
 /// decaying as in RetNet (Sun et al. 2023, §2.1): S ← γS + φ(k)vᵀ, z ← γz + φ(k).
@@ -216,9 +243,7 @@ public:
             throw std::invalid_argument("LinearAttentionState: d_k = " +
                                         std::to_string(d_k) + " and d_v = " +
                                         std::to_string(d_v) + " must both be ≥ 1");
-        if (!(gamma > 0 && gamma <= 1))
-            throw std::invalid_argument("LinearAttentionState: the decay γ = " +
-                                        std::to_string(gamma) + " is not in (0, 1]");
+        detail::check_decay(gamma, true, "LinearAttentionState");
         S_.assign(d_k * d_v, T(0));
         z_.assign(d_k, T(0));
         phi_.assign(d_k, T(0));
@@ -230,7 +255,7 @@ public:
                            const xt::xtensor<T, 1>& v)
     {
         check_token(q, k, v);
-        // ⟨Add one token to the state⟩ 19-linear-attention.md:406
+        // ⟨Add one token to the state⟩ 19-linear-attention.md:431
         for (std::size_t l = 0; l < d_k_; ++l) phi_[l] = elu_feature(k(l));  // φ(k)
         for (std::size_t l = 0; l < d_k_; ++l) {
             T* S_l = S_.data() + l * d_v_;  // row l of S, d_v
@@ -238,7 +263,7 @@ public:
             z_[l] = gamma_ * z_[l] + phi_[l];
         }
         ++tokens_;
-        // ⟨Read the state with the query⟩ 19-linear-attention.md:418
+        // ⟨Read the state with the query⟩ 19-linear-attention.md:443
         for (std::size_t l = 0; l < d_k_; ++l) phi_[l] = elu_feature(q(l));  // φ(q)
         xt::xtensor<T, 1> o = xt::zeros<T>({d_v_});  // d_v
         T denominator = 0;
@@ -283,7 +308,7 @@ private:
     std::size_t tokens_ = 0;
 };
 
-// ⟨Run the recurrence over a sequence⟩ 19-linear-attention.md:435
+// ⟨Run the recurrence over a sequence⟩ 19-linear-attention.md:460
 /// @brief Causal linear attention with decay γ, by running a LinearAttentionState over
 /// the rows of Q, K, V (n×d_k, n×d_k, n×d_v). @return outputs, n×d_v
 template <class T>
@@ -302,20 +327,21 @@ xt::xtensor<T, 2> recurrent_linear_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:494
-/// @brief Backward pass of O = linear_attention(Q, K, V, causal), through the n×m
-/// weights (for small n: training the tiny model).
+// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:519
+/// @brief Backward pass of O = linear_attention_weights(Q, K, causal, γ)·V, through
+/// the n×m weights (for small n: training the tiny model).
 /// @param Q n×d_k; @param K m×d_k; @param V m×d_v; @param dO ∂L/∂O, n×d_v
+/// @param causal as in the forward pass; @param gamma the decay γ in (0, 1]
 /// @return dQ (n×d_k), dK (m×d_k), dV (m×d_v)
 template <class T>
 AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
                                                 const xt::xtensor<T, 2>& K,
                                                 const xt::xtensor<T, 2>& V,
                                                 const xt::xtensor<T, 2>& dO,
-                                                bool causal)
+                                                bool causal, double gamma = 1.0)
 {
     using detail::matmul, detail::transposed;
-    const xt::xtensor<T, 2> A = linear_attention_weights(Q, K, causal);  // n×m
+    const xt::xtensor<T, 2> A = linear_attention_weights(Q, K, causal, gamma);  // n×m
     const xt::xtensor<T, 2> phi_Q = elu_feature_map(Q), phi_K = elu_feature_map(K);
     const xt::xtensor<T, 2> U = matmul(phi_Q, transposed(phi_K));  // n×m, unmasked
     AttentionGradients<T> grad;
@@ -323,11 +349,14 @@ AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
     const xt::xtensor<T, 2> dA = matmul(dO, transposed(V));  // n×m
     xt::xtensor<T, 2> dU = xt::zeros<T>(A.shape());          // n×m
     for (std::size_t i = 0; i < A.shape(0); ++i) {
-        T average = 0, D = 0;  // Σ_j A_ij dA_ij, and the row's sum of kernels
-        for (std::size_t j = 0; j < A.shape(1); ++j)
-            if (!causal || j <= i) average += A(i, j) * dA(i, j), D += U(i, j);
-        for (std::size_t j = 0; j < A.shape(1); ++j)
-            if (!causal || j <= i) dU(i, j) = (dA(i, j) - average) / D;
+        T average = 0, D = 0;  // Σ_j A_ij dA_ij, and the row's sum of decayed kernels
+        for (std::size_t j = 0; j < A.shape(1); ++j) {
+            average += A(i, j) * dA(i, j);
+            D += detail::decay_factor<T>(i, j, causal, gamma) * U(i, j);
+        }
+        for (std::size_t j = 0; j < A.shape(1); ++j)  // through A_ij = G_ij·U_ij / D_i
+            dU(i, j) = detail::decay_factor<T>(i, j, causal, gamma) *
+                       (dA(i, j) - average) / D;
     }
     grad.dQ = matmul(dU, phi_K);               // n×d_k, ∂L/∂φ(Q) for now
     grad.dK = matmul(transposed(dU), phi_Q);  // m×d_k, ∂L/∂φ(K) for now
@@ -338,12 +367,13 @@ AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
     return grad;
 }
 
-// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:539
-/// @brief Causal multi-head self-attention with linear attention in every head, over
-/// the rows of X (n×d_model), keeping what linear_layer_backward needs.
+// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:568
+/// @brief Causal multi-head self-attention with linear attention (decay γ) in every
+/// head, over the rows of X (n×d_model), keeping what linear_layer_backward needs.
 template <class T>
 AttentionLayerForward<T> linear_layer_forward(const AttentionLayer<T>& layer,
-                                              const xt::xtensor<T, 2>& X)
+                                              const xt::xtensor<T, 2>& X,
+                                              double gamma = 1.0)
 {
     const std::size_t n = X.shape(0), d_model = X.shape(1), h = layer.heads;
     check_head_count(d_model, h);
@@ -357,7 +387,7 @@ AttentionLayerForward<T> linear_layer_forward(const AttentionLayer<T>& layer,
         const xt::xtensor<T, 2> Q_h = head_columns(f.Q, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> K_h = head_columns(f.K, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
-        f.weights.push_back(linear_attention_weights(Q_h, K_h, true));  // n×n
+        f.weights.push_back(linear_attention_weights(Q_h, K_h, true, gamma));  // n×n
         set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));
     }
     f.output = detail::matmul(f.concat, layer.W_o);  // n×d_model
@@ -370,7 +400,8 @@ template <class T>
 AttentionLayerGradients<T> linear_layer_backward(const AttentionLayer<T>& layer,
                                                  const xt::xtensor<T, 2>& X,
                                                  const AttentionLayerForward<T>& f,
-                                                 const xt::xtensor<T, 2>& dY)
+                                                 const xt::xtensor<T, 2>& dY,
+                                                 double gamma = 1.0)
 {
     using detail::matmul, detail::transposed;
     const std::size_t h = layer.heads, d_k = X.shape(1) / h;
@@ -382,7 +413,8 @@ AttentionLayerGradients<T> linear_layer_backward(const AttentionLayer<T>& layer,
     for (std::size_t head = 0; head < h; ++head) {
         const AttentionGradients<T> g = linear_attention_backward<T>(
             head_columns(f.Q, head, d_k), head_columns(f.K, head, d_k),
-            head_columns(f.V, head, d_k), head_columns(d_concat, head, d_k), true);
+            head_columns(f.V, head, d_k), head_columns(d_concat, head, d_k), true,
+            gamma);
         set_head_columns(dQ, head, d_k, g.dQ);
         set_head_columns(dK, head, d_k, g.dK);
         set_head_columns(dV, head, d_k, g.dV);
@@ -396,17 +428,18 @@ AttentionLayerGradients<T> linear_layer_backward(const AttentionLayer<T>& layer,
     return grad;
 }
 
-// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:602
-/// @brief Chapter 16's causal model with linear attention in every head, on a prefix
-/// of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
+// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:634
+/// @brief Chapter 16's causal model with linear attention (decay γ) in every head, on
+/// a prefix of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
 template <class T>
 TinyModelForward<T> linear_model_forward(const TinyModel<T>& model,
-                                         const std::vector<std::size_t>& tokens)
+                                         const std::vector<std::size_t>& tokens,
+                                         double gamma = 1.0)
 {
     TinyModelForward<T> f;
     f.residual.push_back(embed_tokens(model, tokens));
     for (const AttentionLayer<T>& layer : model.layers) {
-        f.layers.push_back(linear_layer_forward(layer, f.residual.back()));
+        f.layers.push_back(linear_layer_forward(layer, f.residual.back(), gamma));
         f.residual.push_back(f.residual.back() + f.layers.back().output);  // X_{l+1}
     }
     f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
@@ -418,15 +451,15 @@ template <class T>
 void linear_model_backward(const TinyModel<T>& model,
                            const std::vector<std::size_t>& tokens,
                            const TinyModelForward<T>& f,
-                           const xt::xtensor<T, 2>& d_logits,
-                           TinyModel<T>& grad)
+                           const xt::xtensor<T, 2>& d_logits, TinyModel<T>& grad,
+                           double gamma = 1.0)
 {
     using detail::matmul, detail::transposed;
     grad.W_out += matmul(transposed(f.residual.back()), d_logits);  // d_model×vocab
     xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));  // n×d_model
     for (std::size_t l = model.layers.size(); l-- > 0;) {
         const AttentionLayerGradients<T> g =
-            linear_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX);
+            linear_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX, gamma);
         grad.layers[l].W_q += g.dW_q;
         grad.layers[l].W_k += g.dW_k;
         grad.layers[l].W_v += g.dW_v;
@@ -439,15 +472,15 @@ void linear_model_backward(const TinyModel<T>& model,
     }
 }
 
-// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:646
-/// @brief Train `model`, run with linear attention, on chapter 16's reversal task with
-/// Adam, exactly as train_causal_reversal trains it with softmax attention.
+// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:679
+/// @brief Train `model`, run with linear attention (decay γ), on chapter 16's reversal
+/// task with Adam, exactly as train_causal_reversal trains it with softmax attention.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
 template <class T>
 std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                                  const ReversalTask& task,
                                                  const TrainingConfig& config,
-                                                 std::mt19937_64& rng)
+                                                 std::mt19937_64& rng, double gamma = 1.0)
 {
     const std::size_t k = task.letters, n = task.context(), vocab = model.shape.vocab;
     if (model.shape.n < n || vocab != task.vocab())
@@ -466,13 +499,13 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                                   sequence.begin() + n);
             const std::vector<std::size_t> targets(sequence.begin() + k + 1,
                                                    sequence.end());
-            const TinyModelForward<T> f = linear_model_forward(model, inputs);
+            const TinyModelForward<T> f = linear_model_forward(model, inputs, gamma);
             const xt::xtensor<T, 2> scored_logits =  // k×vocab, after the separator
                 xt::view(f.logits, xt::range(k, n), xt::all());
             const SequenceLoss<T> scored = cross_entropy(scored_logits, targets);
             xt::xtensor<T, 2> d_logits = xt::zeros<T>({n, vocab});  // n×vocab
             xt::view(d_logits, xt::range(k, n), xt::all()) = scored.d_logits * weight;
-            linear_model_backward(model, inputs, f, d_logits, grad);
+            linear_model_backward(model, inputs, f, d_logits, grad, gamma);
             loss += scored.loss;
             correct += scored.correct;
         }
