@@ -23,7 +23,7 @@
 
 namespace {
 
-// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1062
+// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1064
 /// Held-out quality of a causal model.
 struct Quality {
     double loss = 0;           ///< mean cross-entropy per scored letter
@@ -69,7 +69,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         const attn::BlasThreads one_thread(1);  // every timing here runs on one thread
-        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:789
+        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:791
         const std::size_t check_n = 100, check_d = 16, check_block = 32;
         {
             const auto Q = attn::random_normal<double>(check_n, check_d, 1.0, rng);
@@ -98,7 +98,7 @@ int main(int argc, char** argv)
         results.add("check_n", double(check_n));
         results.add("check_d", double(check_d));
         results.add("check_block", double(check_block));
-        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:844
+        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:846
         const std::size_t cost_d = 64, cost_n_min = 128;
         const std::size_t cost_n_max = options.quick ? 2048 : 16384;
         const std::size_t cost_dense_n_max = options.quick ? 2048 : 4096;
@@ -126,7 +126,7 @@ int main(int argc, char** argv)
         results.add("cost_n_max", double(cost_n_max));
         results.add("cost_dense_n_max", double(cost_dense_n_max));
         results.add("cost_repeats", double(cost_repeats));
-        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:878
+        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:880
         const attn::SlopeFit blocked_fit = blocked.time_fit(), softmax_fit = softmax.time_fit();
         const attn::SlopeFit recurrent_fit = recurrent.time_fit();
         results.add_fit("blocked_time_slope", blocked_fit);
@@ -170,7 +170,7 @@ int main(int argc, char** argv)
                                with_fit(recurrent.time(), recurrent_fit)},
                               style);
         }
-        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:977
+        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:979
         const std::size_t decode_d = 64, pool = 256;
         const auto pool_rows = attn::random_normal<float>(pool, decode_d, 1.0, rng);
         const auto token_row = [&](std::size_t i) {  // the rows of token i: q = k = v
@@ -217,7 +217,7 @@ int main(int argc, char** argv)
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1099
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1101
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
@@ -279,7 +279,8 @@ int main(int argc, char** argv)
             linear_quality.y.push_back(with_linear.loss);
             const std::string key = "_dk" + std::to_string(d_k);
             results.add_text("linear_against_softmax" + key,
-                             with_linear.loss < with_softmax.loss ? "lower than" : "higher than");
+                             with_linear.loss < with_softmax.loss ? "lower than"
+                                                                  : "higher than");
             results.add("softmax_loss" + key, with_softmax.loss);
             results.add("linear_loss" + key, with_linear.loss);
             results.add("softmax_words_percent" + key, 100 * with_softmax.word_accuracy);
@@ -295,12 +296,12 @@ int main(int argc, char** argv)
                                               "training loss (nats per scored letter)"};
         curve_style.log_y = true;
         attn::plot::lines(out / "training_loss.svg", loss_curves, curve_style);
-        attn::plot::LinePlotStyle quality_style{"", "head width d_{k} (heads: 32 / d_{k})",
+        attn::plot::LinePlotStyle quality_style{"", "head width d_k",
                                                 "held-out loss (nats per letter)"};
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1236
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1239
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -321,7 +322,7 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
-        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1286
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1289
         attn::Series decay_trained{"trained with this γ", {}, {}};
         attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
         for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {

@@ -459,7 +459,8 @@ void linear_model_backward(const TinyModel<T>& model,
     xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));  // n×d_model
     for (std::size_t l = model.layers.size(); l-- > 0;) {
         const AttentionLayerGradients<T> g =
-            linear_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX, gamma);
+            linear_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX,
+                                  gamma);
         grad.layers[l].W_q += g.dW_q;
         grad.layers[l].W_k += g.dW_k;
         grad.layers[l].W_v += g.dW_v;
@@ -472,7 +473,7 @@ void linear_model_backward(const TinyModel<T>& model,
     }
 }
 
-// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:679
+// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:680
 /// @brief Train `model`, run with linear attention (decay γ), on chapter 16's reversal
 /// task with Adam, exactly as train_causal_reversal trains it with softmax attention.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
@@ -480,7 +481,8 @@ template <class T>
 std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                                  const ReversalTask& task,
                                                  const TrainingConfig& config,
-                                                 std::mt19937_64& rng, double gamma = 1.0)
+                                                 std::mt19937_64& rng,
+                                                 double gamma = 1.0)
 {
     const std::size_t k = task.letters, n = task.context(), vocab = model.shape.vocab;
     if (model.shape.n < n || vocab != task.vocab())
