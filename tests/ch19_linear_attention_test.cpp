@@ -436,3 +436,28 @@ BOOST_AUTO_TEST_CASE(decayed_backward_matches_finite_differences)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(decoding)
+
+BOOST_AUTO_TEST_CASE(the_decoder_steps_through_the_parallel_logits)
+{
+    const attn::ReversalTask task{4};
+    std::mt19937_64 rng(101);
+    const attn::TinyModel<double> model =
+        attn::init_tiny_model<double>(attn::causal_model_shape(task), rng);
+    const std::vector<std::size_t> tokens = {3, 17, 0, 25, 26, 25, 0, 17};
+    for (const double gamma : {1.0, 0.7}) {
+        const Matrix parallel = attn::linear_model_forward(model, tokens, gamma).logits;
+        attn::LinearDecoder<double> decoder(model, gamma);
+        const std::size_t bytes = decoder.state_bytes();
+        for (std::size_t i = 0; i < tokens.size(); ++i) {
+            const xt::xtensor<double, 1> logits = decoder.step(tokens[i]);
+            for (std::size_t c = 0; c < logits.size(); ++c)
+                BOOST_TEST(logits(c) == parallel(i, c), boost::test_tools::tolerance(1e-12));
+        }
+        BOOST_TEST(decoder.state_bytes() == bytes);
+        BOOST_TEST(throws_invalid_argument([&] { decoder.step(0); }));  // past position n
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()

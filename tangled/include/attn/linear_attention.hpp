@@ -33,7 +33,7 @@ T elu_feature(T x)
     return x > T(0) ? x + T(1) : std::exp(x);  // exp(NaN) is NaN
 }
 
-/// @brief The feature map of Katharopoulos et al. (2020, eq. 7), φ(x) = elu(x) + 1:
+/// @brief The feature map of Katharopoulos et al. (2020, §3.2.1), φ(x) = elu(x) + 1:
 /// x + 1 for x > 0, eˣ for x ≤ 0, entry by entry. Positive for every finite x; NaN
 /// stays NaN. @param X n×d @return φ(X), n×d
 template <class T>
@@ -208,7 +208,7 @@ xt::xtensor<T, 2> feature_attention(const xt::xtensor<T, 2>& phi_Q,
 }
 
 // ⟨Compute linear attention⟩ 19-linear-attention.md:304
-/// @brief Linear attention (Katharopoulos et al. 2020, eq. 5–6): softmax attention with
+/// @brief Linear attention (Katharopoulos et al. 2020, §3.2): softmax attention with
 /// the kernel exp(q·k/√d_k) replaced by φ(q)·φ(k), φ(x) = elu(x) + 1. No n×m matrix:
 /// O(n·d_k·d_v) time. Keeps chapter 1's contract: d_k = 0 or m = 0 throw
 /// std::invalid_argument, n = 0 gives 0×d_v, a NaN reaches only the rows that read it.
@@ -229,8 +229,9 @@ xt::xtensor<T, 2> linear_attention(const xt::xtensor<T, 2>& Q,
 /// @brief Causal linear attention as a recurrent network (Katharopoulos et al. 2020,
 /// §3.4): a d_k×d_v state S and a d_k normaliser z, updated per token, optionally
 /// decaying as in RetNet (Sun et al. 2023, §2.1): S ← γS + φ(k)vᵀ, z ← γz + φ(k).
-/// Its memory is fixed at construction: (d_k·d_v + d_k) numbers for any number of
-/// tokens. With γ = 1, step i returns row i of linear_attention(Q, K, V, true).
+/// Its memory is fixed at construction: d_k·d_v + 2·d_k numbers (S, z and one row of
+/// features) for any number of tokens. With γ = 1, step i returns row i of
+/// linear_attention(Q, K, V, true).
 template <class T>
 class LinearAttentionState {
 public:
@@ -255,7 +256,7 @@ public:
                            const xt::xtensor<T, 1>& v)
     {
         check_token(q, k, v);
-        // ⟨Add one token to the state⟩ 19-linear-attention.md:431
+        // ⟨Add one token to the state⟩ 19-linear-attention.md:432
         for (std::size_t l = 0; l < d_k_; ++l) phi_[l] = elu_feature(k(l));  // φ(k)
         for (std::size_t l = 0; l < d_k_; ++l) {
             T* S_l = S_.data() + l * d_v_;  // row l of S, d_v
@@ -263,7 +264,7 @@ public:
             z_[l] = gamma_ * z_[l] + phi_[l];
         }
         ++tokens_;
-        // ⟨Read the state with the query⟩ 19-linear-attention.md:443
+        // ⟨Read the state with the query⟩ 19-linear-attention.md:444
         for (std::size_t l = 0; l < d_k_; ++l) phi_[l] = elu_feature(q(l));  // φ(q)
         xt::xtensor<T, 1> o = xt::zeros<T>({d_v_});  // d_v
         T denominator = 0;
@@ -308,7 +309,7 @@ private:
     std::size_t tokens_ = 0;
 };
 
-// ⟨Run the recurrence over a sequence⟩ 19-linear-attention.md:460
+// ⟨Run the recurrence over a sequence⟩ 19-linear-attention.md:463
 /// @brief Causal linear attention with decay γ, by running a LinearAttentionState over
 /// the rows of Q, K, V (n×d_k, n×d_k, n×d_v). @return outputs, n×d_v
 template <class T>
@@ -327,7 +328,7 @@ xt::xtensor<T, 2> recurrent_linear_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:519
+// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:522
 /// @brief Backward pass of O = linear_attention_weights(Q, K, causal, γ)·V, through
 /// the n×m weights (for small n: training the tiny model).
 /// @param Q n×d_k; @param K m×d_k; @param V m×d_v; @param dO ∂L/∂O, n×d_v
@@ -367,7 +368,7 @@ AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
     return grad;
 }
 
-// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:568
+// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:571
 /// @brief Causal multi-head self-attention with linear attention (decay γ) in every
 /// head, over the rows of X (n×d_model), keeping what linear_layer_backward needs.
 template <class T>
@@ -428,7 +429,7 @@ AttentionLayerGradients<T> linear_layer_backward(const AttentionLayer<T>& layer,
     return grad;
 }
 
-// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:634
+// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:637
 /// @brief Chapter 16's causal model with linear attention (decay γ) in every head, on
 /// a prefix of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
 template <class T>
@@ -473,7 +474,7 @@ void linear_model_backward(const TinyModel<T>& model,
     }
 }
 
-// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:680
+// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:683
 /// @brief Train `model`, run with linear attention (decay γ), on chapter 16's reversal
 /// task with Adam, exactly as train_causal_reversal trains it with softmax attention.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
@@ -518,5 +519,66 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
     }
     return curve;
 }
+
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1289
+/// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
+/// LinearAttentionState per layer and head instead of a KV cache: its memory does not
+/// grow with the tokens read. The model must outlive the decoder.
+template <class T>
+class LinearDecoder {
+public:
+    /// @brief A decoder that has read nothing; @param gamma the decay γ in (0, 1]
+    explicit LinearDecoder(const TinyModel<T>& model, double gamma = 1.0)
+        : model_(&model)
+    {
+        const std::size_t d_k = model.shape.d_model / model.shape.heads;
+        const std::vector<LinearAttentionState<T>> layer(
+            model.shape.heads, LinearAttentionState<T>(d_k, d_k, gamma));
+        states_.assign(model.shape.layers, layer);
+    }
+
+    /// @brief Read one token at the next position; return the next token's logits.
+    xt::xtensor<T, 1> step(std::size_t token)
+    {
+        const TinyModelShape& s = model_->shape;
+        const std::size_t p = states_[0][0].tokens(), d_k = s.d_model / s.heads;
+        if (p >= s.n)
+            throw std::invalid_argument("LinearDecoder::step: the model has positions "
+                                        "for " + std::to_string(s.n) + " tokens only");
+        if (token >= s.vocab)
+            throw std::invalid_argument("LinearDecoder::step: token id out of range");
+        xt::xtensor<T, 1> x = xt::row(model_->token_embedding, token) +
+                              xt::row(model_->position_embedding, p);  // d_model
+        for (std::size_t l = 0; l < s.layers; ++l) {
+            const AttentionLayer<T>& layer = model_->layers[l];
+            const xt::xtensor<T, 1> q = detail::row_times(x.data(), layer.W_q);
+            const xt::xtensor<T, 1> k = detail::row_times(x.data(), layer.W_k);
+            const xt::xtensor<T, 1> v = detail::row_times(x.data(), layer.W_v);
+            xt::xtensor<T, 1> concat = xt::zeros<T>({s.d_model});  // the heads' outputs
+            for (std::size_t head = 0; head < s.heads; ++head) {
+                using detail::row_block;
+                const xt::xtensor<T, 1> o = states_[l][head].step(
+                    row_block(q, head, d_k), row_block(k, head, d_k),
+                    row_block(v, head, d_k));
+                xt::view(concat, xt::range(head * d_k, (head + 1) * d_k)) = o;
+            }
+            x += detail::row_times(concat.data(), layer.W_o);  // residual
+        }
+        return detail::row_times(x.data(), model_->W_out);  // vocab
+    }
+
+    /// Bytes held by every state: the same after any number of tokens.
+    std::size_t state_bytes() const
+    {
+        std::size_t bytes = 0;
+        for (const auto& layer : states_)
+            for (const LinearAttentionState<T>& state : layer) bytes += state.bytes();
+        return bytes;
+    }
+
+private:
+    const TinyModel<T>* model_;
+    std::vector<std::vector<LinearAttentionState<T>>> states_;  // [layer][head]
+};
 
 }  // namespace attn
