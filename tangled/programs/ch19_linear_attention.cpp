@@ -301,7 +301,7 @@ int main(int argc, char** argv)
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1244
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1247
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -322,7 +322,7 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
-        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1355
+        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1358
         {
             std::mt19937_64 word_rng(options.seed + 13);
             double largest_gap = 0;
@@ -347,7 +347,7 @@ int main(int argc, char** argv)
             results.add("rnn_vs_parallel_max_abs_logit", largest_gap, 2);
             results.add("rnn_state_bytes", double(state_bytes));
         }
-        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1401
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1404
         attn::Series decay_trained{"trained with this γ", {}, {}};
         attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
         for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {
@@ -376,6 +376,8 @@ int main(int argc, char** argv)
             results.add("decay_swapped_loss" + key, swapped.loss);
             results.add("decay_swapped_words_percent" + key, 100 * swapped.word_accuracy);
         }
+        results.add("decay_distance", double(task.context() - 1));  // first letter to last row
+        results.add("decay_shrink_g50", std::pow(0.5, double(task.context() - 1)), 2);
         attn::plot::LinePlotStyle decay_style{"", "decay γ", "held-out loss (nats per letter)"};
         decay_style.log_y = true;
         attn::plot::lines(out / "decay_quality.svg", {decay_trained, decay_swapped},
