@@ -328,7 +328,7 @@ xt::xtensor<T, 2> recurrent_linear_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:522
+// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:523
 /// @brief Backward pass of O = linear_attention_weights(Q, K, causal, γ)·V, through
 /// the n×m weights (for small n: training the tiny model).
 /// @param Q n×d_k; @param K m×d_k; @param V m×d_v; @param dO ∂L/∂O, n×d_v
@@ -368,7 +368,7 @@ AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
     return grad;
 }
 
-// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:571
+// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:572
 /// @brief Causal multi-head self-attention with linear attention (decay γ) in every
 /// head, over the rows of X (n×d_model), keeping what linear_layer_backward needs.
 template <class T>
@@ -429,7 +429,7 @@ AttentionLayerGradients<T> linear_layer_backward(const AttentionLayer<T>& layer,
     return grad;
 }
 
-// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:637
+// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:639
 /// @brief Chapter 16's causal model with linear attention (decay γ) in every head, on
 /// a prefix of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
 template <class T>
@@ -474,7 +474,7 @@ void linear_model_backward(const TinyModel<T>& model,
     }
 }
 
-// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:683
+// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:685
 /// @brief Train `model`, run with linear attention (decay γ), on chapter 16's reversal
 /// task with Adam, exactly as train_causal_reversal trains it with softmax attention.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
@@ -520,7 +520,7 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
     return curve;
 }
 
-// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1292
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1294
 /// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
 /// LinearAttentionState per layer and head instead of a KV cache: its memory does not
 /// grow with the tokens read. The model must outlive the decoder.
