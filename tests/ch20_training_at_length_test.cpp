@@ -373,6 +373,29 @@ BOOST_AUTO_TEST_CASE(a_nan_in_a_row_of_Q_or_dO_stays_in_that_row)
     }
 }
 
+BOOST_AUTO_TEST_CASE(a_nan_in_a_causal_key_reaches_every_row_that_sees_it_and_no_earlier_tile)
+{
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const std::size_t n = 64, j = 37;  // key 37 lies in the query tile [32, 48)
+    const Case c = random_case(n, n, 8, 6, 40);
+    const attn::AttentionTiles tiles{16, 16};
+    for (char operand : {'K', 'V'}) {
+        BOOST_TEST_CONTEXT(operand)
+        {
+            Case poisoned = c;
+            (operand == 'K' ? poisoned.K : poisoned.V)(j, 1) = nan;
+            const auto f = attn::flash_attention_lse(poisoned.Q, poisoned.K, poisoned.V, true, tiles);
+            const auto g =
+                attn::flash_attention_backward(poisoned.Q, poisoned.K, poisoned.V, f.O, c.dO, f.lse, true, tiles);
+            for (std::size_t i = j; i < n; ++i) BOOST_TEST(row_has_nan(f.O, i));  // never fewer
+            for (std::size_t i = 0; i < 32; ++i) {  // the tiles before key j's never see it
+                BOOST_TEST(!row_has_nan(f.O, i));
+                BOOST_TEST(!row_has_nan(g.dQ, i));
+            }
+        }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(empty_and_narrow_shapes_keep_the_contract)
 {
     const Case none = random_case(0, 4, 5, 3, 36);  // n = 0: empty results, zero dK and dV

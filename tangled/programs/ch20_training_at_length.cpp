@@ -37,9 +37,9 @@ template <class T>
 TrainingStep<T> dense_step(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                            const Matrix<T>& dO, bool causal)
 {
-    const Matrix<T> P = causal  // n×m
-                            ? attn::attention_weights(Q, K, attn::causal_mask(Q.shape(0)))
-                            : attn::attention_weights(Q, K);
+    const Matrix<T> P =  // n×m
+        causal ? attn::attention_weights(Q, K, attn::causal_mask(Q.shape(0)))
+               : attn::attention_weights(Q, K);
     return {attn::detail::matmul(P, V), attn::attention_backward(Q, K, V, P, dO)};
 }
 
@@ -173,12 +173,13 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:820
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:822
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
                           : std::vector<std::size_t>{256, 512, 1024, 2048, 4096, 8192, 16384};
         const std::size_t dense_n_max = options.quick ? 2048 : options.bench ? 8192 : 4096;
+        const std::size_t chunked_n_max = options.quick ? 2048 : 8192;
         const int repeats = options.quick ? 2 : 3;
         attn::CostCurve dense{"dense (chapter 4)", 1}, chunked{"query chunks of 64", 1},
             tiled{"tiles of 64 × 64", 1};
@@ -187,14 +188,16 @@ int main(int argc, char** argv)
             const auto K = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
             const auto V = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_v
             const auto dO = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_v
-            attn::Call dense_call;  // empty beyond dense_n_max
+            attn::Call dense_call, chunked_call;  // empty beyond their largest n
             if (n <= dense_n_max) dense_call = [&] { return dense_step(Q, K, V, dO, false); };
+            if (n <= chunked_n_max)
+                chunked_call = [&] { return chunked_step(Q, K, V, dO, false); };
             attn::measure_costs({&dense, &chunked, &tiled}, double(n),
-                                {dense_call, [&] { return chunked_step(Q, K, V, dO, false); },
+                                {dense_call, chunked_call,
                                  [&] { return tiled_step(Q, K, V, dO, false); }},
                                 repeats);
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:847
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:852
         const double memory_from = options.quick ? 128 : 512;
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
@@ -215,18 +218,23 @@ int main(int argc, char** argv)
         results.add("mib_dense_at_dense_n_max", dense.peak_mib[last_dense]);
         results.add("mib_chunked_at_dense_n_max", chunked.peak_mib[last_dense]);
         results.add("mib_tiled_at_dense_n_max", tiled.peak_mib[last_dense]);
-        results.add("mib_chunked_at_n_max", chunked.peak_mib.back());
+        results.add("chunked_n_max", double(chunked_n_max));
+        results.add("mib_chunked_at_chunked_n_max", chunked.peak_mib.back());
         results.add("mib_tiled_at_n_max", tiled.peak_mib.back());
         results.add("seconds_dense_at_dense_n_max", dense.wall_seconds[last_dense]);
         results.add("seconds_chunked_at_dense_n_max", chunked.wall_seconds[last_dense]);
         results.add("seconds_tiled_at_dense_n_max", tiled.wall_seconds[last_dense]);
         results.add("seconds_tiled_at_n_max", tiled.wall_seconds.back());
+        const double tiled_gain =
+            dense.wall_seconds[last_dense] / tiled.wall_seconds[last_dense];  // > 1: tiled faster
+        results.add_text("tiled_against_dense_time", tiled_gain >= 1.1         ? "faster than"
+                                                     : tiled_gain <= 1 / 1.1 ? "slower than"
+                                                                             : "about as fast as");
         // P, dP and dS of dense training at the largest n: three n×n float matrices
         const double n_max = double(cost_lengths.back());
         results.add("dense_gib_at_n_max_three_matrices", 3 * n_max * n_max * 4 / (1 << 30));
         attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB of a training step"};
         memory_style.log_x = memory_style.log_y = true;
-        memory_style.key = "top left";
         attn::plot::lines(out / "training_memory.svg",
                           {with_fit(dense.memory(), dense.memory_fit()),
                            with_fit(chunked.memory(), chunked.memory_fit(memory_from)),
@@ -235,19 +243,19 @@ int main(int argc, char** argv)
         attn::plot::LinePlotStyle time_style{"", "n (tokens)",
                                              "seconds per training step (fastest round)"};
         time_style.log_x = time_style.log_y = true;
-        time_style.key = "top left";
         attn::plot::lines(out / "training_time.svg",
                           {with_fit(dense.time(), dense.time_fit()),
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:959
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:979
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
-        attn::Series dense_ratio{"dense (chapter 4)", {}, {}},
-            tiled_ratio{"tiled", {}, {}}, causal_ratio{"tiled, causal", {}, {}},
-            causal_share{"tiled causal ÷ tiled full, backward", {}, {}};
+        attn::Series dense_ratio{"dense (chapter 4): backward ÷ forward", {}, {}},
+            tiled_ratio{"tiled: backward ÷ forward", {}, {}},
+            causal_ratio{"tiled, causal: backward ÷ forward", {}, {}},
+            causal_share{"tiled backward: causal ÷ full", {}, {}};
         {
             const attn::BlasThreads one_thread(1);
             for (const std::size_t n : pass_lengths) {
@@ -297,12 +305,10 @@ int main(int argc, char** argv)
         results.add("causal_over_full_backward", causal_share.y.back(), 2);
         results.add("backward_over_forward_dense", dense_ratio.y.back(), 2);
         results.add("backward_over_forward_dense_n", dense_ratio.x.back());
-        attn::plot::LinePlotStyle pass_style{"", "n (tokens)",
-                                             "time of backward ÷ time of forward"};
+        results.add_text("tiled_ratio_against_count",
+                         tiled_ratio.y.back() < 2.5 ? "below" : "above");
+        attn::plot::LinePlotStyle pass_style{"", "n (tokens)", "ratio of times (1 thread)"};
         pass_style.log_x = true;
-        pass_style.y_min = 0;
-        pass_style.y_max = 4;
-        pass_style.key = "bottom right";
         attn::plot::lines(out / "backward_over_forward.svg",
                           {dense_ratio, tiled_ratio, causal_ratio, causal_share}, pass_style);
     });
