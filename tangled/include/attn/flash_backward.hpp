@@ -42,7 +42,7 @@ xt::xtensor<T, 1> softmax_backward_offsets(const xt::xtensor<T, 2>& O,
     return delta;
 }
 
-// ⟨Choose the tile sizes⟩ 20-training-at-length.md:233
+// ⟨Choose the tile sizes⟩ 20-training-at-length.md:234
 /// @brief Tile sizes of the tiled forward and backward passes.
 struct AttentionTiles {
     std::size_t query_tile = 64;  ///< B_r, query rows per tile (≥ 1, clamped to n)
@@ -123,7 +123,7 @@ xt::xtensor<T, 2> chunk_weights(const xt::xtensor<T, 2>& Q_c,
     return attention_weights(Q_c, K_c, mask);  // chapter 2
 }
 
-// ⟨Multiply tiles with BLAS⟩ 20-training-at-length.md:256
+// ⟨Multiply tiles with BLAS⟩ 20-training-at-length.md:257
 /// C = α·op(A)·op(B) + β·C with op(X) = Xᵀ where asked (BLAS gemm; C has the shape of
 /// the product). An empty operand gives β·C, and C = 0 for β = 0.
 template <class T>
@@ -131,14 +131,14 @@ void gemm(const xt::xtensor<T, 2>& A, bool transpose_A, const xt::xtensor<T, 2>&
           bool transpose_B, T alpha, T beta, xt::xtensor<T, 2>& C)
 {
     if (A.size() == 0 || B.size() == 0) {
-        C *= beta;
-        if (beta == T(0)) C.fill(T(0));  // 0·NaN is NaN: start from zero
+        if (beta == T(0)) C.fill(T(0));  // not 0·C: C may hold NaN
+        else C *= beta;
         return;
     }
     xt::blas::gemm(A, B, C, transpose_A, transpose_B, alpha, beta);
 }
 
-// ⟨Score a tile⟩ 20-training-at-length.md:276
+// ⟨Score a tile⟩ 20-training-at-length.md:277
 /// The scores S = s·Q_i·K_jᵀ of a tile (B_r×B_c), with −∞ where the causal mask hides
 /// key j0 + c from query i0 + r.
 template <class T>
@@ -151,9 +151,8 @@ xt::xtensor<T, 2> tile_scores(const xt::xtensor<T, 2>& Q_i,
     gemm(Q_i, false, K_j, true, scale, T(0), S);                      // s·Q_i·K_jᵀ
     if (causal)
         for (std::size_t r = 0; r < S.shape(0); ++r)
-            for (std::size_t c = i0 + r + 1 > j0 ? i0 + r + 1 - j0 : 0; c < S.shape(1);
-                 ++c)
-                S(r, c) = -std::numeric_limits<T>::infinity();  // key j0 + c > i0 + r
+            for (std::size_t c = 0; c < S.shape(1); ++c)
+                if (j0 + c > i0 + r) S(r, c) = -std::numeric_limits<T>::infinity();
     return S;
 }
 
@@ -254,8 +253,9 @@ void backpropagate_key_tile(const TiledBackward<T>& p, std::size_t j0, std::size
 }  // namespace detail
 
 // ⟨Run attention and its backward pass chunk by chunk⟩ 20-training-at-length.md:157
-/// @brief Attention by chunks of c query rows (Rabe and Staats): each chunk is chapter
-/// 2's dense attention against the keys it may see, so it holds c×m weights at most.
+/// @brief Attention by chunks of c query rows (Rabe and Staats): each chunk is dense
+/// attention (chapter 1, or chapter 2's with the causal mask) against the keys it may
+/// see, so it holds c×m weights at most.
 /// @param Q queries, n×d_k; @param K keys, m×d_k; @param V values, m×d_v
 /// @param causal query i attends only keys j ≤ i (needs n == m)
 /// @param chunk c ≥ 1 (clamped to n)
@@ -358,8 +358,7 @@ AttentionGradients<T> flash_attention_backward(
     const xt::xtensor<T, 1> delta = softmax_backward_offsets(O, dO);  // n
     const detail::TiledBackward<T> problem{
         Q, K, V, dO, lse, delta, causal,
-        {std::max<std::size_t>(1, std::min(tiles.query_tile, n)),
-         std::min(tiles.key_tile, m)}};
+        {std::min(tiles.query_tile, n), std::min(tiles.key_tile, m)}};
     AttentionGradients<T> grad{xt::zeros<T>(Q.shape()), xt::zeros<T>(K.shape()),
                                xt::zeros<T>(V.shape())};
     for (std::size_t j0 = 0; j0 < m; j0 += problem.tiles.key_tile)
