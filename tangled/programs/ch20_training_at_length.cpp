@@ -1,0 +1,315 @@
+// Generated from chapters/20-training-at-length.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <cstddef>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <xtensor/xmath.hpp>
+#include <xtensor/xoperation.hpp>
+#include <xtensor/xsort.hpp>
+
+#include "attn/attention_backward.hpp"
+#include "attn/flash_attention.hpp"
+#include "attn/flash_backward.hpp"
+#include "attn/masked_attention.hpp"
+#include "attn/measure.hpp"
+#include "attn/plot.hpp"
+#include "attn/program.hpp"
+#include "attn/random.hpp"
+
+namespace {
+
+template <class T>
+using Matrix = xt::xtensor<T, 2>;
+
+// ⟨Run one training step three ways⟩ 20-training-at-length.md:614
+/// The output of a forward pass and the gradients of its backward pass.
+template <class T>
+struct TrainingStep {
+    xt::xtensor<T, 2> O;               // n×d_v
+    attn::AttentionGradients<T> grad;  // dQ n×d_k, dK m×d_k, dV m×d_v
+};
+
+/// Chapter 4's way: the forward pass keeps the weights P (n×m) for the backward pass.
+template <class T>
+TrainingStep<T> dense_step(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                           const Matrix<T>& dO, bool causal)
+{
+    const Matrix<T> P =  // n×m
+        causal ? attn::attention_weights(Q, K, attn::causal_mask(Q.shape(0)))
+               : attn::attention_weights(Q, K);
+    return {attn::detail::matmul(P, V), attn::attention_backward(Q, K, V, P, dO)};
+}
+
+/// Rabe and Staats' way: chunks of queries, each chunk's weights recomputed.
+template <class T>
+TrainingStep<T> chunked_step(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                             const Matrix<T>& dO, bool causal)
+{
+    return {attn::chunked_attention(Q, K, V, causal),
+            attn::chunked_attention_backward(Q, K, V, dO, causal)};
+}
+
+/// FlashAttention's way: the forward pass keeps O and L, the backward pass recomputes
+/// every tile of weights from them.
+template <class T>
+TrainingStep<T> tiled_step(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                           const Matrix<T>& dO, bool causal,
+                           const attn::AttentionTiles& tiles = {})
+{
+    const attn::FlashForward<T> forward =
+        attn::flash_attention_lse(Q, K, V, causal, tiles);
+    return {forward.O, attn::flash_attention_backward(Q, K, V, forward.O, dO,
+                                                      forward.lse, causal, tiles)};
+}
+
+/// Largest |a − b| over all elements.
+template <class T>
+double max_abs(const Matrix<T>& a, const Matrix<double>& b)
+{
+    return double(xt::amax(xt::abs(Matrix<double>(a) - b))());
+}
+
+/// Largest |a − b| over dQ, dK and dV.
+template <class T>
+double gradient_gap(const attn::AttentionGradients<T>& a,
+                    const attn::AttentionGradients<double>& b)
+{
+    return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
+}
+
+}  // namespace
+
+int main(int argc, char** argv)
+{
+    return attn::run_program(argc, argv, "ch20",
+                             "training at length: FlashAttention's backward pass",
+                             [](const attn::Options& options, attn::Results& results) {
+        const std::filesystem::path& out = options.out;
+        std::mt19937_64 rng(options.seed);
+        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:678
+        const std::size_t check_n = 203, check_m = 157, check_d_k = 24, check_d_v = 20;
+        const attn::AttentionTiles check_tiles{32, 48};  // 203 = 6·32 + 11, 157 = 3·48 + 13
+        for (const bool causal : {false, true}) {
+            const std::size_t m = causal ? check_n : check_m;
+            const auto Q = attn::random_normal<double>(check_n, check_d_k, 1.0, rng);  // n×d_k
+            const auto K = attn::random_normal<double>(m, check_d_k, 1.0, rng);        // m×d_k
+            const auto V = attn::random_normal<double>(m, check_d_v, 1.0, rng);        // m×d_v
+            const auto dO = attn::random_normal<double>(check_n, check_d_v, 1.0, rng);  // n×d_v
+            const TrainingStep<double> dense = dense_step(Q, K, V, dO, causal);
+            const TrainingStep<double> tiled = tiled_step(Q, K, V, dO, causal, check_tiles);
+            const TrainingStep<double> chunked = chunked_step(Q, K, V, dO, causal);
+            const Matrix<float> Q_f = Q, K_f = K, V_f = V, dO_f = dO;
+            const TrainingStep<float> tiled_f = tiled_step(Q_f, K_f, V_f, dO_f, causal,
+                                                           check_tiles);
+            const std::string tag = causal ? "_causal" : "";
+            results.add("tiled_vs_dense" + tag + "_max_abs",
+                        gradient_gap(tiled.grad, dense.grad), 2);
+            results.add("chunked_vs_dense" + tag + "_max_abs",
+                        gradient_gap(chunked.grad, dense.grad), 2);
+            results.add("tiled_float_vs_dense" + tag + "_max_abs",
+                        gradient_gap(tiled_f.grad, dense.grad), 2);
+            results.add("forward_vs_dense" + tag + "_max_abs", max_abs(tiled.O, dense.O), 2);
+            results.add("forward_vs_chapter13" + tag + "_max_abs",
+                        max_abs(tiled.O, attn::flash_attention(Q, K, V, causal)), 2);
+        }
+        results.add("check_n", double(check_n));
+        results.add("check_m", double(check_m));
+        results.add("check_d_k", double(check_d_k));
+        results.add("check_d_v", double(check_d_v));
+        results.add("check_query_tile", double(check_tiles.query_tile));
+        results.add("check_key_tile", double(check_tiles.key_tile));
+        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:731
+        double worst_relative_error = 0;
+        for (const bool causal : {false, true}) {
+            const std::size_t n = 9, m = causal ? 9 : 11;
+            Matrix<double> Q = attn::random_normal<double>(n, 5, 1.0, rng);  // n×d_k
+            Matrix<double> K = attn::random_normal<double>(m, 5, 1.0, rng);  // m×d_k
+            Matrix<double> V = attn::random_normal<double>(m, 3, 1.0, rng);  // m×d_v
+            const Matrix<double> G = attn::random_normal<double>(n, 3, 1.0, rng);  // n×d_v
+            const attn::AttentionTiles tiles{4, 4};
+            auto loss = [&] {
+                const Matrix<double> O = attn::flash_attention_lse(Q, K, V, causal, tiles).O;
+                return double(xt::sum(G * O)());
+            };
+            const attn::AttentionGradients<double> grad =
+                tiled_step(Q, K, V, G, causal, tiles).grad;
+            for (const double error :
+                 {attn::relative_error(grad.dQ, attn::numerical_gradient(Q, loss)),
+                  attn::relative_error(grad.dK, attn::numerical_gradient(K, loss)),
+                  attn::relative_error(grad.dV, attn::numerical_gradient(V, loss))})
+                worst_relative_error = std::max(worst_relative_error, error);
+        }
+        results.add("finite_difference_worst_relative_error", worst_relative_error, 2);
+        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:764
+        {
+            const std::size_t n = 203, d = 24;
+            const auto Q = attn::random_normal<double>(n, d, 1.0, rng);   // n×d_k
+            const auto K = attn::random_normal<double>(n, d, 1.0, rng);   // n×d_k
+            const auto V = attn::random_normal<double>(n, d, 1.0, rng);   // n×d_v
+            const auto dO = attn::random_normal<double>(n, d, 1.0, rng);  // n×d_v
+            const Matrix<float> Q_f = Q, K_f = K, V_f = V, dO_f = dO;
+            const TrainingStep<double> dense = dense_step(Q, K, V, dO, false);
+            attn::Series in_double{"tiled, double", {}, {}}, in_float{"tiled, float", {}, {}};
+            double worst_double = 0;
+            for (const std::size_t tile : {1, 2, 3, 5, 8, 13, 32, 64, 128, 203}) {
+                const attn::AttentionTiles tiles{tile, tile};
+                const double gap_double =
+                    gradient_gap(tiled_step(Q, K, V, dO, false, tiles).grad, dense.grad);
+                const double gap_float = gradient_gap(
+                    tiled_step(Q_f, K_f, V_f, dO_f, false, tiles).grad, dense.grad);
+                in_double.x.push_back(double(tile));
+                in_double.y.push_back(gap_double);
+                in_float.x.push_back(double(tile));
+                in_float.y.push_back(gap_float);
+                worst_double = std::max(worst_double, gap_double);
+            }
+            results.add("tile_sweep_worst_double", worst_double, 2);
+            attn::plot::LinePlotStyle style{"", "tile size B_r = B_c",
+                                            "largest |tiled − dense| over dQ, dK, dV"};
+            style.log_x = style.log_y = true;
+            style.key = "center right";
+            attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
+        }
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:821
+        const std::size_t d_cost = 64;
+        const std::vector<std::size_t> cost_lengths =
+            options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
+                          : std::vector<std::size_t>{256, 512, 1024, 2048, 4096, 8192, 16384};
+        const std::size_t dense_n_max = options.quick ? 2048 : options.bench ? 8192 : 4096;
+        const std::size_t chunked_n_max = options.quick ? 2048 : 8192;
+        const int repeats = options.quick ? 2 : 3;
+        attn::CostCurve dense{"dense (chapter 4)", 1}, chunked{"query chunks of 64", 1},
+            tiled{"tiles of 64 × 64", 1};
+        for (const std::size_t n : cost_lengths) {
+            const auto Q = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
+            const auto K = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
+            const auto V = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_v
+            const auto dO = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_v
+            attn::Call dense_call, chunked_call;  // empty beyond their largest n
+            if (n <= dense_n_max) dense_call = [&] { return dense_step(Q, K, V, dO, false); };
+            if (n <= chunked_n_max)
+                chunked_call = [&] { return chunked_step(Q, K, V, dO, false); };
+            attn::measure_costs({&dense, &chunked, &tiled}, double(n),
+                                {dense_call, chunked_call,
+                                 [&] { return tiled_step(Q, K, V, dO, false); }},
+                                repeats);
+        }
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:851
+        const double memory_from = options.quick ? 128 : 512;
+        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
+            series.label += ", slope " + fit.text();
+            return series;
+        };
+        for (const attn::CostCurve* curve : {&dense, &chunked, &tiled}) {
+            const std::string name = curve == &dense     ? "dense"
+                                     : curve == &chunked ? "chunked"
+                                                         : "tiled";
+            results.add_fit("memory_slope_" + name,
+                            curve->memory_fit(curve == &dense ? 0 : memory_from));
+            results.add_fit("time_slope_" + name, curve->time_fit());
+        }
+        const std::size_t last_dense = dense.n.size() - 1;  // dense's largest n: all measured
+        results.add("n_max", cost_lengths.back());
+        results.add("dense_n_max", double(dense_n_max));
+        results.add("memory_fit_from", memory_from);
+        results.add("mib_dense_at_dense_n_max", dense.peak_mib[last_dense]);
+        results.add("mib_chunked_at_dense_n_max", chunked.peak_mib[last_dense]);
+        results.add("mib_tiled_at_dense_n_max", tiled.peak_mib[last_dense]);
+        results.add("chunked_n_max", double(chunked_n_max));
+        results.add("mib_chunked_at_chunked_n_max", chunked.peak_mib.back());
+        results.add("mib_tiled_at_n_max", tiled.peak_mib.back());
+        results.add("seconds_dense_at_dense_n_max", dense.wall_seconds[last_dense]);
+        results.add("seconds_chunked_at_dense_n_max", chunked.wall_seconds[last_dense]);
+        results.add("seconds_tiled_at_dense_n_max", tiled.wall_seconds[last_dense]);
+        results.add("seconds_tiled_at_n_max", tiled.wall_seconds.back());
+        // > 1: the tiled step is faster; within 10 % the two are "about as fast"
+        const double gain = dense.wall_seconds[last_dense] / tiled.wall_seconds[last_dense];
+        results.add_text("tiled_against_dense_time", gain >= 1.1         ? "faster than"
+                                                     : gain <= 1 / 1.1 ? "slower than"
+                                                                       : "about as fast as");
+        // P, dP and dS of dense training at the largest n: three n×n float matrices
+        const double n_max = double(cost_lengths.back());
+        results.add("dense_gib_at_n_max_three_matrices", 3 * n_max * n_max * 4 / (1 << 30));
+        attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB of a training step"};
+        memory_style.log_x = memory_style.log_y = true;
+        attn::plot::lines(out / "training_memory.svg",
+                          {with_fit(dense.memory(), dense.memory_fit()),
+                           with_fit(chunked.memory(), chunked.memory_fit(memory_from)),
+                           with_fit(tiled.memory(), tiled.memory_fit(memory_from))},
+                          memory_style);
+        attn::plot::LinePlotStyle time_style{"", "n (tokens)",
+                                             "seconds per training step (fastest round)"};
+        time_style.log_x = time_style.log_y = true;
+        attn::plot::lines(out / "training_time.svg",
+                          {with_fit(dense.time(), dense.time_fit()),
+                           with_fit(chunked.time(), chunked.time_fit()),
+                           with_fit(tiled.time(), tiled.time_fit())},
+                          time_style);
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:978
+        const std::vector<std::size_t> pass_lengths =
+            options.quick ? std::vector<std::size_t>{256, 512, 1024}
+                          : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
+        attn::Series dense_ratio{"dense (chapter 4): backward ÷ forward", {}, {}},
+            tiled_ratio{"tiled: backward ÷ forward", {}, {}},
+            causal_ratio{"tiled, causal: backward ÷ forward", {}, {}},
+            causal_share{"tiled backward: causal ÷ full", {}, {}};
+        {
+            const attn::BlasThreads one_thread(1);
+            for (const std::size_t n : pass_lengths) {
+                const auto Q = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
+                const auto K = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
+                const auto V = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_v
+                const auto dO = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_v
+                const auto full = attn::flash_attention_lse(Q, K, V, false);
+                const auto causal = attn::flash_attention_lse(Q, K, V, true);
+                const bool with_dense = n <= dense_n_max;
+                const Matrix<float> P = with_dense ? attn::attention_weights(Q, K)
+                                                   : Matrix<float>();  // n×n, outside the clock
+                std::vector<attn::Call> calls = {
+                    [&] { return attn::flash_attention_lse(Q, K, V, false); },
+                    [&] {
+                        return attn::flash_attention_backward(Q, K, V, full.O, dO, full.lse);
+                    },
+                    [&] { return attn::flash_attention_lse(Q, K, V, true); },
+                    [&] {
+                        return attn::flash_attention_backward(Q, K, V, causal.O, dO, causal.lse,
+                                                              true);
+                    },
+                    attn::Call(), attn::Call()};
+                if (with_dense) {
+                    calls[4] = [&] {
+                        const Matrix<float> weights = attn::attention_weights(Q, K);  // n×n
+                        return std::make_pair(weights, attn::detail::matmul(weights, V));
+                    };
+                    calls[5] = [&] { return attn::attention_backward(Q, K, V, P, dO); };
+                }
+                const auto t = attn::time_alternating(calls, repeats);
+                tiled_ratio.x.push_back(double(n));
+                tiled_ratio.y.push_back(t[1].wall / t[0].wall);
+                causal_ratio.x.push_back(double(n));
+                causal_ratio.y.push_back(t[3].wall / t[2].wall);
+                causal_share.x.push_back(double(n));
+                causal_share.y.push_back(t[3].wall / t[1].wall);
+                if (with_dense) {
+                    dense_ratio.x.push_back(double(n));
+                    dense_ratio.y.push_back(t[5].wall / t[4].wall);
+                }
+            }
+        }
+        results.add("pass_n_max", double(pass_lengths.back()));
+        results.add("backward_over_forward_tiled", tiled_ratio.y.back(), 2);
+        results.add("backward_over_forward_tiled_causal", causal_ratio.y.back(), 2);
+        results.add("causal_over_full_backward", causal_share.y.back(), 2);
+        results.add("backward_over_forward_dense", dense_ratio.y.back(), 2);
+        results.add("backward_over_forward_dense_n", dense_ratio.x.back());
+        results.add_text("tiled_ratio_against_count",
+                         tiled_ratio.y.back() < 2.5 ? "below" : "above");
+        attn::plot::LinePlotStyle pass_style{"", "n (tokens)", "ratio of times (1 thread)"};
+        pass_style.log_x = true;
+        attn::plot::lines(out / "backward_over_forward.svg",
+                          {dense_ratio, tiled_ratio, causal_ratio, causal_share}, pass_style);
+    });
+}
