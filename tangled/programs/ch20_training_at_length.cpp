@@ -24,7 +24,7 @@ namespace {
 template <class T>
 using Matrix = xt::xtensor<T, 2>;
 
-// ⟨Run one training step three ways⟩ 20-training-at-length.md:614
+// ⟨Run one training step three ways⟩ 20-training-at-length.md:612
 /// The output of a forward pass and the gradients of its backward pass.
 template <class T>
 struct TrainingStep {
@@ -89,7 +89,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:678
+        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:676
         const std::size_t check_n = 203, check_m = 157, check_d_k = 24, check_d_v = 20;
         const attn::AttentionTiles check_tiles{32, 48};  // 203 = 6·32 + 11, 157 = 3·48 + 13
         for (const bool causal : {false, true}) {
@@ -121,7 +121,7 @@ int main(int argc, char** argv)
         results.add("check_d_v", double(check_d_v));
         results.add("check_query_tile", double(check_tiles.query_tile));
         results.add("check_key_tile", double(check_tiles.key_tile));
-        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:731
+        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:729
         double worst_relative_error = 0;
         for (const bool causal : {false, true}) {
             const std::size_t n = 9, m = causal ? 9 : 11;
@@ -143,7 +143,7 @@ int main(int argc, char** argv)
                 worst_relative_error = std::max(worst_relative_error, error);
         }
         results.add("finite_difference_worst_relative_error", worst_relative_error, 2);
-        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:764
+        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:762
         {
             const std::size_t n = 203, d = 24;
             const auto Q = attn::random_normal<double>(n, d, 1.0, rng);   // n×d_k
@@ -173,7 +173,7 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:821
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:819
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
@@ -197,7 +197,7 @@ int main(int argc, char** argv)
                                  [&] { return tiled_step(Q, K, V, dO, false); }},
                                 repeats);
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:851
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:849
         const double memory_from = options.quick ? 128 : 512;
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
@@ -248,7 +248,7 @@ int main(int argc, char** argv)
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:978
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:976
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};

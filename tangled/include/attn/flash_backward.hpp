@@ -20,6 +20,7 @@
 #include "attn/attention_backward.hpp"
 #include "attn/masked_attention.hpp"
 #include "attn/self_attention.hpp"
+#include "attn/sliding_window.hpp"
 
 namespace attn {
 
@@ -59,7 +60,7 @@ struct FlashForward {
 
 namespace detail {
 
-// ⟨Check the inputs of the tiled passes⟩ 20-training-at-length.md:457
+// ⟨Check the inputs of the tiled passes⟩ 20-training-at-length.md:454
 /// Throw std::invalid_argument unless Q, K, V keep chapter 1's contract, both tile
 /// sizes are ≥ 1, and causal attention has n == m.
 template <class T>
@@ -175,19 +176,15 @@ void attend_query_tile_with_lse(const xt::xtensor<T, 2>& Q, const xt::xtensor<T,
         const std::size_t j1 = std::min(keys, j0 + key_tile);
         // B_r×B_c: the scores, turned into weights in place
         xt::xtensor<T, 2> P = tile_scores(Q_i, copy_rows(K, j0, j1), causal, i0, j0);
-        // ⟨Turn the tile's scores into weights and rescale its rows⟩ 20-training-at-length.md:336
+        // ⟨Turn the tile's scores into weights and rescale its rows⟩ 20-training-at-length.md:337
         for (std::size_t r = 0; r < rows; ++r) {
             T* p = &P(r, 0);
-            const T new_max = std::max(row_max[r], *std::max_element(p, p + P.shape(1)));
-            const T alpha = std::exp(row_max[r] - new_max);  // 0 on the first tile (m = −∞)
-            T tile_sum = 0;
+            SoftmaxRow<T> row{row_max[r], row_sum[r], &acc(r, 0), d_v};  // m_i, ℓ_i, o_i
+            rescale_state(row, std::max(row.max, *std::max_element(p, p + P.shape(1))));
             for (std::size_t c = 0; c < P.shape(1); ++c) {
-                p[c] = std::exp(p[c] - new_max);  // ≤ 1; a hidden key: e^{−∞} = 0
-                tile_sum += p[c];
+                p[c] = std::exp(p[c] - row.max);  // ≤ 1; a hidden key: e^{−∞} = 0
+                row.sum += p[c];
             }
-            row_sum[r] = alpha * row_sum[r] + tile_sum;
-            row_max[r] = new_max;
-            for (std::size_t c = 0; c < d_v; ++c) acc(r, c) *= alpha;
         }
         gemm(P, false, copy_rows(V, j0, j1), false, T(1), T(1), acc);  // o += P·V_j
     }
@@ -197,7 +194,7 @@ void attend_query_tile_with_lse(const xt::xtensor<T, 2>& Q, const xt::xtensor<T,
     }
 }
 
-// ⟨Describe a tiled backward problem⟩ 20-training-at-length.md:377
+// ⟨Describe a tiled backward problem⟩ 20-training-at-length.md:374
 /// The inputs of the tiled backward pass, checked by the caller.
 template <class T>
 struct TiledBackward {
@@ -211,7 +208,7 @@ struct TiledBackward {
     AttentionTiles tiles;            ///< clamped to the problem
 };
 
-// ⟨Backpropagate through one key tile⟩ 20-training-at-length.md:392
+// ⟨Backpropagate through one key tile⟩ 20-training-at-length.md:389
 /// The backward pass for keys [j0, j1): every query tile that sees them recomputes its
 /// weights from L, adds its shares to dK_j and dV_j, and adds its share of dQ to grad.
 template <class T>
@@ -229,12 +226,12 @@ void backpropagate_key_tile(const TiledBackward<T>& p, std::size_t j0, std::size
         const std::size_t i1 = std::min(n, i0 + B_r);
         const xt::xtensor<T, 2> Q_i = copy_rows(p.Q, i0, i1);    // B_r×d_k
         const xt::xtensor<T, 2> dO_i = copy_rows(p.dO, i0, i1);  // B_r×d_v
-        // ⟨Recompute the tile's weights from the log-sum-exp⟩ 20-training-at-length.md:421
+        // ⟨Recompute the tile's weights from the log-sum-exp⟩ 20-training-at-length.md:418
         xt::xtensor<T, 2> P = tile_scores(Q_i, K_j, p.causal, i0, j0);  // B_r×B_c, then weights
         for (std::size_t r = 0; r < P.shape(0); ++r)
             for (std::size_t c = 0; c < P.shape(1); ++c)
                 P(r, c) = std::exp(P(r, c) - p.lse(i0 + r));  // P_ij = e^{s_ij − L_i} ≤ 1
-        // ⟨Backpropagate through the tile⟩ 20-training-at-length.md:431
+        // ⟨Backpropagate through the tile⟩ 20-training-at-length.md:428
         gemm(P, true, dO_i, false, T(1), T(1), dV_j);  // dV_j += Pᵀ·dO_i
         xt::xtensor<T, 2> dS = xt::empty<T>(P.shape());  // B_r×B_c
         gemm(dO_i, false, V_j, true, T(1), T(0), dS);    // dP = dO_i·V_jᵀ
@@ -308,7 +305,7 @@ AttentionGradients<T> chunked_attention_backward(
     return grad;
 }
 
-// ⟨Compute attention and its backward pass in tiles⟩ 20-training-at-length.md:487
+// ⟨Compute attention and its backward pass in tiles⟩ 20-training-at-length.md:484
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles (chapter 13's algorithm), also
 /// returning each row's log-sum-exp for flash_attention_backward; never stores an n×m
 /// matrix.
