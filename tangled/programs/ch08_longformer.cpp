@@ -127,7 +127,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + s.name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:916
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:890
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -163,38 +163,9 @@ int main(int argc, char** argv)
             attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:757
-        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
-        const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
-        const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
-        const attn::SlopeFit dense_memory_fit = dense.memory_fit(fit_from);
-        results.add_fit("time_slope", time_fit);
-        results.add_fit("memory_slope", memory_fit);
-        results.add_fit("dense_time_slope", dense_time_fit);
-        results.add_fit("dense_memory_slope", dense_memory_fit);
-        results.add_text("crossover", attn::find_crossover(kernel, dense).describe());
-        results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
-        results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
-        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
-        results.add("speedup_at_dense_n_max",
-                    dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
-        results.add("memory_ratio_at_dense_n_max",
-                    dense.peak_mib[shared] / kernel.peak_mib[shared]);
-        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
-            series.label += ", slope " + fit.text();
-            return series;
-        };
-        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
-        style.log_x = style.log_y = true;
-        style.key = "bottom right";  // the corner the curves leave empty
-        attn::plot::lines(out / "cost_time.svg",
-                          {with_fit(dense.time(), dense_time_fit),
-                           with_fit(kernel.time(), time_fit)}, style);
-        style.y_label = "peak MiB one call adds";
-        attn::plot::lines(out / "cost_memory.svg",
-                          {with_fit(dense.memory(), dense_memory_fit),
-                           with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:834
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:759
+        attn::report_against_dense(kernel, dense, fit_from, fit_from, out, results);
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:807
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());
@@ -207,6 +178,7 @@ int main(int argc, char** argv)
         };
         results.add("ns_per_score_at_fit_from", ns_per_score(first_fitted));
         results.add("ns_per_score_at_n_max", ns_per_score(kernel.n.size() - 1));
+        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const double distance = (time_fit.slope - 1) / time_fit.standard_error;  // in errors
         const std::string side = std::abs(distance) <= 2 ? "1 within"
                                  : distance < 0          ? "below 1 by more than"

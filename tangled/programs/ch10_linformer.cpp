@@ -140,22 +140,6 @@ std::vector<attn::Series> error_against_k(const Inputs& in, int draws,
     return {inside, pooled, after, trend, zero};
 }
 
-// ⟨Leave room for the legend⟩ 10-linformer.md:704
-/// A log y range from the decade below the lowest point to one decade above the decade
-/// of the highest, so the legend at the top stays clear of the curves.
-void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
-                            const std::vector<attn::Series>& curves)
-{
-    double lowest = INFINITY, highest = 0;
-    for (const attn::Series& curve : curves)
-        for (double y : curve.y) {
-            lowest = std::min(lowest, y);
-            highest = std::max(highest, y);
-        }
-    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
-}
 
 }  // namespace
 
@@ -209,7 +193,7 @@ int main(int argc, char** argv)
                                      attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E),
                                                          pooled);
                                  }
-                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:804
+                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:787
                                  {
                                      const Inputs in = make_inputs("vocabulary", 64, 64, rng);
                                      const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -247,7 +231,7 @@ int main(int argc, char** argv)
                                      style.key = "top right";
                                      attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
                                  }
-                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:767
+                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:750
                                  {
                                      const std::size_t n_c = 64, k_c = 16;
                                      Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -306,13 +290,13 @@ int main(int argc, char** argv)
                                  times[1].label += ", slope " + time_fit.text() + from;
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;
-                                 leave_room_for_the_key(time_style, times);
+                                 attn::plot::leave_room_for_the_key(time_style, times);
                                  attn::plot::lines(out / "cost_time.svg", times, time_style);
                                  std::vector<attn::Series> memories = {dense.memory(), linformer.memory()};
                                  memories[1].label += ", slope " + memory_fit.text() + from;
                                  attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
                                  memory_style.log_x = memory_style.log_y = true;
-                                 leave_room_for_the_key(memory_style, memories);
+                                 attn::plot::leave_room_for_the_key(memory_style, memories);
                                  attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
                              });
 }

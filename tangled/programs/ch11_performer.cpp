@@ -121,7 +121,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X,
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1253
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1288
 /// Dense causal attention: softmax over keys j ≤ i
 /// only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q,
@@ -144,7 +144,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1392
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1427
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -155,22 +155,6 @@ std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
     return lengths;
 }
 
-// ⟨Leave room for the legend⟩ 11-performer.md:1504
-/// A log y range from the decade below the lowest point to one decade above the decade
-/// of the highest, so the legend at the top stays clear of the curves.
-void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
-                            const std::vector<attn::Series>& curves)
-{
-    double lowest = INFINITY, highest = 0;
-    for (const attn::Series& curve : curves)
-        for (double y : curve.y) {
-            lowest = std::min(lowest, y);
-            highest = std::max(highest, y);
-        }
-    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
-}
 
 }  // namespace
 
@@ -291,7 +275,7 @@ int main(int argc, char** argv)
                 attn::plot::lines(out / "mse_vs_angle.svg",
                                   {positive, trig, theory_positive, theory_trig}, style);
             }
-            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1188
+            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1223
             {
                 const std::size_t n_small = 24, d = 16, r = 256;
                 // n×d, sinusoidal position codes
@@ -320,7 +304,7 @@ int main(int argc, char** argv)
                             xt::amax(xt::abs(attn::performer_weights(P, P, W) -
                                              attn::attention_weights(P, P)))());
             }
-            // ⟨Measure the attention error against r⟩ 11-performer.md:1277
+            // ⟨Measure the attention error against r⟩ 11-performer.md:1312
             {
                 const std::size_t n = options.quick ? 128 : 512, d = 16,
                                   r_max = options.quick ? 1024 : 4096;
@@ -386,7 +370,7 @@ int main(int argc, char** argv)
                 style.key = "top right";
                 attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
             }
-            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1404
+            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1439
             const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
             const std::size_t n_fit = options.quick ? 128 : 1024;
             const std::size_t n_max = options.quick ? 2048 : 16384;
@@ -414,7 +398,7 @@ int main(int argc, char** argv)
                      [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
                     n_cost < 2048 ? 3 * repeats : repeats);
             }
-            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1440
+            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1475
             const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
             const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
             const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
@@ -450,7 +434,7 @@ int main(int argc, char** argv)
             results.add("favor_mib_at_max_n", favor.peak_mib.back());
             results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
             results.add("causal_mib_at_max_n", causal.peak_mib.back());
-            // ⟨Draw the cost against n⟩ 11-performer.md:1478
+            // ⟨Draw the cost against n⟩ 11-performer.md:1513
             const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
                 {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
                 {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};
@@ -461,7 +445,7 @@ int main(int argc, char** argv)
             }
             attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
             time_style.log_x = time_style.log_y = true;
-            leave_room_for_the_key(time_style, times);
+            attn::plot::leave_room_for_the_key(time_style, times);
             attn::plot::lines(out / "cost_time.svg", times, time_style);
             std::vector<attn::Series> memories = {dense.memory(), favor.memory(), whole.memory(),
                                                   causal.memory()};
@@ -470,7 +454,7 @@ int main(int argc, char** argv)
             memories[3].label += ", slope " + causal_memory_fit.text();
             attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
             memory_style.log_x = memory_style.log_y = true;
-            leave_room_for_the_key(memory_style, memories);
+            attn::plot::leave_room_for_the_key(memory_style, memories);
             attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
         });
 }

@@ -136,7 +136,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1442
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1424
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -159,22 +159,6 @@ double fraction_in_overfull_buckets(const std::vector<double>& size,
     return crowded / double(n);
 }
 
-// ⟨Leave room for the legend⟩ 12-reformer.md:1313
-/// A log y range from the decade below the lowest point to one decade above the decade
-/// of the highest, so the legend at the top stays clear of the curves.
-void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
-                            const std::vector<attn::Series>& curves)
-{
-    double lowest = INFINITY, highest = 0;
-    for (const attn::Series& curve : curves)
-        for (double y : curve.y) {
-            lowest = std::min(lowest, y);
-            highest = std::max(highest, y);
-        }
-    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
-}
 
 }  // namespace
 
@@ -331,7 +315,7 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1466
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1448
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -408,14 +392,14 @@ int main(int argc, char** argv)
                                  times[0].label += ", slope " + dense_time_fit.text();
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;
-                                 leave_room_for_the_key(time_style, times);
+                                 attn::plot::leave_room_for_the_key(time_style, times);
                                  attn::plot::lines(out / "cost_time.svg", times, time_style);
                                  std::vector<attn::Series> memories = {dense.memory(), lsh.memory()};
                                  memories[1].label += ", slope " + lsh_memory_fit.text() + from;
                                  memories[0].label += ", slope " + dense_memory_fit.text();
                                  attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
                                  memory_style.log_x = memory_style.log_y = true;
-                                 leave_room_for_the_key(memory_style, memories);
+                                 attn::plot::leave_room_for_the_key(memory_style, memories);
                                  attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
                              });
 }
