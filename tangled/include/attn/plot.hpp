@@ -26,7 +26,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1265
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1273
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -67,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1186
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1194
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -169,7 +169,7 @@ struct Panel {
     HeatmapStyle style;
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:1078
+// ⟨Describe a line plot⟩ 00-instruments.md:1083
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -185,7 +185,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1307
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1315
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -280,14 +280,16 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
            << column_tics(style.col_labels, m, width)
            << "set ytics " << tic_labels(style.row_labels, n) << "\n"
            << "set palette " << (style.diverging ? "@diverging_palette" : "@viridis")
-           << "\n" << (style.categories.empty() ? "set" : "unset") << " colorbox\n";
+           << "\n" << (style.categories.empty() ? "set" : "unset") << " colorbox\n"
+           // room for the colour bar, however wide the matrix; a key finds its own
+           << (style.categories.empty() ? "set rmargin 14\n" : "set rmargin\n");
     if (style.probabilities) figure << "set cbrange [0:1]\n";
     else if (!std::isnan(style.colour_max))
         figure << "set cbrange [0:" << style.colour_max << "]\n";
     else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:950
+// ⟨Draw a heatmap⟩ 00-instruments.md:952
 /// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
 /// cells' grey if there is a mask.
 inline std::string key_entries(const HeatmapStyle& style)
@@ -317,18 +319,22 @@ inline void plot_heatmap(Figure& figure, const xt::xtensor<double, 2>& values,
         throw std::invalid_argument(
             "heatmap: mask shape differs from the values' shape");
     const std::size_t kinds = style.categories.size();
-    // block 0: masked cells; 1..kinds: one per category (or 1: the image)
+    // block 0: masked cells, drawn over the rest; 1..kinds: one per category, or
+    // 1: the image, every cell (an image needs the whole grid; masked ones as 0)
     std::vector<std::vector<std::tuple<double, double, double>>> blocks(
         kinds ? kinds + 1 : 2);
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < m; ++j) {
             const bool visible = !masked || style.allowed(i, j);
             const double v = visible ? values(i, j) : 0.0;
-            const std::size_t block =
-                !visible ? 0 : kinds ? std::size_t(std::lround(v)) : 1;
-            if (block > kinds && kinds)
-                throw std::invalid_argument("heatmap: a value names no category");
-            blocks[block].emplace_back(double(j), double(i), v);
+            if (!visible) blocks[0].emplace_back(double(j), double(i), v);
+            if (!kinds) blocks[1].emplace_back(double(j), double(i), v);
+            else if (visible) {
+                const long kind = std::lround(v);
+                if (kind < 1 || kind > long(kinds))
+                    throw std::invalid_argument("heatmap: a value names no category");
+                blocks[std::size_t(kind)].emplace_back(double(j), double(i), v);
+            }
         }
     set_heatmap_axes(figure, style, n, m, width);
     if (style.diverging) {
@@ -365,7 +371,6 @@ inline void heatmap(const std::filesystem::path& path,
     write_matrix_tsv(path, values, masked ? &style.allowed : nullptr);
     Figure figure(path);
     const bool keyed = masked || !style.categories.empty();
-    figure << (style.categories.empty() ? "set rmargin 14\n" : "");  // the colour bar
     plot_heatmap(figure, values, style,
                  keyed ? (style.categories.empty()
                               ? "at screen 0.98, screen 0.02 right bottom"
@@ -373,7 +378,7 @@ inline void heatmap(const std::filesystem::path& path,
                        : "");
 }
 
-// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1041
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1046
 /// @brief Draw `panels` as one figure, `columns` panels a row, into the SVG file
 /// `path`; the data as `path`.tsv ("panel row col value", panel = its title).
 /// The panels of a categorical grid share one key, drawn once in a strip under them.
@@ -385,7 +390,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
     write_panels_tsv(path, panels);
     const std::size_t rows = (panels.size() + columns - 1) / columns;
     const bool keyed = !panels[0].style.categories.empty();
-    const int width = 1000, height = int(rows) * (columns > 2 ? 330 : 430) + 60;
+    const int width = 1000, height = int(rows) * (columns > 2 ? 300 : 380) + 60;
     const double strip = keyed ? 60.0 / height : 0.0;  // the key's height, of the page
     const double cell_w = 1.0 / double(columns), cell_h = (1.0 - strip) / double(rows);
     Figure figure(path, svg_terminal(width, height));
@@ -408,7 +413,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
     figure << "unset multiplot\n";
 }
 
-// ⟨Give dense attention its own line style⟩ 00-instruments.md:1095
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1100
 /// The line style the shared style file reserves for dense attention.
 constexpr int dense_line_style = 8;
 
@@ -443,7 +448,7 @@ inline void send_series(Figure& figure, const Series& curve)
     figure.send(points);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:1131
+// ⟨Draw a line plot⟩ 00-instruments.md:1136
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -471,9 +476,10 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1163
-/// @brief A log y range from the decade below the lowest point to one decade above the
-/// decade of the highest, and the key at the top left, clear of the curves.
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1169
+/// @brief A log y range from the decade below the lowest point to the decade of the
+/// highest and one more decade for every two curves, and the key at the top left in
+/// that room, clear of the curves.
 inline void leave_room_for_the_key(LinePlotStyle& style,
                                    const std::vector<Series>& curves)
 {
@@ -484,11 +490,12 @@ inline void leave_room_for_the_key(LinePlotStyle& style,
             highest = std::max(highest, y);
         }
     style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
+    const double room = std::ceil(double(curves.size()) / 2);  // decades for the key
+    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + room);
+    style.key = "top left Left reverse samplen 1.5";
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1357
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1365
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
