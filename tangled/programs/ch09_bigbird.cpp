@@ -143,13 +143,11 @@ int main(int argc, char** argv)
             results.add("layers_window_16384", window.y.back());
             results.add("layers_random_16384", random.y.back());
             results.add("layers_bigbird_16384", bigbird.y.back());
-            attn::plot::LinePlotStyle style{
-                "Layers until every token can depend on every other (b = 64, r = 3)",
-                "n (tokens)", "layers"};
+            attn::plot::LinePlotStyle style{"", "n (tokens)", "layers"};
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "layers.svg", {window, random, bigbird}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:491
+        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:489
         for (const auto& [name, n, pattern] :
              {std::tuple<std::string, std::size_t, attn::BigBirdPattern>{
                   "base", 1920, {64, 3, options.seed}},
@@ -170,7 +168,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:686
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:684
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -183,7 +181,7 @@ int main(int argc, char** argv)
         results.add("dense_fit_from", dense_fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:537
+        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:535
         const std::size_t d = 64;
         const attn::BigBirdPattern pattern{64, 3, options.seed};
         attn::CostCurve kernel{"BigBird block kernel", 1}, dense{"dense", 1};
@@ -206,9 +204,9 @@ int main(int argc, char** argv)
             attn::bigbird_attention(Q, K, V, pattern, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 09-bigbird.md:571
+        // ⟨Draw time and memory against n⟩ 09-bigbird.md:569
         attn::report_against_dense(kernel, dense, fit_from, dense_fit_from, out, results);
-        // ⟨Fit the count of scores⟩ 09-bigbird.md:577
+        // ⟨Fit the count of scores⟩ 09-bigbird.md:575
         {
             std::vector<double> fitted_n, fitted_scores;  // n ≥ fit_from
             for (std::size_t k = 0; k < kernel.n.size(); ++k)

@@ -26,7 +26,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1273
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1307
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -67,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1194
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1228
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -169,7 +169,7 @@ struct Panel {
     HeatmapStyle style;
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:1083
+// ⟨Describe a line plot⟩ 00-instruments.md:1117
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -185,7 +185,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1315
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1349
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -232,20 +232,39 @@ inline void write_series_tsv(const std::filesystem::path& figure,
 }
 
 // ⟨Set the axes of a heatmap⟩ 00-instruments.md:893
+/// Whether `labels`, one per cell along an axis `length` pixels long, stand apart:
+/// each non-empty label is at least `room(a, b)` pixels from the next.
+template <class Room>
+bool labels_stand_apart(const std::vector<std::string>& labels, double length, Room room)
+{
+    const double cell = length / double(std::max<std::size_t>(labels.size(), 1));
+    std::size_t last = labels.size();  // the last non-empty label so far: none
+    for (std::size_t a = 0; a < labels.size(); ++a) {
+        if (labels[a].empty()) continue;
+        if (last < labels.size() && double(a - last) * cell < room(labels[last], labels[a]))
+            return false;
+        last = a;
+    }
+    return true;
+}
+
 /// Whether `labels` fit side by side, level, under a plot about `width` pixels wide.
 inline bool labels_fit_level(const std::vector<std::string>& labels, double width = 400)
 {
-    double characters = 0;
-    for (const std::string& label : labels) characters += double(label.size()) + 1;
-    return characters * 0.6 * font_size <= width;  // a DejaVu Sans letter ≈ 0.6 em
+    // half of each label on either side of its tic, a letter ≈ 0.6 em, a space between
+    return labels_stand_apart(labels, width, [](const std::string& a, const std::string& b) {
+        return (double(a.size() + b.size()) / 2 + 1) * 0.6 * font_size;
+    });
 }
 
-/// The labels at positions first, first + step, …; the others empty.
+/// Of the non-empty labels, numbers first, first + step, … kept; the others empty.
 inline std::vector<std::string> every_nth(const std::vector<std::string>& labels,
                                          std::size_t first, std::size_t step)
 {
     std::vector<std::string> kept(labels.size());
-    for (std::size_t j = first; j < labels.size(); j += step) kept[j] = labels[j];
+    std::size_t count = 0;  // non-empty labels so far
+    for (std::size_t j = 0; j < labels.size(); ++j)
+        if (!labels[j].empty() && count++ % step == first) kept[j] = labels[j];
     return kept;
 }
 
@@ -266,6 +285,19 @@ inline std::string column_tics(const std::vector<std::string>& labels, std::size
     return "set xtics " + tic_labels(every_nth(labels, 0, step), m) + "\nunset x2tics\n";
 }
 
+/// @brief Tic labels for n rows on a plot `height` pixels tall: every label when the
+/// rows are a line of text high, else every few.
+inline std::string row_tics(const std::vector<std::string>& labels, std::size_t n,
+                            double height)
+{
+    const double line = 1.2 * font_size;  // pixels of one line of text
+    const auto one_line = [&](const std::string&, const std::string&) { return line; };
+    if (labels.empty() || labels_stand_apart(labels, height, one_line))
+        return tic_labels(labels, n);
+    const auto step = std::size_t(std::ceil(double(n) * line / height));
+    return tic_labels(every_nth(labels, 0, step), n);
+}
+
 /// @brief The axes of a heatmap of n rows and m columns about `width` pixels wide: rows
 /// top down, one tic per token, the colour range and palette, or for a categorical map
 /// no colour bar.
@@ -278,7 +310,9 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
            << ":-0.5]\nset size ratio " << double(n) / double(m)
            << "\nunset grid\nset tics scale 0\n"
            << column_tics(style.col_labels, m, width)
-           << "set ytics " << tic_labels(style.row_labels, n) << "\n"
+           << "set ytics "
+           << row_tics(style.row_labels, n, std::min(1.0, double(n) / double(m)) * width)
+           << "\n"
            << "set palette " << (style.diverging ? "@diverging_palette" : "@viridis")
            << "\n" << (style.categories.empty() ? "set" : "unset") << " colorbox\n"
            // room for the colour bar, however wide the matrix; a key finds its own
@@ -289,7 +323,7 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
     else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:952
+// ⟨Draw a heatmap⟩ 00-instruments.md:986
 /// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
 /// cells' grey if there is a mask.
 inline std::string key_entries(const HeatmapStyle& style)
@@ -378,7 +412,7 @@ inline void heatmap(const std::filesystem::path& path,
                        : "");
 }
 
-// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1046
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1080
 /// @brief Draw `panels` as one figure, `columns` panels a row, into the SVG file
 /// `path`; the data as `path`.tsv ("panel row col value", panel = its title).
 /// The panels of a categorical grid share one key, drawn once in a strip under them.
@@ -413,7 +447,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
     figure << "unset multiplot\n";
 }
 
-// ⟨Give dense attention its own line style⟩ 00-instruments.md:1100
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1134
 /// The line style the shared style file reserves for dense attention.
 constexpr int dense_line_style = 8;
 
@@ -448,7 +482,7 @@ inline void send_series(Figure& figure, const Series& curve)
     figure.send(points);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:1136
+// ⟨Draw a line plot⟩ 00-instruments.md:1170
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -476,7 +510,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1169
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1203
 /// @brief A log y range from the decade below the lowest point to the decade of the
 /// highest and one more decade for every two curves, and the key at the top left in
 /// that room, clear of the curves.
@@ -495,7 +529,7 @@ inline void leave_room_for_the_key(LinePlotStyle& style,
     style.key = "top left Left reverse samplen 1.5";
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1365
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1399
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
