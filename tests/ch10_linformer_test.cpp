@@ -379,7 +379,7 @@ BOOST_AUTO_TEST_CASE(the_figures_name_their_axes_and_curves)
     BOOST_TEST(test_support::figure_data(out / "spectrum.tsv").names ==
                    (std::vector<std::string>{"random", "positions", "vocabulary"}),
                boost::test_tools::per_element());
-    for (const char* text : {"index r", "c_r", "random", "positions", "vocabulary"})
+    for (const char* text : {"index r", "cr", "random", "positions", "vocabulary"})  // c_r: c, subscript r
         BOOST_TEST(svg_says(out / "spectrum.svg", text), "spectrum.svg lacks " << text);
     for (const char* figure : {"weights_dense.svg", "weights_linformer.svg"})
         BOOST_TEST(svg_says(out / figure, "attention weight"), figure);

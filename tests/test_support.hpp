@@ -349,13 +349,15 @@ inline std::vector<std::string> svg_texts(const std::filesystem::path& svg)
         bool in_tag = false;
         for (std::size_t c = at; c < end; ++c) {
             if (file[c] == '<') in_tag = true;
-            else if (file[c] == '>') in_tag = false;
-            else if (!in_tag) text += file[c];
+            else if (in_tag) in_tag = file[c] != '>';
+            else text += file[c];  // gnuplot writes a '>' of the text as it is
         }
         for (const auto& [entity, character] : entities)
             for (std::size_t e = text.find(entity); e != std::string::npos; e = text.find(entity))
                 text.replace(e, entity.size(), character);
-        if (text.find_first_not_of(" \t\n") != std::string::npos) texts.push_back(text);
+        const std::size_t first = text.find_first_not_of(" \t\n");
+        if (first != std::string::npos)  // trimmed: tic labels come with a leading space
+            texts.push_back(text.substr(first, text.find_last_not_of(" \t\n") - first + 1));
     }
     return texts;
 }
