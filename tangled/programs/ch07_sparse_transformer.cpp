@@ -33,7 +33,8 @@ xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
 }
 
 /// A categorical panel: value 1 head 1, 2 head 2, 3 both, 4 the query; 0 grey.
-attn::plot::Panel heads_panel(const xt::xtensor<double, 2>& head, const std::string& title)
+attn::plot::Panel heads_panel(const xt::xtensor<double, 2>& head,
+                              const std::string& title)
 {
     attn::plot::HeatmapStyle style{title, {}, {}};
     style.probabilities = false;
@@ -70,7 +71,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:961
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:963
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -82,16 +83,17 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:863
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:864
         attn::plot::heatmap_grid(
             out / "patterns.svg",
             {heads_panel(head_of_each_cell(attn::strided_head_masks(32, 4)), "strided, ℓ = 4"),
              heads_panel(head_of_each_cell(attn::fixed_head_masks(32, 8, 2)),
                          "fixed, ℓ = 8, c = 2"),
              grid_panel(attn::strided_head_masks(64, 8), 8, 45, "strided, ℓ = 8, query 45"),
-             grid_panel(attn::fixed_head_masks(64, 8, 2), 8, 45, "fixed, ℓ = 8, c = 2, query 45")},
+             grid_panel(attn::fixed_head_masks(64, 8, 2), 8, 45,
+                        "fixed, ℓ = 8, c = 2, query 45")},
             2);
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:877
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:879
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);

@@ -168,7 +168,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:684
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:698
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -217,6 +217,15 @@ int main(int argc, char** argv)
             const double n_max_tokens = kernel.n.back();
             results.add("scores_fraction_at_n_max",
                         scores.back() / (n_max_tokens * n_max_tokens));
+            // eight blocks: the first length at which the pattern leaves a block out
+            const double n_8 = 8.0 * double(pattern.block);
+            for (std::size_t k = 0; k < kernel.n.size() && k < dense.n.size(); ++k)
+                if (kernel.n[k] == n_8) {
+                    results.add("n_8_blocks", n_8);
+                    results.add("scores_fraction_at_8_blocks", scores[k] / (n_8 * n_8));
+                    results.add("dense_over_kernel_time_at_8_blocks",
+                                dense.wall_seconds[k] / kernel.wall_seconds[k]);
+                }
         }
     });
 }

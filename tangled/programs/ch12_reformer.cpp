@@ -128,7 +128,8 @@ xt::xtensor<T, 2> reorder(const xt::xtensor<T, 2>& matrix,
     const std::size_t n = order.size();
     xt::xtensor<T, 2> reordered = xt::zeros<T>({n, n});  // n×n
     for (std::size_t a = 0; a < n; ++a)
-        for (std::size_t b = 0; b < n; ++b) reordered(a, b) = matrix(order[a], order[b]);
+        for (std::size_t b = 0; b < n; ++b)
+            reordered(a, b) = matrix(order[a], order[b]);
     return reordered;
 }
 
@@ -142,7 +143,7 @@ std::vector<std::string> name_each_group(const std::vector<std::string>& group_o
     return labels;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1188
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1191
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights,
                      const xt::xtensor<bool, 2>& allowed)
@@ -154,7 +155,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1438
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1441
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -219,7 +220,7 @@ int main(int argc, char** argv)
                                  results.add("collision_rounds", double(collision_rounds));
                                  results.add("collision_worst_z", worst_z, 2);
                                  draw_measured_on_theory(out / "collision.svg", collision_series);
-                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1014
+                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1015
                                  {
                                      const std::size_t n_small = 32, d_small = 16, b_small = 8, L_small = 4;
                                      std::vector<std::size_t> topic;
@@ -232,7 +233,8 @@ int main(int argc, char** argv)
                                      std::stable_sort(by_topic.begin(), by_topic.end(),
                                                       [&](std::size_t i, std::size_t j) { return topic[i] < topic[j]; });
                                      std::vector<std::string> topics;  // in topic order
-                                     for (std::size_t i : by_topic) topics.push_back(std::string(1, "ABCDEFGH"[topic[i]]));
+                                     for (std::size_t i : by_topic)
+                                         topics.push_back(std::string(1, "ABCDEFGH"[topic[i]]));
                                      const std::vector<std::string> topic_labels = name_each_group(topics);
                                      const xt::xtensor<double, 2> dense = attn::shared_qk_weights(QK_small);
                                      const xt::xtensor<double, 2> lsh =
@@ -247,18 +249,19 @@ int main(int argc, char** argv)
                                      attn::plot::HeatmapStyle lsh_style{"", topic_labels, topic_labels};
                                      lsh_style.allowed = reorder(allowed, by_topic);
                                      attn::plot::heatmap(out / "lsh_weights.svg", reorder(lsh, by_topic), lsh_style);
-                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1070
+                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1072
                                      const xt::xtensor<std::size_t, 2> buckets =
                                          attn::lsh_buckets(QK_small, b_small, 1, hash_seed);  // 1×n
                                      const std::vector<std::size_t> order =
                                          attn::sort_by_bucket(buckets.data(), n_small, b_small);
                                      std::vector<std::string> sorted_buckets;  // in sorted order
-                                     for (std::size_t i : order) sorted_buckets.push_back("b" + std::to_string(buckets(0, i)));
+                                     for (std::size_t i : order)
+                                         sorted_buckets.push_back("b" + std::to_string(buckets(0, i)));
                                      const std::vector<std::string> bucket_labels = name_each_group(sorted_buckets);
                                      attn::plot::HeatmapStyle sorted_style{"", bucket_labels, bucket_labels};
                                      sorted_style.allowed = reorder(allowed, order);
                                      attn::plot::heatmap(out / "lsh_weights_sorted.svg", reorder(lsh, order), sorted_style);
-                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1095
+                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1098
                                      const xt::xtensor<double, 2> lsh_4 =
                                          attn::lsh_weights(QK_small, b_small, 4, L_small, hash_seed);
                                      attn::plot::HeatmapStyle rounds_style{"", topic_labels, topic_labels};
@@ -267,7 +270,7 @@ int main(int argc, char** argv)
                                      attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", reorder(lsh_4, by_topic),
                                                          rounds_style);
                                  }
-                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1120
+                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1123
                                  {
                                      const xt::xtensor<float, 2> QK_one = tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
                                      const xt::xtensor<float, 2> V_one = attn::random_normal<float>(512, 64, 1.0, rng);
@@ -276,7 +279,7 @@ int main(int argc, char** argv)
                                      const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_one, V_one);
                                      results.add("one_chunk_max_abs_error", xt::amax(xt::abs(O_lsh - O_dense))());
                                  }
-                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1140
+                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1143
                                  const std::size_t n_error = options.quick ? 512 : 1024, b_error = 32,
                                                    L_error = 2 * n_error / b_error;
                                  const int error_seeds = options.quick ? 3 : 10;
@@ -322,7 +325,7 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1462
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1465
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -353,7 +356,7 @@ int main(int argc, char** argv)
                                                        {uniform_series, topic_series, chunk_series, mean_series},
                                                        size_style);
                                  }
-                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1258
+                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1261
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_hi = options.quick ? 2048 : 16384;
                                  const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
@@ -371,7 +374,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                                          repeats);
                                  }
-                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1284
+                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1287
                                  const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
                                  const attn::SlopeFit dense_time_fit = dense.time_fit();
                                  const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);

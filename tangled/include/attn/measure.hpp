@@ -376,7 +376,7 @@ inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense
     results.add_text("crossover", find_crossover(kernel, dense).describe());
     results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
     results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
-    const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
+    const std::size_t shared = dense.n.size() - 1;  // dense's largest n, both measured
     results.add("speedup_at_dense_n_max",
                 dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
     results.add("memory_ratio_at_dense_n_max",
@@ -389,7 +389,8 @@ inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense
     style.log_x = style.log_y = true;
     style.key = "bottom right";  // the corner the curves leave empty
     plot::lines(out / "cost_time.svg",
-                {with_fit(dense.time(), dense_time_fit), with_fit(kernel.time(), time_fit)},
+                {with_fit(dense.time(), dense_time_fit),
+                 with_fit(kernel.time(), time_fit)},
                 style);
     style.y_label = "peak MiB one call adds";
     plot::lines(out / "cost_memory.svg",
@@ -398,7 +399,7 @@ inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense
                 style);
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:760
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:761
 /// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
 /// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
 inline double attention_flops(double n, double m, double d_k, double d_v,

@@ -26,7 +26,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1307
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1316
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -67,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1228
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1237
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -142,7 +142,7 @@ private:
     int unwinding_ = std::uncaught_exceptions();
 };
 
-// ⟨Describe a heatmap⟩ 00-instruments.md:860
+// ⟨Describe a heatmap⟩ 00-instruments.md:861
 /// @brief How to draw a matrix as a heatmap: rows are queries (top down), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -155,7 +155,8 @@ struct HeatmapStyle {
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
     /// Not probabilities: colours on [0, colour_max] when set, else fitted to the data.
     double colour_max = NAN;
-    /// Signed differences: a diverging palette, white at 0, on a range symmetric about 0.
+    /// Signed differences: a diverging palette, white at 0, on a range symmetric
+    /// about 0.
     bool diverging = false;
     /// A categorical map: value k = 1, 2, … is categories[k − 1], drawn in linetype k's
     /// colour and named in a discrete key (no colour bar).
@@ -169,7 +170,7 @@ struct Panel {
     HeatmapStyle style;
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:1117
+// ⟨Describe a line plot⟩ 00-instruments.md:1126
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -185,7 +186,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1349
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1358
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -231,18 +232,20 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Set the axes of a heatmap⟩ 00-instruments.md:893
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:895
 /// Whether `labels`, one per cell along an axis `length` pixels long, stand apart:
 /// each non-empty label is at least `room(a, b)` pixels from the next.
 template <class Room>
-bool labels_stand_apart(const std::vector<std::string>& labels, double length, Room room)
+bool labels_stand_apart(const std::vector<std::string>& labels, double length,
+                        Room room)
 {
     const double cell = length / double(std::max<std::size_t>(labels.size(), 1));
     std::size_t last = labels.size();  // the last non-empty label so far: none
     for (std::size_t a = 0; a < labels.size(); ++a) {
         if (labels[a].empty()) continue;
-        if (last < labels.size() && double(a - last) * cell < room(labels[last], labels[a]))
-            return false;
+        const bool crowded = last < labels.size() &&
+                             double(a - last) * cell < room(labels[last], labels[a]);
+        if (crowded) return false;
         last = a;
     }
     return true;
@@ -252,9 +255,10 @@ bool labels_stand_apart(const std::vector<std::string>& labels, double length, R
 inline bool labels_fit_level(const std::vector<std::string>& labels, double width = 400)
 {
     // half of each label on either side of its tic, a letter ≈ 0.6 em, a space between
-    return labels_stand_apart(labels, width, [](const std::string& a, const std::string& b) {
+    const auto room = [](const std::string& a, const std::string& b) {
         return (double(a.size() + b.size()) / 2 + 1) * 0.6 * font_size;
-    });
+    };
+    return labels_stand_apart(labels, width, room);
 }
 
 /// Of the non-empty labels, numbers first, first + step, … kept; the others empty.
@@ -282,7 +286,8 @@ inline std::string column_tics(const std::vector<std::string>& labels, std::size
                "\nset x2range [-0.5:" + std::to_string(m - 0.5) + "]\n";
     std::size_t step = 3;
     while (!labels_fit_level(every_nth(labels, 0, step), width)) ++step;
-    return "set xtics " + tic_labels(every_nth(labels, 0, step), m) + "\nunset x2tics\n";
+    return "set xtics " + tic_labels(every_nth(labels, 0, step), m) +
+           "\nunset x2tics\n";
 }
 
 /// @brief Tic labels for n rows on a plot `height` pixels tall: every label when the
@@ -311,7 +316,8 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
            << "\nunset grid\nset tics scale 0\n"
            << column_tics(style.col_labels, m, width)
            << "set ytics "
-           << row_tics(style.row_labels, n, std::min(1.0, double(n) / double(m)) * width)
+           << row_tics(style.row_labels, n,
+                       std::min(1.0, double(n) / double(m)) * width)
            << "\n"
            << "set palette " << (style.diverging ? "@diverging_palette" : "@viridis")
            << "\n" << (style.categories.empty() ? "set" : "unset") << " colorbox\n"
@@ -323,7 +329,7 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
     else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:986
+// ⟨Draw a heatmap⟩ 00-instruments.md:993
 /// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
 /// cells' grey if there is a mask.
 inline std::string key_entries(const HeatmapStyle& style)
@@ -380,7 +386,9 @@ inline void plot_heatmap(Figure& figure, const xt::xtensor<double, 2>& values,
     const std::string box = "using 1:2:(0.5):(0.5) with boxxyerror fill solid 1.0 "
                             "noborder fillcolor ";
     std::string plots;  // the plot's parts, comma separated
-    const auto add = [&](const std::string& part) { plots += (plots.empty() ? "" : ", ") + part; };
+    const auto add = [&](const std::string& part) {
+        plots += (plots.empty() ? "" : ", ") + part;
+    };
     for (std::size_t b = 1; b < blocks.size(); ++b)
         if (!blocks[b].empty())
             add(kinds ? "'-' " + box + "linetype " + std::to_string(b) + " notitle"
@@ -412,7 +420,7 @@ inline void heatmap(const std::filesystem::path& path,
                        : "");
 }
 
-// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1080
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1089
 /// @brief Draw `panels` as one figure, `columns` panels a row, into the SVG file
 /// `path`; the data as `path`.tsv ("panel row col value", panel = its title).
 /// The panels of a categorical grid share one key, drawn once in a strip under them.
@@ -447,7 +455,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
     figure << "unset multiplot\n";
 }
 
-// ⟨Give dense attention its own line style⟩ 00-instruments.md:1134
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1143
 /// The line style the shared style file reserves for dense attention.
 constexpr int dense_line_style = 8;
 
@@ -482,7 +490,7 @@ inline void send_series(Figure& figure, const Series& curve)
     figure.send(points);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:1170
+// ⟨Draw a line plot⟩ 00-instruments.md:1179
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -510,7 +518,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1203
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1212
 /// @brief A log y range from the decade below the lowest point to the decade of the
 /// highest and one more decade for every two curves, and the key at the top left in
 /// that room, clear of the curves.
@@ -529,7 +537,7 @@ inline void leave_room_for_the_key(LinePlotStyle& style,
     style.key = "top left Left reverse samplen 1.5";
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1399
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1408
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
