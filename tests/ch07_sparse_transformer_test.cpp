@@ -394,12 +394,8 @@ BOOST_AUTO_TEST_CASE(the_pattern_figure_is_one_grid_with_a_key_of_heads)
     using test_support::svg_says;
     const auto dir = test_support::run_chapter_program("ch07_sparse_transformer");
     const auto out = dir / "out";
-    const auto panels = test_support::figure_data(out / "patterns.tsv");
-    BOOST_TEST(panels.header == "# panel\trow\tcol\tvalue");
-    BOOST_TEST(panels.names == (std::vector<std::string>{"strided, ℓ = 4", "fixed, ℓ = 8, c = 2",
-                                                         "strided, ℓ = 8, query 45",
-                                                         "fixed, ℓ = 8, c = 2, query 45"}),
-               boost::test_tools::per_element());
+    test_support::check_panels(out / "patterns.tsv", {"strided, ℓ = 4", "fixed, ℓ = 8, c = 2",
+                                                      "strided, ℓ = 8, query 45", "fixed, ℓ = 8, c = 2, query 45"});
     for (const char* text : {"head 1", "head 2", "both heads", "the query", "not attended", "strided, ℓ = 4",
                              "position mod ℓ", "position div ℓ", "key", "query"})
         BOOST_TEST(svg_says(out / "patterns.svg", text), "patterns.svg lacks " << text);

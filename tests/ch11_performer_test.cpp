@@ -621,11 +621,7 @@ BOOST_AUTO_TEST_CASE(the_weights_are_one_grid_on_their_own_scale)
     using test_support::svg_says;
     const auto dir = test_support::run_chapter_program("ch11_performer");
     const auto out = dir / "out";
-    const auto panels = test_support::figure_data(out / "weights.tsv");
-    BOOST_TEST(panels.header == "# panel\trow\tcol\tvalue");
-    BOOST_TEST(panels.names == (std::vector<std::string>{"dense", "FAVOR+, r = 256", "FAVOR+ − dense",
-                                                         "causal FAVOR+"}),
-               boost::test_tools::per_element());
+    test_support::check_panels(out / "weights.tsv", {"dense", "FAVOR+, r = 256", "FAVOR+ − dense", "causal FAVOR+"});
     BOOST_TEST(svg_says(out / "weights.svg", "difference of weights"));
     BOOST_TEST(svg_says(out / "weights.svg", "0"));
     BOOST_TEST(!svg_says(out / "weights.svg", "0.8"));  // the weights are not drawn on [0, 1]

@@ -407,6 +407,14 @@ inline std::filesystem::path run_chapter_program(const std::string& name)
     return dir;
 }
 
+/// @brief Check that the grid figure whose data is `tsv` holds exactly `titles`, in order.
+inline void check_panels(const std::filesystem::path& tsv, const std::vector<std::string>& titles)
+{
+    const FigureData panels = figure_data(tsv);
+    BOOST_TEST(panels.header == "# panel\trow\tcol\tvalue");
+    BOOST_TEST(panels.names == titles, boost::test_tools::per_element());
+}
+
 /// @brief Check a cost figure (time or memory against n): its axes are labelled, one
 /// curve is dense attention's, and every curve's name gives its fitted slope.
 inline void check_cost_figure(const std::filesystem::path& svg, const std::string& y_label)
