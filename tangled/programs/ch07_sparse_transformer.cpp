@@ -22,7 +22,7 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:824
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:827
 /// 1 where only head 1 attends, 2 where only head 2
 /// does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
@@ -71,7 +71,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:963
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:966
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -83,7 +83,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:864
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:867
         attn::plot::heatmap_grid(
             out / "patterns.svg",
             {heads_panel(head_of_each_cell(attn::strided_head_masks(32, 4)), "strided, ℓ = 4"),
@@ -93,7 +93,7 @@ int main(int argc, char** argv)
              grid_panel(attn::fixed_head_masks(64, 8, 2), 8, 45,
                         "fixed, ℓ = 8, c = 2, query 45")},
             2);
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:879
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:882
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -223,20 +223,22 @@ int main(int argc, char** argv)
             return series;
         };
         {
+            const std::vector<attn::Series> times = {with_fit(dense.time(), dense_fit),
+                                                     with_fit(strided.time(), strided_fit),
+                                                     with_fit(fixed.time(), fixed_fit)};
+            const std::vector<attn::Series> memories = {
+                with_fit(dense.memory(), dense.memory_fit()),
+                with_fit(strided.memory(), strided.memory_fit()),
+                with_fit(fixed.memory(), fixed.memory_fit())};
             attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
             style.log_x = style.log_y = true;
-            style.key = "bottom right";  // the corner the curves leave empty
-            attn::plot::lines(out / "cost_time.svg",
-                              {with_fit(dense.time(), dense_fit),
-                               with_fit(strided.time(), strided_fit),
-                               with_fit(fixed.time(), fixed_fit)}, style);
+            attn::plot::leave_room_for_the_key(style, times);  // above the curves
+            attn::plot::lines(out / "cost_time.svg", times, style);
             style.y_label = "peak MiB one call adds";
-            attn::plot::lines(out / "cost_memory.svg",
-                              {with_fit(dense.memory(), dense.memory_fit()),
-                               with_fit(strided.memory(), strided.memory_fit()),
-                               with_fit(fixed.memory(), fixed.memory_fit())}, style);
+            attn::plot::leave_room_for_the_key(style, memories);
+            attn::plot::lines(out / "cost_memory.svg", memories, style);
         }
-        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:617
+        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:619
         {
             const attn::SlopeFit strided_keys_fit = attn::loglog_fit(strided.n, strided_keys);
             const attn::SlopeFit fixed_keys_fit = attn::loglog_fit(fixed.n, fixed_keys);
@@ -244,7 +246,7 @@ int main(int argc, char** argv)
             results.add_fit("fixed_keys_slope", fixed_keys_fit);
             results.add("strided_keys_at_n_max", strided_keys.back());
             results.add("dense_keys_at_n_max", strided.n.back() * strided.n.back());
-            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:649
+            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:652
             attn::Series strided_per_key{"strided", strided.n, {}};
             attn::Series fixed_per_key{"fixed", fixed.n, {}};
             for (std::size_t k = 0; k < strided.n.size(); ++k) {
@@ -268,7 +270,7 @@ int main(int argc, char** argv)
             results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
             results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
             results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
-            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:679
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:682
             const auto compare = [](const attn::SlopeFit& fit) -> std::string {
                 if (fit.slope > 2 * fit.standard_error) return "steeper than";
                 if (fit.slope < -2 * fit.standard_error) return "shallower than";
@@ -277,7 +279,7 @@ int main(int argc, char** argv)
             results.add_text("strided_time_vs_keys", compare(per_key_fit));
             results.add_text("fixed_time_vs_keys",
                              compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
-            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:699
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:702
             const attn::Machine machine = attn::this_machine();
             const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
             results.add("l2_kib", double(machine.l2_bytes) / 1024);
@@ -288,14 +290,15 @@ int main(int argc, char** argv)
                                        strided_keys};
             attn::Series fixed_count{"fixed, slope " + fixed_keys_fit.text(), fixed.n,
                                      fixed_keys};
-            attn::Series all_pairs{"every pair, n²", strided.n, {}, "lines"};
+            attn::Series all_pairs{"dense: every pair, n²", strided.n, {}, "lines"};
             for (double n : strided.n) all_pairs.y.push_back(n * n);
+            const std::vector<attn::Series> counts = {all_pairs, strided_count, fixed_count};
             attn::plot::LinePlotStyle style{"", "n (tokens)", "keys visited (scores computed)"};
             style.log_x = style.log_y = true;
-            style.key = "bottom right";  // the corner the curves leave empty
-            attn::plot::lines(out / "keys_visited.svg", {all_pairs, strided_count, fixed_count},
-                              style);
+            attn::plot::leave_room_for_the_key(style, counts);  // above the curves
+            attn::plot::lines(out / "keys_visited.svg", counts, style);
             style.y_label = "nanoseconds per key visited";
+            style.y_min = style.y_max = NAN;
             style.key = "top left";
             attn::plot::lines(out / "time_per_key.svg",
                               {dense_per_key, strided_per_key, fixed_per_key}, style);
