@@ -168,7 +168,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:698
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:700
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
