@@ -188,7 +188,7 @@ int main(int argc, char** argv)
                                      attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E),
                                                          pooled);
                                  }
-                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:781
+                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:782
                                  {
                                      const Inputs in = make_inputs("vocabulary", 64, 64, rng);
                                      const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -225,7 +225,7 @@ int main(int argc, char** argv)
                                      style.key = "top right";
                                      attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
                                  }
-                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:744
+                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:745
                                  {
                                      const std::size_t n_c = 64, k_c = 16;
                                      Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -280,14 +280,13 @@ int main(int argc, char** argv)
                                  results.add("linformer_mib_at_max_n", linformer.peak_mib.back());
                                  std::vector<attn::Series> times = {dense.time(), linformer.time()};
                                  times[0].label += ", slope " + dense_fit.text();
-                                 const std::string from = " from n = " + std::to_string(n_fit);
-                                 times[1].label += ", slope " + time_fit.text() + from;
+                                 times[1].label += ", slope " + time_fit.text();  // fitted from n = n_fit, said in the caption
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;
                                  attn::plot::leave_room_for_the_key(time_style, times);
                                  attn::plot::lines(out / "cost_time.svg", times, time_style);
                                  std::vector<attn::Series> memories = {dense.memory(), linformer.memory()};
-                                 memories[1].label += ", slope " + memory_fit.text() + from;
+                                 memories[1].label += ", slope " + memory_fit.text();
                                  attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
                                  memory_style.log_x = memory_style.log_y = true;
                                  attn::plot::leave_room_for_the_key(memory_style, memories);
