@@ -280,7 +280,7 @@ int main(int argc, char** argv)
                                  results.add("linformer_mib_at_max_n", linformer.peak_mib.back());
                                  std::vector<attn::Series> times = {dense.time(), linformer.time()};
                                  times[0].label += ", slope " + dense_fit.text();
-                                 times[1].label += ", slope " + time_fit.text();  // fitted from n = n_fit, said in the caption
+                                 times[1].label += ", slope " + time_fit.text();  // from n = n_fit, said in the caption
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;
                                  attn::plot::leave_room_for_the_key(time_style, times);

@@ -155,7 +155,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1442
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1443
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -325,7 +325,7 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1466
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1467
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -396,7 +396,8 @@ int main(int argc, char** argv)
                                  results.add_text("time_crossover", attn::find_crossover(lsh, dense).describe());
                                  results.add_text("memory_crossover", attn::find_crossover(lsh, dense, true).describe());
                                  std::vector<attn::Series> times = {dense.time(), lsh.time()};  // dense: first colour
-                                 times[1].label += ", slope " + lsh_time_fit.text();  // fitted from n = n_fit, said in the caption
+                                 // fitted from n = n_fit, said in the caption
+                                 times[1].label += ", slope " + lsh_time_fit.text();
                                  times[0].label += ", slope " + dense_time_fit.text();
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;

@@ -391,14 +391,15 @@ inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense
                                           with_fit(kernel.memory(), memory_fit)};
     plot::LinePlotStyle time_style{"", "n (tokens)", "seconds (fastest round)"};
     plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB one call adds"};
-    time_style.log_x = time_style.log_y = memory_style.log_x = memory_style.log_y = true;
+    time_style.log_x = time_style.log_y = true;
+    memory_style.log_x = memory_style.log_y = true;
     plot::leave_room_for_the_key(time_style, times);
     plot::leave_room_for_the_key(memory_style, memories);
     plot::lines(out / "cost_time.svg", times, time_style);
     plot::lines(out / "cost_memory.svg", memories, memory_style);
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:760
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:761
 /// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
 /// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
 inline double attention_flops(double n, double m, double d_k, double d_v,

@@ -26,7 +26,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1318
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1319
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -67,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1239
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1240
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -142,7 +142,7 @@ private:
     int unwinding_ = std::uncaught_exceptions();
 };
 
-// ⟨Describe a heatmap⟩ 00-instruments.md:860
+// ⟨Describe a heatmap⟩ 00-instruments.md:861
 /// @brief How to draw a matrix as a heatmap: rows are queries (top down), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -170,7 +170,7 @@ struct Panel {
     HeatmapStyle style;
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:1128
+// ⟨Describe a line plot⟩ 00-instruments.md:1129
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -186,7 +186,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1360
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1361
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -232,7 +232,7 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Set the axes of a heatmap⟩ 00-instruments.md:897
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:898
 /// Whether `labels`, one per cell along an axis `length` pixels long, stand apart:
 /// each non-empty label is at least `room(a, b)` pixels from the next.
 template <class Room>
@@ -329,7 +329,7 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
     else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:995
+// ⟨Draw a heatmap⟩ 00-instruments.md:996
 /// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
 /// cells' grey if there is a mask.
 inline std::string key_entries(const HeatmapStyle& style)
@@ -420,7 +420,7 @@ inline void heatmap(const std::filesystem::path& path,
                        : "");
 }
 
-// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1091
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1092
 /// @brief Draw `panels` as one figure, `columns` panels a row, into the SVG file
 /// `path`; the data as `path`.tsv ("panel row col value", panel = its title).
 /// The panels of a categorical grid share one key, drawn once in a strip under them.
@@ -455,7 +455,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
     figure << "unset multiplot\n";
 }
 
-// ⟨Give dense attention its own line style⟩ 00-instruments.md:1145
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1146
 /// The line style the shared style file reserves for dense attention.
 constexpr int dense_line_style = 8;
 
@@ -490,7 +490,7 @@ inline void send_series(Figure& figure, const Series& curve)
     figure.send(points);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:1181
+// ⟨Draw a line plot⟩ 00-instruments.md:1182
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -518,7 +518,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1214
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1215
 /// @brief A log y range from the decade below the lowest point to the decade of the
 /// highest and one more decade for every two curves, and the key at the top left in
 /// that room, clear of the curves.
@@ -537,7 +537,7 @@ inline void leave_room_for_the_key(LinePlotStyle& style,
     style.key = "top left Left reverse samplen 1.5";
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1410
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1411
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
