@@ -4,6 +4,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -321,6 +322,109 @@ BOOST_AUTO_TEST_CASE(figures_are_drawn_and_their_data_written)
     BOOST_CHECK_THROW(attn::plot::heatmap(dir / "bad.svg", weights, {"wrong labels", {"a"}, {"a", "b"}}),
                       std::invalid_argument);
     std::filesystem::remove_all(dir);
+}
+
+/// The stroke colour of the curve titled `title` in a gnuplot SVG ("rgb(  0,   0,   0)").
+std::string stroke_of(const std::filesystem::path& svg, const std::string& title)
+{
+    std::ifstream in(svg);
+    const std::string file{std::istreambuf_iterator<char>(in), {}};
+    const std::size_t at = file.find("<title>" + title + "</title>");
+    if (at == std::string::npos) return "no curve titled " + title;
+    const std::size_t stroke = file.find("stroke='rgb(", at);
+    return file.substr(stroke + 8, file.find(')', stroke) - stroke - 7);
+}
+
+BOOST_AUTO_TEST_CASE(dense_attention_has_its_own_style_and_the_others_share_the_rest)
+{
+    const std::vector<attn::Series> series = {{"kernel", {1, 2}, {1, 2}},
+                                              {"Dense (1 thread)", {1, 2}, {2, 4}},
+                                              {"denser", {1, 2}, {3, 5}},
+                                              {"other", {1, 2}, {1, 3}}};
+    const std::vector<int> styles = attn::plot::line_styles(series);
+    BOOST_TEST(styles == (std::vector<int>{1, attn::plot::dense_line_style, attn::plot::dense_line_style, 2}),
+               boost::test_tools::per_element());
+    BOOST_TEST(!attn::plot::is_dense("a dense kernel"));
+    std::vector<attn::Series> many;
+    for (int s = 0; s < 9; ++s) many.push_back({"curve " + std::to_string(s), {1}, {1}});
+    const std::vector<int> cycled = attn::plot::line_styles(many);
+    BOOST_TEST(cycled[7] == 1);  // seven colours for the others, then again
+    BOOST_TEST(std::count(cycled.begin(), cycled.end(), attn::plot::dense_line_style) == 0);
+
+    const auto dir = temporary_folder("dense");
+    attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds"};
+    attn::plot::lines(dir / "a.svg", {series[0], series[1]}, style);
+    attn::plot::lines(dir / "b.svg", {series[1], series[3], series[0]}, style);
+    BOOST_TEST(stroke_of(dir / "a.svg", "Dense (1 thread)") == "rgb(  0,   0,   0)");
+    BOOST_TEST(stroke_of(dir / "b.svg", "Dense (1 thread)") == "rgb(  0,   0,   0)");
+    BOOST_TEST(stroke_of(dir / "a.svg", "kernel") == stroke_of(dir / "b.svg", "other"));
+    BOOST_TEST(stroke_of(dir / "a.svg", "kernel") != "rgb(  0,   0,   0)");
+    BOOST_TEST(test_support::svg_says(dir / "a.svg", "n (tokens)"));
+    BOOST_TEST(test_support::svg_says(dir / "a.svg", "seconds"));
+    const auto data = test_support::figure_data(dir / "b.tsv");
+    BOOST_TEST(data.header == "# series\tx\ty");
+    BOOST_TEST(data.names == (std::vector<std::string>{"Dense (1 thread)", "other", "kernel"}),
+               boost::test_tools::per_element());
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(no_colour_of_the_style_is_too_pale_on_white)
+{
+    std::ifstream in(attn::plot::style_file());
+    for (std::string line; std::getline(in, line);) {
+        const std::size_t at = line.find("set linetype");
+        const std::size_t hash = line.find("rgb '#");
+        if (at != 0 || hash == std::string::npos) continue;
+        const unsigned rgb = std::stoul(line.substr(hash + 6, 6), nullptr, 16);
+        const double r = (rgb >> 16) / 255.0, g = ((rgb >> 8) & 255) / 255.0, b = (rgb & 255) / 255.0;
+        BOOST_TEST(0.2126 * r + 0.7152 * g + 0.0722 * b < 0.7, line);  // luminance: visible on white
+    }
+}
+
+BOOST_AUTO_TEST_CASE(categorical_maps_get_a_discrete_key_and_grids_one_caption)
+{
+    const auto dir = temporary_folder("categories");
+    const xt::xtensor<double, 2> heads = {{1, 0, 0}, {2, 3, 0}, {1, 2, 1}};
+    attn::plot::HeatmapStyle style{"", {}, {}};
+    style.probabilities = false;
+    style.categories = {"head 1", "head 2", "both heads"};
+    style.masked_label = "not attended";
+    style.allowed = heads > 0.0;
+    attn::plot::heatmap(dir / "c.svg", heads, style);
+    for (const char* entry : {"head 1", "head 2", "both heads", "not attended", "key", "query"})
+        BOOST_TEST(test_support::svg_says(dir / "c.svg", entry), "the figure lacks " << entry);
+    BOOST_TEST(!test_support::svg_says(dir / "c.svg", "attention weight"));  // no colour bar
+    style.categories.pop_back();
+    BOOST_CHECK_THROW(attn::plot::heatmap(dir / "bad.svg", heads, style), std::invalid_argument);
+
+    const xt::xtensor<double, 2> weights = {{1.0, 0.0}, {0.25, 0.75}};
+    attn::plot::HeatmapStyle first{"first", {}, {}}, second{"second", {}, {}};
+    second.diverging = true;
+    second.colorbar_label = "difference";
+    attn::plot::heatmap_grid(dir / "g.svg", {{weights, first}, {weights - 0.5, second}}, 2);
+    BOOST_TEST(test_support::svg_says(dir / "g.svg", "first"));
+    BOOST_TEST(test_support::svg_says(dir / "g.svg", "second"));
+    BOOST_TEST(test_support::svg_says(dir / "g.svg", "difference"));
+    BOOST_TEST(test_support::svg_says(dir / "g.svg", "-0.4"));  // a range centred on 0
+    const auto data = test_support::figure_data(dir / "g.tsv");
+    BOOST_TEST(data.header == "# panel\trow\tcol\tvalue");
+    BOOST_TEST(data.names == (std::vector<std::string>{"first", "second"}), boost::test_tools::per_element());
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(tic_labels_stay_level_and_apart)
+{
+    std::vector<std::string> words;
+    for (int j = 0; j < 40; ++j) words.push_back("token" + std::to_string(j));
+    const std::string tics = attn::plot::column_tics(words, words.size(), 400);
+    BOOST_TEST(tics.find("rotate") == std::string::npos);
+    BOOST_TEST(tics.find("token1'") == std::string::npos);  // too many: every few kept
+    BOOST_TEST(tics.find("token0'") != std::string::npos);
+    const std::vector<std::string> few = {"the", "cat", "sat"};
+    BOOST_TEST(attn::plot::column_tics(few, 3, 400).find("x2tics ('") == std::string::npos);
+    const std::vector<std::string> sparse = {"A", "", "", "", "B", "", "", "", "C"};
+    BOOST_TEST(attn::plot::labels_fit_level(sparse, 400));
+    BOOST_TEST((attn::plot::every_nth(sparse, 1, 2) == std::vector<std::string>{"", "", "", "", "B", "", "", "", ""}));
 }
 
 BOOST_AUTO_TEST_CASE(numbers_are_formatted_as_the_book_prints_them)

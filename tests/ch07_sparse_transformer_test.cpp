@@ -389,4 +389,21 @@ BOOST_AUTO_TEST_CASE(fuzz_every_kernel_against_the_masked_reference)
     BOOST_TEST_MESSAGE(cases << " cases");
 }
 
+BOOST_AUTO_TEST_CASE(the_pattern_figure_is_one_grid_with_a_key_of_heads)
+{
+    using test_support::svg_says;
+    const auto dir = test_support::run_chapter_program("ch07_sparse_transformer");
+    const auto out = dir / "out";
+    test_support::check_panels(out / "patterns.tsv", {"strided, ℓ = 4", "fixed, ℓ = 8, c = 2",
+                                                      "strided, ℓ = 8, query 45", "fixed, ℓ = 8, c = 2, query 45"});
+    for (const char* text : {"head 1", "head 2", "both heads", "the query", "not attended", "strided, ℓ = 4",
+                             "position mod ℓ", "position div ℓ", "key", "query"})
+        BOOST_TEST(svg_says(out / "patterns.svg", text), "patterns.svg lacks " << text);
+    BOOST_TEST(!svg_says(out / "patterns.svg", "attention weight"));  // a key, no colour bar
+    for (const char* text : {"1 step", "2 steps", "j > i"})
+        BOOST_TEST(svg_says(out / "reach_steps.svg", text), "reach_steps.svg lacks " << text);
+    test_support::check_cost_figure(out / "cost_time.svg", "seconds (fastest round)");
+    std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

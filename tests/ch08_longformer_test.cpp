@@ -390,4 +390,13 @@ BOOST_AUTO_TEST_CASE(fuzz_the_kernel_against_the_masked_reference)
     BOOST_TEST_MESSAGE(cases << " cases");
 }
 
+BOOST_AUTO_TEST_CASE(the_cost_figures_name_their_axes_and_slopes)
+{
+    const auto dir = test_support::run_chapter_program("ch08_longformer");
+    test_support::check_cost_figure(dir / "out" / "cost_time.svg", "seconds (fastest round)");
+    test_support::check_cost_figure(dir / "out" / "cost_memory.svg", "peak MiB one call adds");
+    BOOST_TEST(test_support::svg_says(dir / "out" / "pattern.svg", "masked"));
+    std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -328,4 +328,18 @@ BOOST_AUTO_TEST_CASE(fuzz_the_kernel_against_the_masked_reference)
     BOOST_TEST_MESSAGE(cases << " cases");
 }
 
+BOOST_AUTO_TEST_CASE(the_pattern_has_a_key_of_rules_and_the_costs_their_slopes)
+{
+    using test_support::svg_says;
+    const auto dir = test_support::run_chapter_program("ch09_bigbird");
+    const auto out = dir / "out";
+    for (const char* text : {"random", "window", "global", "masked", "key", "query"})
+        BOOST_TEST(svg_says(out / "pattern.svg", text), "pattern.svg lacks " << text);
+    BOOST_TEST(!svg_says(out / "pattern.svg", "attention weight"));  // a key, no colour bar
+    BOOST_TEST(svg_says(out / "weights.svg", "attention weight"));
+    test_support::check_cost_figure(out / "cost_time.svg", "seconds (fastest round)");
+    test_support::check_cost_figure(out / "cost_memory.svg", "peak MiB one call adds");
+    std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

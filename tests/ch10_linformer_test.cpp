@@ -371,4 +371,20 @@ BOOST_AUTO_TEST_CASE(fuzz_linformer_against_dense_attention_on_projected_rows)
     BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
 }
 
+BOOST_AUTO_TEST_CASE(the_figures_name_their_axes_and_curves)
+{
+    using test_support::svg_says;
+    const auto dir = test_support::run_chapter_program("ch10_linformer");
+    const auto out = dir / "out";
+    BOOST_TEST(test_support::figure_data(out / "spectrum.tsv").names ==
+                   (std::vector<std::string>{"random", "positions", "vocabulary"}),
+               boost::test_tools::per_element());
+    for (const char* text : {"index r", "cr", "random", "positions", "vocabulary"})  // c_r: c, subscript r
+        BOOST_TEST(svg_says(out / "spectrum.svg", text), "spectrum.svg lacks " << text);
+    for (const char* figure : {"weights_dense.svg", "weights_linformer.svg"})
+        BOOST_TEST(svg_says(out / figure, "attention weight"), figure);
+    test_support::check_cost_figure(out / "cost_time.svg", "seconds");
+    std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

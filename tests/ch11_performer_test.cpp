@@ -616,4 +616,21 @@ BOOST_AUTO_TEST_CASE(fuzz_performer_against_its_unblocked_reference)
     BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
 }
 
+BOOST_AUTO_TEST_CASE(the_weights_are_one_grid_on_their_own_scale)
+{
+    using test_support::svg_says;
+    const auto dir = test_support::run_chapter_program("ch11_performer");
+    const auto out = dir / "out";
+    test_support::check_panels(out / "weights.tsv", {"dense", "FAVOR+, r = 256", "FAVOR+ − dense", "causal FAVOR+"});
+    BOOST_TEST(svg_says(out / "weights.svg", "difference of weights"));
+    BOOST_TEST(svg_says(out / "weights.svg", "0"));
+    BOOST_TEST(!svg_says(out / "weights.svg", "0.8"));  // the weights are not drawn on [0, 1]
+    const auto curves = test_support::figure_data(out / "mse_vs_r.tsv").names;
+    for (const std::string& name : curves) BOOST_TEST(svg_says(out / "mse_vs_r.svg", name), name);
+    BOOST_TEST(curves.size() == 6u);
+    BOOST_TEST(svg_says(out / "mse_vs_r.svg", "r (random features)"));
+    test_support::check_cost_figure(out / "cost_time.svg", "seconds");
+    std::filesystem::remove_all(dir);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

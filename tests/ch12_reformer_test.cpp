@@ -3,6 +3,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdlib>
@@ -268,6 +269,34 @@ BOOST_AUTO_TEST_CASE(one_chunk_equals_dense_in_float)
             }
 }
 
+/// The keys LSH attention shows each query, written out from the rule rather than from
+/// the kernel's helpers: in each round, sort the positions by (bucket, position), cut
+/// the sorted list into chunks of L; query i sees the keys of its chunk and of the one
+/// before. A query sees the union over rounds, less itself unless it sees nothing else.
+xt::xtensor<bool, 2> union_of_views(const xt::xtensor<std::size_t, 2>& buckets, std::size_t L)
+{
+    const std::size_t rounds = buckets.shape(0), n = buckets.shape(1);
+    xt::xtensor<bool, 2> seen = xt::zeros<bool>({n, n});
+    for (std::size_t r = 0; r < rounds; ++r) {
+        std::vector<std::size_t> sorted(n);  // positions, by (bucket, position)
+        for (std::size_t i = 0; i < n; ++i) sorted[i] = i;
+        std::sort(sorted.begin(), sorted.end(), [&](std::size_t a, std::size_t b) {
+            return buckets(r, a) != buckets(r, b) ? buckets(r, a) < buckets(r, b) : a < b;
+        });
+        std::vector<std::size_t> chunk(n);  // chunk of each position
+        for (std::size_t s = 0; s < n; ++s) chunk[sorted[s]] = s / L;
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j < n; ++j)
+                if (chunk[j] == chunk[i] || chunk[j] + 1 == chunk[i]) seen(i, j) = true;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        bool another = false;
+        for (std::size_t j = 0; j < n; ++j) another = another || (j != i && seen(i, j));
+        seen(i, i) = !another;
+    }
+    return seen;
+}
+
 BOOST_AUTO_TEST_CASE(any_chunk_length_equals_dense_attention_over_the_union_of_views)
 {
     // The log N_ij count makes the rounds' combination exactly softmax attention over the keys
@@ -276,7 +305,7 @@ BOOST_AUTO_TEST_CASE(any_chunk_length_equals_dense_attention_over_the_union_of_v
              {50, 8, 1, 4}, {50, 8, 3, 4}, {64, 4, 4, 8}, {31, 16, 6, 3}, {40, 2, 2, 1}, {9, 6, 5, 2}}) {
         const auto [QK, V] = random_inputs(n, 10, 4, n + rounds);
         const std::uint64_t seed = 1234 + chunk_len;
-        const auto allowed = attn::lsh_pattern(QK, b, rounds, chunk_len, seed);
+        const auto allowed = union_of_views(attn::lsh_buckets(QK, b, rounds, seed), chunk_len);
         const auto expected = naive_attention(QK, reference_keys(QK), V,
                                               [&](std::size_t i, std::size_t j) { return bool(allowed(i, j)); });
         BOOST_TEST_CONTEXT("n = " << n << ", b = " << b << ", rounds = " << rounds << ", L = " << chunk_len)
@@ -284,6 +313,7 @@ BOOST_AUTO_TEST_CASE(any_chunk_length_equals_dense_attention_over_the_union_of_v
             check_close(attn::lsh_attention(QK, V, b, rounds, chunk_len, seed), expected, 0, 1e-12, "union");
             const xt::xtensor<double, 2> via_weights = xt::linalg::dot(attn::lsh_weights(QK, b, rounds, chunk_len, seed), V);
             check_close(via_weights, expected, 0, 1e-12, "lsh_weights · V");
+            BOOST_TEST((attn::lsh_pattern(QK, b, rounds, chunk_len, seed) == allowed), "lsh_pattern");
         }
     }
 }
@@ -520,6 +550,25 @@ BOOST_AUTO_TEST_CASE(fuzz_lsh_attention_against_its_pattern)
         }
     }
     BOOST_TEST_MESSAGE("fuzz: " << budget.drawn() - 1 << " cases");
+}
+
+BOOST_AUTO_TEST_CASE(the_figures_name_topics_buckets_and_curves)
+{
+    using test_support::svg_says;
+    const auto dir = test_support::run_chapter_program("ch12_reformer");
+    const auto out = dir / "out";
+    std::size_t topics_named = 0;
+    for (const char* topic : {"A", "B", "C", "D", "E", "F", "G", "H"})
+        topics_named += svg_says(out / "dense_weights.svg", topic);
+    BOOST_TEST(topics_named >= 6u, "dense_weights.svg names " << topics_named << " topics");
+    BOOST_TEST(svg_says(out / "lsh_weights_sorted.svg", "b0"));
+    for (const char* text : {"key", "query", "attention weight", "masked"})
+        BOOST_TEST(svg_says(out / "dense_weights.svg", text), "dense_weights.svg lacks " << text);
+    BOOST_TEST(svg_says(out / "collision.svg", "angle θ between the two vectors (degrees)"));
+    BOOST_TEST(svg_says(out / "collision.svg", "b = 4 model (Monte Carlo)"));
+    test_support::check_cost_figure(out / "cost_time.svg", "seconds");
+    test_support::check_cost_figure(out / "cost_memory.svg", "MiB");
+    std::filesystem::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -8,7 +8,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <limits>
 #include <random>
 #include <set>
@@ -327,6 +330,106 @@ bool throws_invalid_argument(F f)
         return true;
     }
     return false;
+}
+
+/// @brief What a figure says in words: the text of every <text> element of an SVG that
+/// gnuplot wrote (tic labels, axis labels, key entries), its pieces joined, in order.
+inline std::vector<std::string> svg_texts(const std::filesystem::path& svg)
+{
+    std::ifstream in(svg);
+    if (!in) throw std::runtime_error("cannot read " + svg.string());
+    const std::string file{std::istreambuf_iterator<char>(in), {}};
+    const std::map<std::string, std::string> entities = {
+        {"&lt;", "<"}, {"&gt;", ">"}, {"&amp;", "&"}, {"&quot;", "\""}, {"&apos;", "'"}};
+    std::vector<std::string> texts;
+    for (std::size_t at = file.find("<text"); at != std::string::npos;
+         at = file.find("<text", at + 1)) {
+        const std::size_t end = file.find("</text>", at);
+        std::string text;
+        bool in_tag = false;
+        for (std::size_t c = at; c < end; ++c) {
+            if (file[c] == '<') in_tag = true;
+            else if (in_tag) in_tag = file[c] != '>';
+            else text += file[c];  // gnuplot writes a '>' of the text as it is
+        }
+        for (const auto& [entity, character] : entities)
+            for (std::size_t e = text.find(entity); e != std::string::npos; e = text.find(entity))
+                text.replace(e, entity.size(), character);
+        const std::size_t first = text.find_first_not_of(" \t\n");
+        if (first != std::string::npos)  // trimmed: tic labels come with a leading space
+            texts.push_back(text.substr(first, text.find_last_not_of(" \t\n") - first + 1));
+    }
+    return texts;
+}
+
+/// True if some text of the SVG figure `svg` is exactly `text`.
+inline bool svg_says(const std::filesystem::path& svg, const std::string& text)
+{
+    const auto texts = svg_texts(svg);
+    return std::find(texts.begin(), texts.end(), text) != texts.end();
+}
+
+/// @brief The data behind a figure (its .tsv): the header line and the distinct values
+/// of the first column (series or panel names), in order of appearance.
+struct FigureData {
+    std::string header;
+    std::vector<std::string> names;
+};
+
+inline FigureData figure_data(const std::filesystem::path& tsv)
+{
+    std::ifstream in(tsv);
+    if (!in) throw std::runtime_error("cannot read " + tsv.string());
+    FigureData data;
+    std::getline(in, data.header);
+    for (std::string line; std::getline(in, line);) {
+        const std::string name = line.substr(0, line.find('\t'));
+        if (std::find(data.names.begin(), data.names.end(), name) == data.names.end())
+            data.names.push_back(name);
+    }
+    return data;
+}
+
+/// @brief Run a chapter's program (built beside the tests) with --quick into a fresh
+/// folder and return the folder, or fail the test if the program is missing or fails.
+inline std::filesystem::path run_chapter_program(const std::string& name)
+{
+    const std::string program = std::string(BUILD_DIR) + "/bin/" + name;
+    BOOST_REQUIRE_MESSAGE(std::filesystem::exists(program),
+                          "build " << program << " first (make " << name.substr(0, 4) << ")");
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("attn-figures-" + name + "-" + std::to_string(std::random_device{}()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const std::string command = program + " --quick --out " + (dir / "out").string() + " > " +
+                                (dir / "log").string() + " 2>&1";
+    BOOST_REQUIRE_MESSAGE(std::system(command.c_str()) == 0, name << " failed; see " << (dir / "log").string());
+    return dir;
+}
+
+/// @brief Check that the grid figure whose data is `tsv` holds exactly `titles`, in order.
+inline void check_panels(const std::filesystem::path& tsv, const std::vector<std::string>& titles)
+{
+    const FigureData panels = figure_data(tsv);
+    BOOST_TEST(panels.header == "# panel\trow\tcol\tvalue");
+    BOOST_TEST(panels.names == titles, boost::test_tools::per_element());
+}
+
+/// @brief Check a cost figure (time or memory against n): its axes are labelled, one
+/// curve is dense attention's, and every curve's name gives its fitted slope.
+inline void check_cost_figure(const std::filesystem::path& svg, const std::string& y_label)
+{
+    BOOST_TEST(svg_says(svg, "n (tokens)"), svg.string() << " lacks its x label");
+    BOOST_TEST(svg_says(svg, y_label), svg.string() << " lacks its y label " << y_label);
+    std::filesystem::path tsv = svg;
+    const FigureData data = figure_data(tsv.replace_extension(".tsv"));
+    BOOST_TEST(data.header == "# series\tx\ty");
+    BOOST_TEST(std::count_if(data.names.begin(), data.names.end(),
+                             [](const std::string& name) { return name.rfind("dense", 0) == 0; }) == 1);
+    for (const std::string& name : data.names) {
+        BOOST_TEST(name.find(", slope ") != std::string::npos, name);
+        BOOST_TEST(svg_says(svg, name), svg.string() << " has no key entry " << name);
+    }
 }
 
 }  // namespace test_support

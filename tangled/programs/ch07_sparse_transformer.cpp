@@ -22,7 +22,7 @@
 
 namespace {
 
-// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:867
+// ⟨Colour a pattern by head⟩ 07-sparse-transformer.md:827
 /// 1 where only head 1 attends, 2 where only head 2
 /// does, 3 where both do (0 where neither: masked).
 xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
@@ -32,40 +32,33 @@ xt::xtensor<double, 2> head_of_each_cell(const std::array<attn::Mask, 2>& heads)
     return xt::xtensor<double, 2>(one + 2.0 * two);
 }
 
-/// A pattern heatmap: cells coloured by head, unattended cells grey.
-void draw_pattern(const std::filesystem::path& path,
-                  const std::array<attn::Mask, 2>& heads, const std::string& title,
-                  const std::string& colour_key)
+/// A categorical panel: value 1 head 1, 2 head 2, 3 both, 4 the query; 0 grey.
+attn::plot::Panel heads_panel(const xt::xtensor<double, 2>& head,
+                              const std::string& title)
 {
-    const xt::xtensor<double, 2> head = head_of_each_cell(heads);
     attn::plot::HeatmapStyle style{title, {}, {}};
     style.probabilities = false;
-    style.colorbar_label = colour_key;
+    style.categories = {"head 1", "head 2", "both heads", "the query"};
+    style.masked_label = "not attended";
     style.allowed = head > 0.0;
-    attn::plot::heatmap(path, head, style);
+    return {head, style};
 }
 
 /// The paper's second view: positions 0..n−1 as a grid of rows
 /// of ℓ, coloured by the head with which `query` attends each
 /// one (4 marks the query itself); unattended positions grey.
-void draw_grid(const std::filesystem::path& path,
-               const std::array<attn::Mask, 2>& heads, std::size_t stride,
-               std::size_t query, const std::string& title)
+attn::plot::Panel grid_panel(const std::array<attn::Mask, 2>& heads,
+                             std::size_t stride, std::size_t query,
+                             const std::string& title)
 {
     const std::size_t n = heads[0].shape(0), rows = (n + stride - 1) / stride;
     const xt::xtensor<double, 2> head = head_of_each_cell(heads);
     xt::xtensor<double, 2> grid = xt::zeros<double>({rows, stride});  // ⌈n/ℓ⌉×ℓ
-    attn::Mask attended = xt::zeros<bool>({rows, stride});
-    for (std::size_t j = 0; j < n; ++j) {
+    for (std::size_t j = 0; j < n; ++j)
         grid(j / stride, j % stride) = j == query ? 4.0 : head(query, j);
-        attended(j / stride, j % stride) = grid(j / stride, j % stride) > 0;
-    }
-    attn::plot::HeatmapStyle style{title, {}, {}};
-    style.x_label = "position mod ℓ", style.y_label = "position div ℓ";
-    style.probabilities = false;
-    style.colorbar_label = "1 head 1, 2 head 2, 3 both, 4 the query";
-    style.allowed = attended;
-    attn::plot::heatmap(path, grid, style);
+    attn::plot::Panel panel = heads_panel(grid, title);
+    panel.style.x_label = "position mod ℓ", panel.style.y_label = "position div ℓ";
+    return panel;
 }
 
 }  // namespace
@@ -78,7 +71,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:1016
+        // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:966
         const std::size_t c_bench = 8;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -90,20 +83,17 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:914
-        {
-            const std::size_t n_small = 32;
-            draw_pattern(out / "strided_pattern.svg", attn::strided_head_masks(n_small, 4),
-                         "Strided pattern, n = 32, ℓ = 4", "1 local, 2 strided, 3 both");
-            draw_pattern(out / "fixed_pattern.svg", attn::fixed_head_masks(n_small, 8, 2),
-                         "Fixed pattern, n = 32, ℓ = 8, c = 2",
-                         "1 own block, 2 summaries, 3 both");
-            draw_grid(out / "grid_strided.svg", attn::strided_head_masks(64, 8), 8, 45,
-                      "Strided, ℓ = 8: query 45");
-            draw_grid(out / "grid_fixed.svg", attn::fixed_head_masks(64, 8, 2), 8, 45,
-                      "Fixed, ℓ = 8, c = 2: query 45");
-        }
-        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:932
+        // ⟨Draw the patterns⟩ 07-sparse-transformer.md:867
+        attn::plot::heatmap_grid(
+            out / "patterns.svg",
+            {heads_panel(head_of_each_cell(attn::strided_head_masks(32, 4)), "strided, ℓ = 4"),
+             heads_panel(head_of_each_cell(attn::fixed_head_masks(32, 8, 2)),
+                         "fixed, ℓ = 8, c = 2"),
+             grid_panel(attn::strided_head_masks(64, 8), 8, 45, "strided, ℓ = 8, query 45"),
+             grid_panel(attn::fixed_head_masks(64, 8, 2), 8, 45,
+                        "fixed, ℓ = 8, c = 2, query 45")},
+            2);
+        // ⟨Count the pairs two steps cannot reach⟩ 07-sparse-transformer.md:882
         {
             const std::size_t n_reach = 256, stride_reach = 16, c_reach = 4;
             const attn::Mask causal = attn::causal_mask(n_reach);
@@ -126,14 +116,14 @@ int main(int argc, char** argv)
             for (std::size_t i = 0; i < 32; ++i)
                 for (std::size_t j = 0; j <= i; ++j)
                     steps(i, j) = mask(i, j) ? 1.0 : two_steps(i, j) ? 2.0 : 3.0;
-            attn::plot::HeatmapStyle style{
-                "Steps of the strided pattern (ℓ = 4) from query i to key j", {}, {}};
+            attn::plot::HeatmapStyle style{"", {}, {}};
             style.probabilities = false;
-            style.colorbar_label = "steps";
+            style.categories = {"1 step", "2 steps", "3 or more"};
+            style.masked_label = "j > i";
             style.allowed = steps > 0.0;
             attn::plot::heatmap(out / "reach_steps.svg", steps, style);
         }
-        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:460
+        // ⟨Compare the kernels with dense masked attention⟩ 07-sparse-transformer.md:417
         const std::size_t n_compare = 1000, stride_compare = 30, c_compare = 4;
         {
             const auto Q_c = attn::random_normal<double>(n_compare, 64, 1.0, rng);  // n×64
@@ -175,7 +165,7 @@ int main(int argc, char** argv)
                             [&](std::size_t i, std::size_t j) { return bool(fixed(i, j)); })),
                 2);
         }
-        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:529
+        // ⟨Time the kernels and dense attention against n⟩ 07-sparse-transformer.md:486
         attn::CostCurve strided{"strided", 1}, fixed{"fixed", 1}, dense{"dense", 1};
         std::vector<double> strided_keys, fixed_keys;  // keys visited (scores computed), per n
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
@@ -205,7 +195,7 @@ int main(int argc, char** argv)
             strided_keys.push_back(double(strided_visits.scores));
             fixed_keys.push_back(double(fixed_visits.scores));
         }
-        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:565
+        // ⟨Fit the slopes and find the crossovers⟩ 07-sparse-transformer.md:522
         const attn::SlopeFit strided_fit = strided.time_fit(), fixed_fit = fixed.time_fit();
         const attn::SlopeFit dense_fit = dense.time_fit();
         results.add_fit("strided_time_slope", strided_fit);
@@ -227,26 +217,28 @@ int main(int argc, char** argv)
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("strided_mib_at_dense_n_max", strided.peak_mib[shared]);
         results.add("strided_mib_at_n_max", strided.peak_mib.back());
-        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:589
+        // ⟨Draw the cost against n⟩ 07-sparse-transformer.md:546
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
         };
         {
+            const std::vector<attn::Series> times = {with_fit(dense.time(), dense_fit),
+                                                     with_fit(strided.time(), strided_fit),
+                                                     with_fit(fixed.time(), fixed_fit)};
+            const std::vector<attn::Series> memories = {
+                with_fit(dense.memory(), dense.memory_fit()),
+                with_fit(strided.memory(), strided.memory_fit()),
+                with_fit(fixed.memory(), fixed.memory_fit())};
             attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
             style.log_x = style.log_y = true;
-            style.key = "bottom right";  // the corner the curves leave empty
-            attn::plot::lines(out / "cost_time.svg",
-                              {with_fit(dense.time(), dense_fit),
-                               with_fit(strided.time(), strided_fit),
-                               with_fit(fixed.time(), fixed_fit)}, style);
+            attn::plot::leave_room_for_the_key(style, times);  // above the curves
+            attn::plot::lines(out / "cost_time.svg", times, style);
             style.y_label = "peak MiB one call adds";
-            attn::plot::lines(out / "cost_memory.svg",
-                              {with_fit(dense.memory(), dense.memory_fit()),
-                               with_fit(strided.memory(), strided.memory_fit()),
-                               with_fit(fixed.memory(), fixed.memory_fit())}, style);
+            attn::plot::leave_room_for_the_key(style, memories);
+            attn::plot::lines(out / "cost_memory.svg", memories, style);
         }
-        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:660
+        // ⟨Compare the keys visited with the time⟩ 07-sparse-transformer.md:619
         {
             const attn::SlopeFit strided_keys_fit = attn::loglog_fit(strided.n, strided_keys);
             const attn::SlopeFit fixed_keys_fit = attn::loglog_fit(fixed.n, fixed_keys);
@@ -254,7 +246,7 @@ int main(int argc, char** argv)
             results.add_fit("fixed_keys_slope", fixed_keys_fit);
             results.add("strided_keys_at_n_max", strided_keys.back());
             results.add("dense_keys_at_n_max", strided.n.back() * strided.n.back());
-            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:692
+            // ⟨Divide each time by the keys visited⟩ 07-sparse-transformer.md:652
             attn::Series strided_per_key{"strided", strided.n, {}};
             attn::Series fixed_per_key{"fixed", fixed.n, {}};
             for (std::size_t k = 0; k < strided.n.size(); ++k) {
@@ -278,7 +270,7 @@ int main(int argc, char** argv)
             results.add("strided_ns_per_key_at_n_max", strided_per_key.y.back());
             results.add("fixed_ns_per_key_at_n_min", fixed_per_key.y.front());
             results.add("fixed_ns_per_key_at_n_max", fixed_per_key.y.back());
-            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:722
+            // ⟨Say how the time slope compares with the count's⟩ 07-sparse-transformer.md:682
             const auto compare = [](const attn::SlopeFit& fit) -> std::string {
                 if (fit.slope > 2 * fit.standard_error) return "steeper than";
                 if (fit.slope < -2 * fit.standard_error) return "shallower than";
@@ -287,7 +279,7 @@ int main(int argc, char** argv)
             results.add_text("strided_time_vs_keys", compare(per_key_fit));
             results.add_text("fixed_time_vs_keys",
                              compare(attn::loglog_fit(fixed_per_key.x, fixed_per_key.y)));
-            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:742
+            // ⟨Find where the strided keys outgrow the caches⟩ 07-sparse-transformer.md:702
             const attn::Machine machine = attn::this_machine();
             const double bytes_per_token = (64 + 64) * sizeof(float);  // a key and a value
             results.add("l2_kib", double(machine.l2_bytes) / 1024);
@@ -298,14 +290,15 @@ int main(int argc, char** argv)
                                        strided_keys};
             attn::Series fixed_count{"fixed, slope " + fixed_keys_fit.text(), fixed.n,
                                      fixed_keys};
-            attn::Series all_pairs{"every pair, n²", strided.n, {}, "lines"};
+            attn::Series all_pairs{"dense: every pair, n²", strided.n, {}, "lines"};
             for (double n : strided.n) all_pairs.y.push_back(n * n);
+            const std::vector<attn::Series> counts = {all_pairs, strided_count, fixed_count};
             attn::plot::LinePlotStyle style{"", "n (tokens)", "keys visited (scores computed)"};
             style.log_x = style.log_y = true;
-            style.key = "bottom right";  // the corner the curves leave empty
-            attn::plot::lines(out / "keys_visited.svg", {all_pairs, strided_count, fixed_count},
-                              style);
+            attn::plot::leave_room_for_the_key(style, counts);  // above the curves
+            attn::plot::lines(out / "keys_visited.svg", counts, style);
             style.y_label = "nanoseconds per key visited";
+            style.y_min = style.y_max = NAN;
             style.key = "top left";
             attn::plot::lines(out / "time_per_key.svg",
                               {dense_per_key, strided_per_key, fixed_per_key}, style);

@@ -25,18 +25,18 @@ namespace {
 /// @return the fraction of the n² pairs the pattern allows
 double draw_pattern(const std::filesystem::path& path, std::size_t n, std::size_t w,
                     std::size_t dilation, const std::vector<std::size_t>& global,
-                    const std::string& title, std::mt19937_64& rng)
+                    std::mt19937_64& rng)
 {
     const auto Q = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
     const auto K = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
     const attn::Mask mask = attn::longformer_mask(n, w, dilation, global);
-    attn::plot::HeatmapStyle style{title, {}, {}};
+    attn::plot::HeatmapStyle style{"", {}, {}};
     style.allowed = mask;
     attn::plot::heatmap(path, attn::attention_weights(Q, K, mask), style);
     return double(std::count(mask.begin(), mask.end(), true)) / double(n * n);
 }
 
-// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:597
+// ⟨Measure how far a stack of layers sees⟩ 08-longformer.md:593
 /// For layers 1..`layers`, the contiguous reach of token i when
 /// every layer attends with `mask`: the largest r such that
 /// every token within distance r of i can influence i's output.
@@ -73,14 +73,10 @@ int main(int argc, char** argv)
         std::mt19937_64 rng(options.seed);
         // ⟨Draw the two patterns⟩ 08-longformer.md:563
         results.add("allowed_fraction_window",
-                    draw_pattern(
-                        out / "pattern.svg", 32, 3, 1, {0},
-                        "Longformer weights: n = 32, w = 3 on each side, token 0 global", rng));
-        results.add(
-            "allowed_fraction_dilated",
-            draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16},
-                         "Longformer weights: w = 3, dilation 2, tokens 0 and 16 global", rng));
-        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:623
+                    draw_pattern(out / "pattern.svg", 32, 3, 1, {0}, rng));
+        results.add("allowed_fraction_dilated",
+                    draw_pattern(out / "pattern_dilated.svg", 32, 3, 2, {0, 16}, rng));
+        // ⟨Draw how far a stack of layers sees⟩ 08-longformer.md:619
         {
             const std::size_t n = 401, i = 200, w = 4, layers = 12;
             const attn::Mask plain = attn::longformer_mask(n, w, 1, {}),
@@ -97,11 +93,10 @@ int main(int argc, char** argv)
             results.add("reach_plain_12", s_plain.y.back());
             results.add("reach_dilated_12", s_dilated.y.back());
             results.add("reach_two_heads_12", s_two.y.back());
-            attn::plot::LinePlotStyle style{"Tokens on each side that have all reached token i",
-                                            "layers", "contiguous reach (tokens)"};
+            attn::plot::LinePlotStyle style{"", "layers", "contiguous reach (tokens)"};
             attn::plot::lines(out / "reach.svg", {s_two, s_plain, s_dilated}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:669
+        // ⟨Compare the kernel with dense masked attention⟩ 08-longformer.md:664
         struct Setting {
             std::string name;
             std::size_t n, w, dilation;
@@ -127,7 +122,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + s.name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 08-longformer.md:916
+        // ⟨Choose the lengths to measure⟩ 08-longformer.md:885
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -139,7 +134,7 @@ int main(int argc, char** argv)
         results.add("fit_from", fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:725
+        // ⟨Time the kernel and dense attention against n⟩ 08-longformer.md:720
         const std::size_t d = 64, w = 64, dilation = 1;
         const std::vector<std::size_t> global = {0};
         attn::CostCurve kernel{"Longformer kernel", 1}, dense{"dense", 1};
@@ -163,38 +158,9 @@ int main(int argc, char** argv)
             attn::longformer_attention(Q, K, V, w, dilation, global, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 08-longformer.md:757
-        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
-        const attn::SlopeFit dense_time_fit = dense.time_fit(fit_from);
-        const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
-        const attn::SlopeFit dense_memory_fit = dense.memory_fit(fit_from);
-        results.add_fit("time_slope", time_fit);
-        results.add_fit("memory_slope", memory_fit);
-        results.add_fit("dense_time_slope", dense_time_fit);
-        results.add_fit("dense_memory_slope", dense_memory_fit);
-        results.add_text("crossover", attn::find_crossover(kernel, dense).describe());
-        results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
-        results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
-        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
-        results.add("speedup_at_dense_n_max",
-                    dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
-        results.add("memory_ratio_at_dense_n_max",
-                    dense.peak_mib[shared] / kernel.peak_mib[shared]);
-        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
-            series.label += ", slope " + fit.text();
-            return series;
-        };
-        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
-        style.log_x = style.log_y = true;
-        style.key = "bottom right";  // the corner the curves leave empty
-        attn::plot::lines(out / "cost_time.svg",
-                          {with_fit(dense.time(), dense_time_fit),
-                           with_fit(kernel.time(), time_fit)}, style);
-        style.y_label = "peak MiB one call adds";
-        attn::plot::lines(out / "cost_memory.svg",
-                          {with_fit(dense.memory(), dense_memory_fit),
-                           with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:834
+        // ⟨Draw time and memory against n⟩ 08-longformer.md:754
+        attn::report_against_dense(kernel, dense, fit_from, fit_from, out, results);
+        // ⟨Say whether the time grows linearly⟩ 08-longformer.md:802
         const auto first_fitted = std::size_t(
             std::find(kernel.n.begin(), kernel.n.end(), fit_from) - kernel.n.begin());
         const std::vector<double> fitted_n(kernel.n.begin() + first_fitted, kernel.n.end());
@@ -207,6 +173,7 @@ int main(int argc, char** argv)
         };
         results.add("ns_per_score_at_fit_from", ns_per_score(first_fitted));
         results.add("ns_per_score_at_n_max", ns_per_score(kernel.n.size() - 1));
+        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
         const double distance = (time_fit.slope - 1) / time_fit.standard_error;  // in errors
         const std::string side = std::abs(distance) <= 2 ? "1 within"
                                  : distance < 0          ? "below 1 by more than"

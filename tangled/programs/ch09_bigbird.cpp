@@ -38,7 +38,7 @@ xt::xtensor<double, 2> tile_rules(
     return rule;
 }
 
-// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:379
+// ⟨Keep only some rules of the pattern⟩ 09-bigbird.md:377
 /// The key blocks of each query block under a weaker pattern: the window only, or
 /// window and random (BigBird's own random draws) with the two global blocks removed.
 std::vector<std::vector<std::size_t>> without_global(
@@ -55,7 +55,7 @@ std::vector<std::vector<std::size_t>> without_global(
     return kept;
 }
 
-// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:400
+// ⟨Count the layers until every block has heard from every other⟩ 09-bigbird.md:398
 /// The diameter of the pattern's graph: the fewest layers after which
 /// every query block has heard from every key block (information
 /// flows from key block k to query block q when q attends k).
@@ -107,10 +107,9 @@ int main(int argc, char** argv)
             for (std::size_t i = 0; i < n; ++i)
                 for (std::size_t j = 0; j < n; ++j)
                     rule_of_token(i, j) = rule(i / pattern.block, j / pattern.block);
-            attn::plot::HeatmapStyle style{
-                "BigBird pattern: n = 64, blocks of 4, 2 random blocks", {}, {}};
+            attn::plot::HeatmapStyle style{"", {}, {}};
             style.probabilities = false;
-            style.colorbar_label = "rule: 1 random, 2 window, 3 global";
+            style.categories = {"random", "window", "global"};  // rules 1, 2, 3
             style.allowed = attn::bigbird_mask(n, pattern);
             attn::plot::heatmap(out / "pattern.svg", rule_of_token, style);
             results.add("allowed_fraction_64",
@@ -122,13 +121,12 @@ int main(int argc, char** argv)
             const attn::BigBirdPattern pattern{4, 1, options.seed};
             const auto Q = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
             const auto K = attn::random_normal<double>(n, 16, 1.0, rng);  // n×16
-            attn::plot::HeatmapStyle style{
-                "BigBird weights: n = 32, blocks of 4, 1 random block", {}, {}};
+            attn::plot::HeatmapStyle style{"", {}, {}};
             style.allowed = attn::bigbird_mask(n, pattern);
             attn::plot::heatmap(out / "weights.svg",
                                 attn::attention_weights(Q, K, style.allowed), style);
         }
-        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:432
+        // ⟨Measure the layers each pattern needs against n⟩ 09-bigbird.md:430
         {
             attn::Series window{"window only", {}, {}}, random{"window + random", {}, {}},
                 bigbird{"window + random + global (BigBird)", {}, {}};
@@ -145,13 +143,11 @@ int main(int argc, char** argv)
             results.add("layers_window_16384", window.y.back());
             results.add("layers_random_16384", random.y.back());
             results.add("layers_bigbird_16384", bigbird.y.back());
-            attn::plot::LinePlotStyle style{
-                "Layers until every token can depend on every other (b = 64, r = 3)",
-                "n (tokens)", "layers"};
+            attn::plot::LinePlotStyle style{"", "n (tokens)", "layers"};
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "layers.svg", {window, random, bigbird}, style);
         }
-        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:493
+        // ⟨Compare the kernel with dense masked attention⟩ 09-bigbird.md:489
         for (const auto& [name, n, pattern] :
              {std::tuple<std::string, std::size_t, attn::BigBirdPattern>{
                   "base", 1920, {64, 3, options.seed}},
@@ -172,7 +168,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:716
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:700
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
@@ -185,7 +181,7 @@ int main(int argc, char** argv)
         results.add("dense_fit_from", dense_fit_from);
         results.add("repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:539
+        // ⟨Time the kernel and dense attention against n⟩ 09-bigbird.md:535
         const std::size_t d = 64;
         const attn::BigBirdPattern pattern{64, 3, options.seed};
         attn::CostCurve kernel{"BigBird block kernel", 1}, dense{"dense", 1};
@@ -208,38 +204,9 @@ int main(int argc, char** argv)
             attn::bigbird_attention(Q, K, V, pattern, &visits);
             scores.push_back(double(visits.scores));
         }
-        // ⟨Draw time and memory against n⟩ 09-bigbird.md:572
-        const attn::SlopeFit time_fit = kernel.time_fit(fit_from);
-        const attn::SlopeFit memory_fit = kernel.memory_fit(fit_from);
-        const attn::SlopeFit dense_time_fit = dense.time_fit(dense_fit_from);
-        const attn::SlopeFit dense_memory_fit = dense.memory_fit(dense_fit_from);
-        results.add_fit("time_slope", time_fit);
-        results.add_fit("memory_slope", memory_fit);
-        results.add_fit("dense_time_slope", dense_time_fit);
-        results.add_fit("dense_memory_slope", dense_memory_fit);
-        results.add_text("crossover", attn::find_crossover(kernel, dense).describe());
-        results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
-        results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
-        const std::size_t shared = dense.n.size() - 1;  // dense's largest n, measured by both
-        results.add("speedup_at_dense_n_max",
-                    dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
-        results.add("memory_ratio_at_dense_n_max",
-                    dense.peak_mib[shared] / kernel.peak_mib[shared]);
-        const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
-            series.label += ", slope " + fit.text();
-            return series;
-        };
-        attn::plot::LinePlotStyle style{"", "n (tokens)", "seconds (fastest round)"};
-        style.log_x = style.log_y = true;
-        style.key = "bottom right";  // the corner the curves leave empty
-        attn::plot::lines(out / "cost_time.svg",
-                          {with_fit(dense.time(), dense_time_fit),
-                           with_fit(kernel.time(), time_fit)}, style);
-        style.y_label = "peak MiB one call adds";
-        attn::plot::lines(out / "cost_memory.svg",
-                          {with_fit(dense.memory(), dense_memory_fit),
-                           with_fit(kernel.memory(), memory_fit)}, style);
-        // ⟨Fit the count of scores⟩ 09-bigbird.md:607
+        // ⟨Draw time and memory against n⟩ 09-bigbird.md:569
+        attn::report_against_dense(kernel, dense, fit_from, dense_fit_from, out, results);
+        // ⟨Fit the count of scores⟩ 09-bigbird.md:575
         {
             std::vector<double> fitted_n, fitted_scores;  // n ≥ fit_from
             for (std::size_t k = 0; k < kernel.n.size(); ++k)
@@ -250,6 +217,15 @@ int main(int argc, char** argv)
             const double n_max_tokens = kernel.n.back();
             results.add("scores_fraction_at_n_max",
                         scores.back() / (n_max_tokens * n_max_tokens));
+            // eight blocks: the first length at which the pattern leaves a block out
+            const double n_8 = 8.0 * double(pattern.block);
+            for (std::size_t k = 0; k < kernel.n.size() && k < dense.n.size(); ++k)
+                if (kernel.n[k] == n_8) {
+                    results.add("n_8_blocks", n_8);
+                    results.add("scores_fraction_at_8_blocks", scores[k] / (n_8 * n_8));
+                    results.add("dense_over_kernel_time_at_8_blocks",
+                                dense.wall_seconds[k] / kernel.wall_seconds[k]);
+                }
         }
     });
 }

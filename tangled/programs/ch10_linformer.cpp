@@ -91,7 +91,7 @@ Inputs make_inputs(const std::string& kind, std::size_t n, std::size_t d,
     return {xt::linalg::dot(X, W_q), xt::linalg::dot(X, W_k), V};
 }
 
-// ⟨Measure the error against k⟩ 10-linformer.md:476
+// ⟨Measure the error against k⟩ 10-linformer.md:471
 /// Root-mean-square of the entries of A − B.
 double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double, 2>& B)
 {
@@ -140,22 +140,6 @@ std::vector<attn::Series> error_against_k(const Inputs& in, int draws,
     return {inside, pooled, after, trend, zero};
 }
 
-// ⟨Leave room for the legend⟩ 10-linformer.md:704
-/// A log y range from the decade below the lowest point to one decade above the decade
-/// of the highest, so the legend at the top stays clear of the curves.
-void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
-                            const std::vector<attn::Series>& curves)
-{
-    double lowest = INFINITY, highest = 0;
-    for (const attn::Series& curve : curves)
-        for (double y : curve.y) {
-            lowest = std::min(lowest, y);
-            highest = std::max(highest, y);
-        }
-    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
-}
 
 }  // namespace
 
@@ -182,14 +166,11 @@ int main(int argc, char** argv)
                                      spectra.push_back(curve);
                                      results.add("rank90_" + kind, double(rank_reaching(cumulative, 0.9)));
                                  }
-                                 attn::plot::LinePlotStyle spectrum_style{
-                                     "Normalised cumulative singular values of softmax(QK^T/√d_k), n = " +
-                                         std::to_string(n_spectrum),
-                                     "index r", "c_r"};
+                                 attn::plot::LinePlotStyle spectrum_style{"", "index r", "c_r"};
                                  spectrum_style.y_min = 0, spectrum_style.y_max = 1.02;
                                  spectrum_style.key = "bottom right";
                                  attn::plot::lines(out / "spectrum.svg", spectra, spectrum_style);
-                                 // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:417
+                                 // ⟨Draw dense and Linformer weights side by side⟩ 10-linformer.md:414
                                  {
                                      const std::size_t n_small = 32, k_small = 16;
                                      // n×64, a sharper band
@@ -201,15 +182,13 @@ int main(int argc, char** argv)
                                          segment_labels.push_back(std::to_string(l * n_small / k_small) + "–" +
                                                                   std::to_string((l + 1) * n_small / k_small - 1));
                                      attn::plot::heatmap(out / "weights_dense.svg", attn::attention_weights(P, P),
-                                                         {"Dense attention weights, position codes, n = 32",
-                                                          token_labels, token_labels});
-                                     attn::plot::HeatmapStyle pooled{"Linformer weights, mean pooling to k = 16",
-                                                                     token_labels, segment_labels};
+                                                         {"", token_labels, token_labels});
+                                     attn::plot::HeatmapStyle pooled{"", token_labels, segment_labels};
                                      pooled.x_label = "projected key (tokens it averages)";
                                      attn::plot::heatmap(out / "weights_linformer.svg", attn::linformer_weights(P, P, E),
                                                          pooled);
                                  }
-                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:804
+                                 // ⟨Compare with dense attention and the loop reference⟩ 10-linformer.md:782
                                  {
                                      const Inputs in = make_inputs("vocabulary", 64, 64, rng);
                                      const xt::xtensor<float, 2> Q(in.Q), K(in.K), V(in.V);
@@ -222,7 +201,7 @@ int main(int argc, char** argv)
                                                  xt::amax(xt::abs(attn::linformer_attention(Q, K, V, I, I) -
                                                                   attn::scaled_dot_product_attention(Q, K, V)))());
                                  }
-                                 // ⟨Draw the error against k⟩ 10-linformer.md:526
+                                 // ⟨Draw the error against k⟩ 10-linformer.md:521
                                  const std::size_t n_error = options.quick ? 256 : 1024;
                                  const int error_draws = options.quick ? 2 : 5;
                                  results.add("error_n", double(n_error));
@@ -239,15 +218,14 @@ int main(int argc, char** argv)
                                      const attn::SlopeFit after_fit = attn::loglog_fit(curves[2].x, curves[2].y);
                                      results.add_fit("error_" + kind + "_after_slope", after_fit);
                                      if (kind == "vocabulary") results.add("error_kmax", curves[0].x.back());
-                                     attn::plot::LinePlotStyle style{"RMS error of Linformer against dense attention, " +
-                                                                         kind + " input, n = " + std::to_string(n_error),
-                                                                     "k (projected length)", "RMS error of the output"};
+                                     attn::plot::LinePlotStyle style{"", "k (projected length)",
+                                                                     "RMS error of the output"};
                                      style.log_x = style.log_y = true;
                                      style.y_min = 0.01, style.y_max = 100;  // room for the legend above the curves
                                      style.key = "top right";
                                      attn::plot::lines(out / ("error_vs_k_" + kind + ".svg"), curves, style);
                                  }
-                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:767
+                                 // ⟨Show that the first token sees the last⟩ 10-linformer.md:745
                                  {
                                      const std::size_t n_c = 64, k_c = 16;
                                      Inputs in = make_inputs("vocabulary", n_c, 64, rng);
@@ -261,7 +239,7 @@ int main(int argc, char** argv)
                                      results.add("first_output_change_from_last_token",
                                                  xt::amax(xt::abs(xt::row(after, 0) - xt::row(before, 0)))());
                                  }
-                                 // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:640
+                                 // ⟨Time Linformer and dense attention against n⟩ 10-linformer.md:634
                                  const std::size_t k_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_linformer_max = options.quick ? 2048 : 16384;
@@ -285,7 +263,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&dense, &linformer}, double(n_cost),
                                                          {dense_call, linformer_call}, rounds);
                                  }
-                                 // ⟨Draw the cost against n⟩ 10-linformer.md:671
+                                 // ⟨Draw the cost against n⟩ 10-linformer.md:665
                                  const attn::SlopeFit time_fit = linformer.time_fit(n_fit);
                                  const attn::SlopeFit memory_fit = linformer.memory_fit(n_fit);
                                  const attn::SlopeFit dense_fit = dense.time_fit();
@@ -302,17 +280,16 @@ int main(int argc, char** argv)
                                  results.add("linformer_mib_at_max_n", linformer.peak_mib.back());
                                  std::vector<attn::Series> times = {dense.time(), linformer.time()};
                                  times[0].label += ", slope " + dense_fit.text();
-                                 const std::string from = " from n = " + std::to_string(n_fit);
-                                 times[1].label += ", slope " + time_fit.text() + from;
+                                 times[1].label += ", slope " + time_fit.text();  // from n = n_fit, said in the caption
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;
-                                 leave_room_for_the_key(time_style, times);
+                                 attn::plot::leave_room_for_the_key(time_style, times);
                                  attn::plot::lines(out / "cost_time.svg", times, time_style);
                                  std::vector<attn::Series> memories = {dense.memory(), linformer.memory()};
-                                 memories[1].label += ", slope " + memory_fit.text() + from;
+                                 memories[1].label += ", slope " + memory_fit.text();
                                  attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
                                  memory_style.log_x = memory_style.log_y = true;
-                                 leave_room_for_the_key(memory_style, memories);
+                                 attn::plot::leave_room_for_the_key(memory_style, memories);
                                  attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
                              });
 }

@@ -17,6 +17,7 @@
 #include <xtensor-blas/xlinalg.hpp>
 
 #include "attn/machine.hpp"
+#include "attn/masked_attention.hpp"
 #include "attn/measure.hpp"
 #include "attn/performer.hpp"
 #include "attn/plot.hpp"
@@ -121,7 +122,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X,
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1253
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1285
 /// Dense causal attention: softmax over keys j ≤ i
 /// only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q,
@@ -144,7 +145,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1392
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1421
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -155,22 +156,6 @@ std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
     return lengths;
 }
 
-// ⟨Leave room for the legend⟩ 11-performer.md:1504
-/// A log y range from the decade below the lowest point to one decade above the decade
-/// of the highest, so the legend at the top stays clear of the curves.
-void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
-                            const std::vector<attn::Series>& curves)
-{
-    double lowest = INFINITY, highest = 0;
-    for (const attn::Series& curve : curves)
-        for (double y : curve.y) {
-            lowest = std::min(lowest, y);
-            highest = std::max(highest, y);
-        }
-    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
-}
 
 }  // namespace
 
@@ -229,14 +214,13 @@ int main(int argc, char** argv)
                 results.add("orthogonal_over_iid_trig_r16", curves[3].y[2] / curves[2].y[2]);
                 curves.push_back(theory_positive);
                 curves.push_back(theory_trig);
-                attn::plot::LinePlotStyle style{
-                    "Relative MSE of the softmax-kernel estimate, d = 16, |x̃| = |ỹ| = 0.7",
-                    "r (random features)", "E[(estimate − SM)^2] / SM^2"};
+                attn::plot::LinePlotStyle style{"", "r (random features)",
+                                                "E[(estimate − SM)^2] / SM^2"};
                 style.log_x = style.log_y = true;
-                style.key = "top right";
+                style.key = "below left Left reverse vertical maxrows 6";  // off the curves
                 attn::plot::lines(out / "mse_vs_r.svg", curves, style);
             }
-            // ⟨Measure the error against the angle⟩ 11-performer.md:475
+            // ⟨Measure the error against the angle⟩ 11-performer.md:474
             {
                 const std::size_t d = 16, pairs = 8, r = 64;
                 const double norm = 1.0;
@@ -283,15 +267,13 @@ int main(int argc, char** argv)
                 results.add("trig_relative_mse_at_165", trig.y.back());
                 results.add("positive_relative_mse_at_180", exact_at_180);
                 results.add("trig_negative_share_at_180", negative_share);
-                attn::plot::LinePlotStyle style{
-                    "Relative MSE against the angle between x and y, r = 64, |x̃| = |ỹ| = 1",
-                    "angle between x and y (degrees)", "E[(estimate − SM)^2] / SM^2"};
-                style.log_y = true;
-                style.key = "bottom center";
+                attn::plot::LinePlotStyle style{"", "angle between x and y (degrees)",
+                                                "E[(estimate − SM)^2] / SM^2"};
+                style.log_y = true;  // the key below the plot, off the curves
                 attn::plot::lines(out / "mse_vs_angle.svg",
                                   {positive, trig, theory_positive, theory_trig}, style);
             }
-            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1188
+            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1220
             {
                 const std::size_t n_small = 24, d = 16, r = 256;
                 // n×d, sinusoidal position codes
@@ -303,24 +285,33 @@ int main(int argc, char** argv)
                         P(i, c + 1) = 1.25 * std::cos(angle);
                     }
                 const auto W = attn::orthogonal_features<double>(r, d, options.seed);
-                std::vector<std::string> labels;
-                for (std::size_t i = 0; i < n_small; ++i) labels.push_back(std::to_string(i));
-                attn::plot::heatmap(out / "weights_dense.svg", attn::attention_weights(P, P),
-                                    {"Dense attention weights, position codes", labels, labels});
-                attn::plot::heatmap(
-                    out / "weights_favor.svg", attn::performer_weights(P, P, W),
-                    {"FAVOR+ weights, r = 256 orthogonal features", labels, labels});
-                attn::plot::HeatmapStyle causal{"Causal FAVOR+ weights, r = 256", labels, labels};
-                causal.allowed = xt::xtensor<bool, 2>(xt::zeros<bool>({n_small, n_small}));
-                for (std::size_t i = 0; i < n_small; ++i)
-                    for (std::size_t j = 0; j <= i; ++j) causal.allowed(i, j) = true;
-                attn::plot::heatmap(out / "weights_favor_causal.svg",
-                                    attn::performer_weights(P, P, W, true), causal);
-                results.add("weights_max_abs_error_r256",
-                            xt::amax(xt::abs(attn::performer_weights(P, P, W) -
-                                             attn::attention_weights(P, P)))());
+                const xt::xtensor<double, 2> dense = attn::attention_weights(P, P);     // n×n
+                const xt::xtensor<double, 2> favor = attn::performer_weights(P, P, W);  // n×n
+                const xt::xtensor<double, 2> causal = attn::performer_weights(P, P, W, true);
+                // one colour scale up to the largest bidirectional weight, so the band shows
+                const double largest =
+                    std::max(double(xt::amax(dense)()), double(xt::amax(favor)()));
+                const auto weights_style = [&](const std::string& title) {
+                    attn::plot::HeatmapStyle style{title, {}, {}};
+                    style.probabilities = false;
+                    style.colour_max = largest;
+                    return style;
+                };
+                attn::plot::HeatmapStyle difference = weights_style("FAVOR+ − dense");
+                difference.diverging = true;
+                difference.colorbar_label = "difference of weights";
+                attn::plot::HeatmapStyle masked = weights_style("causal FAVOR+");
+                masked.allowed = attn::causal_mask(n_small);
+                attn::plot::heatmap_grid(out / "weights.svg",
+                                         {{dense, weights_style("dense")},
+                                          {favor, weights_style("FAVOR+, r = 256")},
+                                          {xt::xtensor<double, 2>(favor - dense), difference},
+                                          {causal, masked}},
+                                         2);
+                results.add("weights_colour_max", largest, 3);
+                results.add("weights_max_abs_error_r256", xt::amax(xt::abs(favor - dense))());
             }
-            // ⟨Measure the attention error against r⟩ 11-performer.md:1277
+            // ⟨Measure the attention error against r⟩ 11-performer.md:1309
             {
                 const std::size_t n = options.quick ? 128 : 512, d = 16,
                                   r_max = options.quick ? 1024 : 4096;
@@ -377,16 +368,13 @@ int main(int argc, char** argv)
                 for (double r : trend.x)
                     trend.y.push_back(curves[1].y.front() * std::sqrt(16.0 / r));
                 curves.push_back(trend);
-                attn::plot::LinePlotStyle style{
-                    "RMS error of FAVOR+ against dense attention, n = " + std::to_string(n) +
-                        ", d = 16",
-                    "r (random features)", "RMS error of the output"};
+                attn::plot::LinePlotStyle style{"", "r (random features)",
+                                                "RMS error of the output"};
                 style.log_x = style.log_y = true;
-                style.y_min = 1e-3, style.y_max = 10;  // room for the legend above the curves
-                style.key = "top right";
+                style.key = "below left Left reverse vertical maxrows 7";  // off the curves
                 attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
             }
-            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1404
+            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1433
             const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
             const std::size_t n_fit = options.quick ? 128 : 1024;
             const std::size_t n_max = options.quick ? 2048 : 16384;
@@ -414,7 +402,7 @@ int main(int argc, char** argv)
                      [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
                     n_cost < 2048 ? 3 * repeats : repeats);
             }
-            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1440
+            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1469
             const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
             const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
             const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
@@ -450,7 +438,7 @@ int main(int argc, char** argv)
             results.add("favor_mib_at_max_n", favor.peak_mib.back());
             results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
             results.add("causal_mib_at_max_n", causal.peak_mib.back());
-            // ⟨Draw the cost against n⟩ 11-performer.md:1478
+            // ⟨Draw the cost against n⟩ 11-performer.md:1507
             const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
                 {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
                 {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};
@@ -461,7 +449,7 @@ int main(int argc, char** argv)
             }
             attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
             time_style.log_x = time_style.log_y = true;
-            leave_room_for_the_key(time_style, times);
+            attn::plot::leave_room_for_the_key(time_style, times);
             attn::plot::lines(out / "cost_time.svg", times, time_style);
             std::vector<attn::Series> memories = {dense.memory(), favor.memory(), whole.memory(),
                                                   causal.memory()};
@@ -470,7 +458,7 @@ int main(int argc, char** argv)
             memories[3].label += ", slope " + causal_memory_fit.text();
             attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
             memory_style.log_x = memory_style.log_y = true;
-            leave_room_for_the_key(memory_style, memories);
+            attn::plot::leave_room_for_the_key(memory_style, memories);
             attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
         });
 }

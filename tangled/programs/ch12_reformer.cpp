@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <utility>
@@ -63,34 +64,27 @@ double measured_collision_rate(double theta, std::size_t d_k, std::size_t n_buck
     return double(collisions) / double(rounds);
 }
 
-// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:919
-/// Draw series in (theory, measured) pairs: the
-/// curve as a line, the points in the same colour.
+// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:918
+/// Draw series in (theory, measured) pairs: the curve as a line, named in the key
+/// below the plot, the points in the same colour.
 void draw_measured_on_theory(const std::filesystem::path& path,
-                             const std::vector<attn::Series>& pairs,
-                             const std::string& title)
+                             const std::vector<attn::Series>& pairs)
 {
     attn::plot::write_series_tsv(path, pairs);
     attn::plot::Figure figure(path);
-    figure << "set title " << attn::plot::quote(title) << "\n"
-           << "set xlabel 'angle θ between the two vectors (degrees)'\nset ylabel "
+    figure << "set xlabel 'angle θ between the two vectors (degrees)'\nset ylabel "
               "'Pr[h(x) = h(y)]'\n"
-           << "set key top right\nset xrange [0:180]\nset xtics 30\nset yrange "
-              "[0:1]\nplot ";
+           << "set key below left Left reverse vertical maxrows 4 height 1 nobox "
+              "noopaque\nset xrange [0:180]\nset xtics 30\nset yrange [0:1]\nplot ";
     for (std::size_t s = 0; s < pairs.size(); ++s)
         figure << (s ? ", " : "") << "'-' using 1:2 with "
                << (s % 2 ? "points" : "lines") << " linestyle " << s / 2 + 1
-               << " title " << attn::plot::quote(pairs[s].label);
+               << (s % 2 ? " notitle" : " title " + attn::plot::quote(pairs[s].label));
     figure << "\n";
-    for (const attn::Series& curve : pairs) {
-        std::vector<std::pair<double, double>> points;
-        for (std::size_t i = 0; i < curve.x.size(); ++i)
-            points.emplace_back(curve.x[i], curve.y[i]);
-        figure.send(points);
-    }
+    for (const attn::Series& curve : pairs) attn::plot::send_series(figure, curve);
 }
 
-// ⟨Draw tokens in topics⟩ 12-reformer.md:956
+// ⟨Draw tokens in topics⟩ 12-reformer.md:948
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions
 /// (noise of relative size `spread`), of length sharpness·√d_k, so that a score
 /// q_i·k̂_j/√d_k is at most `sharpness`; topic_of receives each row's topic.
@@ -124,7 +118,32 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
     return QK;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1177
+// ⟨Put rows and columns in another order⟩ 12-reformer.md:989
+/// The rows and columns of `matrix` (n×n) in the order `order`: entry (a, b) is
+/// matrix(order[a], order[b]).
+template <class T>
+xt::xtensor<T, 2> reorder(const xt::xtensor<T, 2>& matrix,
+                          const std::vector<std::size_t>& order)
+{
+    const std::size_t n = order.size();
+    xt::xtensor<T, 2> reordered = xt::zeros<T>({n, n});  // n×n
+    for (std::size_t a = 0; a < n; ++a)
+        for (std::size_t b = 0; b < n; ++b)
+            reordered(a, b) = matrix(order[a], order[b]);
+    return reordered;
+}
+
+/// Tic labels for tokens drawn group by group: each group's name at its first token,
+/// nothing at the others.
+std::vector<std::string> name_each_group(const std::vector<std::string>& group_of)
+{
+    std::vector<std::string> labels(group_of.size());
+    for (std::size_t a = 0; a < group_of.size(); ++a)
+        if (a == 0 || group_of[a] != group_of[a - 1]) labels[a] = group_of[a];
+    return labels;
+}
+
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1191
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights,
                      const xt::xtensor<bool, 2>& allowed)
@@ -136,7 +155,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1442
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1443
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -159,22 +178,6 @@ double fraction_in_overfull_buckets(const std::vector<double>& size,
     return crowded / double(n);
 }
 
-// ⟨Leave room for the legend⟩ 12-reformer.md:1313
-/// A log y range from the decade below the lowest point to one decade above the decade
-/// of the highest, so the legend at the top stays clear of the curves.
-void leave_room_for_the_key(attn::plot::LinePlotStyle& style,
-                            const std::vector<attn::Series>& curves)
-{
-    double lowest = INFINITY, highest = 0;
-    for (const attn::Series& curve : curves)
-        for (double y : curve.y) {
-            lowest = std::min(lowest, y);
-            highest = std::max(highest, y);
-        }
-    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
-    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + 1);
-    style.key = "top left";
-}
 
 }  // namespace
 
@@ -216,63 +219,58 @@ int main(int argc, char** argv)
                                  }
                                  results.add("collision_rounds", double(collision_rounds));
                                  results.add("collision_worst_z", worst_z, 2);
-                                 draw_measured_on_theory(out / "collision.svg", collision_series,
-                                                         "Collision probability of the rotation hash (d_k = 32, " +
-                                                             std::to_string(collision_rounds) + " rounds per point)");
-                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:995
+                                 draw_measured_on_theory(out / "collision.svg", collision_series);
+                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1015
                                  {
                                      const std::size_t n_small = 32, d_small = 16, b_small = 8, L_small = 4;
                                      std::vector<std::size_t> topic;
                                      const xt::xtensor<float, 2> QK_small =
                                          tokens_in_topics(n_small, d_small, 8, 0.3, 6.0, rng, &topic);
                                      const std::uint64_t hash_seed = rng();
-                                     std::vector<std::string> labels;
-                                     for (std::size_t i = 0; i < n_small; ++i)
-                                         labels.push_back(std::to_string(i) + "ABCDEFGH"[topic[i]]);
+                                     // the tokens drawn topic by topic (by position within one), so blocks show
+                                     std::vector<std::size_t> by_topic(n_small);
+                                     std::iota(by_topic.begin(), by_topic.end(), std::size_t(0));
+                                     std::stable_sort(by_topic.begin(), by_topic.end(),
+                                                      [&](std::size_t i, std::size_t j) { return topic[i] < topic[j]; });
+                                     std::vector<std::string> topics;  // in topic order
+                                     for (std::size_t i : by_topic)
+                                         topics.push_back(std::string(1, "ABCDEFGH"[topic[i]]));
+                                     const std::vector<std::string> topic_labels = name_each_group(topics);
                                      const xt::xtensor<double, 2> dense = attn::shared_qk_weights(QK_small);
                                      const xt::xtensor<double, 2> lsh =
                                          attn::lsh_weights(QK_small, b_small, 1, L_small, hash_seed);
                                      const xt::xtensor<bool, 2> allowed =
                                          attn::lsh_pattern(QK_small, b_small, 1, L_small, hash_seed);
-                                     attn::plot::HeatmapStyle dense_style{"Dense shared-QK weights (diagonal masked)",
-                                                                          labels, labels};
+                                     attn::plot::HeatmapStyle dense_style{"", topic_labels, topic_labels};
                                      dense_style.allowed = xt::xtensor<bool, 2>(xt::ones<bool>({n_small, n_small}));
                                      for (std::size_t i = 0; i < n_small; ++i) dense_style.allowed(i, i) = false;
-                                     attn::plot::heatmap(out / "dense_weights.svg", dense, dense_style);
-                                     attn::plot::HeatmapStyle lsh_style{
-                                         "LSH attention weights (b = 8, L = 4, one round)", labels, labels};
-                                     lsh_style.allowed = allowed;
-                                     attn::plot::heatmap(out / "lsh_weights.svg", lsh, lsh_style);
-                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1046
+                                     attn::plot::heatmap(out / "dense_weights.svg", reorder(dense, by_topic),
+                                                         dense_style);
+                                     attn::plot::HeatmapStyle lsh_style{"", topic_labels, topic_labels};
+                                     lsh_style.allowed = reorder(allowed, by_topic);
+                                     attn::plot::heatmap(out / "lsh_weights.svg", reorder(lsh, by_topic), lsh_style);
+                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1072
                                      const xt::xtensor<std::size_t, 2> buckets =
                                          attn::lsh_buckets(QK_small, b_small, 1, hash_seed);  // 1×n
                                      const std::vector<std::size_t> order =
                                          attn::sort_by_bucket(buckets.data(), n_small, b_small);
-                                     xt::xtensor<double, 2> lsh_sorted = xt::zeros<double>({n_small, n_small});
-                                     xt::xtensor<bool, 2> allowed_sorted = xt::zeros<bool>({n_small, n_small});
-                                     std::vector<std::string> sorted_labels;
-                                     for (std::size_t a = 0; a < n_small; ++a) {
-                                         sorted_labels.push_back(labels[order[a]] + " b" +
-                                                                 std::to_string(buckets(0, order[a])));
-                                         for (std::size_t b = 0; b < n_small; ++b) {
-                                             lsh_sorted(a, b) = lsh(order[a], order[b]);
-                                             allowed_sorted(a, b) = allowed(order[a], order[b]);
-                                         }
-                                     }
-                                     attn::plot::HeatmapStyle sorted_style{
-                                         "The same weights, tokens sorted by (bucket, position)", sorted_labels,
-                                         sorted_labels};
-                                     sorted_style.allowed = allowed_sorted;
-                                     attn::plot::heatmap(out / "lsh_weights_sorted.svg", lsh_sorted, sorted_style);
-                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1081
+                                     std::vector<std::string> sorted_buckets;  // in sorted order
+                                     for (std::size_t i : order)
+                                         sorted_buckets.push_back("b" + std::to_string(buckets(0, i)));
+                                     const std::vector<std::string> bucket_labels = name_each_group(sorted_buckets);
+                                     attn::plot::HeatmapStyle sorted_style{"", bucket_labels, bucket_labels};
+                                     sorted_style.allowed = reorder(allowed, order);
+                                     attn::plot::heatmap(out / "lsh_weights_sorted.svg", reorder(lsh, order), sorted_style);
+                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1098
                                      const xt::xtensor<double, 2> lsh_4 =
                                          attn::lsh_weights(QK_small, b_small, 4, L_small, hash_seed);
-                                     attn::plot::HeatmapStyle rounds_style{
-                                         "LSH attention weights (b = 8, L = 4, four rounds)", labels, labels};
-                                     rounds_style.allowed = attn::lsh_pattern(QK_small, b_small, 4, L_small, hash_seed);
-                                     attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", lsh_4, rounds_style);
+                                     attn::plot::HeatmapStyle rounds_style{"", topic_labels, topic_labels};
+                                     rounds_style.allowed =
+                                         reorder(attn::lsh_pattern(QK_small, b_small, 4, L_small, hash_seed), by_topic);
+                                     attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", reorder(lsh_4, by_topic),
+                                                         rounds_style);
                                  }
-                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1105
+                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1123
                                  {
                                      const xt::xtensor<float, 2> QK_one = tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
                                      const xt::xtensor<float, 2> V_one = attn::random_normal<float>(512, 64, 1.0, rng);
@@ -281,7 +279,7 @@ int main(int argc, char** argv)
                                      const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_one, V_one);
                                      results.add("one_chunk_max_abs_error", xt::amax(xt::abs(O_lsh - O_dense))());
                                  }
-                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1125
+                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1143
                                  const std::size_t n_error = options.quick ? 512 : 1024, b_error = 32,
                                                    L_error = 2 * n_error / b_error;
                                  const int error_seeds = options.quick ? 3 : 10;
@@ -323,15 +321,11 @@ int main(int argc, char** argv)
                                  results.add_fit("relative_error_rounds_slope",
                                                  attn::loglog_fit(relative.x, relative.y));
                                  results.add_fit("missed_weight_rounds_slope", attn::loglog_fit(missed.x, missed.y));
-                                 attn::plot::LinePlotStyle error_style{
-                                     "LSH attention against dense (n = " + std::to_string(n_error) +
-                                         ", b = 32, L = " + std::to_string(L_error) + ", mean of " +
-                                         std::to_string(error_seeds) + " seeds)",
-                                     "hash rounds n_h", "error"};
+                                 attn::plot::LinePlotStyle error_style{"", "hash rounds n_h", "error"};
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1466
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1467
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -355,15 +349,14 @@ int main(int argc, char** argv)
                                          for (attn::Series* s :
                                               {&uniform_series, &topic_series, &chunk_series, &mean_series})
                                              s->x.push_back(double(rank));
-                                     attn::plot::LinePlotStyle size_style{
-                                         "Bucket sizes of one round (n = 1024, b = 32), largest first",
-                                         "bucket, by rank", "queries in the bucket"};
+                                     attn::plot::LinePlotStyle size_style{"", "bucket, by rank",
+                                                                          "queries in the bucket"};
                                      size_style.key = "top right";
                                      attn::plot::lines(out / "bucket_sizes.svg",
                                                        {uniform_series, topic_series, chunk_series, mean_series},
                                                        size_style);
                                  }
-                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1247
+                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1261
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_hi = options.quick ? 2048 : 16384;
                                  const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
@@ -381,7 +374,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                                          repeats);
                                  }
-                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1273
+                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1287
                                  const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
                                  const attn::SlopeFit dense_time_fit = dense.time_fit();
                                  const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);
@@ -403,19 +396,19 @@ int main(int argc, char** argv)
                                  results.add_text("time_crossover", attn::find_crossover(lsh, dense).describe());
                                  results.add_text("memory_crossover", attn::find_crossover(lsh, dense, true).describe());
                                  std::vector<attn::Series> times = {dense.time(), lsh.time()};  // dense: first colour
-                                 const std::string from = " from n = " + std::to_string(n_fit);
-                                 times[1].label += ", slope " + lsh_time_fit.text() + from;
+                                 // fitted from n = n_fit, said in the caption
+                                 times[1].label += ", slope " + lsh_time_fit.text();
                                  times[0].label += ", slope " + dense_time_fit.text();
                                  attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
                                  time_style.log_x = time_style.log_y = true;
-                                 leave_room_for_the_key(time_style, times);
+                                 attn::plot::leave_room_for_the_key(time_style, times);
                                  attn::plot::lines(out / "cost_time.svg", times, time_style);
                                  std::vector<attn::Series> memories = {dense.memory(), lsh.memory()};
-                                 memories[1].label += ", slope " + lsh_memory_fit.text() + from;
+                                 memories[1].label += ", slope " + lsh_memory_fit.text();
                                  memories[0].label += ", slope " + dense_memory_fit.text();
                                  attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "MiB"};
                                  memory_style.log_x = memory_style.log_y = true;
-                                 leave_room_for_the_key(memory_style, memories);
+                                 attn::plot::leave_room_for_the_key(memory_style, memories);
                                  attn::plot::lines(out / "cost_memory.svg", memories, memory_style);
                              });
 }

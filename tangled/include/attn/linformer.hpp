@@ -20,7 +20,7 @@
 
 namespace attn {
 
-// ⟨Draw a random projection⟩ 10-linformer.md:198
+// ⟨Draw a random projection⟩ 10-linformer.md:195
 /// @brief A k×n random projection along the sequence with independent N(0, 1/k) entries
 /// (Johnson–Lindenstrauss scaling: E[EᵀE] = I_n).
 /// @param k projected length, ≥ 1 (k > n is allowed: it only adds work)
@@ -40,7 +40,7 @@ xt::xtensor<T, 2> random_projection(std::size_t k, std::size_t n, std::uint64_t 
     return random_normal<T>(k, n, 1.0 / std::sqrt(double(k)), rng);
 }
 
-// ⟨Build a mean-pooling projection⟩ 10-linformer.md:225
+// ⟨Build a mean-pooling projection⟩ 10-linformer.md:222
 /// @brief The k×n projection that averages k contiguous segments of the sequence
 /// (segment l covers tokens ⌊l·n/k⌋ … ⌊(l+1)·n/k⌋ − 1); the identity when k = n.
 /// @param k number of segments, 1 ≤ k ≤ n; @param n sequence length
@@ -61,7 +61,7 @@ xt::xtensor<T, 2> pooling_projection(std::size_t k, std::size_t n)
     return E;
 }
 
-// ⟨Check the shapes of the projections⟩ 10-linformer.md:251
+// ⟨Check the shapes of the projections⟩ 10-linformer.md:248
 /// @brief Throw std::invalid_argument unless E and
 /// F are both k×m for the m rows of K, with k ≥ 1.
 template <class T>
@@ -83,7 +83,7 @@ void check_projection_shapes(const xt::xtensor<T, 2>& K, const xt::xtensor<T, 2>
                                     "; both need the same number k ≥ 1 of rows");
 }
 
-// ⟨Project along the sequence with loops⟩ 10-linformer.md:278
+// ⟨Project along the sequence with loops⟩ 10-linformer.md:275
 /// @brief P·X by plain loops accumulated in double (the reference for E·K and F·V).
 /// @param P projection, k×m; @param X rows to mix, m×d
 /// @return k×d
@@ -120,7 +120,7 @@ xt::xtensor<T, 2> linformer_attention_by_rows(const xt::xtensor<T, 2>& Q,
                              project_rows_by_loops(F, V));
 }
 
-// ⟨Attend through projected keys and values⟩ 10-linformer.md:331
+// ⟨Attend through projected keys and values⟩ 10-linformer.md:328
 /// @brief Linformer attention softmax(Q·(E·K)ᵀ/√d_k)·(F·V) (Wang et al. 2020, §4).
 /// @param Q queries, n×d_k
 /// @param K keys, m×d_k

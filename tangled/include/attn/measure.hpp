@@ -26,6 +26,7 @@
 
 #include "attn/machine.hpp"
 #include "attn/plot.hpp"
+#include "attn/program.hpp"
 
 namespace attn {
 
@@ -353,7 +354,52 @@ inline Crossover find_crossover(const CostCurve& fast, const CostCurve& referenc
     return {n.back() * std::exp(gap / (p_reference - p_fast)), "extrapolated"};
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:711
+// ⟨Report a kernel against dense attention⟩ 00-instruments.md:707
+/// @brief Report `kernel` against `dense`: the slopes of time and of peak memory
+/// (time_slope, memory_slope, dense_time_slope, dense_memory_slope; the kernel's fitted
+/// from n = `fit_from`, dense's from `dense_fit_from`), the crossover, the kernel's
+/// cost at its largest n, the speed-up and memory ratio at dense's largest n; and both
+/// curves, log–log, with their slopes in the key: `out`/cost_time.svg and
+/// `out`/cost_memory.svg.
+inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense,
+                                 double fit_from, double dense_fit_from,
+                                 const std::filesystem::path& out, Results& results)
+{
+    const SlopeFit time_fit = kernel.time_fit(fit_from);
+    const SlopeFit dense_time_fit = dense.time_fit(dense_fit_from);
+    const SlopeFit memory_fit = kernel.memory_fit(fit_from);
+    const SlopeFit dense_memory_fit = dense.memory_fit(dense_fit_from);
+    results.add_fit("time_slope", time_fit);
+    results.add_fit("memory_slope", memory_fit);
+    results.add_fit("dense_time_slope", dense_time_fit);
+    results.add_fit("dense_memory_slope", dense_memory_fit);
+    results.add_text("crossover", find_crossover(kernel, dense).describe());
+    results.add("kernel_ms_at_n_max", 1e3 * kernel.wall_seconds.back());
+    results.add("kernel_mib_at_n_max", kernel.peak_mib.back());
+    const std::size_t shared = dense.n.size() - 1;  // dense's largest n, both measured
+    results.add("speedup_at_dense_n_max",
+                dense.wall_seconds[shared] / kernel.wall_seconds[shared]);
+    results.add("memory_ratio_at_dense_n_max",
+                dense.peak_mib[shared] / kernel.peak_mib[shared]);
+    const auto with_fit = [](Series series, const SlopeFit& fit) {
+        series.label += ", slope " + fit.text();
+        return series;
+    };
+    const std::vector<Series> times = {with_fit(dense.time(), dense_time_fit),
+                                       with_fit(kernel.time(), time_fit)};
+    const std::vector<Series> memories = {with_fit(dense.memory(), dense_memory_fit),
+                                          with_fit(kernel.memory(), memory_fit)};
+    plot::LinePlotStyle time_style{"", "n (tokens)", "seconds (fastest round)"};
+    plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB one call adds"};
+    time_style.log_x = time_style.log_y = true;
+    memory_style.log_x = memory_style.log_y = true;
+    plot::leave_room_for_the_key(time_style, times);
+    plot::leave_room_for_the_key(memory_style, memories);
+    plot::lines(out / "cost_time.svg", times, time_style);
+    plot::lines(out / "cost_memory.svg", memories, memory_style);
+}
+
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:761
 /// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
 /// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
 inline double attention_flops(double n, double m, double d_k, double d_v,

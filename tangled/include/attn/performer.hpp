@@ -181,7 +181,7 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:580
+// ⟨Form the implied attention weights⟩ 11-performer.md:577
 /// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ,
 /// formed explicitly (the reference; O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
@@ -210,7 +210,7 @@ xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q,
     return kernels;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:648
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:645
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the
@@ -251,7 +251,7 @@ void add_to_each_column(xt::xtensor<T, 2>& exponents, const std::vector<T>& b)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:703
+// ⟨Attend through positive random features⟩ 11-performer.md:700
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -286,7 +286,67 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:766
+// ⟨Keep the prefix sums of the causal pass⟩ 11-performer.md:800
+namespace detail {
+/// @brief The running sums of causal FAVOR+, in double: S (r×d_v), z (r) and the
+/// running maxima b (r) of each feature's key exponents.
+class PrefixSums {
+public:
+    PrefixSums(std::size_t r, std::size_t d_v)
+        : r_(r), d_v_(d_v), S(r * d_v, 0.0), z(r, 0.0), phi_k(r), phi_q(r),
+          b(r, -std::numeric_limits<double>::infinity())
+    {
+    }
+
+    /// Add key i: its r exponents and its value row v_i (d_v).
+    template <class T>
+    void add_key(const T* exponents, const T* v_i)
+    {
+        const std::size_t r = r_, d_v = d_v_;
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:837
+        for (std::size_t l = 0; l < r; ++l) {
+            if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
+                const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
+                for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
+                z[l] *= shrink;
+                b[l] = double(exponents[l]);
+            }
+            phi_k[l] = std::exp(double(exponents[l]) - b[l]);
+            z[l] += phi_k[l];
+            double* S_l = S.data() + l * d_v;
+            for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
+        }
+    }
+
+    /// Write output row i (d_v) for query i's r exponents e_q.
+    template <class T>
+    void read_out(const T* e_q, T* o_i)
+    {
+        const std::size_t r = r_, d_v = d_v_;
+        // ⟨Read out query i⟩ 11-performer.md:852
+        double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
+        for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
+        for (std::size_t l = 0; l < r; ++l) phi_q[l] = std::exp(double(e_q[l]) + b[l] - a);
+        std::vector<double> numerator(d_v, 0.0);
+        double denominator = 0;
+        for (std::size_t l = 0; l < r; ++l) {
+            const double* S_l = S.data() + l * d_v;
+            for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
+            denominator += double(phi_q[l]) * z[l];
+        }
+        for (std::size_t c = 0; c < d_v; ++c)
+            o_i[c] = static_cast<T>(numerator[c] / denominator);
+    }
+
+private:
+    std::size_t r_, d_v_;
+    std::vector<double> S, z;         // r×d_v, r: the prefix sums
+    std::vector<double> phi_k, phi_q;  // r, r: one key, one query
+    std::vector<double> b;             // r: the running maxima
+};
+}  // namespace detail
+
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:763
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -309,46 +369,16 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     const std::size_t n = Q.shape(0), d_v = V.shape(1), r = W.shape(0);
     const xt::xtensor<T, 2> query_exponents = detail::favor_exponents(Q, W);  // n×r
     const xt::xtensor<T, 2> key_exponents = detail::favor_exponents(K, W);    // n×r
-    std::vector<double> S(r * d_v, 0.0), z(r, 0.0);      // r×d_v, r: the prefix sums
-    std::vector<double> phi_k(r), phi_q(r);               // r, r: one key, one query
-    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // r: maxima
-    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});                           // n×d_v
+    detail::PrefixSums sums(r, d_v);
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
     for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t row = i;  // token i's row in φ(Q) and in the key exponents
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:802
-        const T* exponents = key_exponents.data() + row * r;
-        const T* v_i = V.data() + i * d_v;
-        for (std::size_t l = 0; l < r; ++l) {
-            if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
-                const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
-                for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
-                z[l] *= shrink;
-                b[l] = double(exponents[l]);
-            }
-            phi_k[l] = std::exp(double(exponents[l]) - b[l]);
-            z[l] += phi_k[l];
-            double* S_l = S.data() + l * d_v;
-            for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
-        }
-        // ⟨Read out query i⟩ 11-performer.md:819
-        const T* e_q = query_exponents.data() + row * r;
-        double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
-        for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
-        for (std::size_t l = 0; l < r; ++l) phi_q[l] = std::exp(double(e_q[l]) + b[l] - a);
-        std::vector<double> numerator(d_v, 0.0);
-        double denominator = 0;
-        for (std::size_t l = 0; l < r; ++l) {
-            const double* S_l = S.data() + l * d_v;
-            for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
-            denominator += double(phi_q[l]) * z[l];
-        }
-        for (std::size_t c = 0; c < d_v; ++c)
-            O(i, c) = static_cast<T>(numerator[c] / denominator);
+        sums.add_key(key_exponents.data() + i * r, V.data() + i * d_v);
+        sums.read_out(query_exponents.data() + i * r, O.data() + i * d_v);
     }
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:865
+// ⟨Choose the tokens per block⟩ 11-performer.md:897
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -363,7 +393,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:889
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:921
 namespace detail {
 
 /// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
@@ -381,7 +411,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
 
 }  // namespace detail
 
-// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:912
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:944
 namespace detail {
 
 /// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
@@ -425,7 +455,7 @@ struct FeatureBlock {
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:967
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:999
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -459,7 +489,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1023
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1055
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t l = 0; l < r; ++l) {
@@ -482,7 +512,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:1043
+        // ⟨Read out a block of queries⟩ 11-performer.md:1075
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
@@ -501,7 +531,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1065
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1097
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,
@@ -530,45 +560,16 @@ xt::xtensor<T, 2> performer_causal_attention(
     detail::FeatureBlock<T> queries(block, d_k, r), keys(block, d_k, r);
     const std::vector<T>& query_exponents = queries.exponents;  // block×r
     const std::vector<T>& key_exponents = keys.exponents;      // block×r
-    std::vector<double> S(r * d_v, 0.0), z(r, 0.0);   // r×d_v, r: the prefix sums
-    std::vector<double> phi_k(r), phi_q(r);            // r, r: one key, one query
-    std::vector<double> b(r, -std::numeric_limits<double>::infinity());  // r: maxima
-    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});              // n×d_v
+    detail::PrefixSums sums(r, d_v);  // carried from block to block
+    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n);
         queries.compute(Q, begin, end, W);
         keys.compute(K, begin, end, W);
         for (std::size_t i = begin; i < end; ++i) {
             const std::size_t row = i - begin;  // token i's row in the block
-            // ⟨Add key i to the prefix sums⟩ 11-performer.md:802
-            const T* exponents = key_exponents.data() + row * r;
-            const T* v_i = V.data() + i * d_v;
-            for (std::size_t l = 0; l < r; ++l) {
-                if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
-                    const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
-                    for (std::size_t c = 0; c < d_v; ++c) S[l * d_v + c] *= shrink;
-                    z[l] *= shrink;
-                    b[l] = double(exponents[l]);
-                }
-                phi_k[l] = std::exp(double(exponents[l]) - b[l]);
-                z[l] += phi_k[l];
-                double* S_l = S.data() + l * d_v;
-                for (std::size_t c = 0; c < d_v; ++c) S_l[c] += phi_k[l] * double(v_i[c]);
-            }
-            // ⟨Read out query i⟩ 11-performer.md:819
-            const T* e_q = query_exponents.data() + row * r;
-            double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
-            for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
-            for (std::size_t l = 0; l < r; ++l) phi_q[l] = std::exp(double(e_q[l]) + b[l] - a);
-            std::vector<double> numerator(d_v, 0.0);
-            double denominator = 0;
-            for (std::size_t l = 0; l < r; ++l) {
-                const double* S_l = S.data() + l * d_v;
-                for (std::size_t c = 0; c < d_v; ++c) numerator[c] += double(phi_q[l]) * S_l[c];
-                denominator += double(phi_q[l]) * z[l];
-            }
-            for (std::size_t c = 0; c < d_v; ++c)
-                O(i, c) = static_cast<T>(numerator[c] / denominator);
+            sums.add_key(key_exponents.data() + row * r, V.data() + i * d_v);
+            sums.read_out(query_exponents.data() + row * r, O.data() + i * d_v);
         }
     }
     return O;

@@ -4,6 +4,8 @@
 /// @brief The book's plotting layer: heatmaps, line plots and animations through
 /// gnuplot-iostream.
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
@@ -19,11 +21,12 @@
 #include <vector>
 
 #include <gnuplot-iostream.h>
+#include <xtensor/xmath.hpp>
 #include <xtensor/xtensor.hpp>
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1006
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1319
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -64,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:927
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1240
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -139,7 +142,7 @@ private:
     int unwinding_ = std::uncaught_exceptions();
 };
 
-// ⟨Describe a heatmap⟩ 00-instruments.md:788
+// ⟨Describe a heatmap⟩ 00-instruments.md:861
 /// @brief How to draw a matrix as a heatmap: rows are queries (top down), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -150,9 +153,24 @@ struct HeatmapStyle {
     bool probabilities = true;  ///< colours on [0, 1]; else fitted to the data
     std::string colorbar_label = "attention weight";
     xt::xtensor<bool, 2> allowed = {};    ///< optional: false cells are drawn as masked
+    /// Not probabilities: colours on [0, colour_max] when set, else fitted to the data.
+    double colour_max = NAN;
+    /// Signed differences: a diverging palette, white at 0, on a range symmetric
+    /// about 0.
+    bool diverging = false;
+    /// A categorical map: value k = 1, 2, … is categories[k − 1], drawn in linetype k's
+    /// colour and named in a discrete key (no colour bar).
+    std::vector<std::string> categories = {};
+    std::string masked_label = "masked";  ///< the key's name for masked cells
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:872
+/// @brief One panel of a grid figure: a matrix and how to draw it.
+struct Panel {
+    xt::xtensor<double, 2> values;
+    HeatmapStyle style;
+};
+
+// ⟨Describe a line plot⟩ 00-instruments.md:1129
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -168,7 +186,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1048
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1361
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -190,6 +208,19 @@ inline void write_matrix_tsv(const std::filesystem::path& figure,
         }
 }
 
+/// Write the panels of a grid as "panel row col value" lines, panel = its title.
+inline void write_panels_tsv(const std::filesystem::path& figure,
+                             const std::vector<Panel>& panels)
+{
+    std::ofstream out(data_path(figure));
+    out << "# panel\trow\tcol\tvalue\n" << std::setprecision(9);
+    for (const Panel& panel : panels)
+        for (std::size_t i = 0; i < panel.values.shape(0); ++i)
+            for (std::size_t j = 0; j < panel.values.shape(1); ++j)
+                out << panel.style.title << '\t' << i << '\t' << j << '\t'
+                    << panel.values(i, j) << '\n';
+}
+
 /// Write every series as "series x y" lines.
 inline void write_series_tsv(const std::filesystem::path& figure,
                              const std::vector<Series>& series)
@@ -201,68 +232,265 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Set the axes of a heatmap⟩ 00-instruments.md:807
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:898
+/// Whether `labels`, one per cell along an axis `length` pixels long, stand apart:
+/// each non-empty label is at least `room(a, b)` pixels from the next.
+template <class Room>
+bool labels_stand_apart(const std::vector<std::string>& labels, double length,
+                        Room room)
+{
+    const double cell = length / double(std::max<std::size_t>(labels.size(), 1));
+    std::size_t last = labels.size();  // the last non-empty label so far: none
+    for (std::size_t a = 0; a < labels.size(); ++a) {
+        if (labels[a].empty()) continue;
+        const bool crowded = last < labels.size() &&
+                             double(a - last) * cell < room(labels[last], labels[a]);
+        if (crowded) return false;
+        last = a;
+    }
+    return true;
+}
+
 /// Whether `labels` fit side by side, level, under a plot about `width` pixels wide.
 inline bool labels_fit_level(const std::vector<std::string>& labels, double width = 400)
 {
-    double characters = 0;
-    for (const std::string& label : labels) characters += double(label.size()) + 1;
-    return characters * 0.6 * font_size <= width;  // a DejaVu Sans letter ≈ 0.6 em
+    // half of each label on either side of its tic, a letter ≈ 0.6 em, a space between
+    const auto room = [](const std::string& a, const std::string& b) {
+        return (double(a.size() + b.size()) / 2 + 1) * 0.6 * font_size;
+    };
+    return labels_stand_apart(labels, width, room);
 }
 
-/// @brief The axes of a heatmap of n rows and m columns: rows top down, one tic per
-/// token, the colour bar's label and range, room for the colour bar.
+/// Of the non-empty labels, numbers first, first + step, … kept; the others empty.
+inline std::vector<std::string> every_nth(const std::vector<std::string>& labels,
+                                         std::size_t first, std::size_t step)
+{
+    std::vector<std::string> kept(labels.size());
+    std::size_t count = 0;  // non-empty labels so far
+    for (std::size_t j = 0; j < labels.size(); ++j)
+        if (!labels[j].empty() && count++ % step == first) kept[j] = labels[j];
+    return kept;
+}
+
+/// @brief Level tic labels for m columns on a plot `width` pixels wide: all under the
+/// axis when they fit; else alternately under and over it; else every few under it.
+inline std::string column_tics(const std::vector<std::string>& labels, std::size_t m,
+                               double width)
+{
+    if (labels.empty() || labels_fit_level(labels, width))
+        return "set xtics " + tic_labels(labels, m) + "\nunset x2tics\n";
+    if (labels_fit_level(every_nth(labels, 0, 2), width) &&
+        labels_fit_level(every_nth(labels, 1, 2), width))
+        return "set xtics " + tic_labels(every_nth(labels, 0, 2), m) +
+               "\nset x2tics " + tic_labels(every_nth(labels, 1, 2), m) +
+               "\nset x2range [-0.5:" + std::to_string(m - 0.5) + "]\n";
+    std::size_t step = 3;
+    while (!labels_fit_level(every_nth(labels, 0, step), width)) ++step;
+    return "set xtics " + tic_labels(every_nth(labels, 0, step), m) +
+           "\nunset x2tics\n";
+}
+
+/// @brief Tic labels for n rows on a plot `height` pixels tall: every label when the
+/// rows are a line of text high, else every few.
+inline std::string row_tics(const std::vector<std::string>& labels, std::size_t n,
+                            double height)
+{
+    const double line = 1.2 * font_size;  // pixels of one line of text
+    const auto one_line = [&](const std::string&, const std::string&) { return line; };
+    if (labels.empty() || labels_stand_apart(labels, height, one_line))
+        return tic_labels(labels, n);
+    const auto step = std::size_t(std::ceil(double(n) * line / height));
+    return tic_labels(every_nth(labels, 0, step), n);
+}
+
+/// @brief The axes of a heatmap of n rows and m columns about `width` pixels wide: rows
+/// top down, one tic per token, the colour range and palette, or for a categorical map
+/// no colour bar.
 inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::size_t n,
-                             std::size_t m)
+                             std::size_t m, double width = 400)
 {
     figure << "set xlabel " << quote(style.x_label) << "\nset ylabel "
            << quote(style.y_label) << "\nset cblabel " << quote(style.colorbar_label)
            << "\nset xrange [-0.5:" << m - 0.5 << "]\nset yrange [" << n - 0.5
            << ":-0.5]\nset size ratio " << double(n) / double(m)
-           << "\nunset grid\nset tics scale 0\nset xtics "
-           << tic_labels(style.col_labels, m)
-           << (labels_fit_level(style.col_labels) ? "" : " rotate by 90 right")
-           << "\nset ytics " << tic_labels(style.row_labels, n) << "\n";
+           << "\nunset grid\nset tics scale 0\n"
+           << column_tics(style.col_labels, m, width)
+           << "set ytics "
+           << row_tics(style.row_labels, n,
+                       std::min(1.0, double(n) / double(m)) * width)
+           << "\n"
+           << "set palette " << (style.diverging ? "@diverging_palette" : "@viridis")
+           << "\n" << (style.categories.empty() ? "set" : "unset") << " colorbox\n"
+           // room for the colour bar, however wide the matrix; a key finds its own
+           << (style.categories.empty() ? "set rmargin 14\n" : "set rmargin\n");
     if (style.probabilities) figure << "set cbrange [0:1]\n";
-    figure << "set rmargin 14\n";  // room for the colour bar, however wide the matrix
+    else if (!std::isnan(style.colour_max))
+        figure << "set cbrange [0:" << style.colour_max << "]\n";
+    else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:834
-/// @brief Draw `values` (n×m) as a heatmap into the SVG file `path`, and its data as
-/// `path`.tsv.
-inline void heatmap(const std::filesystem::path& path,
-                    const xt::xtensor<double, 2>& values, const HeatmapStyle& style)
+// ⟨Draw a heatmap⟩ 00-instruments.md:996
+/// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
+/// cells' grey if there is a mask.
+inline std::string key_entries(const HeatmapStyle& style)
+{
+    const std::string swatch = "keyentry with boxes fill solid 1.0 noborder fillcolor ";
+    std::string entries;
+    for (std::size_t k = 0; k < style.categories.size(); ++k)
+        entries += (k ? ", " : "") + swatch + "linetype " + std::to_string(k + 1) +
+                   " title " + quote(style.categories[k]);
+    if (style.allowed.size() != 0)
+        entries += (entries.empty() ? "" : ", ") + swatch + "rgb masked_colour title " +
+                   quote(style.masked_label);
+    return entries;
+}
+
+/// @brief Send the cells of `values` (n×m) to gnuplot as one plot: an image on the
+/// colour map, or for a categorical map one block of boxes per category; masked cells
+/// grey. `key` places the key ("" for none); its entries are drawn even for a category
+/// that has no cell here, so a key is the same in every panel.
+inline void plot_heatmap(Figure& figure, const xt::xtensor<double, 2>& values,
+                         const HeatmapStyle& style, const std::string& key,
+                         double width = 400)
 {
     const std::size_t n = values.shape(0), m = values.shape(1);
     const bool masked = style.allowed.size() != 0;
     if (masked && (style.allowed.shape(0) != n || style.allowed.shape(1) != m))
         throw std::invalid_argument(
             "heatmap: mask shape differs from the values' shape");
-    write_matrix_tsv(path, values, masked ? &style.allowed : nullptr);
-
-    Figure figure(path);
-    figure << "set title " << quote(style.title) << "\n";
-    set_heatmap_axes(figure, style, n, m);
-    figure << (masked ? "set key at screen 0.98, screen 0.02 right bottom\n"
-                      : "unset key\n");
-    figure << "plot '-' using 1:2:3 with image pixels notitle";
-    if (masked)
-        figure << ", '-' using 1:2:(0.5):(0.5) with boxxyerror fill solid 1.0 noborder"
-                  " fillcolor rgb masked_colour title 'masked'";
-    figure << "\n";
-    std::vector<std::tuple<double, double, double>> cells;
-    std::vector<std::pair<double, double>> hidden;
+    const std::size_t kinds = style.categories.size();
+    // block 0: masked cells, drawn over the rest; 1..kinds: one per category, or
+    // 1: the image, every cell (an image needs the whole grid; masked ones as 0)
+    std::vector<std::vector<std::tuple<double, double, double>>> blocks(
+        kinds ? kinds + 1 : 2);
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < m; ++j) {
             const bool visible = !masked || style.allowed(i, j);
-            cells.emplace_back(double(j), double(i), visible ? values(i, j) : 0.0);
-            if (!visible) hidden.emplace_back(double(j), double(i));
+            const double v = visible ? values(i, j) : 0.0;
+            if (!visible) blocks[0].emplace_back(double(j), double(i), v);
+            if (!kinds) blocks[1].emplace_back(double(j), double(i), v);
+            else if (visible) {
+                const long kind = std::lround(v);
+                if (kind < 1 || kind > long(kinds))
+                    throw std::invalid_argument("heatmap: a value names no category");
+                blocks[std::size_t(kind)].emplace_back(double(j), double(i), v);
+            }
         }
-    figure.send(cells);
-    if (masked) figure.send(hidden);
+    set_heatmap_axes(figure, style, n, m, width);
+    if (style.diverging) {
+        const double reach = std::max(double(xt::amax(xt::abs(values))()), 1e-300);
+        figure << "set cbrange [" << -reach << ":" << reach << "]\n";
+    }
+    figure << "set title " << quote(style.title) << "\n"
+           << (key.empty() ? "unset key" : "set key " + key) << "\nplot ";
+    const std::string box = "using 1:2:(0.5):(0.5) with boxxyerror fill solid 1.0 "
+                            "noborder fillcolor ";
+    std::string plots;  // the plot's parts, comma separated
+    const auto add = [&](const std::string& part) {
+        plots += (plots.empty() ? "" : ", ") + part;
+    };
+    for (std::size_t b = 1; b < blocks.size(); ++b)
+        if (!blocks[b].empty())
+            add(kinds ? "'-' " + box + "linetype " + std::to_string(b) + " notitle"
+                      : "'-' using 1:2:3 with image pixels notitle");
+    if (!blocks[0].empty()) add("'-' " + box + "rgb masked_colour notitle");
+    if (!key.empty() && (kinds || masked)) add(key_entries(style));
+    figure << plots << "\n";
+    for (std::size_t b = 1; b < blocks.size(); ++b)
+        if (!blocks[b].empty()) figure.send(blocks[b]);
+    if (!blocks[0].empty()) figure.send(blocks[0]);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:889
+/// @brief Draw `values` (n×m) as a heatmap into the SVG file `path`, and its data as
+/// `path`.tsv.
+inline void heatmap(const std::filesystem::path& path,
+                    const xt::xtensor<double, 2>& values, const HeatmapStyle& style)
+{
+    const bool masked = style.allowed.size() != 0;
+    if (masked && style.allowed.shape() != values.shape())
+        throw std::invalid_argument(
+            "heatmap: mask shape differs from the values' shape");
+    write_matrix_tsv(path, values, masked ? &style.allowed : nullptr);
+    Figure figure(path);
+    const bool keyed = masked || !style.categories.empty();
+    plot_heatmap(figure, values, style,
+                 keyed ? (style.categories.empty()
+                              ? "at screen 0.98, screen 0.02 right bottom"
+                              : "outside right center vertical Left reverse nobox")
+                       : "");
+}
+
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1092
+/// @brief Draw `panels` as one figure, `columns` panels a row, into the SVG file
+/// `path`; the data as `path`.tsv ("panel row col value", panel = its title).
+/// The panels of a categorical grid share one key, drawn once in a strip under them.
+inline void heatmap_grid(const std::filesystem::path& path,
+                         const std::vector<Panel>& panels, std::size_t columns)
+{
+    if (panels.empty() || columns == 0)
+        throw std::invalid_argument("heatmap_grid: need panels and columns");
+    write_panels_tsv(path, panels);
+    const std::size_t rows = (panels.size() + columns - 1) / columns;
+    const bool keyed = !panels[0].style.categories.empty();
+    const int width = 1000, height = int(rows) * (columns > 2 ? 300 : 380) + 60;
+    const double strip = keyed ? 60.0 / height : 0.0;  // the key's height, of the page
+    const double cell_w = 1.0 / double(columns), cell_h = (1.0 - strip) / double(rows);
+    Figure figure(path, svg_terminal(width, height));
+    figure << "set multiplot\n";
+    for (std::size_t p = 0; p < panels.size(); ++p) {
+        const std::size_t row = p / columns, column = p % columns;
+        figure << "set origin " << double(column) * cell_w << ","
+               << strip + double(rows - 1 - row) * cell_h << "\nset size " << cell_w
+               << "," << cell_h << "\n";
+        plot_heatmap(figure, panels[p].values, panels[p].style, "",
+                     0.7 * width * cell_w);
+    }
+    if (keyed)
+        figure << "set origin 0,0\nset size noratio 1," << strip
+               << "\nunset border\nunset tics\nunset x2tics\nunset xlabel\n"
+                  "unset ylabel\nunset title\nset xrange [0:1]\nset yrange [0:1]\n"
+                  "set key center center horizontal maxrows 1 nobox noopaque\n"
+                  "plot 2 notitle, "  // nothing in range: the key alone
+               << key_entries(panels[0].style) << "\n";
+    figure << "unset multiplot\n";
+}
+
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1146
+/// The line style the shared style file reserves for dense attention.
+constexpr int dense_line_style = 8;
+
+/// Whether `label` names dense attention: it starts with "dense", in any case.
+inline bool is_dense(const std::string& label)
+{
+    const std::string word = "dense";
+    if (label.size() < word.size()) return false;
+    for (std::size_t c = 0; c < word.size(); ++c)
+        if (std::tolower(static_cast<unsigned char>(label[c])) != word[c]) return false;
+    return true;
+}
+
+/// @brief The line style of each series: dense attention's own for a dense series,
+/// the others' styles 1, 2, …, 7 in order (then again) for the rest.
+inline std::vector<int> line_styles(const std::vector<Series>& series)
+{
+    std::vector<int> styles;
+    int next = 0;  // the other series so far
+    for (const Series& curve : series)
+        styles.push_back(is_dense(curve.label) ? dense_line_style
+                                               : 1 + next++ % (dense_line_style - 1));
+    return styles;
+}
+
+/// Send one series' points to gnuplot as an inline data block.
+inline void send_series(Figure& figure, const Series& curve)
+{
+    std::vector<std::pair<double, double>> points;
+    for (std::size_t i = 0; i < curve.x.size(); ++i)
+        points.emplace_back(curve.x[i], curve.y[i]);
+    figure.send(points);
+}
+
+// ⟨Draw a line plot⟩ 00-instruments.md:1182
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -281,20 +509,35 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     if (style.log_y) figure << "set logscale y\nset format y '%g'\n";
     if (!std::isnan(style.y_min) && !std::isnan(style.y_max))
         figure << "set yrange [" << style.y_min << ":" << style.y_max << "]\n";
+    const std::vector<int> styles = line_styles(series);
     figure << "plot ";
     for (std::size_t s = 0; s < series.size(); ++s)
         figure << (s ? ", " : "") << "'-' using 1:2 with " << series[s].with
-               << " linestyle " << s + 1 << " title " << quote(series[s].label);
+               << " linestyle " << styles[s] << " title " << quote(series[s].label);
     figure << "\n";
-    for (const Series& curve : series) {
-        std::vector<std::pair<double, double>> points;
-        for (std::size_t i = 0; i < curve.x.size(); ++i)
-            points.emplace_back(curve.x[i], curve.y[i]);
-        figure.send(points);
-    }
+    for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1085
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1215
+/// @brief A log y range from the decade below the lowest point to the decade of the
+/// highest and one more decade for every two curves, and the key at the top left in
+/// that room, clear of the curves.
+inline void leave_room_for_the_key(LinePlotStyle& style,
+                                   const std::vector<Series>& curves)
+{
+    double lowest = INFINITY, highest = 0;
+    for (const Series& curve : curves)
+        for (double y : curve.y) {
+            lowest = std::min(lowest, y);
+            highest = std::max(highest, y);
+        }
+    style.y_min = std::pow(10.0, std::floor(std::log10(lowest)));
+    const double room = std::ceil(double(curves.size()) / 2);  // decades for the key
+    style.y_max = std::pow(10.0, std::ceil(std::log10(highest)) + room);
+    style.key = "top left Left reverse samplen 1.5";
+}
+
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1411
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape
@@ -310,16 +553,11 @@ inline void heatmap_animation(const std::filesystem::path& path,
     Figure figure(path, "set terminal gif animate delay " + std::to_string(delay_cs) +
                             " loop 0 size 640,560 enhanced font 'DejaVu Sans," +
                             std::to_string(font_size) + "' background rgb 'white'");
-    set_heatmap_axes(figure, style, n, m);
-    figure << "unset key\n";
     for (std::size_t f = 0; f < frames.size(); ++f) {
-        figure << "set title " << quote(titles[f])
-               << "\nplot '-' using 1:2:3 with image pixels notitle\n";
-        std::vector<std::tuple<double, double, double>> cells;
-        for (std::size_t i = 0; i < n; ++i)
-            for (std::size_t j = 0; j < m; ++j)
-                cells.emplace_back(double(j), double(i), frames[f](i, j));
-        figure.send(cells);
+        if (frames[f].shape(0) != n || frames[f].shape(1) != m)
+            throw std::invalid_argument("heatmap_animation: frames differ in shape");
+        style.title = titles[f];
+        plot_heatmap(figure, frames[f], style, "");
     }
 }
 

@@ -226,7 +226,7 @@ inline std::pair<double, double> collision_probability(double theta,
     return {p, std::sqrt(p * (1 - p) / double(samples))};
 }
 
-// ⟨Sort the positions by bucket⟩ 12-reformer.md:482
+// ⟨Sort the positions by bucket⟩ 12-reformer.md:481
 /// @brief Positions sorted by (bucket, position), by a stable counting sort: O(n + b).
 /// @param bucket    bucket of each position, n entries in [0, n_buckets)
 /// @return order, n: order[s] is the position at sorted index s
@@ -243,7 +243,7 @@ inline std::vector<std::size_t> sort_by_bucket(const std::size_t* bucket, std::s
     return order;
 }
 
-// ⟨Describe one hash round⟩ 12-reformer.md:504
+// ⟨Describe one hash round⟩ 12-reformer.md:503
 /// @brief One hash round after sorting: the
 /// sorted order and each position's chunk in it.
 struct LshRound {
@@ -281,7 +281,7 @@ std::vector<LshRound> hash_sort_and_chunk(const xt::xtensor<T, 2>& QK,
     return rounds;
 }
 
-// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:578
+// ⟨Count the rounds that show key j to query i⟩ 12-reformer.md:577
 /// @brief N_ij: the number of rounds in which key j
 /// is in view of query i (≥ 1 for a scored pair).
 inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size_t i,
@@ -292,7 +292,7 @@ inline std::size_t rounds_showing(const std::vector<LshRound>& rounds, std::size
     return count;
 }
 
-// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:770
+// ⟨Check the arguments of LSH attention⟩ 12-reformer.md:769
 /// @brief Throw std::invalid_argument unless QK is n×d_k and V is n×d_v with n ≥ 1 and
 /// d_k ≥ 1, the number of buckets b is even with 2 ≤ b ≤ max(2, 2n) (more buckets
 /// than twice the tokens leave most of them empty and only cost memory), the number
@@ -318,7 +318,7 @@ void check_lsh_arguments(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& V
         throw std::invalid_argument("lsh_attention: the chunk length must be ≥ 1");
 }
 
-// ⟨Attend with one chunk of one round⟩ 12-reformer.md:651
+// ⟨Attend with one chunk of one round⟩ 12-reformer.md:650
 /// @brief Attend the queries of the chunk starting at sorted index `start` of
 /// `round` to the keys of their window, and merge the result into the running
 /// output O (n×d_v) and log-sum-exp z (n). Touches O(chunk_len²) scores, never n×n.
@@ -334,7 +334,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K,
     // window: [window, stop)
     const std::size_t window = start >= chunk_len ? start - chunk_len : 0;
     const std::size_t n_q = stop - start, n_kv = stop - window;
-    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:675
+    // ⟨Gather the chunk's queries and its window's keys and values⟩ 12-reformer.md:674
     xt::xtensor<T, 2> Q_chunk = xt::zeros<T>({n_q, d_k});     // n_q×d_k
     // d_k×n_kv, transposed for BLAS
     xt::xtensor<T, 2> K_window_t = xt::zeros<T>({d_k, n_kv});
@@ -347,10 +347,10 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K,
         for (std::size_t c = 0; c < d_k; ++c) K_window_t(c, b) = K(j, c);
         std::copy_n(V.data() + j * d_v, d_v, V_window.data() + b * d_v);
     }
-    // ⟨Score the chunk against its window⟩ 12-reformer.md:693
+    // ⟨Score the chunk against its window⟩ 12-reformer.md:692
     xt::xtensor<T, 2> scores = xt::linalg::dot(Q_chunk, K_window_t);  // n_q×n_kv
     scores *= T(1) / std::sqrt(T(d_k));
-    // ⟨Hide self and count duplicates⟩ 12-reformer.md:701
+    // ⟨Hide self and count duplicates⟩ 12-reformer.md:700
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         for (std::size_t b = 0; b < n_kv; ++b) {
@@ -361,7 +361,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K,
                 s -= T(std::log(double(rounds_showing(rounds, i, j))));
         }
     }
-    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:721
+    // ⟨Normalise each row and keep its log-sum-exp⟩ 12-reformer.md:720
     std::vector<double> z_chunk(n_q, -std::numeric_limits<double>::infinity());  // n_q
     for (std::size_t a = 0; a < n_q; ++a) {
         T* s = scores.data() + a * n_kv;
@@ -379,7 +379,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K,
         z_chunk[a] = double(s_max) + std::log(total);
     }
     const xt::xtensor<T, 2> O_chunk = xt::linalg::dot(scores, V_window);  // n_q×d_v
-    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:748
+    // ⟨Merge the chunk's outputs into the running output⟩ 12-reformer.md:747
     for (std::size_t a = 0; a < n_q; ++a) {
         const std::size_t i = round.order[start + a];
         // this round saw nothing
@@ -394,7 +394,7 @@ void attend_one_chunk(const xt::xtensor<T, 2>& QK, const xt::xtensor<T, 2>& K,
     }
 }
 
-// ⟨Compute LSH attention⟩ 12-reformer.md:594
+// ⟨Compute LSH attention⟩ 12-reformer.md:593
 /// @brief Reformer LSH attention with shared QK (Kitaev et al. 2020): angular
 /// LSH by random rotations, sort by (bucket, position), chunks attending to
 /// themselves and the previous chunk, `n_hashes` rounds combined by log-sum-exp
@@ -427,7 +427,7 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
     for (const LshRound& round : rounds)
         for (std::size_t start = 0; start < n; start += chunk_len)
             attend_one_chunk(QK, K, V, rounds, round, start, chunk_len, O, z);
-    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:636
+    // ⟨Give a query that saw no other key its own value⟩ 12-reformer.md:635
     for (std::size_t i = 0; i < n; ++i) {
         if (z[i] != -std::numeric_limits<double>::infinity()) continue;
         const T* q = QK.data() + i * QK.shape(1);
@@ -439,7 +439,7 @@ xt::xtensor<T, 2> lsh_attention(const xt::xtensor<T, 2>& QK, const xt::xtensor<T
     return O;
 }
 
-// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:807
+// ⟨Build the pattern of LSH attention⟩ 12-reformer.md:806
 /// @brief Which keys LSH attention lets each query see: the union over rounds of the
 /// chunk windows, with the self rule. For plots and tests at small n (it is n×n).
 /// @param QK shared queries/keys, n×d_k

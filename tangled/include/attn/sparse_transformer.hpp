@@ -124,9 +124,9 @@ inline std::array<Mask, 2> fixed_head_masks(std::size_t n, std::size_t stride,
         })};
 }
 
-// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:246
-/// @brief Attention restricted to the keys `allowed(i,
-/// j)` by plain loops (the reference, O(n²) work).
+// ⟨Attend where a pattern allows, one query at a time⟩ 07-sparse-transformer.md:227
+/// @brief Attention restricted to the keys j ≤ i with `allowed(i, j)`, by chapter 2's
+/// row-by-row reference (O(n²) work).
 /// @param Q queries, n×d_k; @param K keys, n×d_k; @param V values, n×d_v
 /// @return outputs, n×d_v; a row with no allowed key is zero
 template <class T, class Allowed>
@@ -135,34 +135,10 @@ xt::xtensor<T, 2> pattern_attention_by_rows(const xt::xtensor<T, 2>& Q,
                                             const xt::xtensor<T, 2>& V, Allowed allowed)
 {
     check_self_attention_inputs(Q, K, V);
-    const std::size_t n = Q.shape(0), d_k = Q.shape(1), d_v = V.shape(1);
-    xt::xtensor<T, 2> O = xt::zeros<T>({n, d_v});  // n×d_v
-    for (std::size_t i = 0; i < n; ++i) {
-        std::vector<std::size_t> keys;  // A_i
-        std::vector<double> a;          // their scores, then weights
-        for (std::size_t j = 0; j <= i; ++j) {
-            if (!allowed(i, j)) continue;
-            double dot = 0;
-            for (std::size_t c = 0; c < d_k; ++c)
-                dot += double(Q(i, c)) * double(K(j, c));
-            keys.push_back(j);
-            a.push_back(dot / std::sqrt(double(d_k)));
-        }
-        if (keys.empty()) continue;  // nothing to attend: a zero row
-        const double s_max = *std::max_element(a.begin(), a.end());
-        double total = 0;
-        for (double& a_j : a) total += (a_j = std::exp(a_j - s_max));
-        for (std::size_t c = 0; c < d_v; ++c) {
-            double acc = 0;
-            for (std::size_t t = 0; t < keys.size(); ++t)
-                acc += a[t] / total * double(V(keys[t], c));
-            O(i, c) = static_cast<T>(acc);
-        }
-    }
-    return O;
+    return masked_attention_by_rows(Q, K, V, mask_where(Q.shape(0), allowed));
 }
 
-// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:301
+// ⟨Regroup rows by their remainder mod the stride⟩ 07-sparse-transformer.md:258
 /// Rows of X (n×d) regrouped by position mod ℓ: group r holds
 /// positions r, r+ℓ, r+2ℓ, … in order. `group_start[r]` is the
 /// row where group r begins (group_start has ℓ+1 entries).
@@ -182,7 +158,7 @@ std::vector<T> regroup_by_remainder(const xt::xtensor<T, 2>& X, std::size_t stri
     return grouped;
 }
 
-// ⟨Compute strided attention⟩ 07-sparse-transformer.md:335
+// ⟨Compute strided attention⟩ 07-sparse-transformer.md:292
 /// @brief Strided Sparse Transformer attention: query i attends j ≤ i with i − j < ℓ
 /// or (i − j) mod ℓ = 0. Equals scaled_dot_product_attention(Q, K, V,
 /// strided_mask(n, ℓ)) in O(n·(ℓ + n/ℓ)) time — O(n√n) for ℓ ≈ √n — and
@@ -224,7 +200,7 @@ xt::xtensor<T, 2> strided_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:386
+// ⟨Gather the summary rows of every block⟩ 07-sparse-transformer.md:343
 /// The last c rows of every complete block of ℓ
 /// rows of X (n×d), block after block: (⌊n/ℓ⌋·c)×d.
 template <class T>
@@ -241,7 +217,7 @@ std::vector<T> gather_summaries(const xt::xtensor<T, 2>& X, std::size_t stride,
     return summaries;
 }
 
-// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:404
+// ⟨Compute fixed attention⟩ 07-sparse-transformer.md:361
 /// @brief Fixed Sparse Transformer attention: query i attends j ≤ i in its own block
 /// of ℓ, or with j mod ℓ ≥ ℓ − c (the last c positions of every block).
 /// Equals scaled_dot_product_attention(Q, K, V, fixed_mask(n, ℓ, c)) in
