@@ -153,6 +153,9 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o
 
 # The instruments' tests run the appendix's program to check which BLAS core it chooses.
 $(BUILD)/tests/ch00_instruments_test: $(BUILD)/bin/ch00_instruments
+# The figure tests of chapters 7-12 run their chapter's program with --quick.
+$(foreach c,ch07_sparse_transformer ch08_longformer ch09_bigbird ch10_linformer \
+  ch11_performer ch12_reformer,$(eval $(BUILD)/tests/$(c)_test: $(BUILD)/bin/$(c)))
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
