@@ -160,8 +160,10 @@ struct SoftmaxAttention {
     }
     /// @brief Backward pass of O = P·V for one head, P = weights(Q, K).
     template <class T>
-    AttentionGradients<T> backward(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
-                                   const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>& P,
+    AttentionGradients<T> backward(const xt::xtensor<T, 2>& Q,
+                                   const xt::xtensor<T, 2>& K,
+                                   const xt::xtensor<T, 2>& V,
+                                   const xt::xtensor<T, 2>& P,
                                    const xt::xtensor<T, 2>& dO) const
     {
         return attention_backward(Q, K, V, P, dO);
@@ -178,7 +180,7 @@ struct AttentionLayerForward {
     xt::xtensor<T, 2> concat;  ///< the heads' outputs side by side, n×d_model
     xt::xtensor<T, 2> output;                ///< Y = concat·W_o, n×d_model
 };
-// ⟨Run an attention layer forward and keep what the backward pass needs⟩ +≡ 04-learning-attention.md:269
+// ⟨Run an attention layer forward and keep what the backward pass needs⟩ +≡ 04-learning-attention.md:271
 /// @brief Forward pass of multi-head self-attention, keeping the intermediate values.
 /// @param layer the parameters; @param X the layer's input, n×d_model
 /// @param attention what each head computes (softmax attention unless given)
@@ -211,7 +213,7 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:320
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:322
 /// @brief Gradients of a loss with respect to
 /// one attention layer's parameters and input.
 template <class T>
@@ -259,7 +261,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:388
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:390
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
@@ -282,7 +284,7 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:417
+// ⟨Compare two gradients⟩ 04-learning-attention.md:419
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
 inline double relative_error(const xt::xtensor<double, 2>& a,
                              const xt::xtensor<double, 2>& b)
@@ -299,7 +301,7 @@ inline double relative_error(const xt::xtensor<double, 2>& a,
     return scale == 0 ? 0.0 : std::sqrt(diff) / scale;
 }
 
-// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:443
+// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:445
 /// Named gradients and their relative errors against central differences.
 using GradientErrors = std::vector<std::pair<std::string, double>>;
 
@@ -324,7 +326,7 @@ inline GradientErrors check_attention_gradients(xt::xtensor<double, 2> Q,
             {"dV", relative_error(grad.dV, numerical_gradient(V, loss))}};
 }
 
-// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:471
+// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:473
 /// @brief Check attention_layer_backward against central differences of
 /// L = Σ G ⊙ Y, Y the layer's output on X.
 /// @param layer and @param X copies (they are perturbed); X n×d_model

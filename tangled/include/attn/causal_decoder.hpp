@@ -146,7 +146,8 @@ std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
                                                   sequence.begin() + n);
             const std::vector<std::size_t> targets(sequence.begin() + k + 1,
                                                    sequence.end());
-            const TinyModelForward<T> f = causal_model_forward(model, inputs, attention);
+            const TinyModelForward<T> f =
+                causal_model_forward(model, inputs, attention);
             // rows k … 2k−1, k×vocab: the predictions after the separator
             const xt::xtensor<T, 2> scored_logits =
                 xt::view(f.logits, xt::range(k, n), xt::all());
@@ -176,7 +177,7 @@ std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
     return train_causal_reversal(model, task, config, rng, [](TinyModel<T>&) {});
 }
 
-// ⟨Multiply a row by a matrix⟩ 16-decoding.md:425
+// ⟨Multiply a row by a matrix⟩ 16-decoding.md:426
 namespace detail {
 /// y = x·W for one row x (d_in) and W (d_in×d_out): y_c = Σ_i x_i W_ic, i ascending.
 template <class T>
@@ -203,7 +204,7 @@ xt::xtensor<T, 1> row_block(const xt::xtensor<T, 1>& row, std::size_t head,
 }
 }  // namespace detail
 
-// ⟨Run one token through every layer⟩ 16-decoding.md:457
+// ⟨Run one token through every layer⟩ 16-decoding.md:458
 /// @brief One step of the causal model: token `token` at position p goes through every
 /// layer, where head `head` of layer l returns attend_head(l, head, q, k, v) for the
 /// token's query, key and value (d_k each). @return the next token's logits (vocab)
@@ -241,7 +242,7 @@ xt::xtensor<T, 1> decode_token(const TinyModel<T>& model, std::size_t token,
     return detail::row_times(x.data(), model.W_out);  // vocab
 }
 
-// ⟨Decode one token with the cache⟩ 16-decoding.md:502
+// ⟨Decode one token with the cache⟩ 16-decoding.md:503
 /// @brief Runs a TinyModel causally, one token per step, keeping a KV cache per layer
 /// and head. The model must outlive the decoder.
 template <class T>
@@ -268,7 +269,7 @@ public:
                             });
     }
 
-    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:706
+    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:752
     /// @brief Read a whole prompt at once with matrix products (BLAS), filling the caches;
     /// the decoder must be empty. @return the logits (vocab) of the token after the prompt
     xt::xtensor<T, 1> prefill(const std::vector<std::size_t>& prompt)
@@ -330,7 +331,7 @@ private:
     std::vector<std::vector<KVCache<T>>> caches_;  // [layer][head]
 };
 
-// ⟨Run the causal model forward row by row⟩ 16-decoding.md:571
+// ⟨Run the causal model forward row by row⟩ 16-decoding.md:572
 /// @brief The causal model on `tokens`, layer after layer, each row with the decoder's
 /// row functions: the same numbers as the decoder, computed without a cache.
 /// @return logits, n×vocab (row i predicts token i+1)
@@ -374,7 +375,7 @@ xt::xtensor<T, 2> causal_forward_by_rows(const TinyModel<T>& model,
     return logits;
 }
 
-// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:624
+// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:625
 /// @brief The tokens a generation wrote and the logits (vocab each) it chose them from.
 template <class T>
 struct Generation {
@@ -437,6 +438,42 @@ Generation<T> generate_by_recomputing(const TinyModel<T>& model,
         sequence.push_back(out.tokens.back());
     }
     return out;
+}
+
+// ⟨Score a causal model on held-out words⟩ 16-decoding.md:699
+/// @brief A causal model's quality on held-out words of the reversal task.
+struct WordQuality {
+    double loss = 0;           ///< mean cross-entropy per scored letter
+    double word_accuracy = 0;  ///< fraction of words written entirely right
+};
+
+/// @brief Loss and greedy word accuracy on `count` fresh words of a model whose
+/// logits on a prefix are `logits_of(tokens)` (n×vocab, elements of type T).
+template <class T, class Logits>
+WordQuality evaluate_words(Logits&& logits_of, const ReversalTask& task,
+                           std::size_t count, std::mt19937_64& rng)
+{
+    const std::size_t k = task.letters;
+    WordQuality quality;
+    for (std::size_t s = 0; s < count; ++s) {
+        const std::vector<std::size_t> sequence = reversal_sequence(task, rng);
+        const std::vector<std::size_t> inputs(sequence.begin(),
+                                              sequence.begin() + task.context());
+        const std::vector<std::size_t> targets(sequence.begin() + k + 1,
+                                               sequence.end());
+        const xt::xtensor<T, 2> logits = logits_of(inputs);
+        const xt::xtensor<T, 2> scored =
+            xt::view(logits, xt::range(k, task.context()), xt::all());  // k×vocab
+        quality.loss += cross_entropy(scored, targets).loss / double(k * count);
+        std::vector<std::size_t> written(sequence.begin(), sequence.begin() + k + 1);
+        while (written.size() < task.length()) {  // greedy, recomputing each step
+            const xt::xtensor<T, 2> step = logits_of(written);
+            written.push_back(
+                greedy_token(xt::xtensor<T, 1>(xt::row(step, written.size() - 1))));
+        }
+        quality.word_accuracy += double(written == sequence) / double(count);
+    }
+    return quality;
 }
 
 }  // namespace attn

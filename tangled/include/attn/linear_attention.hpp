@@ -382,7 +382,8 @@ struct CausalLinearAttention {
     }
     /// @brief Backward pass of O = weights(Q, K)·V for one head (P is not needed).
     template <class T>
-    AttentionGradients<T> backward(const xt::xtensor<T, 2>& Q, const xt::xtensor<T, 2>& K,
+    AttentionGradients<T> backward(const xt::xtensor<T, 2>& Q,
+                                   const xt::xtensor<T, 2>& K,
                                    const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>&,
                                    const xt::xtensor<T, 2>& dO) const
     {
@@ -390,7 +391,7 @@ struct CausalLinearAttention {
     }
 };
 
-// ⟨Run and train the linear model⟩ 19-linear-attention.md:601
+// ⟨Run and train the linear model⟩ 19-linear-attention.md:602
 /// @brief Chapter 16's causal model with linear attention (decay γ) in every head, on
 /// a prefix of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
 template <class T>
@@ -415,7 +416,7 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                  CausalLinearAttention{gamma});
 }
 
-// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1187
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1151
 /// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
 /// LinearAttentionState per layer and head instead of a KV cache: its memory does not
 /// grow with the tokens read. The model must outlive the decoder.
