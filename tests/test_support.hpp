@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
@@ -327,6 +328,15 @@ bool throws_invalid_argument(F f)
         return true;
     }
     return false;
+}
+
+/// A fresh, empty directory `name` under the system's temporary folder.
+inline std::filesystem::path scratch_dir(const std::string& name)
+{
+    const auto dir = std::filesystem::temp_directory_path() / name;
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    return dir;
 }
 
 }  // namespace test_support

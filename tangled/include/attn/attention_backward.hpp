@@ -180,7 +180,7 @@ struct AttentionLayerForward {
     xt::xtensor<T, 2> concat;  ///< the heads' outputs side by side, n×d_model
     xt::xtensor<T, 2> output;                ///< Y = concat·W_o, n×d_model
 };
-// ⟨Run an attention layer forward and keep what the backward pass needs⟩ +≡ 04-learning-attention.md:271
+// ⟨Run an attention layer forward and keep what the backward pass needs⟩ +≡ 04-learning-attention.md:274
 /// @brief Forward pass of multi-head self-attention, keeping the intermediate values.
 /// @param layer the parameters; @param X the layer's input, n×d_model
 /// @param attention what each head computes (softmax attention unless given)
@@ -213,7 +213,7 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:322
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:325
 /// @brief Gradients of a loss with respect to
 /// one attention layer's parameters and input.
 template <class T>
@@ -261,7 +261,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:390
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:393
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
@@ -284,7 +284,7 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:419
+// ⟨Compare two gradients⟩ 04-learning-attention.md:422
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
 inline double relative_error(const xt::xtensor<double, 2>& a,
                              const xt::xtensor<double, 2>& b)
@@ -301,7 +301,7 @@ inline double relative_error(const xt::xtensor<double, 2>& a,
     return scale == 0 ? 0.0 : std::sqrt(diff) / scale;
 }
 
-// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:445
+// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:448
 /// Named gradients and their relative errors against central differences.
 using GradientErrors = std::vector<std::pair<std::string, double>>;
 
@@ -326,7 +326,7 @@ inline GradientErrors check_attention_gradients(xt::xtensor<double, 2> Q,
             {"dV", relative_error(grad.dV, numerical_gradient(V, loss))}};
 }
 
-// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:473
+// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:476
 /// @brief Check attention_layer_backward against central differences of
 /// L = Σ G ⊙ Y, Y the layer's output on X.
 /// @param layer and @param X copies (they are perturbed); X n×d_model
