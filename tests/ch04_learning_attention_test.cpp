@@ -21,17 +21,9 @@
 #include "test_support.hpp"
 
 using test_support::check_close;
+using test_support::scratch_dir;
 
 namespace {
-
-/// A fresh, empty directory under the system's temporary folder.
-std::filesystem::path scratch_dir(const std::string& name)
-{
-    const auto dir = std::filesystem::temp_directory_path() / ("ch04_test_" + name);
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    return dir;
-}
 
 /// The model trained once with the chapter's default settings, shared by the training tests.
 struct TrainedModel {
@@ -295,7 +287,7 @@ BOOST_AUTO_TEST_CASE(a_saved_model_reads_back_bit_for_bit)
 {
     std::mt19937_64 rng(10);
     const attn::TinyModel<float> model = attn::init_tiny_model<float>(attn::TinyModelShape{}, rng);
-    const auto dir = scratch_dir("save");
+    const auto dir = scratch_dir("ch04_test_save");
     attn::save_model(dir / "model.txt", model);
     const attn::TinyModel<float> loaded = attn::load_model<float>(dir / "model.txt");
     const auto a = attn::parameters(model), b = attn::parameters(loaded);
@@ -306,7 +298,7 @@ BOOST_AUTO_TEST_CASE(a_saved_model_reads_back_bit_for_bit)
 
 BOOST_AUTO_TEST_CASE(a_bad_model_file_is_rejected)
 {
-    const auto dir = scratch_dir("bad");
+    const auto dir = scratch_dir("ch04_test_bad");
     std::ofstream(dir / "model.txt") << "tiny-attention-model 1\nshape 3 2 4 2 1\ntoken_embedding 3 4\n1 2 3\n";
     BOOST_CHECK_THROW(attn::load_model<float>(dir / "model.txt"), std::runtime_error);
     BOOST_CHECK_THROW(attn::load_model<float>(dir / "missing.txt"), std::runtime_error);
@@ -320,7 +312,7 @@ BOOST_AUTO_TEST_CASE(snapshots_read_back)
     const auto probe = attn::letter_tokens("attentions");
     const std::vector<attn::AttentionSnapshot> saved = {{0, attn::attention_maps(model, probe)},
                                                         {20, attn::attention_maps(model, probe)}};
-    const auto dir = scratch_dir("snapshots");
+    const auto dir = scratch_dir("ch04_test_snapshots");
     attn::save_snapshots(dir / "snapshots.txt", probe, saved);
     std::vector<std::size_t> read_probe;
     const auto loaded = attn::load_snapshots(dir / "snapshots.txt", read_probe);

@@ -25,16 +25,9 @@
 #include "test_support.hpp"
 
 using test_support::check_close;
+using test_support::scratch_dir;
 
 namespace {
-
-std::filesystem::path scratch_dir(const std::string& name)
-{
-    const auto dir = std::filesystem::temp_directory_path() / ("ch05_test_" + name);
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-    return dir;
-}
 
 /// A random row-stochastic n×n matrix (a softmax of random scores).
 xt::xtensor<double, 2> random_attention(std::size_t n, std::mt19937_64& rng)
@@ -117,7 +110,7 @@ BOOST_AUTO_TEST_CASE(the_head_grid_names_every_head_and_labels_every_letter)
 {
     const attn::TinyModel<float> model = random_model();
     const auto tokens = attn::letter_tokens("algorithms");
-    const auto dir = scratch_dir("heads");
+    const auto dir = scratch_dir("ch05_test_heads");
     attn::plot::head_grid(dir / "heads.svg", attn::attention_maps(model, tokens), attn::token_letters(tokens));
     const auto texts = attn::plot::svg_texts(dir / "heads.svg");
     for (std::size_t l = 0; l < 2; ++l)
@@ -137,7 +130,7 @@ BOOST_AUTO_TEST_CASE(the_plotted_data_equals_the_models_attention)
     const attn::TinyModel<float> model = random_model();
     const auto tokens = attn::letter_tokens("attentions");
     const auto maps = attn::attention_maps(model, tokens);
-    const auto dir = scratch_dir("data");
+    const auto dir = scratch_dir("ch05_test_data");
     attn::plot::head_grid(dir / "heads.svg", maps, attn::token_letters(tokens));
     const auto panels = attn::plot::read_panels_tsv(dir / "heads.svg");
     BOOST_TEST_REQUIRE(panels.size() == 6u);
@@ -204,7 +197,7 @@ BOOST_AUTO_TEST_CASE(word_to_word_writes_every_weight_of_every_head)
     const attn::TinyModel<float> model = random_model();
     const auto tokens = attn::letter_tokens("algorithms");
     const auto maps = attn::attention_maps(model, tokens);
-    const auto dir = scratch_dir("lines");
+    const auto dir = scratch_dir("ch05_test_lines");
     attn::plot::word_to_word(dir / "lines.svg", maps, attn::token_letters(tokens), {"first", "second"});
     const auto texts = attn::plot::svg_texts(dir / "lines.svg");
     for (const std::string letter : {"a", "l", "g", "o", "r", "i", "t", "h", "m", "s"})
@@ -233,7 +226,7 @@ BOOST_AUTO_TEST_CASE(an_animation_holds_every_frame)
     std::mt19937_64 rng(6);
     const std::vector<xt::xtensor<double, 2>> frames = {random_attention(4, rng), random_attention(4, rng),
                                                         random_attention(4, rng)};
-    const auto dir = scratch_dir("gif");
+    const auto dir = scratch_dir("ch05_test_gif");
     attn::plot::animate_heatmaps(dir / "a.gif", frames, {"one", "two", "three"}, {"", {}, {}}, 50);
     std::ifstream gif(dir / "a.gif", std::ios::binary);
     const std::string bytes{std::istreambuf_iterator<char>(gif), {}};
@@ -260,7 +253,7 @@ BOOST_AUTO_TEST_CASE(the_gallery_counts_allowed_pairs)
     xt::xtensor<bool, 2> band = xt::zeros<bool>({4, 4});
     for (std::size_t i = 0; i < 4; ++i) band(i, i) = true;
     BOOST_TEST(attn::plot::pattern_density(band) == 0.25);
-    const auto dir = scratch_dir("gallery");
+    const auto dir = scratch_dir("ch05_test_gallery");
     attn::plot::pattern_gallery(dir / "g.svg", {{"diagonal", band}, {"dense", xt::ones<bool>({4, 4})}});
     const auto texts = attn::plot::svg_texts(dir / "g.svg");
     BOOST_TEST(count(texts, "diagonal") == 1u);  // each title: the name, then the share

@@ -341,3 +341,26 @@ BOOST_AUTO_TEST_CASE(the_causal_model_learns_to_write_words_backwards)
     }
     BOOST_TEST(right >= 45u);
 }
+
+BOOST_AUTO_TEST_CASE(evaluate_words_scores_an_oracle_and_uniform_logits)
+{
+    // the oracle's row r ≥ k puts logit 10 on token r + 1 of the reversal, the letter
+    // 2k − 1 − r; zero logits spread the guess over the 27 tokens
+    const attn::ReversalTask task{3};
+    const std::size_t k = task.letters;
+    const auto oracle = [&](const std::vector<std::size_t>& tokens) {
+        xt::xtensor<double, 2> logits = xt::zeros<double>({tokens.size(), std::size_t(27)});
+        for (std::size_t r = k; r < tokens.size(); ++r) logits(r, tokens[2 * k - 1 - r]) = 10;
+        return logits;
+    };
+    std::mt19937_64 rng(5);
+    const attn::WordQuality perfect = attn::evaluate_words<double>(oracle, task, 40, rng);
+    BOOST_TEST(perfect.word_accuracy == 1.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(perfect.loss == std::log(1 + 26 * std::exp(-10.0)),
+               boost::test_tools::tolerance(1e-12));
+    const auto uniform_logits = [](const std::vector<std::size_t>& tokens) {
+        return xt::xtensor<double, 2>(xt::zeros<double>({tokens.size(), std::size_t(27)}));
+    };
+    const attn::WordQuality uniform = attn::evaluate_words<double>(uniform_logits, task, 40, rng);
+    BOOST_TEST(uniform.loss == std::log(27.0), boost::test_tools::tolerance(1e-12));
+}

@@ -391,9 +391,9 @@ BOOST_AUTO_TEST_CASE(model_backward_matches_finite_differences)
         };
         const auto f = attn::linear_model_forward(model, tokens, gamma);
         attn::TinyModel<double> grad = attn::zero_model<double>(model.shape);
-        attn::linear_model_backward(model, tokens, f,
-                                    attn::cross_entropy(f.logits, targets).d_logits, grad,
-                                    gamma);
+        attn::model_backward(model, tokens, f,
+                             attn::cross_entropy(f.logits, targets).d_logits, grad,
+                             attn::CausalLinearAttention{gamma});
         for (auto [name, W] : attn::parameters(model)) {
             const Matrix expected = attn::numerical_gradient(*W, loss);
             const Matrix* analytic = nullptr;

@@ -148,6 +148,15 @@ xt::xtensor<T, 2> read_golden(const std::string& name)
     return x;
 }
 
+/// A fresh, empty directory `name` under the system's temporary folder.
+inline std::filesystem::path scratch_dir(const std::string& name)
+{
+    const auto dir = std::filesystem::temp_directory_path() / name;
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    return dir;
+}
+
 // ---------------------------------------------------------------- the kernel contract, fuzzed
 
 /// Seconds the environment variable FUZZ_SECONDS asks the fuzz tests to run for (0 if unset).

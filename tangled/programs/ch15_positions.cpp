@@ -45,7 +45,7 @@ xt::xtensor<double, 2> to_double(const Matrix& A)
     return xt::xtensor<double, 2>(A);
 }
 
-// ⟨Name a scheme in results⟩ 15-positions.md:1676
+// ⟨Name a scheme in results⟩ 15-positions.md:1672
 /// The key of a scheme in results.tsv: none, sinusoidal, learned, t5, alibi, rope.
 std::string scheme_key(attn::PositionScheme scheme)
 {
@@ -222,7 +222,7 @@ int main(int argc, char** argv)
                 style.key = "bottom left";
                 attn::plot::lines(out / "rope_decay.svg", curves, style);
             }
-            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1049
+            // ⟨Compare the model without positions with chapter 2's attention⟩ 15-positions.md:1045
             {
                 const attn::PositionModelShape shape;  // scheme none
                 std::mt19937_64 model_rng(options.seed + 5);
@@ -242,7 +242,7 @@ int main(int argc, char** argv)
                 }
                 results.add("model_vs_masked_attention", worst, 2);
             }
-            // ⟨Set up the experiment⟩ 15-positions.md:1549
+            // ⟨Set up the experiment⟩ 15-positions.md:1545
             const std::vector<attn::PositionScheme> schemes = {
                 attn::PositionScheme::none,    attn::PositionScheme::sinusoidal,
                 attn::PositionScheme::learned, attn::PositionScheme::t5_bias,
@@ -275,7 +275,7 @@ int main(int argc, char** argv)
                 "Repeat the last marker", [vocab](std::size_t n, auto& rng) {
                     return attn::last_marker_example(n, vocab, vocab / 2, 0.25, rng);
                 }};
-            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1491
+            // ⟨Train every scheme on a task and test it at every length⟩ 15-positions.md:1487
             auto run_task = [&](const attn::PositionTask& task, const std::string& key) {
                 std::vector<attn::Series> curves;
                 std::vector<std::string> extrapolate, fit;
@@ -292,7 +292,7 @@ int main(int argc, char** argv)
                         curve.y.push_back(
                             attn::position_accuracy(model, task, n, eval_count, test_rng));
                     }
-                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1520
+                    // ⟨Record a scheme's accuracy⟩ 15-positions.md:1516
                     const std::string name = scheme_key(scheme);
                     const double at_train = curve.y[train_index], at_longest = curve.y.back();
                     results.add(key + "_" + name + "_at_train", at_train, 3);
@@ -309,7 +309,7 @@ int main(int argc, char** argv)
                     if (at_longest >= 0.9) extrapolate.push_back(attn::scheme_name(scheme));
                     curves.push_back(curve);
                 }
-                // ⟨Draw the accuracy against length⟩ 15-positions.md:1537
+                // ⟨Draw the accuracy against length⟩ 15-positions.md:1533
                 results.add_text(key + "_fit", list_text(fit));
                 results.add_text(key + "_extrapolate", list_text(extrapolate));
                 attn::plot::LinePlotStyle style{
@@ -320,7 +320,7 @@ int main(int argc, char** argv)
                 style.key = "outside right top";
                 attn::plot::lines(out / (key + "_accuracy.svg"), curves, style);
             };
-            // ⟨Run the experiment⟩ 15-positions.md:1584
+            // ⟨Run the experiment⟩ 15-positions.md:1580
             run_task(copy_back, "copy");
             run_task(last_marker, "marker");
         });

@@ -20,7 +20,7 @@
 
 namespace {
 
-// ⟨Widen a model to double⟩ 16-decoding.md:1337
+// ⟨Widen a model to double⟩ 16-decoding.md:1410
 /// The same model with every parameter converted to double.
 attn::TinyModel<double> widen_model(const attn::TinyModel<float>& model)
 {
@@ -40,7 +40,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Train the causal model and let it write⟩ 16-decoding.md:810
+        // ⟨Train the causal model and let it write⟩ 16-decoding.md:879
         const attn::ReversalTask task{options.quick ? 5u : 8u};
         attn::TinyModel<float> model =
             attn::init_tiny_model<float>(attn::causal_model_shape(task), rng);
@@ -77,7 +77,7 @@ int main(int argc, char** argv)
         results.add("word_accuracy_percent", 100.0 * double(words_right) / double(held_out));
         results.add("letter_accuracy_percent",
                     100.0 * double(letters_right) / double(held_out * task.letters));
-        // ⟨Draw where the copying head looks⟩ 16-decoding.md:859
+        // ⟨Draw where the copying head looks⟩ 16-decoding.md:928
         {
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, rng);
             const std::vector<std::size_t> inputs(sequence.begin(),
@@ -106,7 +106,7 @@ int main(int argc, char** argv)
                                 xt::xtensor<double, 2>(f.layers[best_layer].weights[best_head]),
                                 style);
         }
-        // ⟨Compare generation with and without the cache⟩ 16-decoding.md:910
+        // ⟨Compare generation with and without the cache⟩ 16-decoding.md:979
         {
             const attn::TinyModel<double> wide = widen_model(model);
             std::size_t steps = 0, identical_float = 0, identical_double = 0;
@@ -139,7 +139,7 @@ int main(int argc, char** argv)
             }
             results.add("prefill_vs_step_max_abs", prefill_gap, 2);
         }
-        // ⟨Time prefill and decode per token⟩ 16-decoding.md:967
+        // ⟨Time prefill and decode per token⟩ 16-decoding.md:1036
         const attn::TinyModelShape bench_shape{64, options.quick ? 512u : 2048u, 256, 4, 2};
         const attn::TinyModel<float> bench_model =
             attn::init_tiny_model<float>(bench_shape, rng);
@@ -184,7 +184,7 @@ int main(int argc, char** argv)
         cost_style.log_x = cost_style.log_y = true;
         attn::plot::lines(out / "prefill_decode.svg", {prefill_series, decode_series},
                           cost_style);
-        // ⟨Measure the cache's memory against its length⟩ 16-decoding.md:1052
+        // ⟨Measure the cache's memory against its length⟩ 16-decoding.md:1121
         const std::vector<std::size_t> cache_lengths =
             options.quick ? std::vector<std::size_t>{512, 1024, 2048, 4096, 8192}
                           : std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384, 32768};
@@ -227,7 +227,7 @@ int main(int argc, char** argv)
         attn::plot::LinePlotStyle memory_style{"", "tokens in the cache m", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "cache_memory.svg", {formula, reserved, growing}, memory_style);
-        // ⟨Compare split-KV attention with one pass⟩ 16-decoding.md:1129
+        // ⟨Compare split-KV attention with one pass⟩ 16-decoding.md:1198
         const std::size_t split_m = 1000, split_d = 64;
         double split_error_float = 0, split_error_double = 0;
         {
@@ -255,7 +255,7 @@ int main(int argc, char** argv)
         results.add("split_m", double(split_m));
         results.add("split_max_abs_error_double", split_error_double, 2);
         results.add("split_max_abs_error_float", split_error_float, 2);
-        // ⟨Time split-KV decoding against the cache's length⟩ 16-decoding.md:1171
+        // ⟨Time split-KV decoding against the cache's length⟩ 16-decoding.md:1240
         const std::size_t speed_d = 128, speed_parts = 8;
         const std::vector<std::size_t> speed_lengths =
             options.quick ? std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384}

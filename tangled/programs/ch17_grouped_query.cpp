@@ -21,41 +21,17 @@
 
 namespace {
 
-// ⟨Evaluate a grouped model on held-out words⟩ 17-grouped-query.md:690
-/// Held-out quality of a model.
-struct Quality {
-    double loss = 0;  ///< mean cross-entropy per scored letter
-    double word_accuracy = 0;  ///< fraction of words written entirely right
-};
-
+// ⟨Evaluate a grouped model on held-out words⟩ 17-grouped-query.md:691
 /// Loss and greedy word accuracy of a grouped model on `count` fresh words.
-Quality evaluate_grouped(const attn::GroupedModel<float>& grouped,
-                         const attn::ReversalTask& task, std::size_t count,
-                         std::mt19937_64& rng)
+attn::WordQuality evaluate_grouped(const attn::GroupedModel<float>& grouped,
+                                   const attn::ReversalTask& task, std::size_t count,
+                                   std::mt19937_64& rng)
 {
-    const std::size_t k = task.letters;
-    Quality quality;
-    for (std::size_t s = 0; s < count; ++s) {
-        const std::vector<std::size_t> sequence = attn::reversal_sequence(task, rng);
-        const std::vector<std::size_t> inputs(sequence.begin(),
-                                              sequence.begin() + task.context());
-        const std::vector<std::size_t> targets(sequence.begin() + k + 1,
-                                               sequence.end());
-        const xt::xtensor<float, 2> logits =
-            attn::grouped_model_logits(grouped, inputs);
-        const xt::xtensor<float, 2> scored =
-            xt::view(logits, xt::range(k, task.context()), xt::all());  // k×vocab
-        quality.loss += attn::cross_entropy(scored, targets).loss / double(k * count);
-        std::vector<std::size_t> written(sequence.begin(), sequence.begin() + k + 1);
-        while (written.size() < task.length()) {  // greedy, recomputing each step
-            const xt::xtensor<float, 2> step =
-                attn::grouped_model_logits(grouped, written);
-            const xt::xtensor<float, 1> last = xt::row(step, written.size() - 1);
-            written.push_back(attn::greedy_token(last));
-        }
-        quality.word_accuracy += double(written == sequence) / double(count);
-    }
-    return quality;
+    return attn::evaluate_words<float>(
+        [&](const std::vector<std::size_t>& tokens) {
+            return attn::grouped_model_logits(grouped, tokens);
+        },
+        task, count, rng);
 }
 
 // ⟨Compare two speeds in words⟩ 17-grouped-query.md:547
@@ -219,7 +195,7 @@ int main(int argc, char** argv)
         speed_style.log_x = speed_style.log_y = true;
         speed_style.key = "top right";
         attn::plot::lines(out / "decode_speed.svg", speed_series, speed_style);
-        // ⟨Train models with fewer key and value heads⟩ 17-grouped-query.md:728
+        // ⟨Train models with fewer key and value heads⟩ 17-grouped-query.md:705
         const attn::ReversalTask task{options.quick ? 5u : 8u};
         attn::TinyModelShape narrow = attn::causal_model_shape(task);
         narrow.d_model = 16;
@@ -253,7 +229,8 @@ int main(int argc, char** argv)
                 }
                 const attn::GroupedModel<float> grouped = attn::group_model(model, g);
                 std::mt19937_64 test_rng(options.seed + 7);  // the same held-out words for all
-                const Quality quality = evaluate_grouped(grouped, task, held_out, test_rng);
+                const attn::WordQuality quality =
+                    evaluate_grouped(grouped, task, held_out, test_rng);
                 losses[c] += quality.loss / double(seeds);
                 words_right[c] += quality.word_accuracy / double(seeds);
                 // the compact model computes what the tied one did

@@ -73,8 +73,8 @@ double streaming_accuracy(const attn::PositionModel<float>& model,
     std::size_t counted = 0, correct = 0;
     for (std::size_t s = 0; s < count; ++s) {
         const attn::TaskExample example = task.draw(n, rng);
-        const auto logits =
-            attn::streaming_model_logits(model, example.tokens, window, sinks, positions);
+        const auto logits = attn::streaming_model_logits(model, example.tokens, window,
+                                                         sinks, positions);
         const auto scored = attn::task_loss(logits, example.targets);
         counted += scored.counted;
         correct += scored.correct;

@@ -21,46 +21,6 @@
 #include "attn/program.hpp"
 #include "attn/random.hpp"
 
-namespace {
-
-// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1071
-/// Held-out quality of a causal model.
-struct Quality {
-    double loss = 0;           ///< mean cross-entropy per scored letter
-    double word_accuracy = 0;  ///< fraction of words written entirely right
-};
-
-/// Loss and greedy word accuracy on `count` fresh words of a model whose logits
-/// on a prefix `logits_of(tokens)` gives (n×vocab).
-template <class Logits>
-Quality evaluate_words(Logits logits_of, const attn::ReversalTask& task,
-                       std::size_t count, std::mt19937_64& rng)
-{
-    const std::size_t k = task.letters;
-    Quality quality;
-    for (std::size_t s = 0; s < count; ++s) {
-        const std::vector<std::size_t> sequence = attn::reversal_sequence(task, rng);
-        const std::vector<std::size_t> inputs(sequence.begin(),
-                                              sequence.begin() + task.context());
-        const std::vector<std::size_t> targets(sequence.begin() + k + 1,
-                                               sequence.end());
-        const xt::xtensor<float, 2> logits = logits_of(inputs);
-        const xt::xtensor<float, 2> scored =
-            xt::view(logits, xt::range(k, task.context()), xt::all());  // k×vocab
-        quality.loss += attn::cross_entropy(scored, targets).loss / double(k * count);
-        std::vector<std::size_t> written(sequence.begin(), sequence.begin() + k + 1);
-        while (written.size() < task.length()) {  // greedy, recomputing each step
-            const xt::xtensor<float, 2> step = logits_of(written);
-            written.push_back(attn::greedy_token(
-                xt::xtensor<float, 1>(xt::row(step, written.size() - 1))));
-        }
-        quality.word_accuracy += double(written == sequence) / double(count);
-    }
-    return quality;
-}
-
-}  // namespace
-
 int main(int argc, char** argv)
 {
     return attn::run_program(argc, argv, "ch19",
@@ -69,7 +29,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         const attn::BlasThreads one_thread(1);  // every timing here runs on one thread
-        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:798
+        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:692
         const std::size_t check_n = 100, check_d = 16, check_block = 32;
         {
             const auto Q = attn::random_normal<double>(check_n, check_d, 1.0, rng);
@@ -98,7 +58,7 @@ int main(int argc, char** argv)
         results.add("check_n", double(check_n));
         results.add("check_d", double(check_d));
         results.add("check_block", double(check_block));
-        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:853
+        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:747
         const std::size_t cost_d = 64, cost_n_min = 128;
         const std::size_t cost_n_max = options.quick ? 2048 : 16384;
         const std::size_t cost_dense_n_max = options.quick ? 2048 : 4096;
@@ -126,7 +86,7 @@ int main(int argc, char** argv)
         results.add("cost_n_max", double(cost_n_max));
         results.add("cost_dense_n_max", double(cost_dense_n_max));
         results.add("cost_repeats", double(cost_repeats));
-        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:887
+        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:781
         const attn::SlopeFit blocked_fit = blocked.time_fit(), softmax_fit = softmax.time_fit();
         const attn::SlopeFit recurrent_fit = recurrent.time_fit();
         results.add_fit("blocked_time_slope", blocked_fit);
@@ -170,7 +130,7 @@ int main(int argc, char** argv)
                                with_fit(recurrent.time(), recurrent_fit)},
                               style);
         }
-        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:986
+        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:880
         const std::size_t decode_d = 64, pool = 256;
         const auto pool_rows = attn::random_normal<float>(pool, decode_d, 1.0, rng);
         const auto token_row = [&](std::size_t i) {  // the rows of token i: q = k = v
@@ -217,7 +177,7 @@ int main(int argc, char** argv)
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1108
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:965
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
@@ -239,7 +199,7 @@ int main(int argc, char** argv)
         for (const std::size_t heads : {2, 4, 8}) {
             attn::TinyModelShape shape = attn::causal_model_shape(task);
             shape.heads = heads;
-            Quality with_softmax, with_linear;  // means over the seeds
+            attn::WordQuality with_softmax, with_linear;  // means over the seeds
             for (std::size_t seed = 0; seed < seeds; ++seed) {
                 std::mt19937_64 init_rng(options.seed + 100 * seed);
                 attn::TinyModel<float> softmax_trained =
@@ -252,12 +212,12 @@ int main(int argc, char** argv)
                 const auto linear_curve =
                     attn::train_linear_reversal(linear_trained, task, config, linear_rng);
                 std::mt19937_64 test_rng(options.seed + 7), same_words = test_rng;
-                const Quality s = evaluate_words(
+                const attn::WordQuality s = attn::evaluate_words<float>(
                     [&](const std::vector<std::size_t>& tokens) {
                         return attn::causal_model_forward(softmax_trained, tokens).logits;
                     },
                     task, held_out, test_rng);
-                const Quality l = evaluate_words(
+                const attn::WordQuality l = attn::evaluate_words<float>(
                     [&](const std::vector<std::size_t>& tokens) {
                         return attn::linear_model_forward(linear_trained, tokens).logits;
                     },
@@ -301,7 +261,7 @@ int main(int argc, char** argv)
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1249
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1106
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -322,7 +282,7 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
-        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1360
+        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1198
         {
             std::mt19937_64 word_rng(options.seed + 13);
             double largest_gap = 0;
@@ -347,7 +307,7 @@ int main(int argc, char** argv)
             results.add("rnn_vs_parallel_max_abs_logit", largest_gap, 2);
             results.add("rnn_state_bytes", double(state_bytes));
         }
-        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1406
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1244
         attn::Series decay_trained{"trained with this γ", {}, {}};
         attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
         for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {
@@ -358,14 +318,14 @@ int main(int argc, char** argv)
             attn::train_linear_reversal(model, task, config, train_rng, gamma);
             const auto quality_of = [&](const attn::TinyModel<float>& run, double run_gamma) {
                 std::mt19937_64 test_rng(options.seed + 7);
-                return evaluate_words(
+                return attn::evaluate_words<float>(
                     [&](const std::vector<std::size_t>& tokens) {
                         return attn::linear_model_forward(run, tokens, run_gamma).logits;
                     },
                     task, held_out, test_rng);
             };
-            const Quality trained = quality_of(model, gamma);
-            const Quality swapped = quality_of(linear_model, gamma);
+            const attn::WordQuality trained = quality_of(model, gamma);
+            const attn::WordQuality swapped = quality_of(linear_model, gamma);
             decay_trained.x.push_back(gamma);
             decay_trained.y.push_back(trained.loss);
             decay_swapped.x.push_back(gamma);

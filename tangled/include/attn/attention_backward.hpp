@@ -147,6 +147,29 @@ void set_head_columns(xt::xtensor<T, 2>& X, std::size_t head, std::size_t width,
     xt::view(X, xt::all(), xt::range(head * width, (head + 1) * width)) = block;
 }
 
+// ⟨Attend with softmax in every head⟩ 04-learning-attention.md:247
+/// @brief The attention inside each head of a layer: softmax(Q·Kᵀ/√d_k) and its
+/// backward pass. Layers take it as a parameter so later chapters can swap it.
+struct SoftmaxAttention {
+    /// @brief One head's weights. @param Q n×d_k; @param K m×d_k @return P, n×m
+    template <class T>
+    xt::xtensor<T, 2> weights(const xt::xtensor<T, 2>& Q,
+                              const xt::xtensor<T, 2>& K) const
+    {
+        return attention_weights(Q, K);
+    }
+    /// @brief Backward pass of O = P·V for one head, P = weights(Q, K).
+    template <class T>
+    AttentionGradients<T> backward(const xt::xtensor<T, 2>& Q,
+                                   const xt::xtensor<T, 2>& K,
+                                   const xt::xtensor<T, 2>& V,
+                                   const xt::xtensor<T, 2>& P,
+                                   const xt::xtensor<T, 2>& dO) const
+    {
+        return attention_backward(Q, K, V, P, dO);
+    }
+};
+
 // ⟨Run an attention layer forward and keep what the backward pass needs⟩ 04-learning-attention.md:230
 /// @brief Everything one attention layer computed:
 /// its output and the values its backward pass needs.
@@ -157,13 +180,15 @@ struct AttentionLayerForward {
     xt::xtensor<T, 2> concat;  ///< the heads' outputs side by side, n×d_model
     xt::xtensor<T, 2> output;                ///< Y = concat·W_o, n×d_model
 };
-
+// ⟨Run an attention layer forward and keep what the backward pass needs⟩ +≡ 04-learning-attention.md:274
 /// @brief Forward pass of multi-head self-attention, keeping the intermediate values.
 /// @param layer the parameters; @param X the layer's input, n×d_model
+/// @param attention what each head computes (softmax attention unless given)
 /// @return the output (n×d_model) with everything the backward pass needs
-template <class T>
+template <class T, class Attention = SoftmaxAttention>
 AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
-                                                 const xt::xtensor<T, 2>& X)
+                                                 const xt::xtensor<T, 2>& X,
+                                                 const Attention& attention = {})
 {
     const std::size_t n = X.shape(0), d_model = X.shape(1), h = layer.heads;
     if (h == 0 || d_model % h != 0 || layer.W_q.shape(0) != d_model ||
@@ -180,7 +205,7 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
         const xt::xtensor<T, 2> Q_h = head_columns(f.Q, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> K_h = head_columns(f.K, head, d_k);  // n×d_k
         const xt::xtensor<T, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
-        f.weights.push_back(attention_weights(Q_h, K_h));            // n×n
+        f.weights.push_back(attention.weights(Q_h, K_h));            // n×n
         // n×d_v
         set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));
     }
@@ -188,7 +213,7 @@ AttentionLayerForward<T> attention_layer_forward(const AttentionLayer<T>& layer,
     return f;
 }
 
-// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:289
+// ⟨Backpropagate through an attention layer⟩ 04-learning-attention.md:325
 /// @brief Gradients of a loss with respect to
 /// one attention layer's parameters and input.
 template <class T>
@@ -201,12 +226,14 @@ struct AttentionLayerGradients {
 /// @param layer the parameters; @param X the layer's input, n×d_model
 /// @param f  what the forward pass computed on X
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
+/// @param attention what each head computed, as in the forward pass
 /// @return the gradients of the four weight matrices and of X
-template <class T>
+template <class T, class Attention = SoftmaxAttention>
 AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& layer,
                                                     const xt::xtensor<T, 2>& X,
                                                     const AttentionLayerForward<T>& f,
-                                                    const xt::xtensor<T, 2>& dY)
+                                                    const xt::xtensor<T, 2>& dY,
+                                                    const Attention& attention = {})
 {
     using detail::matmul, detail::transposed;
     const std::size_t h = layer.heads, d_k = X.shape(1) / h;
@@ -216,7 +243,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     xt::xtensor<T, 2> dQ = xt::zeros<T>(f.Q.shape()), dK = xt::zeros<T>(f.K.shape()),
                       dV = xt::zeros<T>(f.V.shape());
     for (std::size_t head = 0; head < h; ++head) {
-        const AttentionGradients<T> g = attention_backward<T>(
+        const AttentionGradients<T> g = attention.backward(
             head_columns(f.Q, head, d_k), head_columns(f.K, head, d_k),
             head_columns(f.V, head, d_k), f.weights[head],
             head_columns(d_concat, head, d_k));
@@ -234,7 +261,7 @@ AttentionLayerGradients<T> attention_layer_backward(const AttentionLayer<T>& lay
     return grad;
 }
 
-// ⟨Differentiate numerically⟩ 04-learning-attention.md:355
+// ⟨Differentiate numerically⟩ 04-learning-attention.md:393
 /// @brief Central finite differences of `loss()` with respect to every entry of `x`.
 /// Perturbs x in place (and restores it): (L(x + ε) − L(x − ε)) / 2ε.
 /// @param x    the matrix to differentiate with respect to, rows×cols
@@ -257,7 +284,7 @@ xt::xtensor<double, 2> numerical_gradient(xt::xtensor<double, 2>& x, Loss&& loss
     return grad;
 }
 
-// ⟨Compare two gradients⟩ 04-learning-attention.md:384
+// ⟨Compare two gradients⟩ 04-learning-attention.md:422
 /// @brief ‖a − b‖ / max(‖a‖, ‖b‖) (Euclidean norms); 0 when both are zero.
 inline double relative_error(const xt::xtensor<double, 2>& a,
                              const xt::xtensor<double, 2>& b)
@@ -274,7 +301,7 @@ inline double relative_error(const xt::xtensor<double, 2>& a,
     return scale == 0 ? 0.0 : std::sqrt(diff) / scale;
 }
 
-// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:410
+// ⟨Check the gradients of one attention call⟩ 04-learning-attention.md:448
 /// Named gradients and their relative errors against central differences.
 using GradientErrors = std::vector<std::pair<std::string, double>>;
 
@@ -299,7 +326,7 @@ inline GradientErrors check_attention_gradients(xt::xtensor<double, 2> Q,
             {"dV", relative_error(grad.dV, numerical_gradient(V, loss))}};
 }
 
-// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:438
+// ⟨Check the gradients of an attention layer⟩ 04-learning-attention.md:476
 /// @brief Check attention_layer_backward against central differences of
 /// L = Σ G ⊙ Y, Y the layer's output on X.
 /// @param layer and @param X copies (they are perturbed); X n×d_model

@@ -65,34 +65,20 @@ inline std::vector<std::string> task_letters(const std::vector<std::size_t>& tok
     return letters;
 }
 
-// ⟨Run a causal attention layer forward⟩ 16-decoding.md:285
-/// @brief Causal multi-head self-attention over the rows of X (n×d_model), keeping what
-/// chapter 4's backward pass needs: query i attends keys j ≤ i in every head.
-template <class T>
-AttentionLayerForward<T> causal_layer_forward(const AttentionLayer<T>& layer,
-                                              const xt::xtensor<T, 2>& X)
-{
-    const std::size_t n = X.shape(0), d_model = X.shape(1), h = layer.heads;
-    check_head_count(d_model, h);
-    const std::size_t d_k = d_model / h;
-    const Mask causal = causal_mask(n);  // n×n
-    AttentionLayerForward<T> f;
-    f.Q = detail::matmul(X, layer.W_q);  // n×d_model
-    f.K = detail::matmul(X, layer.W_k);  // n×d_model
-    f.V = detail::matmul(X, layer.W_v);  // n×d_model
-    f.concat = xt::zeros<T>({n, d_model});
-    for (std::size_t head = 0; head < h; ++head) {
-        const xt::xtensor<T, 2> Q_h = head_columns(f.Q, head, d_k);  // n×d_k
-        const xt::xtensor<T, 2> K_h = head_columns(f.K, head, d_k);  // n×d_k
-        const xt::xtensor<T, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
-        f.weights.push_back(attention_weights(Q_h, K_h, causal));  // n×n, causal
-        set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));
+// ⟨Attend with the causal mask in every head⟩ 16-decoding.md:288
+/// @brief Softmax attention under the causal mask, as the attention of each head of a
+/// layer: query i attends keys j ≤ i. Its backward pass is softmax attention's.
+struct CausalSoftmaxAttention : SoftmaxAttention {
+    /// @brief One head's weights. @param Q n×d_k; @param K n×d_k @return P, n×n
+    template <class T>
+    xt::xtensor<T, 2> weights(const xt::xtensor<T, 2>& Q,
+                              const xt::xtensor<T, 2>& K) const
+    {
+        return attention_weights(Q, K, causal_mask(Q.shape(0)));
     }
-    f.output = detail::matmul(f.concat, layer.W_o);  // n×d_model
-    return f;
-}
+};
 
-// ⟨Run the causal model forward⟩ 16-decoding.md:313
+// ⟨Run the causal model forward⟩ 16-decoding.md:302
 /// @brief Embed `tokens` (at most shape.n of them) into X_0, n×d_model.
 template <class T>
 xt::xtensor<T, 2> embed_tokens(const TinyModel<T>& model,
@@ -115,31 +101,33 @@ xt::xtensor<T, 2> embed_tokens(const TinyModel<T>& model,
 }
 
 /// @brief The causal model on a prefix of n ≤ shape.n tokens, batched (BLAS).
+/// @param attention what each head computes (causal softmax attention unless given)
 /// @return logits n×vocab (row i predicts token i+1) with every intermediate value
-template <class T>
+template <class T, class Attention = CausalSoftmaxAttention>
 TinyModelForward<T> causal_model_forward(const TinyModel<T>& model,
-                                         const std::vector<std::size_t>& tokens)
+                                         const std::vector<std::size_t>& tokens,
+                                         const Attention& attention = {})
 {
-    TinyModelForward<T> f;
-    f.residual.push_back(embed_tokens(model, tokens));
-    for (const AttentionLayer<T>& layer : model.layers) {
-        f.layers.push_back(causal_layer_forward(layer, f.residual.back()));
-        f.residual.push_back(f.residual.back() + f.layers.back().output);  // X_{l+1}
-    }
-    f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
-    return f;
+    return residual_forward(embed_tokens(model, tokens), model.layers.size(),
+                            model.W_out,
+                            [&](std::size_t l, const xt::xtensor<T, 2>& X_l) {
+                                return attention_layer_forward(model.layers[l], X_l,
+                                                               attention);
+                            });
 }
 
-// ⟨Train the causal model on next tokens⟩ 16-decoding.md:362
+// ⟨Train the causal model on next tokens⟩ 16-decoding.md:352
 /// @brief Train `model` with Adam to predict the reversed letters, one token ahead;
 /// `adjust(grad)` sees the summed gradient before every update.
+/// @param attention what each head computes (causal softmax attention unless given)
 /// @return the mean loss per scored token and the accuracy on each recorded batch
-template <class T, class AdjustGradient>
+template <class T, class AdjustGradient, class Attention = CausalSoftmaxAttention>
 std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
                                                  const ReversalTask& task,
                                                  const TrainingConfig& config,
                                                  std::mt19937_64& rng,
-                                                 AdjustGradient&& adjust)
+                                                 AdjustGradient&& adjust,
+                                                 const Attention& attention = {})
 {
     const std::size_t k = task.letters, n = task.context(), vocab = model.shape.vocab;
     if (model.shape.n < n || vocab != task.vocab())
@@ -158,14 +146,15 @@ std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
                                                   sequence.begin() + n);
             const std::vector<std::size_t> targets(sequence.begin() + k + 1,
                                                    sequence.end());
-            const TinyModelForward<T> f = causal_model_forward(model, inputs);
+            const TinyModelForward<T> f =
+                causal_model_forward(model, inputs, attention);
             // rows k … 2k−1, k×vocab: the predictions after the separator
             const xt::xtensor<T, 2> scored_logits =
                 xt::view(f.logits, xt::range(k, n), xt::all());
             SequenceLoss<T> scored = cross_entropy(scored_logits, targets);
             xt::xtensor<T, 2> d_logits = xt::zeros<T>({n, vocab});  // n×vocab
             xt::view(d_logits, xt::range(k, n), xt::all()) = scored.d_logits * weight;
-            model_backward(model, inputs, f, d_logits, grad);
+            model_backward(model, inputs, f, d_logits, grad, attention);
             loss += scored.loss;
             correct += scored.correct;
         }
@@ -188,7 +177,7 @@ std::vector<TrainingPoint> train_causal_reversal(TinyModel<T>& model,
     return train_causal_reversal(model, task, config, rng, [](TinyModel<T>&) {});
 }
 
-// ⟨Multiply a row by a matrix⟩ 16-decoding.md:433
+// ⟨Multiply a row by a matrix⟩ 16-decoding.md:426
 namespace detail {
 /// y = x·W for one row x (d_in) and W (d_in×d_out): y_c = Σ_i x_i W_ic, i ascending.
 template <class T>
@@ -215,7 +204,45 @@ xt::xtensor<T, 1> row_block(const xt::xtensor<T, 1>& row, std::size_t head,
 }
 }  // namespace detail
 
-// ⟨Decode one token with the cache⟩ 16-decoding.md:465
+// ⟨Run one token through every layer⟩ 16-decoding.md:458
+/// @brief One step of the causal model: token `token` at position p goes through every
+/// layer, where head `head` of layer l returns attend_head(l, head, q, k, v) for the
+/// token's query, key and value (d_k each). @return the next token's logits (vocab)
+template <class T, class AttendHead>
+xt::xtensor<T, 1> decode_token(const TinyModel<T>& model, std::size_t token,
+                               std::size_t p, AttendHead&& attend_head)
+{
+    const TinyModelShape& s = model.shape;
+    const std::size_t d_k = s.d_model / s.heads;
+    if (p >= s.n)
+        throw std::invalid_argument("decode_token: the model has positions for " +
+                                    std::to_string(s.n) + " tokens only");
+    if (token >= s.vocab)
+        throw std::invalid_argument("decode_token: token id out of range");
+    xt::xtensor<T, 1> x = xt::zeros<T>({s.d_model});  // the residual row, d_model
+    for (std::size_t c = 0; c < s.d_model; ++c)
+        x(c) = model.token_embedding(token, c) + model.position_embedding(p, c);
+    for (std::size_t l = 0; l < s.layers; ++l) {
+        const AttentionLayer<T>& layer = model.layers[l];
+        // this token's query, key and value in every head, d_model each
+        const xt::xtensor<T, 1> q = detail::row_times(x.data(), layer.W_q);
+        const xt::xtensor<T, 1> k = detail::row_times(x.data(), layer.W_k);
+        const xt::xtensor<T, 1> v = detail::row_times(x.data(), layer.W_v);
+        xt::xtensor<T, 1> concat = xt::zeros<T>({s.d_model});  // the heads' outputs
+        for (std::size_t head = 0; head < s.heads; ++head) {
+            using detail::row_block;
+            const xt::xtensor<T, 1> o =
+                attend_head(l, head, row_block(q, head, d_k), row_block(k, head, d_k),
+                            row_block(v, head, d_k));
+            for (std::size_t c = 0; c < d_k; ++c) concat(head * d_k + c) = o(c);
+        }
+        const xt::xtensor<T, 1> y = detail::row_times(concat.data(), layer.W_o);
+        for (std::size_t c = 0; c < s.d_model; ++c) x(c) = x(c) + y(c);  // residual
+    }
+    return detail::row_times(x.data(), model.W_out);  // vocab
+}
+
+// ⟨Decode one token with the cache⟩ 16-decoding.md:503
 /// @brief Runs a TinyModel causally, one token per step, keeping a KV cache per layer
 /// and head. The model must outlive the decoder.
 template <class T>
@@ -232,38 +259,17 @@ public:
     /// @brief Read one token at position position(); return the next token's logits.
     xt::xtensor<T, 1> step(std::size_t token)
     {
-        const TinyModelShape& s = model_->shape;
-        const std::size_t p = position(), d_k = s.d_model / s.heads;
-        if (p >= s.n)
-            throw std::invalid_argument("Decoder::step: the model has positions for " +
-                                        std::to_string(s.n) + " tokens only");
-        if (token >= s.vocab)
-            throw std::invalid_argument("Decoder::step: token id out of range");
-        xt::xtensor<T, 1> x = xt::zeros<T>({s.d_model});  // the residual row, d_model
-        for (std::size_t c = 0; c < s.d_model; ++c)
-            x(c) = model_->token_embedding(token, c) + model_->position_embedding(p, c);
-        for (std::size_t l = 0; l < s.layers; ++l) {
-            const AttentionLayer<T>& layer = model_->layers[l];
-            // this token's query, key and value in every head, d_model each
-            const xt::xtensor<T, 1> q = detail::row_times(x.data(), layer.W_q);
-            const xt::xtensor<T, 1> k = detail::row_times(x.data(), layer.W_k);
-            const xt::xtensor<T, 1> v = detail::row_times(x.data(), layer.W_v);
-            xt::xtensor<T, 1> concat = xt::zeros<T>({s.d_model});  // the heads' outputs
-            for (std::size_t head = 0; head < s.heads; ++head) {
-                KVCache<T>& cache = caches_[l][head];
-                using detail::row_block;
-                // append first: the token attends to itself
-                cache.append(row_block(k, head, d_k), row_block(v, head, d_k));
-                const xt::xtensor<T, 1> o = cache.attend(row_block(q, head, d_k));
-                for (std::size_t c = 0; c < d_k; ++c) concat(head * d_k + c) = o(c);
-            }
-            const xt::xtensor<T, 1> y = detail::row_times(concat.data(), layer.W_o);
-            for (std::size_t c = 0; c < s.d_model; ++c) x(c) = x(c) + y(c);  // residual
-        }
-        return detail::row_times(x.data(), model_->W_out);  // vocab
+        using Row = xt::xtensor<T, 1>;
+        return decode_token(*model_, token, position(),
+                            [&](std::size_t l, std::size_t head, const Row& q,
+                                const Row& k, const Row& v) {
+                                KVCache<T>& cache = caches_[l][head];
+                                cache.append(k, v);  // first: the token sees itself
+                                return cache.attend(q);
+                            });
     }
 
-    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:683
+    // ⟨Prefill the decoder with a whole prompt⟩ 16-decoding.md:752
     /// @brief Read a whole prompt at once with matrix products (BLAS), filling the caches;
     /// the decoder must be empty. @return the logits (vocab) of the token after the prompt
     xt::xtensor<T, 1> prefill(const std::vector<std::size_t>& prompt)
@@ -325,7 +331,7 @@ private:
     std::vector<std::vector<KVCache<T>>> caches_;  // [layer][head]
 };
 
-// ⟨Run the causal model forward row by row⟩ 16-decoding.md:555
+// ⟨Run the causal model forward row by row⟩ 16-decoding.md:572
 /// @brief The causal model on `tokens`, layer after layer, each row with the decoder's
 /// row functions: the same numbers as the decoder, computed without a cache.
 /// @return logits, n×vocab (row i predicts token i+1)
@@ -369,7 +375,7 @@ xt::xtensor<T, 2> causal_forward_by_rows(const TinyModel<T>& model,
     return logits;
 }
 
-// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:608
+// ⟨Generate greedily with and without the cache⟩ 16-decoding.md:625
 /// @brief The tokens a generation wrote and the logits (vocab each) it chose them from.
 template <class T>
 struct Generation {
@@ -384,16 +390,26 @@ std::size_t greedy_token(const xt::xtensor<T, 1>& logits)
     return std::size_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
+namespace detail {
+/// Throw std::invalid_argument unless a prompt of `prompt` ≥ 1 tokens and `count`
+/// written tokens fit the model's positions (the last token written is never read).
+inline void check_generation(const TinyModelShape& shape, std::size_t prompt,
+                             std::size_t count)
+{
+    if (prompt == 0) throw std::invalid_argument("generate: the prompt is empty");
+    if (prompt + count > shape.n + 1)
+        throw std::invalid_argument(
+            "generate: prompt and output exceed the model's positions");
+}
+}  // namespace detail
+
 /// @brief Read `prompt`, then write `count` tokens greedily, with a KV cache.
 template <class T>
 Generation<T> generate_with_cache(const TinyModel<T>& model,
                                   const std::vector<std::size_t>& prompt,
                                   std::size_t count)
 {
-    if (prompt.empty()) throw std::invalid_argument("generate: the prompt is empty");
-    if (prompt.size() + count > model.shape.n + 1)
-        throw std::invalid_argument(
-            "generate: prompt and output exceed the model's positions");
+    detail::check_generation(model.shape, prompt.size(), count);
     Decoder<T> decoder(model);
     Generation<T> out;
     xt::xtensor<T, 1> logits;
@@ -412,10 +428,7 @@ Generation<T> generate_by_recomputing(const TinyModel<T>& model,
                                       const std::vector<std::size_t>& prompt,
                                       std::size_t count)
 {
-    if (prompt.empty()) throw std::invalid_argument("generate: the prompt is empty");
-    if (prompt.size() + count > model.shape.n + 1)
-        throw std::invalid_argument(
-            "generate: prompt and output exceed the model's positions");
+    detail::check_generation(model.shape, prompt.size(), count);
     std::vector<std::size_t> sequence = prompt;
     Generation<T> out;
     for (std::size_t t = 0; t < count; ++t) {
@@ -425,6 +438,42 @@ Generation<T> generate_by_recomputing(const TinyModel<T>& model,
         sequence.push_back(out.tokens.back());
     }
     return out;
+}
+
+// ⟨Score a causal model on held-out words⟩ 16-decoding.md:699
+/// @brief A causal model's quality on held-out words of the reversal task.
+struct WordQuality {
+    double loss = 0;           ///< mean cross-entropy per scored letter
+    double word_accuracy = 0;  ///< fraction of words written entirely right
+};
+
+/// @brief Loss and greedy word accuracy on `count` fresh words of a model whose
+/// logits on a prefix are `logits_of(tokens)` (n×vocab, elements of type T).
+template <class T, class Logits>
+WordQuality evaluate_words(Logits&& logits_of, const ReversalTask& task,
+                           std::size_t count, std::mt19937_64& rng)
+{
+    const std::size_t k = task.letters;
+    WordQuality quality;
+    for (std::size_t s = 0; s < count; ++s) {
+        const std::vector<std::size_t> sequence = reversal_sequence(task, rng);
+        const std::vector<std::size_t> inputs(sequence.begin(),
+                                              sequence.begin() + task.context());
+        const std::vector<std::size_t> targets(sequence.begin() + k + 1,
+                                               sequence.end());
+        const xt::xtensor<T, 2> logits = logits_of(inputs);
+        const xt::xtensor<T, 2> scored =
+            xt::view(logits, xt::range(k, task.context()), xt::all());  // k×vocab
+        quality.loss += cross_entropy(scored, targets).loss / double(k * count);
+        std::vector<std::size_t> written(sequence.begin(), sequence.begin() + k + 1);
+        while (written.size() < task.length()) {  // greedy, recomputing each step
+            const xt::xtensor<T, 2> step = logits_of(written);
+            written.push_back(
+                greedy_token(xt::xtensor<T, 1>(xt::row(step, written.size() - 1))));
+        }
+        quality.word_accuracy += double(written == sequence) / double(count);
+    }
+    return quality;
 }
 
 }  // namespace attn

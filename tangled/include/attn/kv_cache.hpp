@@ -69,7 +69,7 @@ xt::xtensor<T, 1> finish_state(const QueryState<T>& state)
     return out;
 }
 
-// ⟨Merge two states of one query⟩ 16-decoding.md:739
+// ⟨Merge two states of one query⟩ 16-decoding.md:808
 /// @brief The state of one query over the keys of both `a` and `b` (disjoint sets).
 template <class T>
 QueryState<T> merge_states(const QueryState<T>& a, const QueryState<T>& b)
@@ -156,7 +156,7 @@ private:
     std::vector<T> keys_, values_;  // m×d_k and m×d_v, row-major, growing by rows
 };
 
-// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:762
+// ⟨Split one query's keys into parts and merge them⟩ 16-decoding.md:831
 /// @brief One query's attention over K, V computed in `parts` pieces and merged.
 /// @param q d_k numbers; @param K m×d_k; @param V m×d_v (m ≥ 1)
 /// @param parts P ≥ 1; more parts than keys are clamped to m (one key each)

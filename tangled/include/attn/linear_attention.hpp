@@ -368,68 +368,30 @@ AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
     return grad;
 }
 
-// ⟨Run a linear attention layer forward and backward⟩ 19-linear-attention.md:572
-/// @brief Causal multi-head self-attention with linear attention (decay γ) in every
-/// head, over the rows of X (n×d_model), keeping what linear_layer_backward needs.
-template <class T>
-AttentionLayerForward<T> linear_layer_forward(const AttentionLayer<T>& layer,
-                                              const xt::xtensor<T, 2>& X,
-                                              double gamma = 1.0)
-{
-    const std::size_t n = X.shape(0), d_model = X.shape(1), h = layer.heads;
-    check_head_count(d_model, h);
-    const std::size_t d_k = d_model / h;
-    AttentionLayerForward<T> f;
-    f.Q = detail::matmul(X, layer.W_q);  // n×d_model
-    f.K = detail::matmul(X, layer.W_k);  // n×d_model
-    f.V = detail::matmul(X, layer.W_v);  // n×d_model
-    f.concat = xt::zeros<T>({n, d_model});
-    for (std::size_t head = 0; head < h; ++head) {
-        const xt::xtensor<T, 2> Q_h = head_columns(f.Q, head, d_k);  // n×d_k
-        const xt::xtensor<T, 2> K_h = head_columns(f.K, head, d_k);  // n×d_k
-        const xt::xtensor<T, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
-        f.weights.push_back(linear_attention_weights(Q_h, K_h, true, gamma));  // n×n
-        set_head_columns(f.concat, head, d_k, detail::matmul(f.weights.back(), V_h));
+// ⟨Attend linearly in every head⟩ 19-linear-attention.md:573
+/// @brief Causal linear attention with decay γ as the attention of each head of a
+/// layer, for chapter 4's layer and chapter 16's model and training loop.
+struct CausalLinearAttention {
+    double gamma = 1.0;  ///< the decay γ in (0, 1]
+    /// @brief One head's weights. @param Q n×d_k; @param K n×d_k @return n×n
+    template <class T>
+    xt::xtensor<T, 2> weights(const xt::xtensor<T, 2>& Q,
+                              const xt::xtensor<T, 2>& K) const
+    {
+        return linear_attention_weights(Q, K, true, gamma);
     }
-    f.output = detail::matmul(f.concat, layer.W_o);  // n×d_model
-    return f;
-}
-
-/// @brief Backward pass of linear_layer_forward: the gradients of the layer's four
-/// weight matrices and of its input X (n×d_model), given dY = ∂L/∂output.
-template <class T>
-AttentionLayerGradients<T> linear_layer_backward(const AttentionLayer<T>& layer,
-                                                 const xt::xtensor<T, 2>& X,
-                                                 const AttentionLayerForward<T>& f,
-                                                 const xt::xtensor<T, 2>& dY,
-                                                 double gamma = 1.0)
-{
-    using detail::matmul, detail::transposed;
-    const std::size_t h = layer.heads, d_k = X.shape(1) / h;
-    AttentionLayerGradients<T> grad;
-    grad.dW_o = matmul(transposed(f.concat), dY);                          // d×d
-    const xt::xtensor<T, 2> d_concat = matmul(dY, transposed(layer.W_o));  // n×d
-    xt::xtensor<T, 2> dQ = xt::zeros<T>(f.Q.shape()), dK = xt::zeros<T>(f.K.shape()),
-                      dV = xt::zeros<T>(f.V.shape());
-    for (std::size_t head = 0; head < h; ++head) {
-        const AttentionGradients<T> g = linear_attention_backward<T>(
-            head_columns(f.Q, head, d_k), head_columns(f.K, head, d_k),
-            head_columns(f.V, head, d_k), head_columns(d_concat, head, d_k), true,
-            gamma);
-        set_head_columns(dQ, head, d_k, g.dQ);
-        set_head_columns(dK, head, d_k, g.dK);
-        set_head_columns(dV, head, d_k, g.dV);
+    /// @brief Backward pass of O = weights(Q, K)·V for one head (P is not needed).
+    template <class T>
+    AttentionGradients<T> backward(const xt::xtensor<T, 2>& Q,
+                                   const xt::xtensor<T, 2>& K,
+                                   const xt::xtensor<T, 2>& V, const xt::xtensor<T, 2>&,
+                                   const xt::xtensor<T, 2>& dO) const
+    {
+        return linear_attention_backward(Q, K, V, dO, true, gamma);
     }
-    const xt::xtensor<T, 2> X_t = transposed(X);  // d_model×n
-    grad.dW_q = matmul(X_t, dQ);
-    grad.dW_k = matmul(X_t, dK);
-    grad.dW_v = matmul(X_t, dV);
-    grad.dX = matmul(dQ, transposed(layer.W_q)) + matmul(dK, transposed(layer.W_k)) +
-              matmul(dV, transposed(layer.W_v));
-    return grad;
-}
+};
 
-// ⟨Run the linear model forward and backward⟩ 19-linear-attention.md:639
+// ⟨Run and train the linear model⟩ 19-linear-attention.md:602
 /// @brief Chapter 16's causal model with linear attention (decay γ) in every head, on
 /// a prefix of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
 template <class T>
@@ -437,44 +399,9 @@ TinyModelForward<T> linear_model_forward(const TinyModel<T>& model,
                                          const std::vector<std::size_t>& tokens,
                                          double gamma = 1.0)
 {
-    TinyModelForward<T> f;
-    f.residual.push_back(embed_tokens(model, tokens));
-    for (const AttentionLayer<T>& layer : model.layers) {
-        f.layers.push_back(linear_layer_forward(layer, f.residual.back(), gamma));
-        f.residual.push_back(f.residual.back() + f.layers.back().output);  // X_{l+1}
-    }
-    f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
-    return f;
+    return causal_model_forward(model, tokens, CausalLinearAttention{gamma});
 }
 
-/// @brief Add the gradient of one sequence's loss (d_logits, n×vocab) to `grad`.
-template <class T>
-void linear_model_backward(const TinyModel<T>& model,
-                           const std::vector<std::size_t>& tokens,
-                           const TinyModelForward<T>& f,
-                           const xt::xtensor<T, 2>& d_logits, TinyModel<T>& grad,
-                           double gamma = 1.0)
-{
-    using detail::matmul, detail::transposed;
-    grad.W_out += matmul(transposed(f.residual.back()), d_logits);  // d_model×vocab
-    xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));  // n×d_model
-    for (std::size_t l = model.layers.size(); l-- > 0;) {
-        const AttentionLayerGradients<T> g =
-            linear_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX,
-                                  gamma);
-        grad.layers[l].W_q += g.dW_q;
-        grad.layers[l].W_k += g.dW_k;
-        grad.layers[l].W_v += g.dW_v;
-        grad.layers[l].W_o += g.dW_o;
-        dX += g.dX;  // the residual path plus the path through the layer
-    }
-    for (std::size_t i = 0; i < tokens.size(); ++i) {
-        xt::row(grad.token_embedding, tokens[i]) += xt::row(dX, i);
-        xt::row(grad.position_embedding, i) += xt::row(dX, i);
-    }
-}
-
-// ⟨Train the linear model on next tokens⟩ 19-linear-attention.md:685
 /// @brief Train `model`, run with linear attention (decay γ), on chapter 16's reversal
 /// task with Adam, exactly as train_causal_reversal trains it with softmax attention.
 /// @return the mean loss per scored token and the accuracy on each recorded batch
@@ -485,42 +412,11 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                                  std::mt19937_64& rng,
                                                  double gamma = 1.0)
 {
-    const std::size_t k = task.letters, n = task.context(), vocab = model.shape.vocab;
-    if (model.shape.n < n || vocab != task.vocab())
-        throw std::invalid_argument(
-            "train_linear_reversal: the model does not fit the task");
-    Adam<T> adam(model, config.learning_rate);
-    const T weight = T(1) / T(config.batch * k);  // the mean over the scored tokens
-    std::vector<TrainingPoint> curve;
-    for (std::size_t step = 0; step < config.steps; ++step) {
-        TinyModel<T> grad = zero_model<T>(model.shape);
-        double loss = 0;
-        std::size_t correct = 0;
-        for (std::size_t b = 0; b < config.batch; ++b) {
-            const std::vector<std::size_t> sequence = reversal_sequence(task, rng);
-            const std::vector<std::size_t> inputs(sequence.begin(),
-                                                  sequence.begin() + n);
-            const std::vector<std::size_t> targets(sequence.begin() + k + 1,
-                                                   sequence.end());
-            const TinyModelForward<T> f = linear_model_forward(model, inputs, gamma);
-            const xt::xtensor<T, 2> scored_logits =  // k×vocab, after the separator
-                xt::view(f.logits, xt::range(k, n), xt::all());
-            const SequenceLoss<T> scored = cross_entropy(scored_logits, targets);
-            xt::xtensor<T, 2> d_logits = xt::zeros<T>({n, vocab});  // n×vocab
-            xt::view(d_logits, xt::range(k, n), xt::all()) = scored.d_logits * weight;
-            linear_model_backward(model, inputs, f, d_logits, grad, gamma);
-            loss += scored.loss;
-            correct += scored.correct;
-        }
-        if (step % config.record_every == 0 || step + 1 == config.steps)
-            curve.push_back({step, loss / double(config.batch * k),
-                             double(correct) / double(config.batch * k)});
-        adam.step(model, grad);
-    }
-    return curve;
+    return train_causal_reversal(model, task, config, rng, [](TinyModel<T>&) {},
+                                 CausalLinearAttention{gamma});
 }
 
-// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1294
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1151
 /// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
 /// LinearAttentionState per layer and head instead of a KV cache: its memory does not
 /// grow with the tokens read. The model must outlive the decoder.
@@ -540,31 +436,12 @@ public:
     /// @brief Read one token at the next position; return the next token's logits.
     xt::xtensor<T, 1> step(std::size_t token)
     {
-        const TinyModelShape& s = model_->shape;
-        const std::size_t p = states_[0][0].tokens(), d_k = s.d_model / s.heads;
-        if (p >= s.n)
-            throw std::invalid_argument("LinearDecoder::step: the model has positions "
-                                        "for " + std::to_string(s.n) + " tokens only");
-        if (token >= s.vocab)
-            throw std::invalid_argument("LinearDecoder::step: token id out of range");
-        xt::xtensor<T, 1> x = xt::row(model_->token_embedding, token) +
-                              xt::row(model_->position_embedding, p);  // d_model
-        for (std::size_t l = 0; l < s.layers; ++l) {
-            const AttentionLayer<T>& layer = model_->layers[l];
-            const xt::xtensor<T, 1> q = detail::row_times(x.data(), layer.W_q);
-            const xt::xtensor<T, 1> k = detail::row_times(x.data(), layer.W_k);
-            const xt::xtensor<T, 1> v = detail::row_times(x.data(), layer.W_v);
-            xt::xtensor<T, 1> concat = xt::zeros<T>({s.d_model});  // the heads' outputs
-            for (std::size_t head = 0; head < s.heads; ++head) {
-                using detail::row_block;
-                const xt::xtensor<T, 1> o = states_[l][head].step(
-                    row_block(q, head, d_k), row_block(k, head, d_k),
-                    row_block(v, head, d_k));
-                xt::view(concat, xt::range(head * d_k, (head + 1) * d_k)) = o;
-            }
-            x += detail::row_times(concat.data(), layer.W_o);  // residual
-        }
-        return detail::row_times(x.data(), model_->W_out);  // vocab
+        using Row = xt::xtensor<T, 1>;
+        return decode_token(*model_, token, states_[0][0].tokens(),
+                            [&](std::size_t l, std::size_t head, const Row& q,
+                                const Row& k, const Row& v) {
+                                return states_[l][head].step(q, k, v);
+                            });
     }
 
     /// Bytes held by every state: the same after any number of tokens.

@@ -106,14 +106,10 @@ PositionModel<T> init_position_model(const PositionModelShape& shape,
 {
     PositionModel<T> model = zero_position_model<T>(shape);
     const std::size_t d = shape.d_model;
-    const double init = 1.0 / std::sqrt(double(d));
     model.token_embedding = random_normal<T>(shape.vocab, d, 1.0, rng);
     if (shape.scheme == PositionScheme::learned)
         model.position_embedding = random_normal<T>(shape.max_n, d, 1.0, rng);
-    for (AttentionLayer<T>& layer : model.layers)
-        for (xt::xtensor<T, 2>* W : {&layer.W_q, &layer.W_k, &layer.W_v, &layer.W_o})
-            *W = random_normal<T>(d, d, init, rng);
-    model.W_out = random_normal<T>(d, shape.vocab, init, rng);
+    init_layers_and_output<T>(model, rng);  // chapter 4's
     return model;
 }
 
@@ -133,7 +129,7 @@ auto position_model_parameters(Model& model)
     return list;
 }
 
-// ⟨Embed the tokens and their positions⟩ 15-positions.md:930
+// ⟨Embed the tokens and their positions⟩ 15-positions.md:926
 /// @brief The first layer's input: token embeddings, plus positions if absolute.
 /// @param tokens n token ids
 /// @return X_0, n×d_model
@@ -159,7 +155,7 @@ xt::xtensor<T, 2> embed_positions(const PositionModel<T>& model,
     return X;
 }
 
-// ⟨Find the bias of a head⟩ 15-positions.md:962
+// ⟨Find the bias of a head⟩ 15-positions.md:958
 /// @brief The bias head h of layer l adds to its scores over n positions (or zeros).
 /// @return n×n
 template <class T>
@@ -177,7 +173,7 @@ xt::xtensor<T, 2> score_bias(const PositionModel<T>& model, std::size_t l,
     return xt::zeros<T>({n, n});
 }
 
-// ⟨Run a position layer forward⟩ 15-positions.md:981
+// ⟨Run a position layer forward⟩ 15-positions.md:977
 /// @brief Causal multi-head self-attention with the model's position scheme.
 /// @param X the layer's input, n×d_model
 /// @return the output with what the backward pass needs (Q and K as rotated, if RoPE)
@@ -214,7 +210,7 @@ AttentionLayerForward<T> position_layer_forward(const PositionModel<T>& model,
     return f;
 }
 
-// ⟨Run the position model forward⟩ 15-positions.md:1023
+// ⟨Run the position model forward⟩ 15-positions.md:1019
 /// @brief Everything the model computed on one sequence (chapter 4's record).
 template <class T>
 using PositionModelForward = TinyModelForward<T>;
@@ -231,7 +227,7 @@ PositionModelForward<T> position_model_forward(const PositionModel<T>& model,
                             model.W_out, layer_forward);
 }
 
-// ⟨Backpropagate through a position layer⟩ 15-positions.md:1085
+// ⟨Backpropagate through a position layer⟩ 15-positions.md:1081
 /// @brief Backward pass of position_layer_forward: add the gradients of layer l's
 /// weights (and T5 biases) to `grad`; return the gradient of its input X, n×d_model.
 /// @param dY the gradient of the loss with respect to the layer's output, n×d_model
@@ -255,7 +251,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
                                                         head_columns(f.K, head, d_k), v,
                                                         f.weights[head], d_o);
         if (model.shape.scheme == PositionScheme::t5_bias)
-            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1132
+            // ⟨Collect the gradient of the T5 biases⟩ 15-positions.md:1128
             {
                 const xt::xtensor<T, 2> dP = matmul(d_o, transposed(v));                  // n×n
                 const xt::xtensor<T, 2> dS = softmax_rows_backward(f.weights[head], dP);  // n×n
@@ -283,7 +279,7 @@ xt::xtensor<T, 2> position_layer_backward(const PositionModel<T>& model, std::si
     return dX;
 }
 
-// ⟨Run the position model backward⟩ 15-positions.md:1144
+// ⟨Run the position model backward⟩ 15-positions.md:1140
 /// @brief Add the gradient of the loss of one sequence to `grad` (a model-shaped sum).
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
 template <class T>
@@ -304,7 +300,7 @@ void position_model_backward(const PositionModel<T>& model,
     }
 }
 
-// ⟨Make the task examples⟩ 15-positions.md:1183
+// ⟨Make the task examples⟩ 15-positions.md:1179
 /// @brief "No target here": positions the loss and the accuracy skip.
 constexpr std::size_t no_target = std::numeric_limits<std::size_t>::max();
 
@@ -364,7 +360,7 @@ inline TaskExample last_marker_example(std::size_t n, std::size_t vocab,
     return example;
 }
 
-// ⟨Score the predictions where there is a target⟩ 15-positions.md:1246
+// ⟨Score the predictions where there is a target⟩ 15-positions.md:1242
 /// @brief Cross-entropy over the positions that have a target, with its gradient.
 template <class T>
 struct TaskLoss {
@@ -401,7 +397,7 @@ TaskLoss<T> task_loss(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Train a position model⟩ 15-positions.md:1291
+// ⟨Train a position model⟩ 15-positions.md:1287
 /// @brief How to train: the length, steps, batch size and Adam's learning rate.
 struct PositionTraining {
     std::size_t n = 16, steps = 800, batch = 16;
@@ -452,7 +448,7 @@ double train_position_model(PositionModel<T>& model, const PositionTask& task,
     return late_count > 0 ? late_loss / late_count : 0.0;
 }
 
-// ⟨Measure the accuracy at a length⟩ 15-positions.md:1346
+// ⟨Measure the accuracy at a length⟩ 15-positions.md:1342
 /// @brief Fraction of the positions with a target that the model gets right, over
 /// `count` fresh sequences of n tokens.
 template <class T>
@@ -470,7 +466,7 @@ double position_accuracy(const PositionModel<T>& model, const PositionTask& task
     return counted ? double(correct) / double(counted) : 0.0;
 }
 
-// ⟨Measure the attention on the source⟩ 15-positions.md:1373
+// ⟨Measure the attention on the source⟩ 15-positions.md:1369
 /// @brief How sharply a model attends to each target's source.
 struct SourceAttention {
     double source = 0;  ///< weight on the source key, in the head that gives it most

@@ -27,7 +27,7 @@
 
 namespace attn {
 
-// ⟨Describe the tiny model⟩ 04-learning-attention.md:520
+// ⟨Describe the tiny model⟩ 04-learning-attention.md:558
 /// @brief The sizes of the tiny attention-only model.
 struct TinyModelShape {
     std::size_t vocab = 26;    ///< number of token ids (the letters a–z)
@@ -48,7 +48,7 @@ struct TinyModel {
     xt::xtensor<T, 2> W_out;                 ///< d_model×vocab
 };
 
-// ⟨Create the model⟩ 04-learning-attention.md:547
+// ⟨Create the model⟩ 04-learning-attention.md:585
 /// @brief A model of the given shape with every
 /// parameter zero (a container for gradients).
 template <class T>
@@ -69,23 +69,31 @@ TinyModel<T> zero_model(const TinyModelShape& shape)
     return model;
 }
 
+/// @brief Draw every layer's W_q, W_k, W_v, W_o, then W_out, from N(0, 1/d_model), for
+/// any model with `layers` and `W_out` (d_model×vocab).
+template <class T, class Model>
+void init_layers_and_output(Model& model, std::mt19937_64& rng)
+{
+    const std::size_t d = model.W_out.shape(0), vocab = model.W_out.shape(1);
+    const double init = 1.0 / std::sqrt(double(d));
+    for (AttentionLayer<T>& layer : model.layers)
+        for (xt::xtensor<T, 2>* W : {&layer.W_q, &layer.W_k, &layer.W_v, &layer.W_o})
+            *W = random_normal<T>(d, d, init, rng);
+    model.W_out = random_normal<T>(d, vocab, init, rng);
+}
+
 /// @brief A model with N(0, 1) embeddings and N(0, 1/d_model) weight matrices.
 template <class T>
 TinyModel<T> init_tiny_model(const TinyModelShape& shape, std::mt19937_64& rng)
 {
     TinyModel<T> model = zero_model<T>(shape);
-    const std::size_t d = shape.d_model;
-    const double init = 1.0 / std::sqrt(double(d));
-    model.token_embedding = random_normal<T>(shape.vocab, d, 1.0, rng);
-    model.position_embedding = random_normal<T>(shape.n, d, 1.0, rng);
-    for (AttentionLayer<T>& layer : model.layers)
-        for (xt::xtensor<T, 2>* W : {&layer.W_q, &layer.W_k, &layer.W_v, &layer.W_o})
-            *W = random_normal<T>(d, d, init, rng);
-    model.W_out = random_normal<T>(d, shape.vocab, init, rng);
+    model.token_embedding = random_normal<T>(shape.vocab, shape.d_model, 1.0, rng);
+    model.position_embedding = random_normal<T>(shape.n, shape.d_model, 1.0, rng);
+    init_layers_and_output<T>(model, rng);
     return model;
 }
 
-// ⟨List the parameters by name⟩ 04-learning-attention.md:589
+// ⟨List the parameters by name⟩ 04-learning-attention.md:635
 /// @brief Every parameter matrix of `model` with its
 /// name, in a fixed order (pointers into the model).
 template <class Model>
@@ -107,7 +115,7 @@ auto parameters(Model& model)
     return list;
 }
 
-// ⟨Record the model's forward pass⟩ 04-learning-attention.md:615
+// ⟨Record the model's forward pass⟩ 04-learning-attention.md:661
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct TinyModelForward {
@@ -116,7 +124,7 @@ struct TinyModelForward {
     xt::xtensor<T, 2> logits;                       ///< n×vocab
 };
 
-// ⟨Run the layers on the residual stream⟩ 04-learning-attention.md:654
+// ⟨Run the layers on the residual stream⟩ 04-learning-attention.md:700
 /// @brief Run `layers` layers on the residual stream from X_0, then project
 /// the last residual to logits: X_{l+1} = X_l + layer_forward(l, X_l).output.
 /// @param X_0 the embedded tokens, n×d_model; @param W_out d_model×vocab
@@ -138,7 +146,7 @@ TinyModelForward<T> residual_forward(xt::xtensor<T, 2> X_0, std::size_t layers,
     return f;
 }
 
-// ⟨Run the model forward⟩ 04-learning-attention.md:625
+// ⟨Run the model forward⟩ 04-learning-attention.md:671
 /// @brief Run the model on one sequence of n token ids.
 /// @return the logits (n×vocab) with every intermediate value
 template <class T>
@@ -162,7 +170,7 @@ TinyModelForward<T> model_forward(const TinyModel<T>& model,
                             });
 }
 
-// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:684
+// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:730
 /// @brief Cross-entropy of one sequence: its loss,
 /// how many positions are right, and d loss/d logits.
 template <class T>
@@ -197,23 +205,24 @@ SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Run the model backward⟩ 04-learning-attention.md:729
+// ⟨Run the model backward⟩ 04-learning-attention.md:775
 /// @brief Add the gradient of the loss of one
 /// sequence to `grad` (a model-shaped accumulator).
 /// @param f        what model_forward computed on `tokens`
 /// @param d_logits the gradient of the loss with respect to the logits, n×vocab
-template <class T>
+/// @param attention what each head computed, as in the forward pass
+template <class T, class Attention = SoftmaxAttention>
 void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& tokens,
                     const TinyModelForward<T>& f, const xt::xtensor<T, 2>& d_logits,
-                    TinyModel<T>& grad)
+                    TinyModel<T>& grad, const Attention& attention = {})
 {
     using detail::matmul, detail::transposed;
     grad.W_out += matmul(transposed(f.residual.back()), d_logits);  // d_model×vocab
     // n×d_model, gradient of X_L
     xt::xtensor<T, 2> dX = matmul(d_logits, transposed(model.W_out));
     for (std::size_t l = model.layers.size(); l-- > 0;) {
-        const AttentionLayerGradients<T> g =
-            attention_layer_backward(model.layers[l], f.residual[l], f.layers[l], dX);
+        const AttentionLayerGradients<T> g = attention_layer_backward(
+            model.layers[l], f.residual[l], f.layers[l], dX, attention);
         grad.layers[l].W_q += g.dW_q;
         grad.layers[l].W_k += g.dW_k;
         grad.layers[l].W_v += g.dW_v;
@@ -226,7 +235,7 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:937
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:984
 /// @brief The Adam optimiser (Kingma & Ba 2015,
 /// Algorithm 1) over every parameter of a TinyModel.
 template <class T>
@@ -269,7 +278,7 @@ private:
     std::size_t t_ = 0;   // steps taken
 };
 
-// ⟨Make reversal examples⟩ 04-learning-attention.md:856
+// ⟨Make reversal examples⟩ 04-learning-attention.md:903
 /// @brief One example of the reversal task:
 /// tokens and the targets (the tokens reversed).
 struct ReversalExample {
@@ -297,7 +306,7 @@ inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
     return keys;
 }
 
-// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:888
+// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:935
 /// @brief The token ids of a lower-case word: 'a' → 0, …, 'z' → 25.
 inline std::vector<std::size_t> letter_tokens(const std::string& word)
 {
@@ -319,7 +328,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:991
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:1038
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -371,7 +380,7 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model,
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:1048
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:1095
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -400,7 +409,7 @@ Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count,
             double(perfect) / double(count)};
 }
 
-// ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:763
+// ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:810
 /// @brief Check model_backward against central differences of the
 /// cross-entropy of one example, for every parameter matrix.
 /// @param model a copy (it is perturbed)
@@ -428,7 +437,7 @@ inline GradientErrors check_model_gradients(TinyModel<double> model,
     return errors;
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1083
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1130
 /// @brief Attention weights of every head of every
 /// layer on one sequence: [layer][head], each n×n.
 template <class T>
@@ -443,7 +452,7 @@ std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1102
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1149
 /// @brief For each [layer][head], the fraction of queries whose largest
 /// weight is on ideal_keys[i], over `count` fresh reversal examples.
 template <class T>
@@ -469,7 +478,7 @@ std::vector<std::vector<double>> ideal_key_agreement(
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:1136
+// ⟨Save and load the model⟩ 04-learning-attention.md:1183
 /// @brief Write `model` as text: a header, the
 /// shape, then every parameter matrix by name.
 template <class T>
@@ -523,7 +532,7 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1194
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1241
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;
