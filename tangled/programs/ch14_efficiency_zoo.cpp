@@ -1,5 +1,7 @@
 // Generated from chapters/14-efficiency-zoo.md by tools/tangle.py; edit the chapter, not this file.
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <cmath>
 #include <cstddef>
 #include <fstream>
@@ -10,8 +12,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include <xtensor-blas/xlinalg.hpp>
+
+#include "attn/long_range.hpp"
 #include "attn/measure.hpp"
 #include "attn/plot.hpp"
 #include "attn/program.hpp"
@@ -20,7 +26,218 @@
 
 namespace {
 
-// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:504
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1648
+/// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
+/// [0.01, 10⁴), "0" for zero and "–" for NaN.
+std::string scientific_cell(double x)
+{
+    if (std::isnan(x)) return "–";
+    if (x == 0 || (std::abs(x) >= 0.01 && std::abs(x) < 1e4))
+        return attn::format_number(x, 3);
+    const int exponent = int(std::floor(std::log10(std::abs(x))));
+    static const char* const superscript[] = {"⁰", "¹", "²", "³", "⁴",
+                                              "⁵", "⁶", "⁷", "⁸", "⁹"};
+    std::string power = exponent < 0 ? "⁻" : "";
+    for (char digit : std::to_string(std::abs(exponent)))
+        power += superscript[digit - '0'];
+    return attn::format_number(x / std::pow(10.0, exponent), 2) + "×10" + power;
+}
+
+/// An accuracy as a percentage with one decimal, or "–" (not measured).
+std::string percent_cell(double accuracy)
+{
+    return std::isnan(accuracy) ? "–" : attn::format_number(100 * accuracy, 3) + " %";
+}
+
+/// A plain number with three significant digits, or "–".
+std::string number_cell(double x)
+{
+    return std::isnan(x) ? "–" : attn::format_number(x, 3);
+}
+
+/// The mechanism's name without its chapter: "sliding window (ch. 6)" → "sliding window".
+std::string short_name(const std::string& name)
+{
+    return name.substr(0, name.find(" (ch."));
+}
+
+/// A results key for a mechanism: "Performer, causal (ch. 11)" → "performer_causal".
+std::string result_key(const std::string& name)
+{
+    std::string key;
+    for (char c : short_name(name)) {
+        if (std::isalnum(static_cast<unsigned char>(c)))
+            key += char(std::tolower(static_cast<unsigned char>(c)));
+        else if (!key.empty() && key.back() != '_')
+            key += '_';
+    }
+    while (!key.empty() && key.back() == '_') key.pop_back();
+    return key;
+}
+
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1701
+/// One named point of a scatter figure.
+struct LabelledPoint {
+    std::string name;
+    double x, y;
+};
+
+/// Draw groups of named points (each group one symbol, in the key), every point's
+/// name beside it, and a dashed line at y = `chance` unless it is NaN.
+void labelled_points(
+    const std::filesystem::path& path,
+    const std::vector<std::pair<std::string, std::vector<LabelledPoint>>>& groups,
+    const attn::plot::LinePlotStyle& style, double chance = NAN)
+{
+    std::vector<attn::Series> series;
+    for (const auto& [title, points] : groups) {
+        attn::Series s{title, {}, {}, "points"};
+        for (const LabelledPoint& p : points) s.x.push_back(p.x), s.y.push_back(p.y);
+        series.push_back(s);
+    }
+    attn::plot::write_series_tsv(path, series);
+    attn::plot::Figure figure(path, attn::plot::svg_terminal(720, 560));
+    figure << "set xlabel " << attn::plot::quote(style.x_label) << "\nset ylabel "
+           << attn::plot::quote(style.y_label) << "\nset key " << style.key << "\n";
+    if (style.log_x) figure << "set logscale x\nset format x '%g'\n";
+    if (style.log_y) figure << "set logscale y\nset format y '%g'\n";
+    if (!std::isnan(style.y_min) && !std::isnan(style.y_max))
+        figure << "set yrange [" << style.y_min << ":" << style.y_max << "]\n";
+    for (std::size_t g = 0; g < groups.size(); ++g)
+        for (std::size_t p = 0; p < groups[g].second.size(); ++p) {
+            const LabelledPoint& point = groups[g].second[p];
+            figure << "set label " << attn::plot::quote(point.name) << " at "
+                   << point.x << "," << point.y << " offset 0.8," << (p % 2 ? -0.6 : 0.6)
+                   << " font ',13' textcolor ls " << g + 1 << "\n";
+        }
+    figure << "plot ";
+    for (std::size_t s = 0; s < series.size(); ++s)
+        figure << (s ? ", " : "") << "'-' using 1:2 with points linestyle " << s + 1
+               << " pointsize 1.5 title " << attn::plot::quote(series[s].label);
+    if (!std::isnan(chance))
+        figure << ", " << chance << " with lines dashtype 2 lc rgb 'gray40' title 'chance'";
+    figure << "\n";
+    for (const attn::Series& s : series) {
+        std::vector<std::pair<double, double>> points;
+        for (std::size_t i = 0; i < s.x.size(); ++i) points.emplace_back(s.x[i], s.y[i]);
+        figure.send(points);
+    }
+}
+
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:972
+/// The parameters in words, with the Reformer's bucket count at length n.
+std::string describe(const attn::ZooParameters& p, std::size_t n)
+{
+    auto number = [](std::size_t x) { return attn::format_number(double(x)); };
+    return "window " + number(p.window) + " (sliding window), stride " +
+           number(p.stride) + " and " + number(p.summary) +
+           " summary columns (Sparse Transformer), one-sided window " +
+           number(p.one_sided) + " with token 0 global (Longformer), blocks of " +
+           number(p.block) + " with " + number(p.random_blocks) +
+           " random blocks (BigBird), k = " + number(p.projected) +
+           " (Linformer), r = " + number(p.features) +
+           " orthogonal random features (Performer), chunks of " + number(p.chunk) +
+           ", b = n/32 buckets (" + number(attn::reformer_buckets(n)) + " at n = " +
+           number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
+}
+
+// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1499
+/// n rows in d_k dimensions, each pointing near one of `topics` random directions
+/// (noise of relative size `spread`), of length sharpness·√d_k (chapter 12).
+xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
+                                       std::size_t topics, double spread,
+                                       double sharpness, std::mt19937_64& rng)
+{
+    const double length = sharpness * std::sqrt(double(d_k));
+    const xt::xtensor<double, 2> centres =
+        attn::random_normal<double>(topics, d_k, 1.0, rng);  // topics×d_k
+    // n×d_k
+    const xt::xtensor<double, 2> noise = attn::random_normal<double>(n, d_k, 1.0, rng);
+    std::uniform_int_distribution<std::size_t> pick(0, topics - 1);
+    xt::xtensor<float, 2> QK = xt::zeros<float>({n, d_k});  // n×d_k
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t t = pick(rng);
+        std::vector<double> row(d_k);
+        double norm_sq = 0, centre_sq = 0;
+        for (std::size_t c = 0; c < d_k; ++c) centre_sq += centres(t, c) * centres(t, c);
+        for (std::size_t c = 0; c < d_k; ++c) {
+            row[c] = centres(t, c) / std::sqrt(centre_sq) +
+                     spread * noise(i, c) / std::sqrt(double(d_k));
+            norm_sq += row[c] * row[c];
+        }
+        for (std::size_t c = 0; c < d_k; ++c)
+            QK(i, c) = float(length * row[c] / std::sqrt(norm_sq));
+    }
+    return QK;
+}
+
+/// Q, K and V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
+attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
+{
+    const xt::xtensor<float, 2> QK = tokens_in_topics(n, d, 32, 0.3, 6.0, rng);
+    return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
+}
+
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1539
+/// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
+std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
+                                          std::mt19937_64& rng)
+{
+    const attn::RecallExample example = attn::recall_example(model.shape.n, far, rng);
+    const attn::AttentionLayerForward<float> f =
+        attn::model_forward(model, example.tokens).layers[0];
+    const std::size_t d_k = model.shape.d_model / model.shape.heads;
+    std::vector<attn::ZooInputs> heads;
+    for (std::size_t h = 0; h < model.shape.heads; ++h)
+        heads.push_back({attn::head_columns(f.Q, h, d_k), attn::head_columns(f.K, h, d_k),
+                         attn::head_columns(f.V, h, d_k)});
+    return heads;
+}
+
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1560
+/// Output error, missed mass and weight error of one mechanism, averaged over inputs.
+struct Miss {
+    double output_error = 0, missed_mass = 0, weight_error = 0;
+};
+
+Miss measure_miss(const attn::Mechanism& mechanism,
+                  const std::vector<attn::ZooInputs>& inputs)
+{
+    Miss miss;
+    for (const attn::ZooInputs& in : inputs) {
+        const std::size_t n = in.Q.shape(0);
+        const xt::xtensor<float, 2> exact =
+            mechanism.exact == attn::Exact::causal
+                ? attn::attention_weights(in.Q, in.K, attn::causal_mask(n))
+                : attn::attention_weights(in.Q, in.K);               // n×n
+        const xt::xtensor<float, 2> approx = mechanism.weights(in.Q, in.K);  // n×n
+        const xt::xtensor<float, 2> O = xt::linalg::dot(approx, in.V),       // n×d_v
+            O_exact = xt::linalg::dot(exact, in.V);
+        const attn::WeightMiss w = attn::weight_miss(approx, exact);
+        miss.output_error += attn::relative_error(O, O_exact) / double(inputs.size());
+        miss.missed_mass += w.missed_mass / double(inputs.size());
+        miss.weight_error += w.weight_error / double(inputs.size());
+    }
+    return miss;
+}
+
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1392
+/// What one mechanism did on one task (NaN: not done).
+struct TaskRun {
+    bool far;
+    std::size_t mechanism;
+    double trained = NAN, swapped = NAN, train_seconds = NAN, train_mib = NAN;
+};
+
+/// Whether chapter 4's backward pass is the mechanism's: its weights are a softmax
+/// over a set of keys (exact attention, the patterns, the Reformer's buckets).
+bool trainable(const attn::Mechanism& mechanism)
+{
+    return mechanism.family == "exact" || mechanism.family == "pattern" ||
+           mechanism.family == "hashing";
+}
+
+// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:605
 /// The slope of time (or memory) over the curve's five largest lengths; none if fewer.
 std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool memory)
 {
@@ -34,7 +251,7 @@ std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool mem
 std::string legend(const std::string& name, const attn::Series& s,
                    const std::optional<attn::SlopeFit>& fit, double n_max)
 {
-    std::string label = name;
+    std::string label = short_name(name);
     if (fit) label += ", slope " + fit->text();
     if (!s.x.empty() && s.x.back() < n_max)
         label += ", to n = " + attn::format_number(s.x.back());
@@ -50,7 +267,7 @@ attn::Series error_series(const std::map<std::size_t, double>& error)
     return s;
 }
 
-// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:681
+// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:782
 /// The wall seconds (or peak MiB) of `curve` at length n; NaN if not measured there.
 double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 {
@@ -64,7 +281,7 @@ double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 std::string ratio_cell(double numerator, double denominator)
 {
     const double r = numerator / denominator;
-    return std::isfinite(r) && r > 0 ? attn::format_number(r, 2) + "×" : "–";
+    return std::isfinite(r) && r > 0 ? scientific_cell(r) + "×" : "–";
 }
 
 }  // namespace
@@ -72,20 +289,157 @@ std::string ratio_cell(double numerator, double denominator)
 int main(int argc, char** argv)
 {
     return attn::run_program(argc, argv, "ch14",
-                             "every mechanism of the book on the same inputs",
+                             "every mechanism of the book: cost, misses, long range",
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:373
+        std::vector<attn::TinyModel<float>> dense_models;  // far, near
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1358
+        const std::size_t n_task = options.quick ? 64 : 256;
+        const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
+        const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
+        attn::TrainingConfig config;
+        config.steps = options.quick ? 30 : 200;
+        config.batch = 8;
+        const std::size_t test_sequences = options.quick ? 40 : 250;
+        std::vector<TaskRun> runs;
+        for (const bool far : {true, false})
+            for (std::size_t z = 0; z < small_zoo.size(); ++z) {
+                TaskRun run{far, z};
+                if (trainable(small_zoo[z]) && small_zoo[z].name != "flash (ch. 13)") {
+                    std::mt19937_64 task_rng(options.seed + far);  // the same for every mechanism
+                    attn::TinyModel<float> model = attn::recall_model(n_task, task_rng);
+                    const double start = attn::wall_seconds();
+                    run.train_mib = double(attn::peak_memory_bytes([&] {
+                                        attn::train_recall(model, far, small_zoo[z].weights,
+                                                           config, task_rng);
+                                        return 0;
+                                    })) / (1 << 20);
+                    run.train_seconds = attn::wall_seconds() - start;
+                    std::mt19937_64 test_rng(options.seed + 100 + far);
+                    run.trained = attn::recall_accuracy(model, far, small_zoo[z].weights,
+                                                        test_sequences, test_rng);
+                    if (z == 0) dense_models.push_back(model);  // dense attention: the baseline
+                }
+                runs.push_back(run);
+            }
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1413
+        for (TaskRun& run : runs) {
+            std::mt19937_64 test_rng(options.seed + 100 + run.far);
+            run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
+                                                small_zoo[run.mechanism].weights,
+                                                test_sequences, test_rng);
+        }
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1422
+        {
+            auto runs_of = [&](std::size_t z) {
+                std::array<const TaskRun*, 2> found{};  // far, near
+                for (const TaskRun& run : runs)
+                    if (run.mechanism == z) found[run.far ? 0 : 1] = &run;
+                return found;
+            };
+            std::ofstream accuracy(out / "recall_accuracy.mdtable"),
+                cost(out / "recall_cost.mdtable");
+            accuracy << "| mechanism | trained, far | trained, near | in the dense model, far "
+                        "| in the dense model, near |\n|:--|--:|--:|--:|--:|\n";
+            cost << "| mechanism | training s, far | training s, near | training MiB, far "
+                    "| training MiB, near |\n|:--|--:|--:|--:|--:|\n";
+            for (std::size_t z = 0; z < small_zoo.size(); ++z) {
+                const auto [far, near] = runs_of(z);
+                accuracy << "| " << small_zoo[z].name << " | " << percent_cell(far->trained)
+                         << " | " << percent_cell(near->trained) << " | "
+                         << percent_cell(far->swapped) << " | " << percent_cell(near->swapped)
+                         << " |\n";
+                cost << "| " << small_zoo[z].name << " | " << number_cell(far->train_seconds)
+                     << " | " << number_cell(near->train_seconds) << " | "
+                     << number_cell(far->train_mib) << " | " << number_cell(near->train_mib)
+                     << " |\n";
+                for (const TaskRun* run : {far, near}) {
+                    const std::string task = run->far ? "far" : "near",
+                                      name = result_key(small_zoo[z].name);
+                    results.add("accuracy_trained_" + task + "_" + name, run->trained);
+                    results.add("accuracy_in_dense_model_" + task + "_" + name, run->swapped);
+                    results.add("train_seconds_" + task + "_" + name, run->train_seconds);
+                }
+            }
+        }
+        // ⟨Draw accuracy against training time⟩ 14-efficiency-zoo.md:1457
+        {
+            std::vector<LabelledPoint> far_points, near_points;
+            for (const TaskRun& run : runs) {
+                if (std::isnan(run.trained)) continue;
+                (run.far ? far_points : near_points)
+                    .push_back({short_name(small_zoo[run.mechanism].name), run.train_seconds,
+                                run.trained});
+            }
+            attn::plot::LinePlotStyle style{"", "training time (s, one thread)",
+                                            "accuracy on fresh sequences"};
+            style.log_x = true;
+            style.y_min = 0, style.y_max = 1.05;
+            style.key = "bottom right";
+            labelled_points(out / "recall_accuracy_time.svg",
+                            {{"far (pairs anywhere)", far_points},
+                             {"near (pairs just before)", near_points}},
+                            style, 0.125);
+        }
+        // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1588
+        std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
+        {
+            std::mt19937_64 input_rng(options.seed + 200);
+            const std::array<std::vector<attn::ZooInputs>, 3> inputs = {
+                std::vector<attn::ZooInputs>{topic_inputs(n_task, 64, input_rng)},
+                model_inputs(dense_models[0], true, input_rng),
+                model_inputs(dense_models[1], false, input_rng)};
+            const std::array<std::string, 3> input_names = {"topics", "model_far", "model_near"};
+            std::ofstream errors(out / "structured_error.mdtable"),
+                weights(out / "structured_weights.mdtable");
+            errors << "| mechanism | topics | model, far | model, near |\n|:--|--:|--:|--:|\n";
+            weights << "| mechanism | missed, topics | missed, far | missed, near "
+                       "| weight error, topics | weight error, far | weight error, near |\n"
+                       "|:--|--:|--:|--:|--:|--:|--:|\n";
+            for (std::size_t z = 0; z < small_zoo.size(); ++z) {
+                errors << "| " << small_zoo[z].name;
+                weights << "| " << small_zoo[z].name;
+                for (std::size_t s = 0; s < 3; ++s) {
+                    misses[z][s] = measure_miss(small_zoo[z], inputs[s]);
+                    errors << " | " << scientific_cell(misses[z][s].output_error);
+                    results.add("missed_mass_" + input_names[s] + "_" +
+                                    result_key(small_zoo[z].name),
+                                misses[z][s].missed_mass);
+                }
+                for (std::size_t s = 0; s < 3; ++s)
+                    weights << " | " << scientific_cell(misses[z][s].missed_mass);
+                for (std::size_t s = 0; s < 3; ++s)
+                    weights << " | " << scientific_cell(misses[z][s].weight_error);
+                errors << " |\n";
+                weights << " |\n";
+            }
+        }
+        // ⟨Draw accuracy against the missed mass⟩ 14-efficiency-zoo.md:1623
+        {
+            std::vector<LabelledPoint> far_points, near_points;
+            for (const TaskRun& run : runs) {
+                const Miss& miss = misses[run.mechanism][run.far ? 1 : 2];
+                (run.far ? far_points : near_points)
+                    .push_back({short_name(small_zoo[run.mechanism].name), miss.weight_error,
+                                run.swapped});
+            }
+            attn::plot::LinePlotStyle style{"", "weight error on the model's own attention",
+                                            "accuracy in the dense model"};
+            style.y_min = 0, style.y_max = 1.05;
+            style.key = "top right";
+            labelled_points(out / "accuracy_weight_error.svg",
+                            {{"far", far_points}, {"near", near_points}}, style, 0.125);
+        }
+        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:484
         const std::size_t d = 64;
         const std::size_t n_min = options.quick ? 128 : 256;
-        const std::size_t n_max = options.quick ? 2048 : 16384;
+        const std::size_t n_max = options.quick ? 2048 : 8192;
         const std::size_t dense_n_max = options.quick ? 2048 : 4096;
-        const std::size_t reformer_error_n_max = options.quick ? 2048 : 8192;
         const int threads = 1;  // every mechanism of the comparison
         const int all_threads = int(std::max(1u, std::thread::hardware_concurrency()));
-        auto rounds = [](std::size_t n) { return n <= 1024 ? 5 : n <= 4096 ? 3 : 2; };
-        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:390
+        auto rounds = [](std::size_t n) { return n <= 1024 ? 5 : 3; };
+        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:500
         const std::vector<attn::Mechanism> zoo = attn::zoo_mechanisms();
         const std::size_t dense = 0;  // zoo_mechanisms() lists dense attention first
         std::vector<attn::CostCurve> curves;                            // each, on 1 thread
@@ -99,34 +453,27 @@ int main(int argc, char** argv)
             curves_all.emplace_back(zoo[z].name, all_threads);
         }
         for (std::size_t n = n_min; n <= n_max; n *= 2) {
-            attn::ZooInputs inputs;  // Q, K: n×d_k; V: n×d_v
-            for (auto* M : {&inputs.Q, &inputs.K, &inputs.V})
-                *M = attn::random_normal<float>(n, d, 1.0, rng);
-            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:424
-            xt::xtensor<float, 2> exact_full, exact_causal, exact_shared, dense_full, dense_causal;
-            #if __has_include("attn/flash_attention.hpp")
-            const bool tiled_reference = true;
-            exact_full = attn::flash_attention(inputs.Q, inputs.K, inputs.V);
-            exact_causal = attn::flash_attention(inputs.Q, inputs.K, inputs.V, true);
-            #else
-            const bool tiled_reference = false;
-            #endif
-            #if __has_include("attn/masked_attention.hpp")
-            if (n <= dense_n_max)
+            const attn::ZooInputs inputs = topic_inputs(n, d, rng);  // Q, K: n×d_k; V: n×d_v
+            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:530
+            xt::xtensor<float, 2> dense_full, dense_causal, exact_shared;  // each n×d_v
+            const xt::xtensor<float, 2> exact_full =
+                attn::flash_attention(inputs.Q, inputs.K, inputs.V);
+            const xt::xtensor<float, 2> exact_causal =
+                attn::flash_attention(inputs.Q, inputs.K, inputs.V, true);
+            if (n <= dense_n_max) {
                 dense_causal = attn::scaled_dot_product_attention(inputs.Q, inputs.K, inputs.V,
                                                                   attn::causal_mask(n));
-            #endif
-            if (n <= reformer_error_n_max)
-                exact_shared = attn::shared_qk_reference(inputs.Q, inputs.V);
+                exact_shared = attn::shared_qk_attention(inputs.Q, inputs.V);
+            }
             auto known = [](const xt::xtensor<float, 2>& O) { return O.size() ? &O : nullptr; };
             auto yardstick = [&](std::size_t z) -> const xt::xtensor<float, 2>* {
                 const bool causal = zoo[z].exact == attn::Exact::causal;
-                if (z == dense) return tiled_reference ? known(exact_full) : nullptr;
+                if (z == dense) return &exact_full;
                 if (zoo[z].family == "exact") return known(causal ? dense_causal : dense_full);
                 if (zoo[z].exact == attn::Exact::shared_qk) return known(exact_shared);
-                return known(causal ? exact_causal : (tiled_reference ? exact_full : dense_full));
+                return causal ? &exact_causal : &exact_full;
             };
-            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:453
+            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:554
             for (std::size_t z = 0; z < zoo.size(); ++z) {
                 if (z == dense && n > dense_n_max) continue;  // dense attention stops here
                 const xt::xtensor<float, 2> O = zoo[z].prepare(inputs, threads)();  // n×d_v
@@ -134,7 +481,7 @@ int main(int argc, char** argv)
                 if (const xt::xtensor<float, 2>* exact = yardstick(z))
                     errors[z][n] = attn::relative_error(O, *exact);
             }
-            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:467
+            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:568
             {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -145,7 +492,7 @@ int main(int argc, char** argv)
                 }
                 attn::measure_costs(timed, double(n), calls, rounds(n));
             }
-            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:484
+            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:585
             if (all_threads > 1 && n <= dense_n_max) {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -157,7 +504,7 @@ int main(int argc, char** argv)
             }
             std::cout << "  measured n = " << n << std::endl;
         }
-        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:539
+        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:640
         for (int group = 0; group < 2; ++group) {
             const std::string file = group == 0 ? "patterns" : "approximations";
             std::vector<attn::Series> time_curves, memory_curves, error_curves;
@@ -186,7 +533,7 @@ int main(int argc, char** argv)
             error_style.key = "above";
             attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
         }
-        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:635
+        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:735
         {
             std::ofstream slopes(out / "slopes.csv");
             slopes << "mechanism,family,lengths fitted,time slope,memory slope,"
@@ -213,52 +560,52 @@ int main(int argc, char** argv)
                        << "\",\"" << overtakes(z, true) << "\"\n";
             }
         }
-        // ⟨Write the table relative to dense attention⟩ 14-efficiency-zoo.md:699
+        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:800
         {
-            std::ofstream table(out / "relative.csv");
-            table << "mechanism,family,speed 1K,speed 2K,speed 4K,"
-                     "memory 1K,memory 2K,memory 4K,error 1K,error 4K,error 16K\n";
+            std::ofstream cost(out / "relative_cost.mdtable"), error(out / "errors.mdtable");
+            cost << "| mechanism | family | speed 1K | speed 2K | speed 4K | memory 1K "
+                    "| memory 2K | memory 4K |\n|:--|:--|--:|--:|--:|--:|--:|--:|\n";
+            error << "| mechanism | error 1K | error 2K | error 4K | error 8K |\n"
+                     "|:--|--:|--:|--:|--:|\n";
             for (std::size_t z = 0; z < zoo.size(); ++z) {
-                table << '"' << zoo[z].name << "\"," << zoo[z].family;
+                cost << "| " << zoo[z].name << " | " << zoo[z].family;
                 for (std::size_t n : {1024, 2048, 4096})
-                    table << ',' << ratio_cell(cost_at(curves[dense], n, false),
-                                               cost_at(curves[z], n, false));
+                    cost << " | " << ratio_cell(cost_at(curves[dense], n, false),
+                                                cost_at(curves[z], n, false));
                 for (std::size_t n : {1024, 2048, 4096})
-                    table << ',' << ratio_cell(cost_at(curves[z], n, true),
-                                               cost_at(curves[dense], n, true));
-                for (std::size_t n : {1024, 4096, 16384}) {
+                    cost << " | " << ratio_cell(cost_at(curves[z], n, true),
+                                                cost_at(curves[dense], n, true));
+                cost << " |\n";
+                error << "| " << zoo[z].name;
+                for (std::size_t n : {1024, 2048, 4096, 8192}) {
                     const auto e = errors[z].find(n);
-                    const bool known = e != errors[z].end();
-                    table << ',' << (known ? attn::format_number(e->second, 2) : "–");
+                    error << " | " << scientific_cell(e != errors[z].end() ? e->second : NAN);
                 }
-                table << '\n';
+                error << " |\n";
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:745
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:847
         {
             const std::size_t n = dense_n_max;
-            std::vector<attn::Series> points;
-            std::string missing;
+            std::vector<LabelledPoint> points;
             for (std::size_t z = 0; z < zoo.size(); ++z) {
                 const double speed =
                     cost_at(curves[dense], n, false) / cost_at(curves[z], n, false);
                 const auto e = errors[z].find(n);
-                if (!std::isfinite(speed) || e == errors[z].end()) {
-                    missing += (missing.empty() ? "" : ", ") + zoo[z].name;
-                    continue;
-                }
+                if (!std::isfinite(speed) || e == errors[z].end())
+                    throw std::logic_error(zoo[z].name + " has no point at n = " +
+                                           std::to_string(n));
                 const double error = std::max(e->second, 1e-8);  // a floor for the logarithm
-                points.push_back({zoo[z].name, {std::log10(error)}, {speed}, "points"});
+                points.push_back({short_name(zoo[z].name), error, speed});
             }
-            attn::plot::LinePlotStyle style{"", "decimal logarithm of the relative error",
+            attn::plot::LinePlotStyle style{"", "relative error on topic data",
                                             "speed relative to dense attention (1 thread)"};
-            style.log_y = true;
-            style.key = "outside right";
-            attn::plot::lines(out / "speed_error.svg", points, style);
+            style.log_x = style.log_y = true;
+            style.key = "off";
+            labelled_points(out / "speed_error.svg", {{"", points}}, style);
             results.add("n_scatter", double(n));
-            results.add_text("scatter_missing", missing.empty() ? "none" : missing);
         }
-        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:792
+        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:891
         {
             std::ofstream table(out / "all_threads.csv");
             table << "mechanism,threads,ms 1K,ms 2K,ms 4K,speed 1K,speed 2K,speed 4K\n";
@@ -275,7 +622,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:822
+        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:921
         auto versus_dense = [&](const attn::CostCurve& flash, const attn::CostCurve& baseline) {
             const double ratio = cost_at(baseline, dense_n_max, false) /
                                  cost_at(flash, dense_n_max, false);
@@ -299,7 +646,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:850
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:949
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
@@ -308,10 +655,15 @@ int main(int argc, char** argv)
             results.add("n_min", double(n_min));
             results.add("n_max", double(n_max));
             results.add("dense_n_max", double(dense_n_max));
-            results.add("reformer_error_n_max", double(reformer_error_n_max));
             results.add("threads", threads);
             results.add("all_threads", all_threads);
-            results.add_text("repeats", "5 up to n = 1024, 3 up to 4096, 2 beyond");
+            results.add_text("repeats", "5 up to n = 1024, 3 beyond");
+            results.add_text("benchmark_parameters", describe(attn::ZooParameters{}, n_max));
+            results.add_text("task_parameters", describe(task_parameters, n_task));
+            results.add("n_task", double(n_task));
+            results.add("train_steps", double(config.steps));
+            results.add("train_batch", double(config.batch));
+            results.add("test_sequences", double(test_sequences));
         }
     });
 }
