@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include <malloc.h>
 #include <xtensor-blas/xlinalg.hpp>
 
 #include "attn/long_range.hpp"
@@ -26,7 +27,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1648
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1635
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -75,41 +76,109 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1701
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1692
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
     double x, y;
 };
 
-/// Draw groups of named points (each group one symbol, in the key), every point's
-/// name beside it, and a dashed line at y = `chance` unless it is NaN.
+/// A range [low, high] around the values, widened by `margin` of its span (of its
+/// logarithm when `log`).
+std::pair<double, double> padded_range(std::vector<double> v, bool log, double margin)
+{
+    for (double& x : v) x = log ? std::log10(x) : x;
+    const auto [low, high] = std::minmax_element(v.begin(), v.end());
+    const double pad = margin * std::max(*high - *low, log ? 1.0 : 1e-9);
+    const double a = *low - pad, b = *high + pad;
+    return log ? std::make_pair(std::pow(10.0, a), std::pow(10.0, b))
+               : std::make_pair(a, b);
+}
+
+/// Where each name goes, as offsets from its point in fractions of the plot area: the
+/// first of eight places that keeps clear of every point, of the names placed before
+/// it and of the plot's edges. `at`: the points in fractions of the plot area, which
+/// is about 600×400 pixels; a name of 13-pixel text is 7.8 pixels a letter, 16 high.
+std::vector<std::pair<double, double>> place_names(
+    const std::vector<std::pair<double, double>>& at, const std::vector<std::string>& names)
+{
+    const double pixel_x = 1.0 / 600, pixel_y = 1.0 / 400, height = 16 * pixel_y;
+    const double offsets[8][2] = {{1, 0},  {-1, 0}, {0, 1},  {0, -1},
+                                  {1, 1},  {-1, 1}, {1, -1}, {-1, -1}};
+    std::vector<std::array<double, 4>> boxes;  // x0, y0, x1, y1
+    for (const auto& [x, y] : at)  // the points themselves, 16 pixels across
+        boxes.push_back({x - 8 * pixel_x, y - 8 * pixel_y, x + 8 * pixel_x, y + 8 * pixel_y});
+    std::vector<std::pair<double, double>> placed;
+    for (std::size_t p = 0; p < at.size(); ++p) {
+        const double w = 7.8 * pixel_x * double(names[p].size());
+        const auto [x, y] = at[p];
+        std::array<double, 4> chosen{};
+        std::pair<double, double> offset{};
+        for (const auto& o : offsets) {
+            // right of its point a name starts 11 pixels away, left of it ends there
+            const double x0 = o[0] > 0 ? x + 11 * pixel_x
+                              : o[0] < 0 ? x - 11 * pixel_x - w : x - w / 2;
+            const double y0 = y + o[1] * 17 * pixel_y - height / 2;
+            const std::array<double, 4> box{x0, y0, x0 + w, y0 + height};
+            bool clear = box[0] >= 0 && box[2] <= 1 && box[1] >= 0 && box[3] <= 1;
+            for (const auto& other : boxes)
+                clear = clear && (box[2] <= other[0] || other[2] <= box[0] ||
+                                  box[3] <= other[1] || other[3] <= box[1]);
+            if (clear || &o == &offsets[0])
+                chosen = box, offset = {x0 - x, y0 + height / 2 - y};
+            if (clear) break;
+        }
+        boxes.push_back(chosen);
+        placed.push_back(offset);
+    }
+    return placed;
+}
+
+/// Draw groups of named points (each group one symbol, in the key below the plot),
+/// every point's name beside it, and a dashed line at y = `chance` unless it is NaN.
 void labelled_points(
     const std::filesystem::path& path,
     const std::vector<std::pair<std::string, std::vector<LabelledPoint>>>& groups,
     const attn::plot::LinePlotStyle& style, double chance = NAN)
 {
     std::vector<attn::Series> series;
+    std::vector<double> xs, ys;
+    std::vector<std::string> names;
     for (const auto& [title, points] : groups) {
         attn::Series s{title, {}, {}, "points"};
-        for (const LabelledPoint& p : points) s.x.push_back(p.x), s.y.push_back(p.y);
+        for (const LabelledPoint& p : points) {
+            s.x.push_back(p.x), s.y.push_back(p.y);
+            xs.push_back(p.x), ys.push_back(p.y), names.push_back(p.name);
+        }
         series.push_back(s);
     }
     attn::plot::write_series_tsv(path, series);
-    attn::plot::Figure figure(path, attn::plot::svg_terminal(720, 560));
+    const auto [x_low, x_high] = padded_range(xs, style.log_x, 0.08);
+    auto [y_low, y_high] = padded_range(ys, style.log_y, 0.08);
+    if (!std::isnan(style.y_min)) y_low = style.y_min, y_high = style.y_max;
+    auto fraction = [](double v, double low, double high, bool log) {
+        return log ? std::log10(v / low) / std::log10(high / low) : (v - low) / (high - low);
+    };
+    std::vector<std::pair<double, double>> at;
+    for (std::size_t p = 0; p < xs.size(); ++p)
+        at.emplace_back(fraction(xs[p], x_low, x_high, style.log_x),
+                        fraction(ys[p], y_low, y_high, style.log_y));
+    const auto offsets = place_names(at, names);
+    attn::plot::Figure figure(path, attn::plot::svg_terminal(720, 600));
     figure << "set xlabel " << attn::plot::quote(style.x_label) << "\nset ylabel "
-           << attn::plot::quote(style.y_label) << "\nset key " << style.key << "\n";
-    if (style.log_x) figure << "set logscale x\nset format x '%g'\n";
+           << attn::plot::quote(style.y_label) << "\nset key " << style.key
+           << (style.key.find("below") != std::string::npos ? " height 1 nobox" : "")
+           << "\n"
+           << "set xrange [" << x_low << ":" << x_high << "]\nset yrange [" << y_low
+           << ":" << y_high << "]\n";
+    const bool decades = style.log_x && x_high / x_low > 1e3;  // else plain numbers
+    if (style.log_x)
+        figure << "set logscale x\nset format x '" << (decades ? "10^{%L}" : "%g") << "'\n";
     if (style.log_y) figure << "set logscale y\nset format y '%g'\n";
-    if (!std::isnan(style.y_min) && !std::isnan(style.y_max))
-        figure << "set yrange [" << style.y_min << ":" << style.y_max << "]\n";
-    for (std::size_t g = 0; g < groups.size(); ++g)
-        for (std::size_t p = 0; p < groups[g].second.size(); ++p) {
-            const LabelledPoint& point = groups[g].second[p];
-            figure << "set label " << attn::plot::quote(point.name) << " at "
-                   << point.x << "," << point.y << " offset 0.8," << (p % 2 ? -0.6 : 0.6)
-                   << " font ',13' textcolor ls " << g + 1 << "\n";
-        }
+    for (std::size_t p = 0; p < names.size(); ++p)
+        figure << "set label " << attn::plot::quote(names[p]) << " at " << xs[p] << ","
+               << ys[p] << " offset graph " << offsets[p].first << ", graph "
+               << offsets[p].second << " font ',13'\n";
     figure << "plot ";
     for (std::size_t s = 0; s < series.size(); ++s)
         figure << (s ? ", " : "") << "'-' using 1:2 with points linestyle " << s + 1
@@ -124,7 +193,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:972
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1838
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -141,7 +210,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1499
+// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1460
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions
 /// (noise of relative size `spread`), of length sharpness·√d_k (chapter 12).
 xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
@@ -178,7 +247,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1539
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1500
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -194,7 +263,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1560
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1521
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -221,7 +290,41 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1392
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1281
+/// While alive, freed memory stays with the process: training allocates and frees
+/// n×n matrices by the thousand, and handing each back to the kernel (the measuring
+/// protocol's setting, restored at the end) would double the training's time.
+struct KeepFreedMemory {
+    KeepFreedMemory()
+    {
+        mallopt(M_MMAP_THRESHOLD, 64 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    }
+    KeepFreedMemory(const KeepFreedMemory&) = delete;
+    KeepFreedMemory& operator=(const KeepFreedMemory&) = delete;
+    ~KeepFreedMemory()
+    {
+        mallopt(M_TRIM_THRESHOLD, 128 * 1024);  // glibc's default
+        mallopt(M_MMAP_THRESHOLD, 128 * 1024);  // the measuring protocol's
+        malloc_trim(0);
+    }
+};
+
+/// The memory one training step (a batch) adds to the process, in MiB: a copy of the
+/// model takes the step, so the model itself is unchanged.
+double training_step_mib(const attn::TinyModel<float>& model, bool far,
+                         const attn::WeightsOf& weights_of, attn::TrainingConfig config)
+{
+    config.steps = 1;
+    attn::TinyModel<float> copy = model;
+    std::mt19937_64 rng(0);
+    return double(attn::peak_memory_bytes([&] {
+               attn::train_recall(copy, far, weights_of, config, rng);
+               return 0;
+           })) /
+           (1 << 20);
+}
+
 /// What one mechanism did on one task (NaN: not done).
 struct TaskRun {
     bool far;
@@ -294,14 +397,14 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         std::vector<attn::TinyModel<float>> dense_models;  // far, near
-        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1358
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1246
         const std::size_t n_task = options.quick ? 64 : 256;
         const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
         const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
         attn::TrainingConfig config;
-        config.steps = options.quick ? 30 : 200;
+        config.steps = options.quick ? 30 : 250;
         config.batch = 8;
-        const std::size_t test_sequences = options.quick ? 40 : 250;
+        const std::size_t test_sequences = options.quick ? 40 : 200;
         std::vector<TaskRun> runs;
         for (const bool far : {true, false})
             for (std::size_t z = 0; z < small_zoo.size(); ++z) {
@@ -309,13 +412,13 @@ int main(int argc, char** argv)
                 if (trainable(small_zoo[z]) && small_zoo[z].name != "flash (ch. 13)") {
                     std::mt19937_64 task_rng(options.seed + far);  // the same for every mechanism
                     attn::TinyModel<float> model = attn::recall_model(n_task, task_rng);
-                    const double start = attn::wall_seconds();
-                    run.train_mib = double(attn::peak_memory_bytes([&] {
-                                        attn::train_recall(model, far, small_zoo[z].weights,
-                                                           config, task_rng);
-                                        return 0;
-                                    })) / (1 << 20);
-                    run.train_seconds = attn::wall_seconds() - start;
+                    const double start = attn::process_cpu_seconds();
+                    {
+                        const KeepFreedMemory keep;
+                        attn::train_recall(model, far, small_zoo[z].weights, config, task_rng);
+                    }
+                    run.train_seconds = attn::process_cpu_seconds() - start;
+                    run.train_mib = training_step_mib(model, far, small_zoo[z].weights, config);
                     std::mt19937_64 test_rng(options.seed + 100 + far);
                     run.trained = attn::recall_accuracy(model, far, small_zoo[z].weights,
                                                         test_sequences, test_rng);
@@ -323,14 +426,14 @@ int main(int argc, char** argv)
                 }
                 runs.push_back(run);
             }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1413
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1337
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1422
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1346
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -342,8 +445,8 @@ int main(int argc, char** argv)
                 cost(out / "recall_cost.mdtable");
             accuracy << "| mechanism | trained, far | trained, near | in the dense model, far "
                         "| in the dense model, near |\n|:--|--:|--:|--:|--:|\n";
-            cost << "| mechanism | training s, far | training s, near | training MiB, far "
-                    "| training MiB, near |\n|:--|--:|--:|--:|--:|\n";
+            cost << "| mechanism | training s, far | training s, near | MiB per step, far "
+                    "| MiB per step, near |\n|:--|--:|--:|--:|--:|\n";
             for (std::size_t z = 0; z < small_zoo.size(); ++z) {
                 const auto [far, near] = runs_of(z);
                 accuracy << "| " << small_zoo[z].name << " | " << percent_cell(far->trained)
@@ -363,73 +466,54 @@ int main(int argc, char** argv)
                 }
             }
         }
-        // ⟨Draw accuracy against training time⟩ 14-efficiency-zoo.md:1457
-        {
-            std::vector<LabelledPoint> far_points, near_points;
-            for (const TaskRun& run : runs) {
-                if (std::isnan(run.trained)) continue;
-                (run.far ? far_points : near_points)
-                    .push_back({short_name(small_zoo[run.mechanism].name), run.train_seconds,
-                                run.trained});
-            }
-            attn::plot::LinePlotStyle style{"", "training time (s, one thread)",
-                                            "accuracy on fresh sequences"};
-            style.log_x = true;
-            style.y_min = 0, style.y_max = 1.05;
-            style.key = "bottom right";
-            labelled_points(out / "recall_accuracy_time.svg",
-                            {{"far (pairs anywhere)", far_points},
-                             {"near (pairs just before)", near_points}},
-                            style, 0.125);
-        }
-        // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1588
-        std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
-        {
-            std::mt19937_64 input_rng(options.seed + 200);
-            const std::array<std::vector<attn::ZooInputs>, 3> inputs = {
-                std::vector<attn::ZooInputs>{topic_inputs(n_task, 64, input_rng)},
-                model_inputs(dense_models[0], true, input_rng),
-                model_inputs(dense_models[1], false, input_rng)};
-            const std::array<std::string, 3> input_names = {"topics", "model_far", "model_near"};
-            std::ofstream errors(out / "structured_error.mdtable"),
-                weights(out / "structured_weights.mdtable");
-            errors << "| mechanism | topics | model, far | model, near |\n|:--|--:|--:|--:|\n";
-            weights << "| mechanism | missed, topics | missed, far | missed, near "
-                       "| weight error, topics | weight error, far | weight error, near |\n"
-                       "|:--|--:|--:|--:|--:|--:|--:|\n";
-            for (std::size_t z = 0; z < small_zoo.size(); ++z) {
-                errors << "| " << small_zoo[z].name;
-                weights << "| " << small_zoo[z].name;
-                for (std::size_t s = 0; s < 3; ++s) {
-                    misses[z][s] = measure_miss(small_zoo[z], inputs[s]);
-                    errors << " | " << scientific_cell(misses[z][s].output_error);
-                    results.add("missed_mass_" + input_names[s] + "_" +
-                                    result_key(small_zoo[z].name),
-                                misses[z][s].missed_mass);
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1549
+                std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
+                {
+                    std::mt19937_64 input_rng(options.seed + 200);
+                    const std::array<std::vector<attn::ZooInputs>, 3> inputs = {
+                        std::vector<attn::ZooInputs>{topic_inputs(n_task, 64, input_rng)},
+                        model_inputs(dense_models[0], true, input_rng),
+                        model_inputs(dense_models[1], false, input_rng)};
+                    const std::array<std::string, 3> input_names = {"topics", "model_far", "model_near"};
+                    std::ofstream errors(out / "structured_error.mdtable"),
+                        weights(out / "structured_weights.mdtable");
+                    errors << "| mechanism | topics | model, far | model, near |\n|:--|--:|--:|--:|\n";
+                    weights << "| mechanism | missed, topics | missed, far | missed, near "
+                               "| weight error, topics | weight error, far | weight error, near |\n"
+                               "|:--|--:|--:|--:|--:|--:|--:|\n";
+                    for (std::size_t z = 0; z < small_zoo.size(); ++z) {
+                        errors << "| " << small_zoo[z].name;
+                        weights << "| " << small_zoo[z].name;
+                        for (std::size_t s = 0; s < 3; ++s) {
+                            misses[z][s] = measure_miss(small_zoo[z], inputs[s]);
+                            errors << " | " << scientific_cell(misses[z][s].output_error);
+                            results.add("missed_mass_" + input_names[s] + "_" +
+                                            result_key(small_zoo[z].name),
+                                        misses[z][s].missed_mass);
+                        }
+                        for (std::size_t s = 0; s < 3; ++s)
+                            weights << " | " << scientific_cell(misses[z][s].missed_mass);
+                        for (std::size_t s = 0; s < 3; ++s)
+                            weights << " | " << scientific_cell(misses[z][s].weight_error);
+                        errors << " |\n";
+                        weights << " |\n";
+                    }
                 }
-                for (std::size_t s = 0; s < 3; ++s)
-                    weights << " | " << scientific_cell(misses[z][s].missed_mass);
-                for (std::size_t s = 0; s < 3; ++s)
-                    weights << " | " << scientific_cell(misses[z][s].weight_error);
-                errors << " |\n";
-                weights << " |\n";
-            }
-        }
-        // ⟨Draw accuracy against the missed mass⟩ 14-efficiency-zoo.md:1623
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1584
         {
-            std::vector<LabelledPoint> far_points, near_points;
-            for (const TaskRun& run : runs) {
-                const Miss& miss = misses[run.mechanism][run.far ? 1 : 2];
-                (run.far ? far_points : near_points)
-                    .push_back({short_name(small_zoo[run.mechanism].name), miss.weight_error,
-                                run.swapped});
-            }
-            attn::plot::LinePlotStyle style{"", "weight error on the model's own attention",
-                                            "accuracy in the dense model"};
-            style.y_min = 0, style.y_max = 1.05;
-            style.key = "top right";
-            labelled_points(out / "accuracy_weight_error.svg",
-                            {{"far", far_points}, {"near", near_points}}, style, 0.125);
+            std::vector<LabelledPoint> points;
+            for (const TaskRun& run : runs)
+                if (run.far)
+                    points.push_back({short_name(small_zoo[run.mechanism].name),
+                                      std::max(misses[run.mechanism][1].weight_error, 1e-4),
+                                      run.swapped});
+            attn::plot::LinePlotStyle style{"", "weight error on the far model's own attention",
+                                            "accuracy in the dense model, far task"};
+            style.log_x = true;
+            style.y_min = 0, style.y_max = 1.08;
+            style.key = "below horizontal";
+            labelled_points(out / "accuracy_weight_error.svg", {{"far task", points}}, style,
+                            0.125);
         }
         // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:484
         const std::size_t d = 64;
@@ -646,7 +730,29 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:949
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1387
+        {
+            std::vector<LabelledPoint> trained, swapped;
+            for (const TaskRun& run : runs) {
+                if (!run.far) continue;
+                const std::size_t z = run.mechanism;
+                const double speed = cost_at(curves[dense], dense_n_max, false) /
+                                     cost_at(curves[z], dense_n_max, false);
+                const std::string name = short_name(zoo[z].name);
+                if (!std::isnan(run.trained)) trained.push_back({name, speed, run.trained});
+                swapped.push_back({std::isnan(run.trained) ? name : "", speed, run.swapped});
+            }
+            attn::plot::LinePlotStyle style{"", "speed relative to dense attention at 4K (1 thread)",
+                                            "accuracy on the far task"};
+            style.log_x = true;
+            style.y_min = 0, style.y_max = 1.08;
+            style.key = "below horizontal";
+            labelled_points(out / "recall_accuracy_speed.svg",
+                            {{"trained with the mechanism", trained},
+                             {"swapped into the dense model", swapped}},
+                            style, 0.125);
+        }
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1815
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
