@@ -27,7 +27,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1635
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1674
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -76,7 +76,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1692
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1731
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -193,7 +193,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1838
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1877
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -210,7 +210,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1460
+// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1490
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions
 /// (noise of relative size `spread`), of length sharpness·√d_k (chapter 12).
 xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
@@ -247,7 +247,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1500
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1530
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -263,7 +263,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1521
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1551
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -290,7 +290,7 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1281
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1289
 /// While alive, freed memory stays with the process: training allocates and frees
 /// n×n matrices by the thousand, and handing each back to the kernel (the measuring
 /// protocol's setting, restored at the end) would double the training's time.
@@ -340,7 +340,7 @@ bool trainable(const attn::Mechanism& mechanism)
            mechanism.family == "hashing";
 }
 
-// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:605
+// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:613
 /// The slope of time (or memory) over the curve's five largest lengths; none if fewer.
 std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool memory)
 {
@@ -370,7 +370,7 @@ attn::Series error_series(const std::map<std::size_t, double>& error)
     return s;
 }
 
-// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:782
+// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:790
 /// The wall seconds (or peak MiB) of `curve` at length n; NaN if not measured there.
 double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 {
@@ -397,7 +397,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         std::vector<attn::TinyModel<float>> dense_models;  // far, near
-        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1246
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1254
         const std::size_t n_task = options.quick ? 64 : 256;
         const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
         const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
@@ -426,14 +426,14 @@ int main(int argc, char** argv)
                 }
                 runs.push_back(run);
             }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1337
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1345
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1346
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1354
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -466,7 +466,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1549
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1579
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -499,7 +499,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1584
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1614
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -515,7 +515,7 @@ int main(int argc, char** argv)
             labelled_points(out / "accuracy_weight_error.svg", {{"far task", points}}, style,
                             0.125);
         }
-        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:484
+        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:492
         const std::size_t d = 64;
         const std::size_t n_min = options.quick ? 128 : 256;
         const std::size_t n_max = options.quick ? 2048 : 8192;
@@ -523,7 +523,7 @@ int main(int argc, char** argv)
         const int threads = 1;  // every mechanism of the comparison
         const int all_threads = int(std::max(1u, std::thread::hardware_concurrency()));
         auto rounds = [](std::size_t n) { return n <= 1024 ? 5 : 3; };
-        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:500
+        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:508
         const std::vector<attn::Mechanism> zoo = attn::zoo_mechanisms();
         const std::size_t dense = 0;  // zoo_mechanisms() lists dense attention first
         std::vector<attn::CostCurve> curves;                            // each, on 1 thread
@@ -538,7 +538,7 @@ int main(int argc, char** argv)
         }
         for (std::size_t n = n_min; n <= n_max; n *= 2) {
             const attn::ZooInputs inputs = topic_inputs(n, d, rng);  // Q, K: n×d_k; V: n×d_v
-            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:530
+            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:538
             xt::xtensor<float, 2> dense_full, dense_causal, exact_shared;  // each n×d_v
             const xt::xtensor<float, 2> exact_full =
                 attn::flash_attention(inputs.Q, inputs.K, inputs.V);
@@ -557,7 +557,7 @@ int main(int argc, char** argv)
                 if (zoo[z].exact == attn::Exact::shared_qk) return known(exact_shared);
                 return causal ? &exact_causal : &exact_full;
             };
-            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:554
+            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:562
             for (std::size_t z = 0; z < zoo.size(); ++z) {
                 if (z == dense && n > dense_n_max) continue;  // dense attention stops here
                 const xt::xtensor<float, 2> O = zoo[z].prepare(inputs, threads)();  // n×d_v
@@ -565,7 +565,7 @@ int main(int argc, char** argv)
                 if (const xt::xtensor<float, 2>* exact = yardstick(z))
                     errors[z][n] = attn::relative_error(O, *exact);
             }
-            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:568
+            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:576
             {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -576,7 +576,7 @@ int main(int argc, char** argv)
                 }
                 attn::measure_costs(timed, double(n), calls, rounds(n));
             }
-            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:585
+            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:593
             if (all_threads > 1 && n <= dense_n_max) {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -588,7 +588,7 @@ int main(int argc, char** argv)
             }
             std::cout << "  measured n = " << n << std::endl;
         }
-        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:640
+        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:648
         for (int group = 0; group < 2; ++group) {
             const std::string file = group == 0 ? "patterns" : "approximations";
             std::vector<attn::Series> time_curves, memory_curves, error_curves;
@@ -617,7 +617,7 @@ int main(int argc, char** argv)
             error_style.key = "above";
             attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
         }
-        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:735
+        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:743
         {
             std::ofstream slopes(out / "slopes.csv");
             slopes << "mechanism,family,lengths fitted,time slope,memory slope,"
@@ -644,7 +644,7 @@ int main(int argc, char** argv)
                        << "\",\"" << overtakes(z, true) << "\"\n";
             }
         }
-        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:800
+        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:808
         {
             std::ofstream cost(out / "relative_cost.mdtable"), error(out / "errors.mdtable");
             cost << "| mechanism | family | speed 1K | speed 2K | speed 4K | memory 1K "
@@ -668,7 +668,7 @@ int main(int argc, char** argv)
                 error << " |\n";
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:847
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:855
         {
             const std::size_t n = dense_n_max;
             std::vector<LabelledPoint> points;
@@ -689,7 +689,7 @@ int main(int argc, char** argv)
             labelled_points(out / "speed_error.svg", {{"", points}}, style);
             results.add("n_scatter", double(n));
         }
-        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:891
+        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:899
         {
             std::ofstream table(out / "all_threads.csv");
             table << "mechanism,threads,ms 1K,ms 2K,ms 4K,speed 1K,speed 2K,speed 4K\n";
@@ -706,7 +706,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:921
+        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:929
         auto versus_dense = [&](const attn::CostCurve& flash, const attn::CostCurve& baseline) {
             const double ratio = cost_at(baseline, dense_n_max, false) /
                                  cost_at(flash, dense_n_max, false);
@@ -716,7 +716,7 @@ int main(int argc, char** argv)
             return "slower than dense attention (" + attn::format_number(1 / ratio, 2) +
                    " times as long)";
         };
-        std::string flash_one = "– (chapter 13 not in this build)", flash_all = flash_one;
+        std::string flash_one, flash_all;
         for (std::size_t e = 0; e < exact_ids.size(); ++e)
             if (zoo[exact_ids[e]].name == "flash (ch. 13)") {
                 flash_one = versus_dense(curves[exact_ids[e]], curves[dense]);
@@ -730,7 +730,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1387
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1395
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -752,7 +752,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1815
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1854
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
