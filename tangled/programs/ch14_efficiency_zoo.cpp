@@ -27,7 +27,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1673
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1684
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -56,7 +56,7 @@ std::string number_cell(double x)
     return std::isnan(x) ? "–" : attn::format_number(x, 3);
 }
 
-/// The mechanism's name without its chapter: "sliding window (ch. 6)" → "sliding window".
+/// A name without its chapter: "sliding window (ch. 6)" → "sliding window".
 std::string short_name(const std::string& name)
 {
     return name.substr(0, name.find(" (ch."));
@@ -76,7 +76,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1730
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1741
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -100,14 +100,16 @@ std::pair<double, double> padded_range(std::vector<double> v, bool log, double m
 /// it and of the plot's edges. `at`: the points in fractions of the plot area, which
 /// is about 600×400 pixels; a name of 13-pixel text is 7.8 pixels a letter, 16 high.
 std::vector<std::pair<double, double>> place_names(
-    const std::vector<std::pair<double, double>>& at, const std::vector<std::string>& names)
+    const std::vector<std::pair<double, double>>& at,
+    const std::vector<std::string>& names)
 {
     const double pixel_x = 1.0 / 600, pixel_y = 1.0 / 400, height = 16 * pixel_y;
     const double offsets[8][2] = {{1, 0},  {-1, 0}, {0, 1},  {0, -1},
                                   {1, 1},  {-1, 1}, {1, -1}, {-1, -1}};
     std::vector<std::array<double, 4>> boxes;  // x0, y0, x1, y1
     for (const auto& [x, y] : at)  // the points themselves, 16 pixels across
-        boxes.push_back({x - 8 * pixel_x, y - 8 * pixel_y, x + 8 * pixel_x, y + 8 * pixel_y});
+        boxes.push_back(
+            {x - 8 * pixel_x, y - 8 * pixel_y, x + 8 * pixel_x, y + 8 * pixel_y});
     std::vector<std::pair<double, double>> placed;
     for (std::size_t p = 0; p < at.size(); ++p) {
         const double w = 7.8 * pixel_x * double(names[p].size());
@@ -157,7 +159,8 @@ void labelled_points(
     auto [y_low, y_high] = padded_range(ys, style.log_y, 0.08);
     if (!std::isnan(style.y_min)) y_low = style.y_min, y_high = style.y_max;
     auto fraction = [](double v, double low, double high, bool log) {
-        return log ? std::log10(v / low) / std::log10(high / low) : (v - low) / (high - low);
+        return log ? std::log10(v / low) / std::log10(high / low)
+                   : (v - low) / (high - low);
     };
     std::vector<std::pair<double, double>> at;
     for (std::size_t p = 0; p < xs.size(); ++p)
@@ -173,7 +176,8 @@ void labelled_points(
            << ":" << y_high << "]\n";
     const bool decades = style.log_x && x_high / x_low > 1e3;  // else plain numbers
     if (style.log_x)
-        figure << "set logscale x\nset format x '" << (decades ? "10^{%L}" : "%g") << "'\n";
+        figure << "set logscale x\nset format x '" << (decades ? "10^{%L}" : "%g")
+               << "'\n";
     if (style.log_y) figure << "set logscale y\nset format y '%g'\n";
     for (std::size_t p = 0; p < names.size(); ++p)
         figure << "set label " << attn::plot::quote(names[p]) << " at " << xs[p] << ","
@@ -184,16 +188,18 @@ void labelled_points(
         figure << (s ? ", " : "") << "'-' using 1:2 with points linestyle " << s + 1
                << " pointsize 1.5 title " << attn::plot::quote(series[s].label);
     if (!std::isnan(chance))
-        figure << ", " << chance << " with lines dashtype 2 lc rgb 'gray40' title 'chance'";
+        figure << ", " << chance
+               << " with lines dashtype 2 lc rgb 'gray40' title 'chance'";
     figure << "\n";
     for (const attn::Series& s : series) {
         std::vector<std::pair<double, double>> points;
-        for (std::size_t i = 0; i < s.x.size(); ++i) points.emplace_back(s.x[i], s.y[i]);
+        for (std::size_t i = 0; i < s.x.size(); ++i)
+            points.emplace_back(s.x[i], s.y[i]);
         figure.send(points);
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1876
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1893
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -210,7 +216,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1489
+// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1491
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions
 /// (noise of relative size `spread`), of length sharpness·√d_k (chapter 12).
 xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
@@ -228,7 +234,8 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
         const std::size_t t = pick(rng);
         std::vector<double> row(d_k);
         double norm_sq = 0, centre_sq = 0;
-        for (std::size_t c = 0; c < d_k; ++c) centre_sq += centres(t, c) * centres(t, c);
+        for (std::size_t c = 0; c < d_k; ++c)
+            centre_sq += centres(t, c) * centres(t, c);
         for (std::size_t c = 0; c < d_k; ++c) {
             row[c] = centres(t, c) / std::sqrt(centre_sq) +
                      spread * noise(i, c) / std::sqrt(double(d_k));
@@ -240,14 +247,14 @@ xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
     return QK;
 }
 
-/// Q, K and V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
+/// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
     const xt::xtensor<float, 2> QK = tokens_in_topics(n, d, 32, 0.3, 6.0, rng);
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1529
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1532
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -258,28 +265,33 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     const std::size_t d_k = model.shape.d_model / model.shape.heads;
     std::vector<attn::ZooInputs> heads;
     for (std::size_t h = 0; h < model.shape.heads; ++h)
-        heads.push_back({attn::head_columns(f.Q, h, d_k), attn::head_columns(f.K, h, d_k),
+        heads.push_back({attn::head_columns(f.Q, h, d_k),
+                         attn::head_columns(f.K, h, d_k),
                          attn::head_columns(f.V, h, d_k)});
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1550
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1556
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
 };
 
+/// The three measures over the last `rows` queries of each input (all: rows = n).
 Miss measure_miss(const attn::Mechanism& mechanism,
-                  const std::vector<attn::ZooInputs>& inputs)
+                  const std::vector<attn::ZooInputs>& inputs, std::size_t rows)
 {
     Miss miss;
     for (const attn::ZooInputs& in : inputs) {
         const std::size_t n = in.Q.shape(0);
-        const xt::xtensor<float, 2> exact =
-            mechanism.exact == attn::Exact::causal
-                ? attn::attention_weights(in.Q, in.K, attn::causal_mask(n))
-                : attn::attention_weights(in.Q, in.K);               // n×n
-        const xt::xtensor<float, 2> approx = mechanism.weights(in.Q, in.K);  // n×n
+        const std::size_t first = n - rows;  // the rows measured: first … n − 1
+        const xt::xtensor<float, 2> Q =
+            xt::view(in.Q, xt::range(first, n), xt::all());  // rows×d_k
+        attn::Mask allowed = xt::ones<bool>({rows, n});  // rows×n
+        if (mechanism.exact == attn::Exact::causal)
+            allowed = xt::view(attn::causal_mask(n), xt::range(first, n), xt::all());
+        const xt::xtensor<float, 2> exact = attn::attention_weights(Q, in.K, allowed);
+        const xt::xtensor<float, 2> approx = mechanism.weights(Q, in.K);  // rows×n
         const xt::xtensor<float, 2> O = xt::linalg::dot(approx, in.V),       // n×d_v
             O_exact = xt::linalg::dot(exact, in.V);
         const attn::WeightMiss w = attn::weight_miss(approx, exact);
@@ -290,7 +302,7 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1289
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1290
 /// While alive, freed memory stays with the process: training allocates and frees
 /// n×n matrices by the thousand, and handing each back to the kernel (the measuring
 /// protocol's setting, restored at the end) would double the training's time.
@@ -340,7 +352,7 @@ bool trainable(const attn::Mechanism& mechanism)
            mechanism.family == "hashing";
 }
 
-// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:613
+// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:614
 /// The slope of time (or memory) over the curve's five largest lengths; none if fewer.
 std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool memory)
 {
@@ -370,7 +382,7 @@ attn::Series error_series(const std::map<std::size_t, double>& error)
     return s;
 }
 
-// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:790
+// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:791
 /// The wall seconds (or peak MiB) of `curve` at length n; NaN if not measured there.
 double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 {
@@ -397,7 +409,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         std::vector<attn::TinyModel<float>> dense_models;  // far, near
-        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1254
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1255
         const std::size_t n_task = options.quick ? 64 : 256;
         const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
         const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
@@ -410,7 +422,7 @@ int main(int argc, char** argv)
             for (std::size_t z = 0; z < small_zoo.size(); ++z) {
                 TaskRun run{far, z};
                 if (trainable(small_zoo[z]) && small_zoo[z].name != "flash (ch. 13)") {
-                    std::mt19937_64 task_rng(options.seed + far);  // the same for every mechanism
+                    std::mt19937_64 task_rng(options.seed + far);  // the same for all
                     attn::TinyModel<float> model = attn::recall_model(n_task, task_rng);
                     const double start = attn::process_cpu_seconds();
                     {
@@ -426,14 +438,14 @@ int main(int argc, char** argv)
                 }
                 runs.push_back(run);
             }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1345
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1346
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1354
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1355
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -466,7 +478,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1578
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1588
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -474,7 +486,8 @@ int main(int argc, char** argv)
                         std::vector<attn::ZooInputs>{topic_inputs(n_task, 64, input_rng)},
                         model_inputs(dense_models[0], true, input_rng),
                         model_inputs(dense_models[1], false, input_rng)};
-                    const std::array<std::string, 3> input_names = {"topics", "model_far", "model_near"};
+                    const std::array<std::string, 3> input_names = {"topics", "model_far",
+                                                                    "model_near"};
                     std::ofstream errors(out / "structured_error.mdtable"),
                         weights(out / "structured_weights.mdtable");
                     errors << "| mechanism | topics | model, far | model, near |\n|:--|--:|--:|--:|\n";
@@ -485,7 +498,7 @@ int main(int argc, char** argv)
                         errors << "| " << small_zoo[z].name;
                         weights << "| " << small_zoo[z].name;
                         for (std::size_t s = 0; s < 3; ++s) {
-                            misses[z][s] = measure_miss(small_zoo[z], inputs[s]);
+                            misses[z][s] = measure_miss(small_zoo[z], inputs[s], s == 0 ? n_task : 8);
                             errors << " | " << scientific_cell(misses[z][s].output_error);
                             results.add("missed_mass_" + input_names[s] + "_" +
                                             result_key(small_zoo[z].name),
@@ -499,7 +512,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1613
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1624
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -515,7 +528,7 @@ int main(int argc, char** argv)
             labelled_points(out / "accuracy_weight_error.svg", {{"far task", points}}, style,
                             0.125);
         }
-        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:492
+        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:493
         const std::size_t d = 64;
         const std::size_t n_min = options.quick ? 128 : 256;
         const std::size_t n_max = options.quick ? 2048 : 8192;
@@ -523,7 +536,7 @@ int main(int argc, char** argv)
         const int threads = 1;  // every mechanism of the comparison
         const int all_threads = int(std::max(1u, std::thread::hardware_concurrency()));
         auto rounds = [](std::size_t n) { return n <= 1024 ? 5 : 3; };
-        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:508
+        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:509
         const std::vector<attn::Mechanism> zoo = attn::zoo_mechanisms();
         const std::size_t dense = 0;  // zoo_mechanisms() lists dense attention first
         std::vector<attn::CostCurve> curves;                            // each, on 1 thread
@@ -538,7 +551,7 @@ int main(int argc, char** argv)
         }
         for (std::size_t n = n_min; n <= n_max; n *= 2) {
             const attn::ZooInputs inputs = topic_inputs(n, d, rng);  // Q, K: n×d_k; V: n×d_v
-            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:538
+            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:539
             xt::xtensor<float, 2> dense_full, dense_causal, exact_shared;  // each n×d_v
             const xt::xtensor<float, 2> exact_full =
                 attn::flash_attention(inputs.Q, inputs.K, inputs.V);
@@ -557,7 +570,7 @@ int main(int argc, char** argv)
                 if (zoo[z].exact == attn::Exact::shared_qk) return known(exact_shared);
                 return causal ? &exact_causal : &exact_full;
             };
-            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:562
+            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:563
             for (std::size_t z = 0; z < zoo.size(); ++z) {
                 if (z == dense && n > dense_n_max) continue;  // dense attention stops here
                 const xt::xtensor<float, 2> O = zoo[z].prepare(inputs, threads)();  // n×d_v
@@ -565,7 +578,7 @@ int main(int argc, char** argv)
                 if (const xt::xtensor<float, 2>* exact = yardstick(z))
                     errors[z][n] = attn::relative_error(O, *exact);
             }
-            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:576
+            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:577
             {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -576,7 +589,7 @@ int main(int argc, char** argv)
                 }
                 attn::measure_costs(timed, double(n), calls, rounds(n));
             }
-            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:593
+            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:594
             if (all_threads > 1 && n <= dense_n_max) {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -588,7 +601,7 @@ int main(int argc, char** argv)
             }
             std::cout << "  measured n = " << n << std::endl;
         }
-        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:648
+        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:649
         for (int group = 0; group < 2; ++group) {
             const std::string file = group == 0 ? "patterns" : "approximations";
             std::vector<attn::Series> time_curves, memory_curves, error_curves;
@@ -617,7 +630,7 @@ int main(int argc, char** argv)
             error_style.key = "above";
             attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
         }
-        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:743
+        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:744
         {
             std::ofstream slopes(out / "slopes.csv");
             slopes << "mechanism,family,lengths fitted,time slope,memory slope,"
@@ -644,7 +657,7 @@ int main(int argc, char** argv)
                        << "\",\"" << overtakes(z, true) << "\"\n";
             }
         }
-        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:808
+        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:809
         {
             std::ofstream cost(out / "relative_cost.mdtable"), error(out / "errors.mdtable");
             cost << "| mechanism | family | speed 1K | speed 2K | speed 4K | memory 1K "
@@ -668,7 +681,7 @@ int main(int argc, char** argv)
                 error << " |\n";
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:855
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:856
         {
             const std::size_t n = dense_n_max;
             std::vector<LabelledPoint> points;
@@ -689,7 +702,7 @@ int main(int argc, char** argv)
             labelled_points(out / "speed_error.svg", {{"", points}}, style);
             results.add("n_scatter", double(n));
         }
-        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:899
+        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:900
         {
             std::ofstream table(out / "all_threads.csv");
             table << "mechanism,threads,ms 1K,ms 2K,ms 4K,speed 1K,speed 2K,speed 4K\n";
@@ -706,7 +719,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:929
+        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:930
         auto versus_dense = [&](const attn::CostCurve& flash, const attn::CostCurve& baseline) {
             const double ratio = cost_at(baseline, dense_n_max, false) /
                                  cost_at(flash, dense_n_max, false);
@@ -730,7 +743,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1395
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1396
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -742,8 +755,9 @@ int main(int argc, char** argv)
                 if (!std::isnan(run.trained)) trained.push_back({name, speed, run.trained});
                 swapped.push_back({std::isnan(run.trained) ? name : "", speed, run.swapped});
             }
-            attn::plot::LinePlotStyle style{"", "speed relative to dense attention at 4K (1 thread)",
-                                            "accuracy on the far task"};
+            attn::plot::LinePlotStyle style{
+                "", "speed relative to dense attention at 4K (1 thread)",
+                "accuracy on the far task"};
             style.log_x = true;
             style.y_min = 0, style.y_max = 1.08;
             style.key = "below horizontal";
@@ -752,7 +766,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1853
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1870
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;

@@ -20,7 +20,7 @@
 
 namespace attn {
 
-// ⟨Run an attention layer with any mechanism's weights⟩ 14-efficiency-zoo.md:962
+// ⟨Run an attention layer with any mechanism's weights⟩ 14-efficiency-zoo.md:963
 /// @brief Chapter 4's attention_layer_forward with the weights of every head given by
 /// `weights_of` (dense attention: attention_weights), for the last `rows` queries
 /// only; the weights of the other queries are left at zero.
@@ -53,10 +53,9 @@ inline AttentionLayerForward<float> attention_layer_forward_with(
 
 /// @brief Chapter 4's model_forward with every layer's attention given by
 /// `weights_of`, computed for the last `rows` queries (all: rows = n).
-inline TinyModelForward<float> model_forward_with(const TinyModel<float>& model,
-                                                  const std::vector<std::size_t>& tokens,
-                                                  const WeightsOf& weights_of,
-                                                  std::size_t rows)
+inline TinyModelForward<float> model_forward_with(
+    const TinyModel<float>& model, const std::vector<std::size_t>& tokens,
+    const WeightsOf& weights_of, std::size_t rows)
 {
     const std::size_t n = tokens.size(), d = model.shape.d_model;
     if (n != model.shape.n)
@@ -133,7 +132,8 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
                                          const std::vector<std::size_t>& answers)
 {
     const std::size_t n = logits.shape(0), q = answers.size();
-    const xt::xtensor<float, 2> asked = xt::view(logits, xt::range(n - q, n), xt::all());
+    const xt::xtensor<float, 2> asked =
+        xt::view(logits, xt::range(n - q, n), xt::all());  // q×vocab
     SequenceLoss<float> scored = cross_entropy(asked, answers);  // q×vocab
     xt::xtensor<float, 2> d_logits = xt::zeros<float>(logits.shape());
     xt::view(d_logits, xt::range(n - q, n), xt::all()) = scored.d_logits;
@@ -141,7 +141,7 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
     return scored;
 }
 
-// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1124
+// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1125
 /// @brief Train `model` with Adam on the recall task, its attention given by
 /// `weights_of`; every example comes from `rng`.
 inline void train_recall(TinyModel<float>& model, bool far, const WeightsOf& weights_of,
@@ -173,14 +173,14 @@ inline double recall_accuracy(const TinyModel<float>& model, bool far,
     std::size_t right = 0;
     for (std::size_t s = 0; s < count; ++s) {
         const RecallExample example = recall_example(model.shape.n, far, rng);
-        const TinyModelForward<float> f =
-            model_forward_with(model, example.tokens, weights_of, RecallVocabulary::keys);
+        const TinyModelForward<float> f = model_forward_with(
+            model, example.tokens, weights_of, RecallVocabulary::keys);
         right += score_answers(f.logits, example.answers).correct;
     }
     return double(right) / double(count * RecallVocabulary::keys);
 }
 
-// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1174
+// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1175
 /// @brief A one-layer, two-head tiny model for recall sequences of n tokens, pair
 /// embeddings started as key vector + value vector, position embeddings at zero.
 inline TinyModel<float> recall_model(std::size_t n, std::mt19937_64& rng)

@@ -65,7 +65,7 @@ struct Mechanism {
 /// @brief The parameters of every mechanism of the zoo, fixed across n.
 struct ZooParameters {
     std::size_t window = 256;       ///< sliding window w, keys per query (ch. 6)
-    std::size_t stride = 128;       ///< stride ℓ of the strided and fixed patterns (ch. 7)
+    std::size_t stride = 128;       ///< stride ℓ, strided and fixed patterns (ch. 7)
     std::size_t summary = 16;       ///< summary columns c of the fixed pattern (ch. 7)
     std::size_t one_sided = 128;    ///< Longformer's window on each side (ch. 8)
     std::size_t block = 64;         ///< BigBird's block (ch. 9)
@@ -115,7 +115,7 @@ WeightsOf weights_on_pattern(MaskOf mask_of)
     };
 }
 
-// ⟨Let queries see the keys that share their bucket⟩ 14-efficiency-zoo.md:299
+// ⟨Let queries see the keys that share their bucket⟩ 14-efficiency-zoo.md:300
 /// @brief Which keys hashing shows each query when queries and keys differ: key j
 /// when the unit rows q̂_i and k̂_j share a bucket in one of `rounds` rounds, both
 /// hashed with the same rotations (chapter 12's lsh_buckets, b = n/32 buckets).
@@ -235,7 +235,8 @@ inline std::vector<Mechanism> zoo_mechanisms(const ZooParameters& p = {})
                        "kernel", is_causal ? Exact::causal : Exact::full,
                        [r, is_causal](const ZooInputs& in, unsigned) -> ZooCall {
                            const std::size_t d_k = in.Q.shape(1);
-                           return [&in, is_causal, W = orthogonal_features<float>(r, d_k, 12)] {
+                           const auto W = orthogonal_features<float>(r, d_k, 12);
+                           return [&in, is_causal, W] {
                                return is_causal
                                           ? performer_causal_attention(in.Q, in.K, in.V, W)
                                           : performer_attention(in.Q, in.K, in.V, W);
@@ -249,14 +250,14 @@ inline std::vector<Mechanism> zoo_mechanisms(const ZooParameters& p = {})
                            const xt::xtensor<float, 2> I = xt::eye<float>(n);  // n×n
                            if (!is_causal) return performer_attention(Q, K, I, W);
                            // the causal form wants n queries: pad the first ones with zeros
-                           xt::xtensor<float, 2> all = xt::zeros<float>(K.shape());  // n×d_k
+                           xt::xtensor<float, 2> all = xt::zeros<float>(K.shape());  // n×d
                            xt::view(all, xt::range(n - q, n), xt::all()) = Q;
                            const xt::xtensor<float, 2> P =
                                performer_causal_attention(all, K, I, W);  // n×n
                            return xt::xtensor<float, 2>(
                                xt::view(P, xt::range(n - q, n), xt::all()));  // q×n
                        }});
-    // ⟨Add the Reformer⟩ 14-efficiency-zoo.md:287
+    // ⟨Add the Reformer⟩ 14-efficiency-zoo.md:288
     zoo.push_back({"Reformer (ch. 12)", "hashing", Exact::shared_qk,
                    [rounds = p.hash_rounds, chunk = p.chunk](const ZooInputs& in,
                                                              unsigned) -> ZooCall {
@@ -269,7 +270,7 @@ inline std::vector<Mechanism> zoo_mechanisms(const ZooParameters& p = {})
     return zoo;
 }
 
-// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:338
+// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:339
 /// @brief ‖O − O_exact‖_F / ‖O_exact‖_F, accumulated in double.
 /// @param O, O_exact n×d_v
 inline double relative_error(const xt::xtensor<float, 2>& O,
@@ -286,7 +287,7 @@ inline double relative_error(const xt::xtensor<float, 2>& O,
     return base > 0 ? std::sqrt(diff / base) : std::sqrt(diff);
 }
 
-// ⟨Measure the weight a mechanism misses⟩ 14-efficiency-zoo.md:369
+// ⟨Measure the weight a mechanism misses⟩ 14-efficiency-zoo.md:370
 /// @brief Missed mass and weight error of approximate weights against exact ones.
 struct WeightMiss {
     double missed_mass;   ///< mean over rows of Σ exact weight where approx is 0
