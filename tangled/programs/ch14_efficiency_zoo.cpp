@@ -27,7 +27,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1684
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1703
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -76,7 +76,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1741
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1760
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -98,12 +98,13 @@ std::pair<double, double> padded_range(std::vector<double> v, bool log, double m
 /// Where each name goes, as offsets from its point in fractions of the plot area: the
 /// first of eight places that keeps clear of every point, of the names placed before
 /// it and of the plot's edges. `at`: the points in fractions of the plot area, which
-/// is about 600×400 pixels; a name of 13-pixel text is 7.8 pixels a letter, 16 high.
+/// is at least 540×380 pixels; a name of 13-pixel text is 7.8 pixels a letter.
+/// Points drawn on the same spot share one name, "a, b".
 std::vector<std::pair<double, double>> place_names(
     const std::vector<std::pair<double, double>>& at,
     const std::vector<std::string>& names)
 {
-    const double pixel_x = 1.0 / 600, pixel_y = 1.0 / 400, height = 16 * pixel_y;
+    const double pixel_x = 1.0 / 540, pixel_y = 1.0 / 380, height = 16 * pixel_y;
     const double offsets[8][2] = {{1, 0},  {-1, 0}, {0, 1},  {0, -1},
                                   {1, 1},  {-1, 1}, {1, -1}, {-1, -1}};
     std::vector<std::array<double, 4>> boxes;  // x0, y0, x1, y1
@@ -112,6 +113,10 @@ std::vector<std::pair<double, double>> place_names(
             {x - 8 * pixel_x, y - 8 * pixel_y, x + 8 * pixel_x, y + 8 * pixel_y});
     std::vector<std::pair<double, double>> placed;
     for (std::size_t p = 0; p < at.size(); ++p) {
+        if (names[p].empty()) {  // no name, or already in an earlier point's
+            placed.emplace_back(0, 0);
+            continue;
+        }
         const double w = 7.8 * pixel_x * double(names[p].size());
         const auto [x, y] = at[p];
         std::array<double, 4> chosen{};
@@ -163,9 +168,13 @@ void labelled_points(
                    : (v - low) / (high - low);
     };
     std::vector<std::pair<double, double>> at;
-    for (std::size_t p = 0; p < xs.size(); ++p)
+    for (std::size_t p = 0; p < xs.size(); ++p) {
         at.emplace_back(fraction(xs[p], x_low, x_high, style.log_x),
                         fraction(ys[p], y_low, y_high, style.log_y));
+        for (std::size_t q = 0; q < p && !names[p].empty(); ++q)
+            if (xs[q] == xs[p] && ys[q] == ys[p] && !names[q].empty())
+                names[q] += ", " + names[p], names[p].clear();
+    }
     const auto offsets = place_names(at, names);
     attn::plot::Figure figure(path, attn::plot::svg_terminal(720, 600));
     figure << "set xlabel " << attn::plot::quote(style.x_label) << "\nset ylabel "
@@ -180,9 +189,10 @@ void labelled_points(
                << "'\n";
     if (style.log_y) figure << "set logscale y\nset format y '%g'\n";
     for (std::size_t p = 0; p < names.size(); ++p)
-        figure << "set label " << attn::plot::quote(names[p]) << " at " << xs[p] << ","
-               << ys[p] << " offset graph " << offsets[p].first << ", graph "
-               << offsets[p].second << " font ',13'\n";
+        if (!names[p].empty())
+            figure << "set label " << attn::plot::quote(names[p]) << " at " << xs[p]
+                   << "," << ys[p] << " offset graph " << offsets[p].first
+                   << ", graph " << offsets[p].second << " font ',13'\n";
     figure << "plot ";
     for (std::size_t s = 0; s < series.size(); ++s)
         figure << (s ? ", " : "") << "'-' using 1:2 with points linestyle " << s + 1
@@ -199,7 +209,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1893
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1922
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -216,7 +226,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1491
+// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1504
 /// n rows in d_k dimensions, each pointing near one of `topics` random directions
 /// (noise of relative size `spread`), of length sharpness·√d_k (chapter 12).
 xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
@@ -254,7 +264,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1532
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1545
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -271,7 +281,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1556
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1569
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -478,7 +488,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1588
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1601
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -512,7 +522,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1624
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1637
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -766,7 +776,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1870
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1899
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
