@@ -20,7 +20,7 @@
 
 namespace attn {
 
-// ⟨Run an attention layer with any mechanism's weights⟩ 14-efficiency-zoo.md:963
+// ⟨Run an attention layer with any mechanism's weights⟩ 14-efficiency-zoo.md:965
 /// @brief Chapter 4's attention_layer_forward with the weights of every head given by
 /// `weights_of` (dense attention: attention_weights), for the last `rows` queries
 /// only; the weights of the other queries are left at zero.
@@ -75,7 +75,7 @@ inline TinyModelForward<float> model_forward_with(
     return f;
 }
 
-// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1046
+// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1048
 /// @brief The vocabulary of the recall tasks: fillers, pairs (key, value), questions.
 struct RecallVocabulary {
     static constexpr std::size_t fillers = 16, keys = 8, values = 8;
@@ -125,7 +125,7 @@ inline RecallExample recall_example(std::size_t n, bool far, std::mt19937_64& rn
     return example;
 }
 
-// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1101
+// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1103
 /// @brief Cross-entropy (summed) and right answers over the question positions, and
 /// d loss/d logits (n×vocab, zero outside the questions).
 inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
@@ -141,7 +141,7 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
     return scored;
 }
 
-// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1125
+// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1127
 /// @brief Train `model` with Adam on the recall task, its attention given by
 /// `weights_of`; every example comes from `rng`.
 inline void train_recall(TinyModel<float>& model, bool far, const WeightsOf& weights_of,
@@ -180,7 +180,7 @@ inline double recall_accuracy(const TinyModel<float>& model, bool far,
     return double(right) / double(count * RecallVocabulary::keys);
 }
 
-// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1175
+// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1177
 /// @brief A one-layer, two-head tiny model for recall sequences of n tokens, pair
 /// embeddings started as key vector + value vector, position embeddings at zero.
 inline TinyModel<float> recall_model(std::size_t n, std::mt19937_64& rng)
