@@ -18,7 +18,7 @@
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:544
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:551
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -61,7 +61,7 @@ int main(int argc, char** argv)
                                  double(xt::amax(xt::abs(plotted.at(k) - maps[l][h]))()));
             results.add("head_panels", double(plotted.size()));
             results.add("plotted_vs_model_max_abs_difference", plotted_difference, 2);
-            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:138
+            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:145
             std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
             const auto agreement =
                 attn::ideal_key_agreement(model, attn::reversal_ideal_keys(n), 200, agreement_rng);
@@ -77,7 +77,7 @@ int main(int argc, char** argv)
                             best_layer = l, best_head = h;
                     }
             }
-            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:252
+            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:259
             const std::vector<std::size_t> word = attn::letter_tokens("algorithms");
             const std::vector<std::string> word_letters = attn::token_letters(word);
             std::vector<std::string> layer_titles;
@@ -85,7 +85,7 @@ int main(int argc, char** argv)
                 layer_titles.push_back("layer " + std::to_string(l));
             attn::plot::word_to_word(out / "word_to_word.svg", attn::attention_maps(model, word),
                                      word_letters, layer_titles);
-            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:356
+            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:363
             std::vector<xt::xtensor<double, 2>> step_frames;
             std::vector<std::string> step_titles;
             for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -103,7 +103,7 @@ int main(int argc, char** argv)
             results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " +
                                                   std::to_string(best_head));
             results.add("training_frames", double(snapshots.size()));
-            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:445
+            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:452
             std::vector<xt::xtensor<double, 2>> layer_means;
             std::vector<attn::plot::Panel> raw_panels;
             for (std::size_t l = 0; l < layers; ++l) {
@@ -130,7 +130,7 @@ int main(int argc, char** argv)
             results.add("rollout_mass_on_mirror", on_mirror);
             results.add("rollout_mass_on_self", on_self);
             results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:481
+            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:488
             double last_on_mirror = 0, mirror_rows_differ = 0;
             for (std::size_t i = 0; i < n; ++i) {
                 last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -140,7 +140,7 @@ int main(int argc, char** argv)
             }
             results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
             results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:552
+            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:559
             const std::size_t n_gallery = 64;
             std::vector<attn::plot::Pattern> gallery = {
                 {"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};

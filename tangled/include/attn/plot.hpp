@@ -502,8 +502,8 @@ inline GridLayout grid_layout(const std::vector<Panel>& panels, std::size_t colu
         const HeatmapStyle& style = panels[p].style;
         const double labels =
             letter * double(longest_label(style.row_labels, panels[p].values.shape(0)));
-        const double name = names_y(panels, p, columns) ? line : 0;
-        room[p % columns] = std::max(room[p % columns], labels + 16 + name);
+        const double name = names_y(panels, p, columns) ? 2 * line : 0;
+        room[p % columns] = std::max(room[p % columns], labels + 28 + name);
     }
     double used = g.colour_bar * (g.shared_bar ? 1.0 : double(columns)) + 16;
     for (double r : room) used += r;
