@@ -14,6 +14,7 @@
 #include <random>
 #include <stdexcept>
 #include <type_traits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,8 @@
 #include <xtensor/xoperation.hpp>
 #include <xtensor/xview.hpp>
 
-#include "attn/heatmap_grid.hpp"
 #include "attn/multi_head_attention.hpp"
+#include "attn/plot.hpp"
 #include "attn/random.hpp"
 #include "test_support.hpp"
 
@@ -416,45 +417,78 @@ BOOST_AUTO_TEST_CASE(a_grid_shows_every_title_token_and_axis_name_once_per_panel
     const auto dir = std::filesystem::temp_directory_path() / "ch03_test_grid";
     std::filesystem::create_directories(dir);
     std::mt19937_64 rng(11);
-    std::vector<attn::plot::HeatmapPanel> panels;
-    for (const std::string title : {"first head", "second head", "third head"})
-        panels.push_back({title, attn::softmax_rows(attn::random_normal<double>(3, 4, 1.0, rng))});
     const std::vector<std::string> rows = {"ra", "rb", "rc"}, cols = {"cw", "cx", "cy", "cz"};
-    attn::plot::heatmap_grid(dir / "grid.svg", panels, {"", rows, cols}, 2);
-    const auto texts = attn::plot::svg_texts(dir / "grid.svg");
-    for (const auto& panel : panels) BOOST_TEST(occurrences(texts, panel.title) == 1u);
+    std::vector<attn::plot::Panel> panels;
+    for (const std::string title : {"first head", "second head", "third head"})
+        panels.push_back({attn::softmax_rows(attn::random_normal<double>(3, 4, 1.0, rng)),
+                          {title, rows, cols}});
+    attn::plot::heatmap_grid(dir / "grid.svg", panels, 2);
+    const auto texts = test_support::svg_texts(dir / "grid.svg");
+    for (const auto& panel : panels) BOOST_TEST(occurrences(texts, panel.style.title) == 1u);
     for (const auto& label : rows) BOOST_TEST(occurrences(texts, label) == 3u, label);
     for (const auto& label : cols) BOOST_TEST(occurrences(texts, label) == 3u, label);
-    // two rows of panels: "query" names the left column's axes, "key" the bottom row's
+    // two rows of panels: "query" names the left column's axes, "key" the bottom
+    // panel of each column
     BOOST_TEST(occurrences(texts, "query") == 2u);
-    BOOST_TEST(occurrences(texts, "key") == 1u);
+    BOOST_TEST(occurrences(texts, "key") == 2u);
     BOOST_TEST(occurrences(texts, "attention weight") == 1u);  // one colour bar
     std::ifstream data(dir / "grid.tsv");
-    std::string header;
+    std::string header, line;
     std::getline(data, header);
     BOOST_TEST(header == "# panel\trow\tcol\tvalue");
     std::size_t cells = 0;
-    for (std::size_t p, i, j; data >> p >> i >> j; ++cells) {
+    for (; std::getline(data, line); ++cells) {
+        const std::size_t tab = line.find('\t');
+        const std::string title = line.substr(0, tab);
+        std::istringstream rest(line.substr(tab + 1));
+        std::size_t i, j;
         double value;
-        data >> value;
-        BOOST_TEST(std::abs(value - panels.at(p).values(i, j)) < 1e-8);
+        rest >> i >> j >> value;
+        const auto panel = std::find_if(panels.begin(), panels.end(),
+                                        [&](const auto& p) { return p.style.title == title; });
+        BOOST_TEST_REQUIRE((panel != panels.end()), title);
+        BOOST_TEST(std::abs(value - panel->values(i, j)) < 1e-8);
     }
     BOOST_TEST(cells == 3u * 3u * 4u);
     std::filesystem::remove_all(dir);
 }
 
-BOOST_AUTO_TEST_CASE(a_grid_rejects_panels_of_different_shapes)
+BOOST_AUTO_TEST_CASE(a_grid_of_one_scale_has_one_colour_bar_and_a_mixed_one_one_each)
+{
+    const auto dir = std::filesystem::temp_directory_path() / "ch03_test_grid_scales";
+    std::filesystem::create_directories(dir);
+    const xt::xtensor<double, 2> a = {{0.0, 2.0}, {4.0, 5.0}};
+    attn::plot::HeatmapStyle style{"", {}, {}};
+    style.probabilities = false;
+    style.colorbar_label = "token";
+    attn::plot::heatmap_grid(dir / "one.svg",
+                             {{a, attn::plot::titled(style, "a")},
+                              {a + 1.0, attn::plot::titled(style, "b")}},
+                             2);
+    auto texts = test_support::svg_texts(dir / "one.svg");
+    BOOST_TEST(occurrences(texts, "token") == 1u);
+    BOOST_TEST(occurrences(texts, "6") == 1u);  // one scale over both panels: 0 to 6
+    attn::plot::HeatmapStyle difference = attn::plot::titled(style, "a - b");
+    difference.diverging = true;
+    attn::plot::heatmap_grid(dir / "mixed.svg",
+                             {{a, attn::plot::titled(style, "a")}, {a - 2.5, difference}},
+                             2);
+    texts = test_support::svg_texts(dir / "mixed.svg");
+    BOOST_TEST(occurrences(texts, "token") == 2u);  // a colour bar beside each panel
+    std::filesystem::remove_all(dir);
+}
+
+BOOST_AUTO_TEST_CASE(a_grid_needs_panels_and_columns)
 {
     const auto dir = std::filesystem::temp_directory_path() / "ch03_test_grid_bad";
     std::filesystem::create_directories(dir);
-    BOOST_CHECK_THROW(attn::plot::heatmap_grid(dir / "bad.svg",
-                                               {{"a", xt::zeros<double>({2, 2})},
-                                                {"b", xt::zeros<double>({3, 2})}},
-                                               {}, 2),
+    BOOST_CHECK_THROW(attn::plot::heatmap_grid(dir / "none.svg", {}, 2),
                       std::invalid_argument);
-    BOOST_CHECK_THROW(attn::plot::heatmap_grid(dir / "none.svg", {}, {}, 2),
+    BOOST_CHECK_THROW(attn::plot::heatmap_grid(
+                          dir / "zero.svg", {{xt::zeros<double>({2, 2}), {"a", {}, {}}}}, 0),
                       std::invalid_argument);
-    BOOST_TEST(!std::filesystem::exists(dir / "bad.svg"));
+    BOOST_TEST(!std::filesystem::exists(dir / "none.svg"));
+    BOOST_TEST(!std::filesystem::exists(dir / "zero.svg"));
     std::filesystem::remove_all(dir);
 }
 

@@ -17,7 +17,7 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
-#include "attn/heatmap_grid.hpp"
+#include "attn/plot.hpp"
 #include "attn/random.hpp"
 #include "attn/self_attention.hpp"
 #include "attn/tiny_model.hpp"
@@ -112,7 +112,7 @@ BOOST_AUTO_TEST_CASE(the_head_grid_names_every_head_and_labels_every_letter)
     const auto tokens = attn::letter_tokens("algorithms");
     const auto dir = scratch_dir("ch05_test_heads");
     attn::plot::head_grid(dir / "heads.svg", attn::attention_maps(model, tokens), attn::token_letters(tokens));
-    const auto texts = attn::plot::svg_texts(dir / "heads.svg");
+    const auto texts = test_support::svg_texts(dir / "heads.svg");
     for (std::size_t l = 0; l < 2; ++l)
         for (std::size_t h = 0; h < 3; ++h)
             BOOST_TEST(count(texts, "layer " + std::to_string(l) + ", head " + std::to_string(h)) == 1u);
@@ -199,7 +199,7 @@ BOOST_AUTO_TEST_CASE(word_to_word_writes_every_weight_of_every_head)
     const auto maps = attn::attention_maps(model, tokens);
     const auto dir = scratch_dir("ch05_test_lines");
     attn::plot::word_to_word(dir / "lines.svg", maps, attn::token_letters(tokens), {"first", "second"});
-    const auto texts = attn::plot::svg_texts(dir / "lines.svg");
+    const auto texts = test_support::svg_texts(dir / "lines.svg");
     for (const std::string letter : {"a", "l", "g", "o", "r", "i", "t", "h", "m", "s"})
         BOOST_TEST(count(texts, letter) == 4u, letter);  // a query and a key in each panel
     for (const std::string label : {"query", "key"}) BOOST_TEST(count(texts, label) == 2u, label);
@@ -255,7 +255,7 @@ BOOST_AUTO_TEST_CASE(the_gallery_counts_allowed_pairs)
     BOOST_TEST(attn::plot::pattern_density(band) == 0.25);
     const auto dir = scratch_dir("ch05_test_gallery");
     attn::plot::pattern_gallery(dir / "g.svg", {{"diagonal", band}, {"dense", xt::ones<bool>({4, 4})}});
-    const auto texts = attn::plot::svg_texts(dir / "g.svg");
+    const auto texts = test_support::svg_texts(dir / "g.svg");
     BOOST_TEST(count(texts, "diagonal") == 1u);  // each title: the name, then the share
     BOOST_TEST(count(texts, "25.0% of pairs") == 1u);
     BOOST_TEST(count(texts, "dense") == 1u);

@@ -12,7 +12,6 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xview.hpp>
 
-#include "attn/heatmap_grid.hpp"
 #include "attn/measure.hpp"
 #include "attn/multi_head_attention.hpp"
 #include "attn/plot.hpp"
@@ -38,7 +37,7 @@ xt::xtensor<double, 2> merge_by_reinterpreting_memory(
     return merged;
 }
 
-// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:758
+// ⟨Count parameters and floating-point operations⟩ 03-multi-head-attention.md:556
 /// Parameters of one multi-head attention layer
 /// without biases: four d_model×d_model matrices.
 double parameter_count(double d_model) { return 4 * d_model * d_model; }
@@ -86,10 +85,12 @@ int main(int argc, char** argv)
                                              "column of the merged matrix", "row"};
         merge_style.probabilities = false;
         merge_style.colorbar_label = "token the element came from";
-        attn::plot::heatmap_grid(
-            out / "merge.svg",
-            {{"merge\\_heads", right}, {"transpose(0,1).view(...)", wrong}}, merge_style, 2);
-        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:404
+        attn::plot::heatmap_grid(out / "merge.svg",
+                                 {{right, attn::plot::titled(merge_style, "merge\\_heads")},
+                                  {wrong, attn::plot::titled(merge_style,
+                                                             "transpose(0,1).view(...)")}},
+                                 2);
+        // ⟨Embed the sentence with its positions⟩ 03-multi-head-attention.md:406
         const std::vector<std::string> tokens =
             attn::split_words("the cat saw the dog and the dog saw the cat");
         const std::size_t n = tokens.size(), d_word = 8, d_position = 16,
@@ -101,7 +102,7 @@ int main(int argc, char** argv)
         xt::xtensor<double, 2> X = xt::zeros<double>({n, d_model});
         xt::view(X, xt::all(), xt::range(0, d_word)) = words;
         for (std::size_t i = 0; i < n; ++i) X(i, d_word + i) = 1.0;  // one-hot position
-        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:418
+        // ⟨Build a previous-token head and a same-word head⟩ 03-multi-head-attention.md:420
         const double sharp = 4.0;  // scale of head 0's scores: q_{i}·k_{i-1}/√d_k = sharp²/√d_k
         xt::xtensor<double, 2> W_q = xt::zeros<double>({d_model, d_model}), W_k = W_q;
         for (std::size_t p = 0; p + 1 < d_k; ++p) {  // head 0: columns 0..d_k-1
@@ -115,10 +116,11 @@ int main(int argc, char** argv)
         const attn::Mask everything = xt::ones<bool>({n, n});
         const auto head_weights =
             attn::multi_head_attention_weights(X, X, W_q, W_k, h, everything);
-        attn::plot::heatmap_grid(out / "heads.svg",
-                                 {{"head 0: the previous token", head_weights[0]},
-                                  {"head 1: the same word", head_weights[1]}},
-                                 {"", tokens, tokens}, 2);
+        attn::plot::heatmap_grid(
+            out / "heads.svg",
+            {{head_weights[0], {"head 0: the previous token", tokens, tokens}},
+             {head_weights[1], {"head 1: the same word", tokens, tokens}}},
+            2);
         double on_previous = 0, on_same_word = 0;
         for (std::size_t i = 0; i < n; ++i) {
             if (i > 0) on_previous += head_weights[0](i, i - 1) / double(n - 1);
@@ -127,7 +129,7 @@ int main(int argc, char** argv)
         }
         results.add("head0_weight_on_previous_token_mean", on_previous);
         results.add("head1_weight_on_same_word_mean", on_same_word);
-        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:691
+        // ⟨Compare with chapter 1 and with the reference loops⟩ 03-multi-head-attention.md:489
         const auto X_f = xt::xtensor<float, 2>(X);
         const double init = 1.0 / std::sqrt(double(d_model));
         const auto R_q = attn::random_normal<float>(d_model, d_model, init, rng);
@@ -165,12 +167,12 @@ int main(int argc, char** argv)
             results.add("max_abs_difference_vs_reference_loops",
                         xt::amax(xt::abs(fast - reference))());
         }
-        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:774
+        // ⟨Print the counts for the base Transformer⟩ 03-multi-head-attention.md:572
         const auto [projection_flops, attention_flops] = flop_count(512, 512);
         results.add("base_parameters", parameter_count(512));
         results.add("base_projection_gflop", projection_flops / 1e9);
         results.add("base_attention_gflop", attention_flops / 1e9);
-        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:798
+        // ⟨Time the layer against the number of heads⟩ 03-multi-head-attention.md:596
         const int threads = 1;
         const attn::BlasThreads one_thread(threads);
         const std::size_t d_time = 256;
@@ -194,7 +196,7 @@ int main(int argc, char** argv)
             for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
                 seconds.back().push_back(timing.wall);
         }
-        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:827
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:625
         std::vector<attn::Series> curves;
         for (std::size_t l = 0; l < lengths.size(); ++l) {
             attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};

@@ -14,12 +14,11 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xreducer.hpp>
 
-#include "attn/heatmap_grid.hpp"
 #include "attn/plot.hpp"
 #include "attn/program.hpp"
 #include "attn/tiny_model.hpp"
 #include "attn/visualize.hpp"
-// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:542
+// ⟨Include the patterns of later chapters⟩ 05-visualizing-attention.md:551
 #include "attn/bigbird.hpp"
 #include "attn/longformer.hpp"
 #include "attn/masked_attention.hpp"
@@ -49,7 +48,7 @@ int main(int argc, char** argv)
                               heads = model.shape.heads;
             results.add("layers", double(layers));
             results.add("heads", double(heads));
-            // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:74
+            // ⟨Draw every head on the probe word⟩ 05-visualizing-attention.md:75
             const std::vector<std::string> letters = attn::token_letters(probe);
             const auto maps = attn::attention_maps(model, probe);  // [layer][head], n×n
             attn::plot::head_grid(out / "heads.svg", maps, letters);
@@ -62,7 +61,7 @@ int main(int argc, char** argv)
                                  double(xt::amax(xt::abs(plotted.at(k) - maps[l][h]))()));
             results.add("head_panels", double(plotted.size()));
             results.add("plotted_vs_model_max_abs_difference", plotted_difference, 2);
-            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:137
+            // ⟨Measure each head against the anti-diagonal⟩ 05-visualizing-attention.md:145
             std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
             const auto agreement =
                 attn::ideal_key_agreement(model, attn::reversal_ideal_keys(n), 200, agreement_rng);
@@ -78,7 +77,7 @@ int main(int argc, char** argv)
                             best_layer = l, best_head = h;
                     }
             }
-            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:251
+            // ⟨Draw the word-to-word diagrams⟩ 05-visualizing-attention.md:259
             const std::vector<std::size_t> word = attn::letter_tokens("algorithms");
             const std::vector<std::string> word_letters = attn::token_letters(word);
             std::vector<std::string> layer_titles;
@@ -86,7 +85,7 @@ int main(int argc, char** argv)
                 layer_titles.push_back("layer " + std::to_string(l));
             attn::plot::word_to_word(out / "word_to_word.svg", attn::attention_maps(model, word),
                                      word_letters, layer_titles);
-            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:355
+            // ⟨Animate the training steps⟩ 05-visualizing-attention.md:363
             std::vector<xt::xtensor<double, 2>> step_frames;
             std::vector<std::string> step_titles;
             for (const attn::AttentionSnapshot& snapshot : snapshots) {
@@ -104,15 +103,16 @@ int main(int argc, char** argv)
             results.add_text("animated_head", "layer " + std::to_string(best_layer) + ", head " +
                                                   std::to_string(best_head));
             results.add("training_frames", double(snapshots.size()));
-            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:444
+            // ⟨Compare rollout with raw attention⟩ 05-visualizing-attention.md:452
             std::vector<xt::xtensor<double, 2>> layer_means;
-            std::vector<attn::plot::HeatmapPanel> raw_panels;
+            std::vector<attn::plot::Panel> raw_panels;
             for (std::size_t l = 0; l < layers; ++l) {
                 layer_means.push_back(attn::average_heads(maps[l]));
-                raw_panels.push_back({"layer " + std::to_string(l) + ", heads averaged",
-                                      layer_means.back()});
+                raw_panels.push_back({layer_means.back(),
+                                      {"layer " + std::to_string(l) + ", heads averaged", letters,
+                                       letters}});
             }
-            attn::plot::heatmap_grid(out / "raw.svg", raw_panels, {"", letters, letters}, layers);
+            attn::plot::heatmap_grid(out / "raw.svg", raw_panels, layers);
             const xt::xtensor<double, 2> rollout = attn::attention_rollout(layer_means);  // n×n
             attn::plot::HeatmapStyle rollout_style{"Attention rollout through both layers", letters,
                                                    letters};
@@ -130,7 +130,7 @@ int main(int argc, char** argv)
             results.add("rollout_mass_on_mirror", on_mirror);
             results.add("rollout_mass_on_self", on_self);
             results.add("rollout_row_sum_max_error", worst_row_sum, 2);
-            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:479
+            // ⟨Check why rollout ties a letter with its mirror⟩ 05-visualizing-attention.md:488
             double last_on_mirror = 0, mirror_rows_differ = 0;
             for (std::size_t i = 0; i < n; ++i) {
                 last_on_mirror += layer_means.back()(i, n - 1 - i) / double(n);
@@ -140,7 +140,7 @@ int main(int argc, char** argv)
             }
             results.add("last_layer_mass_on_mirror", last_on_mirror, 5);
             results.add("rollout_mirror_rows_max_difference", mirror_rows_differ, 2);
-            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:550
+            // ⟨Collect every mechanism's pattern at the same n⟩ 05-visualizing-attention.md:559
             const std::size_t n_gallery = 64;
             std::vector<attn::plot::Pattern> gallery = {
                 {"dense (ch. 1)", xt::ones<bool>({n_gallery, n_gallery})}};

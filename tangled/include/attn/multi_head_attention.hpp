@@ -18,7 +18,7 @@
 
 namespace attn {
 
-// ⟨Check the number of heads and the weights' shapes⟩ 03-multi-head-attention.md:206
+// ⟨Check the number of heads and the weights' shapes⟩ 03-multi-head-attention.md:208
 /// @brief Throw std::invalid_argument unless num_heads ≥ 1 divides d_model.
 inline void check_head_count(std::size_t d_model, std::size_t num_heads)
 {
@@ -93,7 +93,7 @@ xt::xtensor<T, 2> merge_heads(const std::vector<xt::xtensor<T, 2>>& heads)
     return merged;
 }
 
-// ⟨Compute masked multi-head attention⟩ 03-multi-head-attention.md:248
+// ⟨Compute masked multi-head attention⟩ 03-multi-head-attention.md:250
 /// @brief Multi-head attention with a mask: project, split into heads,
 /// attend per head, merge, project. Head t uses columns [t·d_k, (t+1)·d_k)
 /// of Q, K and V (PyTorch's layout), d_k = d_model/h. A query whose mask
@@ -116,23 +116,23 @@ xt::xtensor<T, 2> multi_head_attention(const xt::xtensor<T, 2>& X_q,
 {
     check_multi_head_shapes(X_q, X_kv, {&W_q, &W_k, &W_v, &W_o}, num_heads);
     check_mask_shape(mask, X_q.shape(0), X_kv.shape(0));
-    // ⟨Project the tokens to queries, keys and values⟩ 03-multi-head-attention.md:277
+    // ⟨Project the tokens to queries, keys and values⟩ 03-multi-head-attention.md:279
     const xt::xtensor<T, 2> Q = xt::linalg::dot(X_q, W_q);   // n×d_model
     const xt::xtensor<T, 2> K = xt::linalg::dot(X_kv, W_k);  // m×d_model
     const xt::xtensor<T, 2> V = xt::linalg::dot(X_kv, W_v);  // m×d_model
-    // ⟨Attend in every head⟩ 03-multi-head-attention.md:286
+    // ⟨Attend in every head⟩ 03-multi-head-attention.md:288
     const auto Q_heads = split_heads(Q, num_heads), K_heads = split_heads(K, num_heads),
                V_heads = split_heads(V, num_heads);  // h × (n×d_k, m×d_k, m×d_k)
     std::vector<xt::xtensor<T, 2>> O_heads;           // h × n×d_k
     for (std::size_t t = 0; t < num_heads; ++t)
         O_heads.push_back(scaled_dot_product_attention(Q_heads[t], K_heads[t], V_heads[t],
                                                        mask));
-    // ⟨Merge the heads and mix them with W_o⟩ 03-multi-head-attention.md:295
+    // ⟨Merge the heads and mix them with W_o⟩ 03-multi-head-attention.md:297
     const xt::xtensor<T, 2> O = merge_heads(O_heads);  // n×d_model
     return xt::linalg::dot(O, W_o);                    // n×d_model
 }
 
-// ⟨Compute multi-head attention⟩ 03-multi-head-attention.md:304
+// ⟨Compute multi-head attention⟩ 03-multi-head-attention.md:306
 /// @brief Multi-head attention without a mask (every query attends every key).
 /// @param X_q n×d_model; @param X_kv m×d_model;
 /// @param W_q, W_k, W_v, W_o each d_model×d_model
@@ -148,7 +148,7 @@ xt::xtensor<T, 2> multi_head_attention(
     return multi_head_attention(X_q, X_kv, W_q, W_k, W_v, W_o, num_heads, everything);
 }
 
-// ⟨Compute each head's attention weights⟩ 03-multi-head-attention.md:323
+// ⟨Compute each head's attention weights⟩ 03-multi-head-attention.md:325
 /// @brief The attention weights of every head, for plotting and tests.
 /// @param X_q n×d_model; @param X_kv m×d_model; @param W_q, W_k each d_model×d_model
 /// @param num_heads h; @param mask n×m, true where query i may attend key j

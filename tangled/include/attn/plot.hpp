@@ -26,7 +26,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1319
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1495
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -67,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1240
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1416
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -170,7 +170,14 @@ struct Panel {
     HeatmapStyle style;
 };
 
-// ⟨Describe a line plot⟩ 00-instruments.md:1129
+/// A copy of `style` titled `title`: for panels that differ only in their titles.
+inline HeatmapStyle titled(HeatmapStyle style, const std::string& title)
+{
+    style.title = title;
+    return style;
+}
+
+// ⟨Describe a line plot⟩ 00-instruments.md:1305
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -186,7 +193,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1361
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1537
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -232,7 +239,7 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Set the axes of a heatmap⟩ 00-instruments.md:898
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:905
 /// Whether `labels`, one per cell along an axis `length` pixels long, stand apart:
 /// each non-empty label is at least `room(a, b)` pixels from the next.
 template <class Room>
@@ -329,7 +336,7 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
     else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:996
+// ⟨Draw a heatmap⟩ 00-instruments.md:1003
 /// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
 /// cells' grey if there is a mask.
 inline std::string key_entries(const HeatmapStyle& style)
@@ -348,10 +355,11 @@ inline std::string key_entries(const HeatmapStyle& style)
 /// @brief Send the cells of `values` (n×m) to gnuplot as one plot: an image on the
 /// colour map, or for a categorical map one block of boxes per category; masked cells
 /// grey. `key` places the key ("" for none); its entries are drawn even for a category
-/// that has no cell here, so a key is the same in every panel.
+/// that has no cell here, so a key is the same in every panel. `placement`: gnuplot
+/// settings that override the axes' (a grid's margins), sent before the plot.
 inline void plot_heatmap(Figure& figure, const xt::xtensor<double, 2>& values,
                          const HeatmapStyle& style, const std::string& key,
-                         double width = 400)
+                         double width = 400, const std::string& placement = "")
 {
     const std::size_t n = values.shape(0), m = values.shape(1);
     const bool masked = style.allowed.size() != 0;
@@ -377,6 +385,7 @@ inline void plot_heatmap(Figure& figure, const xt::xtensor<double, 2>& values,
             }
         }
     set_heatmap_axes(figure, style, n, m, width);
+    figure << placement;
     if (style.diverging) {
         const double reach = std::max(double(xt::amax(xt::abs(values))()), 1e-300);
         figure << "set cbrange [" << -reach << ":" << reach << "]\n";
@@ -420,42 +429,198 @@ inline void heatmap(const std::filesystem::path& path,
                        : "");
 }
 
-// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1092
-/// @brief Draw `panels` as one figure, `columns` panels a row, into the SVG file
-/// `path`; the data as `path`.tsv ("panel row col value", panel = its title).
-/// The panels of a categorical grid share one key, drawn once in a strip under them.
+// ⟨Lay out a grid of heatmaps⟩ 00-instruments.md:1107
+/// Whether the panels share one continuous colour scale: no categories, no
+/// diverging palette, and the same range and colour bar name in every panel.
+inline bool share_colour_scale(const std::vector<Panel>& panels)
+{
+    const HeatmapStyle& first = panels[0].style;
+    return std::all_of(panels.begin(), panels.end(), [&](const Panel& panel) {
+        const HeatmapStyle& style = panel.style;
+        const bool same_max = style.colour_max == first.colour_max ||
+                              (std::isnan(style.colour_max) &&
+                               std::isnan(first.colour_max));
+        return style.categories.empty() && !style.diverging && same_max &&
+               style.probabilities == first.probabilities &&
+               style.colorbar_label == first.colorbar_label;
+    });
+}
+
+/// Where the panels of a grid go, in pixels of the drawing (origin top left).
+struct GridLayout {
+    std::vector<double> left, top;       ///< of each column's, each row's panels
+    std::vector<double> panel_h;         ///< each row's tallest panel
+    double panel_w = 0;                  ///< every panel's plot area
+    double colour_bar = 0;               ///< room for one colour bar
+    bool shared_bar = false;             ///< one colour bar for the grid
+    double strip = 0;                    ///< the key strip under the panels
+    int width = 0, height = 0;           ///< the canvas
+};
+
+/// Characters of the longest label, or of the largest index when there are none.
+inline std::size_t longest_label(const std::vector<std::string>& labels,
+                                 std::size_t count)
+{
+    std::size_t longest = std::to_string(count).size();
+    for (const std::string& label : labels) longest = std::max(longest, label.size());
+    return longest;
+}
+
+/// Whether panel p names its y axis: it is first in its row or its left
+/// neighbour names another.
+inline bool names_y(const std::vector<Panel>& panels, std::size_t p,
+                    std::size_t columns)
+{
+    return p % columns == 0 || panels[p - 1].style.y_label != panels[p].style.y_label;
+}
+
+/// Whether panel p names its x axis: no panel below it names the same.
+inline bool names_x(const std::vector<Panel>& panels, std::size_t p,
+                    std::size_t columns)
+{
+    return p + columns >= panels.size() ||
+           panels[p + columns].style.x_label != panels[p].style.x_label;
+}
+
+/// @brief The layout of `panels`, `columns` a row, on a canvas `width` pixels wide.
+inline GridLayout grid_layout(const std::vector<Panel>& panels, std::size_t columns,
+                              int width)
+{
+    const double letter = 0.6 * font_size, line = 1.9 * font_size;  // in pixels
+    const std::size_t rows = (panels.size() + columns - 1) / columns;
+    GridLayout g;
+    g.shared_bar = share_colour_scale(panels);
+    const bool keyed = std::any_of(panels.begin(), panels.end(), [](const Panel& p) {
+        return !p.style.categories.empty() || p.style.allowed.size() != 0;
+    });
+    const bool bars = std::any_of(panels.begin(), panels.end(), [](const Panel& p) {
+        return p.style.categories.empty();
+    });
+    g.colour_bar = bars ? 5.5 * line : 0;
+    std::vector<double> room(columns, 16);  // left of each column's panels
+    for (std::size_t p = 0; p < panels.size(); ++p) {
+        const HeatmapStyle& style = panels[p].style;
+        const double labels =
+            letter * double(longest_label(style.row_labels, panels[p].values.shape(0)));
+        const double name = names_y(panels, p, columns) ? 2 * line : 0;
+        room[p % columns] = std::max(room[p % columns], labels + 28 + name);
+    }
+    double used = g.colour_bar * (g.shared_bar ? 1.0 : double(columns)) + 16;
+    for (double r : room) used += r;
+    g.panel_w = (width - used) / double(columns);
+    for (std::size_t c = 0; c < columns; ++c)  // after the previous column's panels
+        g.left.push_back((c ? g.left.back() + g.panel_w : 0) + room[c] +
+                         (c && !g.shared_bar ? g.colour_bar : 0));
+    double y = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        double above = 1.6 * line, height = 0, below = 8 + line;
+        const std::size_t end = std::min(panels.size(), (r + 1) * columns);
+        for (std::size_t p = r * columns; p < end; ++p) {
+            const auto& values = panels[p].values;
+            const std::size_t m = values.shape(1);
+            height = std::max(height, g.panel_w * double(values.shape(0)) / double(m));
+            if (column_tics(panels[p].style.col_labels, m, g.panel_w)
+                    .find("set x2tics") != std::string::npos)
+                above = 1.6 * line + line;  // labels over the axis too
+            if (names_x(panels, p, columns)) below = 8 + line + 1.6 * line;
+        }
+        g.top.push_back(y + above);
+        g.panel_h.push_back(height);
+        y += above + height + below;
+    }
+    g.strip = keyed ? 2 * line : 0;
+    g.width = width;
+    g.height = int(std::ceil(y + g.strip));
+    return g;
+}
+
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1217
+/// The gnuplot settings that place panel p of a grid where `g` says, with its
+/// axis names, its colour bar (or none) and the grid's colour range.
+inline std::string place_panel(const std::vector<Panel>& panels, std::size_t p,
+                               std::size_t columns, const GridLayout& g,
+                               const std::string& colour_range)
+{
+    const std::size_t row = p / columns, column = p % columns;
+    const double left = g.left[column], top = g.top[row];
+    const double right = left + g.panel_w, bottom = top + g.panel_h[row];
+    const auto x = [&](double pixels) { return std::to_string(pixels / g.width); };
+    const auto y = [&](double from_top) {
+        return std::to_string(1 - from_top / g.height);
+    };
+    const HeatmapStyle& style = panels[p].style;
+    std::string settings = "set size noratio\nset lmargin at screen " + x(left) +
+                           "\nset rmargin at screen " + x(right) +
+                           "\nset tmargin at screen " + y(top) +
+                           "\nset bmargin at screen " + y(bottom) + "\n" + colour_range;
+    if (!names_y(panels, p, columns)) settings += "set ylabel ''\n";
+    if (!names_x(panels, p, columns)) settings += "set xlabel ''\n";
+    const double bar_top = g.shared_bar ? g.top.front() : top;
+    const double bar_bottom = g.shared_bar ? g.top.back() + g.panel_h.back() : bottom;
+    const double bar_left = g.shared_bar ? g.width - g.colour_bar + 8 : right + 16;
+    const bool bar =
+        style.categories.empty() && (!g.shared_bar || p + 1 == panels.size());
+    if (!bar) return settings + "unset colorbox\n";
+    return settings + "set colorbox user origin screen " + x(bar_left) + ", screen " +
+           y(bar_bottom) + " size screen " + x(20) + ", screen " +
+           std::to_string((bar_bottom - bar_top) / g.height) + "\n";
+}
+
+/// The colour range of panels sharing a scale, not probabilities, without a fixed
+/// top: all their values; else none (each panel's style sets its own).
+inline std::string shared_colour_range(const std::vector<Panel>& panels,
+                                       const GridLayout& g)
+{
+    const HeatmapStyle& style = panels[0].style;
+    if (!g.shared_bar || style.probabilities || !std::isnan(style.colour_max))
+        return "";
+    double low = panels[0].values(0, 0), high = low;
+    for (const Panel& panel : panels)
+        for (double value : panel.values)
+            low = std::min(low, value), high = std::max(high, value);
+    if (high == low) high = low + 1;
+    return "set cbrange [" + std::to_string(low) + ":" + std::to_string(high) + "]\n";
+}
+
+/// @brief Draw `panels` as one SVG figure `path`, `columns` panels a row, on a
+/// canvas `width` pixels wide; the data as `path`.tsv ("panel row col value",
+/// panel = its title). Panels sharing a continuous scale share one colour bar;
+/// categories and masked cells are named once, in a key strip under the panels.
 inline void heatmap_grid(const std::filesystem::path& path,
-                         const std::vector<Panel>& panels, std::size_t columns)
+                         const std::vector<Panel>& panels, std::size_t columns,
+                         int width = 1000)
 {
     if (panels.empty() || columns == 0)
         throw std::invalid_argument("heatmap_grid: need panels and columns");
+    for (const Panel& panel : panels)
+        if (panel.values.size() == 0)
+            throw std::invalid_argument("heatmap_grid: a panel has no cells");
     write_panels_tsv(path, panels);
-    const std::size_t rows = (panels.size() + columns - 1) / columns;
-    const bool keyed = !panels[0].style.categories.empty();
-    const int width = 1000, height = int(rows) * (columns > 2 ? 300 : 380) + 60;
-    const double strip = keyed ? 60.0 / height : 0.0;  // the key's height, of the page
-    const double cell_w = 1.0 / double(columns), cell_h = (1.0 - strip) / double(rows);
-    Figure figure(path, svg_terminal(width, height));
+    columns = std::min(columns, panels.size());
+    const GridLayout g = grid_layout(panels, columns, width);
+    const std::string colour_range = shared_colour_range(panels, g);
+    Figure figure(path, svg_terminal(g.width, g.height));
     figure << "set multiplot\n";
-    for (std::size_t p = 0; p < panels.size(); ++p) {
-        const std::size_t row = p / columns, column = p % columns;
-        figure << "set origin " << double(column) * cell_w << ","
-               << strip + double(rows - 1 - row) * cell_h << "\nset size " << cell_w
-               << "," << cell_h << "\n";
-        plot_heatmap(figure, panels[p].values, panels[p].style, "",
-                     0.7 * width * cell_w);
-    }
-    if (keyed)
-        figure << "set origin 0,0\nset size noratio 1," << strip
+    for (std::size_t p = 0; p < panels.size(); ++p)
+        plot_heatmap(figure, panels[p].values, panels[p].style, "", g.panel_w,
+                     place_panel(panels, p, columns, g, colour_range));
+    const auto keyed = std::find_if(panels.begin(), panels.end(), [](const Panel& p) {
+        return !p.style.categories.empty() || p.style.allowed.size() != 0;
+    });
+    if (keyed != panels.end())
+        figure << "set lmargin at screen 0\nset rmargin at screen 1\n"
+                  "set bmargin at screen 0\nset tmargin at screen "
+               << g.strip / g.height
                << "\nunset border\nunset tics\nunset x2tics\nunset xlabel\n"
-                  "unset ylabel\nunset title\nset xrange [0:1]\nset yrange [0:1]\n"
+                  "unset ylabel\nunset title\nunset colorbox\nset xrange [0:1]\n"
+                  "set yrange [0:1]\n"
                   "set key center center horizontal maxrows 1 nobox noopaque\n"
                   "plot 2 notitle, "  // nothing in range: the key alone
-               << key_entries(panels[0].style) << "\n";
+               << key_entries(keyed->style) << "\n";
     figure << "unset multiplot\n";
 }
 
-// ⟨Give dense attention its own line style⟩ 00-instruments.md:1146
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1322
 /// The line style the shared style file reserves for dense attention.
 constexpr int dense_line_style = 8;
 
@@ -490,7 +655,7 @@ inline void send_series(Figure& figure, const Series& curve)
     figure.send(points);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:1182
+// ⟨Draw a line plot⟩ 00-instruments.md:1358
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -518,7 +683,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1215
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1391
 /// @brief A log y range from the decade below the lowest point to the decade of the
 /// highest and one more decade for every two curves, and the key at the top left in
 /// that room, clear of the curves.
@@ -537,7 +702,7 @@ inline void leave_room_for_the_key(LinePlotStyle& style,
     style.key = "top left Left reverse samplen 1.5";
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1411
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1587
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape

@@ -23,12 +23,11 @@
 #include <xtensor/xview.hpp>
 #include <xtensor-blas/xlinalg.hpp>
 
-#include "attn/heatmap_grid.hpp"
 #include "attn/plot.hpp"
 
 namespace attn {
 
-// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:402
+// ⟨Average the heads of a layer⟩ 05-visualizing-attention.md:410
 /// @brief The mean of a layer's heads' weights, n×n (rows still sum to 1).
 inline xt::xtensor<double, 2> average_heads(
     const std::vector<xt::xtensor<double, 2>>& heads)
@@ -39,7 +38,7 @@ inline xt::xtensor<double, 2> average_heads(
     return mean;
 }
 
-// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:414
+// ⟨Roll attention out across layers⟩ 05-visualizing-attention.md:422
 /// @brief Attention rollout (Abnar & Zuidema 2020, §3): R
 /// = Ã_L ⋯ Ã_1 with Ã_l = ½·A_l + ½·I, rows renormalised.
 /// @param layer_weights each layer's attention
@@ -72,22 +71,29 @@ inline xt::xtensor<double, 2> attention_rollout(
 
 namespace attn::plot {
 
-// ⟨Read the data behind a grid of heatmaps⟩ 05-visualizing-attention.md:89
+// ⟨Read the data behind a grid of heatmaps⟩ 05-visualizing-attention.md:90
 /// @brief Read the panels a heatmap grid wrote beside `figure` (its .tsv of
-/// "panel row col value" lines). @return one matrix per panel, in order
+/// "panel row col value" lines, panel = its title). @return one matrix per panel,
+/// in order
 inline std::vector<xt::xtensor<double, 2>> read_panels_tsv(
     const std::filesystem::path& figure)
 {
     std::ifstream in(data_path(figure));
     if (!in) throw std::runtime_error("cannot read " + data_path(figure).string());
     std::vector<std::tuple<std::size_t, std::size_t, std::size_t, double>> cells;
+    std::vector<std::string> titles;  // the panels, in order of appearance
     std::size_t panels = 0, rows = 0, cols = 0;
     for (std::string line; std::getline(in, line);) {
         if (line.empty() || line[0] == '#') continue;
         std::istringstream fields(line);
-        std::size_t p = 0, i = 0, j = 0;
+        std::string title;
+        std::getline(fields, title, '\t');
+        const auto known = std::find(titles.begin(), titles.end(), title);
+        const std::size_t p = std::size_t(known - titles.begin());
+        if (known == titles.end()) titles.push_back(title);
+        std::size_t i = 0, j = 0;
         double value = 0;
-        if (!(fields >> p >> i >> j >> value))
+        if (!(fields >> i >> j >> value))
             throw std::runtime_error(data_path(figure).string() + ": bad line " + line);
         cells.emplace_back(p, i, j, value);
         panels = std::max(panels, p + 1);
@@ -110,16 +116,17 @@ inline void head_grid(const std::filesystem::path& path,
 {
     if (maps.empty() || maps[0].empty())
         throw std::invalid_argument("head_grid: no heads to draw");
-    std::vector<HeatmapPanel> panels;
+    std::vector<Panel> panels;
     for (std::size_t l = 0; l < maps.size(); ++l)
         for (std::size_t h = 0; h < maps[l].size(); ++h)
-            panels.push_back({"layer " + std::to_string(l) + ", head " +
-                                  std::to_string(h),
-                              maps[l][h]});
-    heatmap_grid(path, panels, {"", labels, labels}, maps[0].size());
+            panels.push_back({maps[l][h],
+                              {"layer " + std::to_string(l) + ", head " +
+                                   std::to_string(h),
+                               labels, labels}});
+    heatmap_grid(path, panels, maps[0].size());
 }
 
-// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:164
+// ⟨Draw attention as lines between two columns of tokens⟩ 05-visualizing-attention.md:172
 /// @brief Draw each layer's heads as lines from queries (left column) to keys
 /// (right column), one panel per layer, side by side. Width and opacity grow
 /// with the weight, the colour says the head (one key for all panels);
@@ -154,7 +161,7 @@ inline void word_to_word(const std::filesystem::path& path,
            << "set multiplot layout 1," << layers.size() << "\n";
     for (std::size_t l = 0; l < layers.size(); ++l) {
         const auto& heads = layers[l];
-        // ⟨Draw one layer's lines⟩ 05-visualizing-attention.md:208
+        // ⟨Draw one layer's lines⟩ 05-visualizing-attention.md:216
         figure << "unset label\nset title " << quote(titles[l]) << "\n"
                << "set label 'query' at 0,0.8 right textcolor rgb '#606060'\n"
                << "set label 'key' at 1,0.8 left textcolor rgb '#606060'\n";
@@ -195,7 +202,7 @@ inline void word_to_word(const std::filesystem::path& path,
     figure << "unset multiplot\n";
 }
 
-// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:279
+// ⟨Draw an animation of heatmaps⟩ 05-visualizing-attention.md:287
 /// @brief Draw one heatmap per frame into the animated GIF `path`,
 /// `titles[f]` over frame f; the frames share axes, labels and
 /// colour scale. Writes `path`.tsv with lines "frame row col value".
@@ -265,7 +272,7 @@ inline void animate_heatmaps(const std::filesystem::path& path,
         throw std::runtime_error("gnuplot did not write " + path.string());
 }
 
-// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:585
+// ⟨Draw a gallery of attention patterns⟩ 05-visualizing-attention.md:594
 /// @brief A named attention pattern: true where query i may attend key j.
 struct Pattern {
     std::string name;
