@@ -1,4 +1,6 @@
 // Generated from chapters/18-streaming.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -137,7 +139,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Draw the sink-window mask⟩ 18-streaming.md:878
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:879
         {
             const std::size_t n = 16, w = 4, s = 2;
             const attn::Mask mask = attn::sink_window_mask(n, w, s);
@@ -251,15 +253,16 @@ int main(int argc, char** argv)
             }
             // Error rates on a log axis, so that small differences show; a pattern with no
             // error is drawn at 1/(every position read at the longest length), below any
-            // error rate the evaluation can give. Larger points first: equal series stay visible.
+            // error rate the evaluation can give. The patterns are drawn slightly apart along n
+            // (factors 2^±0.05 and 2^±0.15), so that equal error rates stay visible side by side.
             const double no_error = 1.0 / double(eval_count * lengths.back());
             std::vector<attn::Series> errors;
-            double point_size = 2.2;
+            double shift = -0.15;  // log2 of the factor on n
             for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
                 attn::Series error = *series;
+                for (double& x : error.x) x *= std::exp2(shift);
                 for (double& y : error.y) y = std::max(1.0 - y, no_error);
-                error.with = "linespoints pointsize " + std::to_string(point_size);
-                point_size -= 0.4;
+                shift += 0.1;
                 errors.push_back(error);
             }
             attn::plot::LinePlotStyle style{"", "sequence length n (tokens)",
@@ -283,7 +286,7 @@ int main(int argc, char** argv)
             style.y_min = 0, style.y_max = 1;
             attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
         }
-        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:757
+        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:758
         const std::size_t bench_d = 128, bench_window = 512, bench_sinks = 4, pool = 64;
         std::mt19937_64 bench_rng(options.seed + 4);
         const xt::xtensor<float, 2> rows =

@@ -23,7 +23,7 @@
 
 namespace {
 
-// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1086
+// ⟨Evaluate a causal model on held-out words⟩ 19-linear-attention.md:1087
 /// Held-out quality of a causal model.
 struct Quality {
     double loss = 0;           ///< mean cross-entropy per scored letter
@@ -220,7 +220,7 @@ int main(int argc, char** argv)
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1123
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:1124
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
@@ -304,7 +304,7 @@ int main(int argc, char** argv)
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1266
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1267
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -325,7 +325,7 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
-        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1377
+        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1378
         {
             std::mt19937_64 word_rng(options.seed + 13);
             double largest_gap = 0;
@@ -350,7 +350,7 @@ int main(int argc, char** argv)
             results.add("rnn_vs_parallel_max_abs_logit", largest_gap, 2);
             results.add("rnn_state_bytes", double(state_bytes));
         }
-        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1423
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1424
         attn::Series decay_trained{"trained with this γ", {}, {}};
         attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
         for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {

@@ -81,7 +81,7 @@ double gradient_gap(const attn::AttentionGradients<T>& a,
 {
     return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1029
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1039
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -266,7 +266,7 @@ int main(int argc, char** argv)
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:989
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:999
         const int pass_repeats = options.quick ? 2 : 5;
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
@@ -296,7 +296,7 @@ int main(int argc, char** argv)
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1046
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1056
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
@@ -362,9 +362,19 @@ int main(int argc, char** argv)
         results.add("backward_over_forward_dense_at_n_min", dense_ratio.y.front(), 2);
         results.add("backward_over_forward_dense", dense_ratio.y.back(), 2);
         results.add("backward_over_forward_dense_n", dense_ratio.x.back());
+        attn::Series tiled_count{"count, tiled: (5 + e) ÷ (2 + e)", {}, {}},
+            dense_count{"count, dense: 4 ÷ (2 + e)", {}, {}};
+        for (const double n : {tiled_ratio.x.front(), tiled_ratio.x.back()}) {
+            tiled_count.x.push_back(n), dense_count.x.push_back(n);
+            tiled_count.y.push_back((5 + exponential_units) / (2 + exponential_units));
+            dense_count.y.push_back(4 / (2 + exponential_units));
+        }
+        tiled_count.with = dense_count.with = "lines";
         attn::plot::LinePlotStyle pass_style{"", "n (tokens)", "ratio of times (1 thread)"};
         pass_style.log_x = true;
-        attn::plot::lines(out / "backward_over_forward.svg",
-                          {dense_ratio, tiled_ratio, causal_ratio, causal_share}, pass_style);
+        attn::plot::lines(
+            out / "backward_over_forward.svg",
+            {dense_ratio, tiled_ratio, causal_ratio, causal_share, tiled_count, dense_count},
+            pass_style);
     });
 }

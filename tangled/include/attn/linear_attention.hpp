@@ -520,7 +520,7 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
     return curve;
 }
 
-// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1311
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1312
 /// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
 /// LinearAttentionState per layer and head instead of a KV cache: its memory does not
 /// grow with the tokens read. The model must outlive the decoder.
