@@ -139,7 +139,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Draw the sink-window mask⟩ 18-streaming.md:879
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:881
         {
             const std::size_t n = 16, w = 4, s = 2;
             const attn::Mask mask = attn::sink_window_mask(n, w, s);
@@ -254,15 +254,15 @@ int main(int argc, char** argv)
             // Error rates on a log axis, so that small differences show; a pattern with no
             // error is drawn at 1/(every position read at the longest length), below any
             // error rate the evaluation can give. The patterns are drawn slightly apart along n
-            // (factors 2^±0.05 and 2^±0.15), so that equal error rates stay visible side by side.
+            // (factors 2^±0.1 and 2^±0.3), so that equal error rates stay visible side by side.
             const double no_error = 1.0 / double(eval_count * lengths.back());
             std::vector<attn::Series> errors;
-            double shift = -0.15;  // log2 of the factor on n
+            double shift = -0.3;  // log2 of the factor on n
             for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
                 attn::Series error = *series;
                 for (double& x : error.x) x *= std::exp2(shift);
                 for (double& y : error.y) y = std::max(1.0 - y, no_error);
-                shift += 0.1;
+                shift += 0.2;
                 errors.push_back(error);
             }
             attn::plot::LinePlotStyle style{"", "sequence length n (tokens)",
