@@ -81,7 +81,7 @@ double gradient_gap(const attn::AttentionGradients<T>& a,
 {
     return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1040
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1044
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -267,7 +267,7 @@ int main(int argc, char** argv)
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1000
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1004
         const int pass_repeats = options.quick ? 2 : 5;
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
@@ -297,7 +297,7 @@ int main(int argc, char** argv)
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1057
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1061
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
@@ -363,6 +363,19 @@ int main(int argc, char** argv)
         results.add("backward_over_forward_dense_at_n_min", dense_ratio.y.front(), 2);
         results.add("backward_over_forward_dense", dense_ratio.y.back(), 2);
         results.add("backward_over_forward_dense_n", dense_ratio.x.back());
+        // How a measured ratio stands to the count's, and where the dense ratio goes with n:
+        // beyond 10 % a difference, within it "about".
+        const auto compare = [](double a, double b, const char* above, const char* below,
+                                const char* about) {
+            return a > 1.1 * b ? above : a < b / 1.1 ? below : about;
+        };
+        const double predicted = (5 + exponential_units) / (2 + exponential_units);
+        results.add_text("tiled_ratio_against_count",
+                         compare(median_from_length(tiled_ratio, median_from), predicted,
+                                 "above", "below", "within 10 % of"));
+        results.add_text("dense_ratio_with_n",
+                         compare(dense_ratio.y.back(), dense_ratio.y.front(), "rising with n",
+                                 "falling with n", "about level in n"));
         attn::Series tiled_count{"count, tiled: (5 + e) ÷ (2 + e)", {}, {}},
             dense_count{"count, dense: 4 ÷ (2 + e)", {}, {}};
         for (const double n : {tiled_ratio.x.front(), tiled_ratio.x.back()}) {
@@ -373,6 +386,7 @@ int main(int argc, char** argv)
         tiled_count.with = dense_count.with = "lines";
         attn::plot::LinePlotStyle pass_style{"", "n (tokens)", "ratio of times (1 thread)"};
         pass_style.log_x = true;
+        pass_style.key = "below left Left reverse vertical maxrows 6";
         attn::plot::lines(
             out / "backward_over_forward.svg",
             {dense_ratio, tiled_ratio, causal_ratio, causal_share, tiled_count, dense_count},
