@@ -81,7 +81,7 @@ double gradient_gap(const attn::AttentionGradients<T>& a,
 {
     return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1044
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1047
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -267,7 +267,7 @@ int main(int argc, char** argv)
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1004
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1007
         const int pass_repeats = options.quick ? 2 : 5;
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
@@ -297,7 +297,7 @@ int main(int argc, char** argv)
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1061
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1064
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
