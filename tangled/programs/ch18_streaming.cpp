@@ -1,4 +1,6 @@
 // Generated from chapters/18-streaming.md by tools/tangle.py; edit the chapter, not this file.
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <random>
@@ -137,7 +139,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Draw the sink-window mask⟩ 18-streaming.md:848
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:881
         {
             const std::size_t n = 16, w = 4, s = 2;
             const attn::Mask mask = attn::sink_window_mask(n, w, s);
@@ -153,7 +155,7 @@ int main(int argc, char** argv)
             results.add("mask_window", double(w));
             results.add("mask_sinks", double(s));
         }
-        // ⟨Train two models and read them past their length⟩ 18-streaming.md:609
+        // ⟨Train two models and read them past their length⟩ 18-streaming.md:617
         const std::size_t markers = 4, ordinary = 10;
         const std::size_t none = markers + ordinary, first = none + 1;  // ids 14 and 15
         attn::PositionModelShape shape;
@@ -172,6 +174,7 @@ int main(int argc, char** argv)
         results.add("window", double(window));
         results.add("sinks", double(sinks));
         results.add("reach", double(reach));
+        results.add("scored_positions_max", double(eval_count * lengths.back()));
         const attn::PositionTask copy_task{
             "copy", [&](std::size_t n, std::mt19937_64& r) {
                 return with_first_token(attn::copy_back_example(n - 1, none, 3, r), first);
@@ -198,6 +201,9 @@ int main(int argc, char** argv)
             for (const auto& head : mass) mean_mass += mean_after_first(head) / double(mass.size());
             results.add(task->name + "_mass_mean", mean_mass, 2);
             results.add(task->name + "_mass_top_head", mean_after_first(mass[sink_head]), 2);
+            for (std::size_t k = 0; k < mass.size(); ++k)
+                results.add(task->name + "_mass_head" + std::to_string(k + 1),
+                            mean_after_first(mass[k]), 2);
             results.add(task->name + "_top_head", double(sink_head + 1));
             attn::Series by_query{task->name + " model, head " + std::to_string(sink_head + 1),
                                   {}, {}};
@@ -205,7 +211,7 @@ int main(int argc, char** argv)
                 by_query.x.push_back(double(i)), by_query.y.push_back(mass[sink_head][i]);
             mass_curves.push_back(by_query);
             if (task == &marker_task) {
-                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:572
+                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:579
                 std::mt19937_64 draw_rng(options.seed + 3);
                 const attn::TaskExample example = task->draw(24, draw_rng);
                 const auto f = attn::position_model_forward(model, example.tokens);
@@ -234,7 +240,7 @@ int main(int argc, char** argv)
                         streaming_accuracy(model, *task, n, w, s, at, eval_count, seed));
                 }
             }
-            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:666
+            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:675
             const std::string key = task->name + "_";
             const std::size_t at_train = 1;  // lengths[1] is the training length
             for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
@@ -245,14 +251,27 @@ int main(int argc, char** argv)
                 results.add(key + name + "_at_train", series->y[at_train], 3);
                 results.add(key + name + "_at_longest", series->y.back(), 3);
             }
+            // Error rates on a log axis, so that small differences show; a pattern with no
+            // error is drawn at 1/(every position read at the longest length), below any
+            // error rate the evaluation can give. The patterns are drawn slightly apart along n
+            // (factors 2^±0.1 and 2^±0.3), so that equal error rates stay visible side by side.
+            const double no_error = 1.0 / double(eval_count * lengths.back());
+            std::vector<attn::Series> errors;
+            double shift = -0.3;  // log2 of the factor on n
+            for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
+                attn::Series error = *series;
+                for (double& x : error.x) x *= std::exp2(shift);
+                for (double& y : error.y) y = std::max(1.0 - y, no_error);
+                shift += 0.2;
+                errors.push_back(error);
+            }
             attn::plot::LinePlotStyle style{"", "sequence length n (tokens)",
-                                            "accuracy (positions with a target)"};
-            style.log_x = true;
-            style.y_min = 0, style.y_max = 1.05;
-            attn::plot::lines(out / (task->name + "_accuracy.svg"), {full, plain, sunk, cached},
-                              style);
+                                            "error rate 1 − accuracy (log scale)"};
+            style.log_x = style.log_y = true;
+            style.y_min = no_error / 2, style.y_max = 1.5;
+            attn::plot::lines(out / (task->name + "_accuracy.svg"), errors, style);
         }
-        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:539
+        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:542
         {
             attn::Series uniform{"uniform, 1/(i+1)", {}, {}, "lines"};
             std::vector<double> uniform_mass(training.n, 1.0);  // by query, as first_token_mass
@@ -267,7 +286,7 @@ int main(int argc, char** argv)
             style.y_min = 0, style.y_max = 1;
             attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
         }
-        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:732
+        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:758
         const std::size_t bench_d = 128, bench_window = 512, bench_sinks = 4, pool = 64;
         std::mt19937_64 bench_rng(options.seed + 4);
         const xt::xtensor<float, 2> rows =
@@ -304,6 +323,8 @@ int main(int argc, char** argv)
         results.add("bench_d", double(bench_d));
         results.add("bench_n_max", double(bench_lengths.back()));
         results.add("streaming_mib_max", streaming.peak_mib.back());
+        results.add("streaming_cache_kib",  // (s + w) keys and values of d floats each
+                    double((bench_sinks + bench_window) * 2 * bench_d * sizeof(float)) / 1024);
         results.add("full_mib_max", full_memory.y.back());
         results.add_fit("streaming_memory_slope", streaming.memory_fit());
         results.add_fit("streaming_time_slope", streaming.time_fit());

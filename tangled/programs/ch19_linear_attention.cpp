@@ -29,7 +29,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         const attn::BlasThreads one_thread(1);  // every timing here runs on one thread
-        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:692
+        // ⟨Check that the three forms agree⟩ 19-linear-attention.md:698
         const std::size_t check_n = 100, check_d = 16, check_block = 32;
         {
             const auto Q = attn::random_normal<double>(check_n, check_d, 1.0, rng);
@@ -58,7 +58,7 @@ int main(int argc, char** argv)
         results.add("check_n", double(check_n));
         results.add("check_d", double(check_d));
         results.add("check_block", double(check_block));
-        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:747
+        // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:753
         const std::size_t cost_d = 64, cost_n_min = 128;
         const std::size_t cost_n_max = options.quick ? 2048 : 16384;
         const std::size_t cost_dense_n_max = options.quick ? 2048 : 4096;
@@ -86,7 +86,7 @@ int main(int argc, char** argv)
         results.add("cost_n_max", double(cost_n_max));
         results.add("cost_dense_n_max", double(cost_dense_n_max));
         results.add("cost_repeats", double(cost_repeats));
-        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:781
+        // ⟨Fit the slopes and find the crossovers⟩ 19-linear-attention.md:787
         const attn::SlopeFit blocked_fit = blocked.time_fit(), softmax_fit = softmax.time_fit();
         const attn::SlopeFit recurrent_fit = recurrent.time_fit();
         results.add_fit("blocked_time_slope", blocked_fit);
@@ -107,9 +107,12 @@ int main(int argc, char** argv)
                          attn::find_crossover(blocked, softmax).describe());
         results.add_text("recurrent_crossover",
                          attn::find_crossover(recurrent, softmax).describe());
-        results.add_text("blocked_memory_crossover",
-                         attn::find_crossover(blocked, softmax, true).describe());
         const std::size_t shared = softmax.n.size() - 1;  // the largest n both measured
+        for (const auto& [key, curve] : {std::pair{std::string("blocked"), &blocked},
+                                         std::pair{std::string("softmax"), &softmax}}) {
+            results.add(key + "_peak_mib_at_n_min", curve->peak_mib.front());
+            results.add(key + "_peak_mib_at_dense_n_max", curve->peak_mib[shared]);
+        }
         results.add("softmax_seconds_at_dense_n_max", softmax.wall_seconds[shared]);
         results.add("blocked_seconds_at_dense_n_max", blocked.wall_seconds[shared]);
         results.add("recurrent_seconds_at_dense_n_max", recurrent.wall_seconds[shared]);
@@ -130,7 +133,7 @@ int main(int argc, char** argv)
                                with_fit(recurrent.time(), recurrent_fit)},
                               style);
         }
-        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:880
+        // ⟨Measure the memory of decoding against the tokens read⟩ 19-linear-attention.md:893
         const std::size_t decode_d = 64, pool = 256;
         const auto pool_rows = attn::random_normal<float>(pool, decode_d, 1.0, rng);
         const auto token_row = [&](std::size_t i) {  // the rows of token i: q = k = v
@@ -173,11 +176,11 @@ int main(int argc, char** argv)
         results.add("decode_cache_kib_t_max", cache_series.y.back());
         results.add("decode_cache_formula_kib_t_max",
                     2.0 * decode_d * sizeof(float) * cache_series.x.back() / 1024);
-        attn::plot::LinePlotStyle memory_style{"", "tokens read t", "KiB"};
+        attn::plot::LinePlotStyle memory_style{"", "tokens read t", "memory (KiB)"};
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:965
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:981
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
@@ -261,7 +264,7 @@ int main(int argc, char** argv)
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1106
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1124
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -282,7 +285,7 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
-        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1198
+        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1216
         {
             std::mt19937_64 word_rng(options.seed + 13);
             double largest_gap = 0;
@@ -307,7 +310,7 @@ int main(int argc, char** argv)
             results.add("rnn_vs_parallel_max_abs_logit", largest_gap, 2);
             results.add("rnn_state_bytes", double(state_bytes));
         }
-        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1244
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1262
         attn::Series decay_trained{"trained with this γ", {}, {}};
         attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
         for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {

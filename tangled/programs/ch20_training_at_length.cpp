@@ -1,7 +1,9 @@
 // Generated from chapters/20-training-at-length.md by tools/tangle.py; edit the chapter, not this file.
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,7 +26,7 @@ namespace {
 template <class T>
 using Matrix = xt::xtensor<T, 2>;
 
-// ⟨Run one training step three ways⟩ 20-training-at-length.md:612
+// ⟨Run one training step three ways⟩ 20-training-at-length.md:617
 /// The output of a forward pass and the gradients of its backward pass.
 template <class T>
 struct TrainingStep {
@@ -79,6 +81,21 @@ double gradient_gap(const attn::AttentionGradients<T>& a,
 {
     return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
 }
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1047
+/// The median of `series`' y over its points with x ≥ from (of an even count, the mean
+/// of the middle two).
+double median_from_length(const attn::Series& series, double from)
+{
+    std::vector<double> y;
+    for (std::size_t k = 0; k < series.x.size(); ++k)
+        if (series.x[k] >= from) y.push_back(series.y[k]);
+    if (y.empty())
+        throw std::invalid_argument("median_from_length: no point from n = " +
+                                    std::to_string(from));
+    std::sort(y.begin(), y.end());
+    const std::size_t middle = y.size() / 2;
+    return y.size() % 2 ? y[middle] : (y[middle - 1] + y[middle]) / 2;
+}
 
 }  // namespace
 
@@ -89,7 +106,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:676
+        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:681
         const std::size_t check_n = 203, check_m = 157, check_d_k = 24, check_d_v = 20;
         const attn::AttentionTiles check_tiles{32, 48};  // 203 = 6·32 + 11, 157 = 3·48 + 13
         for (const bool causal : {false, true}) {
@@ -121,7 +138,7 @@ int main(int argc, char** argv)
         results.add("check_d_v", double(check_d_v));
         results.add("check_query_tile", double(check_tiles.query_tile));
         results.add("check_key_tile", double(check_tiles.key_tile));
-        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:729
+        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:734
         double worst_relative_error = 0;
         for (const bool causal : {false, true}) {
             const std::size_t n = 9, m = causal ? 9 : 11;
@@ -143,7 +160,7 @@ int main(int argc, char** argv)
                 worst_relative_error = std::max(worst_relative_error, error);
         }
         results.add("finite_difference_worst_relative_error", worst_relative_error, 2);
-        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:762
+        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:767
         {
             const std::size_t n = 203, d = 24;
             const auto Q = attn::random_normal<double>(n, d, 1.0, rng);   // n×d_k
@@ -173,7 +190,7 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:819
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:824
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
@@ -197,7 +214,7 @@ int main(int argc, char** argv)
                                  [&] { return tiled_step(Q, K, V, dO, false); }},
                                 repeats);
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:849
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:854
         const double memory_from = options.quick ? 128 : 512;
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
@@ -210,6 +227,8 @@ int main(int argc, char** argv)
             results.add_fit("memory_slope_" + name,
                             curve->memory_fit(curve == &dense ? 0 : memory_from));
             results.add_fit("time_slope_" + name, curve->time_fit());
+            results.add_fit("cpu_slope_" + name,
+                            attn::loglog_fit(curve->n, curve->cpu_seconds));
         }
         const std::size_t last_dense = dense.n.size() - 1;  // dense's largest n: all measured
         results.add("n_max", cost_lengths.back());
@@ -248,7 +267,37 @@ int main(int argc, char** argv)
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:976
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1007
+        const int pass_repeats = options.quick ? 2 : 5;
+        double exponential_units = 0;  // e: one exponential in units of one product per score
+        {
+            const attn::BlasThreads one_thread(1);
+            const std::size_t n = options.quick ? 256 : 1024;
+            const auto Q = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_k
+            const auto K = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_k
+            const float scale = 1.0f / std::sqrt(float(d_cost));
+            Matrix<float> S = xt::empty<float>({n, n});  // n×n: s·Q·Kᵀ, ~N(0, 1)
+            attn::detail::gemm(Q, false, K, true, scale, 0.0f, S);
+            const auto t = attn::time_alternating(
+                {[&] {
+                     Matrix<float> scores = xt::empty<float>({n, n});  // n×n
+                     attn::detail::gemm(Q, false, K, true, scale, 0.0f, scores);
+                     return scores;
+                 },
+                 [&] {
+                     Matrix<float> weights = xt::empty<float>({n, n});  // n×n
+                     for (std::size_t k = 0; k < S.size(); ++k)
+                         weights.data()[k] = std::exp(S.data()[k]);
+                     return weights;
+                 }},
+                pass_repeats);
+            exponential_units = t[1].wall / t[0].wall;
+        }
+        results.add("exponential_units", exponential_units, 2);
+        results.add("predicted_backward_over_forward_tiled",
+                    (5 + exponential_units) / (2 + exponential_units), 2);
+        results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1064
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
@@ -286,7 +335,7 @@ int main(int argc, char** argv)
                     };
                     calls[5] = [&] { return attn::attention_backward(Q, K, V, P, dO); };
                 }
-                const auto t = attn::time_alternating(calls, repeats);
+                const auto t = attn::time_alternating(calls, pass_repeats);
                 tiled_ratio.x.push_back(double(n));
                 tiled_ratio.y.push_back(t[1].wall / t[0].wall);
                 causal_ratio.x.push_back(double(n));
@@ -299,17 +348,48 @@ int main(int argc, char** argv)
                 }
             }
         }
+        const double median_from = options.quick ? 512 : 2048;
+        results.add("pass_n_min", double(pass_lengths.front()));
         results.add("pass_n_max", double(pass_lengths.back()));
-        results.add("backward_over_forward_tiled", tiled_ratio.y.back(), 2);
-        results.add("backward_over_forward_tiled_causal", causal_ratio.y.back(), 2);
-        results.add("causal_over_full_backward", causal_share.y.back(), 2);
+        results.add("pass_median_from", median_from);
+        results.add("pass_repeats", double(pass_repeats));
+        results.add("backward_over_forward_tiled", median_from_length(tiled_ratio, median_from),
+                    2);
+        results.add("backward_over_forward_tiled_causal",
+                    median_from_length(causal_ratio, median_from), 2);
+        results.add("backward_over_forward_tiled_at_n_min", tiled_ratio.y.front(), 2);
+        results.add("causal_over_full_backward", median_from_length(causal_share, median_from),
+                    2);
+        results.add("backward_over_forward_dense_at_n_min", dense_ratio.y.front(), 2);
         results.add("backward_over_forward_dense", dense_ratio.y.back(), 2);
         results.add("backward_over_forward_dense_n", dense_ratio.x.back());
+        // How a measured ratio stands to the count's, and where the dense ratio goes with n:
+        // beyond 10 % a difference, within it "about".
+        const auto compare = [](double a, double b, const char* above, const char* below,
+                                const char* about) {
+            return a > 1.1 * b ? above : a < b / 1.1 ? below : about;
+        };
+        const double predicted = (5 + exponential_units) / (2 + exponential_units);
         results.add_text("tiled_ratio_against_count",
-                         tiled_ratio.y.back() < 2.5 ? "below" : "above");
+                         compare(median_from_length(tiled_ratio, median_from), predicted,
+                                 "above", "below", "within 10 % of"));
+        results.add_text("dense_ratio_with_n",
+                         compare(dense_ratio.y.back(), dense_ratio.y.front(), "rising with n",
+                                 "falling with n", "about level in n"));
+        attn::Series tiled_count{"count, tiled: (5 + e) ÷ (2 + e)", {}, {}},
+            dense_count{"count, dense: 4 ÷ (2 + e)", {}, {}};
+        for (const double n : {tiled_ratio.x.front(), tiled_ratio.x.back()}) {
+            tiled_count.x.push_back(n), dense_count.x.push_back(n);
+            tiled_count.y.push_back((5 + exponential_units) / (2 + exponential_units));
+            dense_count.y.push_back(4 / (2 + exponential_units));
+        }
+        tiled_count.with = dense_count.with = "lines";
         attn::plot::LinePlotStyle pass_style{"", "n (tokens)", "ratio of times (1 thread)"};
         pass_style.log_x = true;
-        attn::plot::lines(out / "backward_over_forward.svg",
-                          {dense_ratio, tiled_ratio, causal_ratio, causal_share}, pass_style);
+        pass_style.key = "below left Left reverse vertical maxrows 6";
+        attn::plot::lines(
+            out / "backward_over_forward.svg",
+            {dense_ratio, tiled_ratio, causal_ratio, causal_share, tiled_count, dense_count},
+            pass_style);
     });
 }

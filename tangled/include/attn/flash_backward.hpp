@@ -24,11 +24,11 @@
 
 namespace attn {
 
-// ⟨Compute the row sums of the softmax's backward pass⟩ 20-training-at-length.md:70
-/// @brief δ_i = dO_i·O_i, which equals Σ_j P_ij·dP_ij: the row sums the softmax's
+// ⟨Compute the row sums of the softmax's backward pass⟩ 20-training-at-length.md:73
+/// @brief D_i = dO_i·O_i, which equals Σ_j P_ij·dP_ij: the row sums the softmax's
 /// backward pass needs, from the output alone (FlashAttention's D).
 /// @param O the forward pass's output, n×d_v; @param dO its gradient, n×d_v
-/// @return δ, n
+/// @return D, n
 template <class T>
 xt::xtensor<T, 1> softmax_backward_offsets(const xt::xtensor<T, 2>& O,
                                            const xt::xtensor<T, 2>& dO)
@@ -37,13 +37,13 @@ xt::xtensor<T, 1> softmax_backward_offsets(const xt::xtensor<T, 2>& O,
         throw std::invalid_argument(
             "softmax_backward_offsets: O and dO differ in shape");
     const std::size_t n = O.shape(0), d_v = O.shape(1);
-    xt::xtensor<T, 1> delta = xt::zeros<T>({n});  // n
+    xt::xtensor<T, 1> D = xt::zeros<T>({n});  // n
     for (std::size_t i = 0; i < n; ++i)
-        for (std::size_t c = 0; c < d_v; ++c) delta(i) += dO(i, c) * O(i, c);
-    return delta;
+        for (std::size_t c = 0; c < d_v; ++c) D(i) += dO(i, c) * O(i, c);
+    return D;
 }
 
-// ⟨Choose the tile sizes⟩ 20-training-at-length.md:234
+// ⟨Choose the tile sizes⟩ 20-training-at-length.md:237
 /// @brief Tile sizes of the tiled forward and backward passes.
 struct AttentionTiles {
     std::size_t query_tile = 64;  ///< B_r, query rows per tile (≥ 1, clamped to n)
@@ -60,7 +60,7 @@ struct FlashForward {
 
 namespace detail {
 
-// ⟨Check the inputs of the tiled passes⟩ 20-training-at-length.md:454
+// ⟨Check the inputs of the tiled passes⟩ 20-training-at-length.md:459
 /// Throw std::invalid_argument unless Q, K, V keep chapter 1's contract, both tile
 /// sizes are ≥ 1, and causal attention has n == m.
 template <class T>
@@ -89,7 +89,7 @@ void check_gradient_shape(const xt::xtensor<T, 2>& X, std::size_t rows,
             "×" + std::to_string(cols));
 }
 
-// ⟨Copy rows out and add rows back⟩ 20-training-at-length.md:130
+// ⟨Copy rows out and add rows back⟩ 20-training-at-length.md:133
 /// Rows [begin, end) of X as a contiguous matrix: one tile's or chunk's operand.
 template <class T>
 xt::xtensor<T, 2> copy_rows(const xt::xtensor<T, 2>& X, std::size_t begin,
@@ -108,7 +108,7 @@ void add_rows(xt::xtensor<T, 2>& X, std::size_t begin, const xt::xtensor<T, 2>& 
     for (std::size_t k = 0; k < rows.size(); ++k) x[k] += rows.data()[k];
 }
 
-// ⟨Compute the weights of a chunk of queries⟩ 20-training-at-length.md:109
+// ⟨Compute the weights of a chunk of queries⟩ 20-training-at-length.md:112
 /// The weights (c×keys) of the query rows Q_c = rows [i0, i0 + c) against K_c, the keys
 /// they may see: all of them, or with `causal` keys [0, i0 + c), key j hidden from
 /// query i0 + r when j > i0 + r.
@@ -124,7 +124,7 @@ xt::xtensor<T, 2> chunk_weights(const xt::xtensor<T, 2>& Q_c,
     return attention_weights(Q_c, K_c, mask);  // chapter 2
 }
 
-// ⟨Multiply tiles with BLAS⟩ 20-training-at-length.md:257
+// ⟨Multiply tiles with BLAS⟩ 20-training-at-length.md:260
 /// C = α·op(A)·op(B) + β·C with op(X) = Xᵀ where asked (BLAS gemm; C has the shape of
 /// the product). An empty operand gives β·C, and C = 0 for β = 0.
 template <class T>
@@ -139,7 +139,7 @@ void gemm(const xt::xtensor<T, 2>& A, bool transpose_A, const xt::xtensor<T, 2>&
     xt::blas::gemm(A, B, C, transpose_A, transpose_B, alpha, beta);
 }
 
-// ⟨Score a tile⟩ 20-training-at-length.md:277
+// ⟨Score a tile⟩ 20-training-at-length.md:280
 /// The scores S = s·Q_i·K_jᵀ of a tile (B_r×B_c), with −∞ where the causal mask hides
 /// key j0 + c from query i0 + r.
 template <class T>
@@ -157,7 +157,7 @@ xt::xtensor<T, 2> tile_scores(const xt::xtensor<T, 2>& Q_i,
     return S;
 }
 
-// ⟨Attend with one query tile and keep its log-sum-exp⟩ 20-training-at-length.md:301
+// ⟨Attend with one query tile and keep its log-sum-exp⟩ 20-training-at-length.md:304
 /// The forward pass of query rows [i0, i1): online softmax over the key tiles, then
 /// O_i = o_i / ℓ_i and L_i = m_i + log ℓ_i written into `out`.
 template <class T>
@@ -176,7 +176,7 @@ void attend_query_tile_with_lse(const xt::xtensor<T, 2>& Q, const xt::xtensor<T,
         const std::size_t j1 = std::min(keys, j0 + key_tile);
         // B_r×B_c: the scores, turned into weights in place
         xt::xtensor<T, 2> P = tile_scores(Q_i, copy_rows(K, j0, j1), causal, i0, j0);
-        // ⟨Turn the tile's scores into weights and rescale its rows⟩ 20-training-at-length.md:337
+        // ⟨Turn the tile's scores into weights and rescale its rows⟩ 20-training-at-length.md:340
         for (std::size_t r = 0; r < rows; ++r) {
             T* p = &P(r, 0);
             SoftmaxRow<T> row{row_max[r], row_sum[r], &acc(r, 0), d_v};  // m_i, ℓ_i, o_i
@@ -194,7 +194,7 @@ void attend_query_tile_with_lse(const xt::xtensor<T, 2>& Q, const xt::xtensor<T,
     }
 }
 
-// ⟨Describe a tiled backward problem⟩ 20-training-at-length.md:374
+// ⟨Describe a tiled backward problem⟩ 20-training-at-length.md:379
 /// The inputs of the tiled backward pass, checked by the caller.
 template <class T>
 struct TiledBackward {
@@ -203,12 +203,12 @@ struct TiledBackward {
     const xt::xtensor<T, 2>& V;      ///< m×d_v
     const xt::xtensor<T, 2>& dO;     ///< n×d_v
     const xt::xtensor<T, 1>& lse;    ///< n: L_i from the forward pass
-    const xt::xtensor<T, 1>& delta;  ///< n: δ_i = dO_i·O_i
+    const xt::xtensor<T, 1>& D;      ///< n: D_i = dO_i·O_i
     bool causal;
     AttentionTiles tiles;            ///< clamped to the problem
 };
 
-// ⟨Backpropagate through one key tile⟩ 20-training-at-length.md:389
+// ⟨Backpropagate through one key tile⟩ 20-training-at-length.md:394
 /// The backward pass for keys [j0, j1): every query tile that sees them recomputes its
 /// weights from L, adds its shares to dK_j and dV_j, and adds its share of dQ to grad.
 template <class T>
@@ -226,18 +226,18 @@ void backpropagate_key_tile(const TiledBackward<T>& p, std::size_t j0, std::size
         const std::size_t i1 = std::min(n, i0 + B_r);
         const xt::xtensor<T, 2> Q_i = copy_rows(p.Q, i0, i1);    // B_r×d_k
         const xt::xtensor<T, 2> dO_i = copy_rows(p.dO, i0, i1);  // B_r×d_v
-        // ⟨Recompute the tile's weights from the log-sum-exp⟩ 20-training-at-length.md:418
+        // ⟨Recompute the tile's weights from the log-sum-exp⟩ 20-training-at-length.md:423
         xt::xtensor<T, 2> P = tile_scores(Q_i, K_j, p.causal, i0, j0);  // B_r×B_c, then weights
         for (std::size_t r = 0; r < P.shape(0); ++r)
             for (std::size_t c = 0; c < P.shape(1); ++c)
                 P(r, c) = std::exp(P(r, c) - p.lse(i0 + r));  // P_ij = e^{s_ij − L_i} ≤ 1
-        // ⟨Backpropagate through the tile⟩ 20-training-at-length.md:428
+        // ⟨Backpropagate through the tile⟩ 20-training-at-length.md:433
         gemm(P, true, dO_i, false, T(1), T(1), dV_j);  // dV_j += Pᵀ·dO_i
         xt::xtensor<T, 2> dS = xt::empty<T>(P.shape());  // B_r×B_c
         gemm(dO_i, false, V_j, true, T(1), T(0), dS);    // dP = dO_i·V_jᵀ
         for (std::size_t r = 0; r < dS.shape(0); ++r)
-            for (std::size_t c = 0; c < dS.shape(1); ++c)  // dS = s·P ⊙ (dP − δ)
-                dS(r, c) = scale * P(r, c) * (dS(r, c) - p.delta(i0 + r));
+            for (std::size_t c = 0; c < dS.shape(1); ++c)  // dS = s·P ⊙ (dP − D)
+                dS(r, c) = scale * P(r, c) * (dS(r, c) - p.D(i0 + r));
         xt::xtensor<T, 2> dQ_i = xt::empty<T>(Q_i.shape());  // B_r×d_k
         gemm(dS, false, K_j, false, T(1), T(0), dQ_i);       // this tile's share: dS·K_j
         add_rows(grad.dQ, i0, dQ_i);
@@ -249,7 +249,7 @@ void backpropagate_key_tile(const TiledBackward<T>& p, std::size_t j0, std::size
 
 }  // namespace detail
 
-// ⟨Run attention and its backward pass chunk by chunk⟩ 20-training-at-length.md:157
+// ⟨Run attention and its backward pass chunk by chunk⟩ 20-training-at-length.md:160
 /// @brief Attention by chunks of c query rows (Rabe and Staats): each chunk is dense
 /// attention (chapter 1, or chapter 2's with the causal mask) against the keys it may
 /// see, so it holds c×m weights at most.
@@ -305,7 +305,7 @@ AttentionGradients<T> chunked_attention_backward(
     return grad;
 }
 
-// ⟨Compute attention and its backward pass in tiles⟩ 20-training-at-length.md:484
+// ⟨Compute attention and its backward pass in tiles⟩ 20-training-at-length.md:489
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles (chapter 13's algorithm), also
 /// returning each row's log-sum-exp for flash_attention_backward; never stores an n×m
 /// matrix.
@@ -352,9 +352,9 @@ AttentionGradients<T> flash_attention_backward(
                                     std::to_string(lse.size()) +
                                     " entries, expected one per query, n = " +
                                     std::to_string(n));
-    const xt::xtensor<T, 1> delta = softmax_backward_offsets(O, dO);  // n
+    const xt::xtensor<T, 1> D = softmax_backward_offsets(O, dO);  // n
     const detail::TiledBackward<T> problem{
-        Q, K, V, dO, lse, delta, causal,
+        Q, K, V, dO, lse, D, causal,
         {std::min(tiles.query_tile, n), std::min(tiles.key_tile, m)}};
     AttentionGradients<T> grad{xt::zeros<T>(Q.shape()), xt::zeros<T>(K.shape()),
                                xt::zeros<T>(V.shape())};

@@ -25,7 +25,7 @@
 
 namespace attn {
 
-// ⟨Map rows to positive features⟩ 19-linear-attention.md:63
+// ⟨Map rows to positive features⟩ 19-linear-attention.md:64
 /// @brief φ(x) = elu(x) + 1 for one number: x + 1 for x > 0, eˣ for x ≤ 0.
 template <class T>
 T elu_feature(T x)
@@ -52,7 +52,7 @@ T elu_feature_slope(T x)
     return x > T(0) ? T(1) : std::exp(x);
 }
 
-// ⟨Check the shapes of linear attention⟩ 19-linear-attention.md:98
+// ⟨Check the shapes of linear attention⟩ 19-linear-attention.md:99
 namespace detail {
 /// Throw std::invalid_argument unless Φ_Q is n×r, Φ_K m×r and V m×d_v with m, r ≥ 1,
 /// and n = m when `causal`.
@@ -83,7 +83,7 @@ void check_feature_attention_shapes(const xt::xtensor<T, 2>& phi_Q,
 }
 }  // namespace detail
 
-// ⟨Form the linear attention weights⟩ 19-linear-attention.md:137
+// ⟨Form the linear attention weights⟩ 19-linear-attention.md:138
 namespace detail {
 /// Throw std::invalid_argument unless the decay γ is in (0, 1], and 1 unless causal.
 inline void check_decay(double gamma, bool causal, const std::string& where)
@@ -137,7 +137,7 @@ xt::xtensor<T, 2> linear_attention_weights(const xt::xtensor<T, 2>& Q,
     return weights;
 }
 
-// ⟨Attend through feature prefix sums in blocks⟩ 19-linear-attention.md:242
+// ⟨Attend through feature prefix sums in blocks⟩ 19-linear-attention.md:244
 /// @brief Attention with the kernel φ(q)·φ(k) given the features:
 /// o_i = Σ_j (Φ_Q[i]·Φ_K[j]) v_j / Σ_j Φ_Q[i]·Φ_K[j], over every key, or over the keys
 /// j ≤ i if `causal` (by prefix sums carried from block to block; Katharopoulos et al.
@@ -182,7 +182,7 @@ xt::xtensor<T, 2> feature_attention(const xt::xtensor<T, 2>& phi_Q,
         detail::gemm_rows(false, false, rows, d_v + 1, r, phi_Q.data() + begin * r, r,
                           summary.data(), d_v + 1, T(0), totals.data(), d_v + 1);
         if (causal) {
-            // ⟨Add one block's own keys to its queries⟩ 19-linear-attention.md:228
+            // ⟨Add one block's own keys to its queries⟩ 19-linear-attention.md:230
             // rows×rows kernels φ(q_i)·φ(k_j) within the block; the future is never read
             detail::gemm_rows(false, true, rows, rows, r, phi_Q.data() + begin * r, r,
                               phi_K.data() + begin * r, r, T(0), kernels.data(), block);
@@ -207,7 +207,7 @@ xt::xtensor<T, 2> feature_attention(const xt::xtensor<T, 2>& phi_Q,
     return O;
 }
 
-// ⟨Compute linear attention⟩ 19-linear-attention.md:304
+// ⟨Compute linear attention⟩ 19-linear-attention.md:306
 /// @brief Linear attention (Katharopoulos et al. 2020, §3.2): softmax attention with
 /// the kernel exp(q·k/√d_k) replaced by φ(q)·φ(k), φ(x) = elu(x) + 1. No n×m matrix:
 /// O(n·d_k·d_v) time. Keeps chapter 1's contract: d_k = 0 or m = 0 throw
@@ -225,7 +225,7 @@ xt::xtensor<T, 2> linear_attention(const xt::xtensor<T, 2>& Q,
     return feature_attention(elu_feature_map(Q), elu_feature_map(K), V, causal, block);
 }
 
-// ⟨Carry the state of linear attention⟩ 19-linear-attention.md:360
+// ⟨Carry the state of linear attention⟩ 19-linear-attention.md:365
 /// @brief Causal linear attention as a recurrent network (Katharopoulos et al. 2020,
 /// §3.4): a d_k×d_v state S and a d_k normaliser z, updated per token, optionally
 /// decaying as in RetNet (Sun et al. 2023, §2.1): S ← γS + φ(k)vᵀ, z ← γz + φ(k).
@@ -256,7 +256,7 @@ public:
                            const xt::xtensor<T, 1>& v)
     {
         check_token(q, k, v);
-        // ⟨Add one token to the state⟩ 19-linear-attention.md:432
+        // ⟨Add one token to the state⟩ 19-linear-attention.md:437
         for (std::size_t l = 0; l < d_k_; ++l) phi_[l] = elu_feature(k(l));  // φ(k)
         for (std::size_t l = 0; l < d_k_; ++l) {
             T* S_l = S_.data() + l * d_v_;  // row l of S, d_v
@@ -264,7 +264,7 @@ public:
             z_[l] = gamma_ * z_[l] + phi_[l];
         }
         ++tokens_;
-        // ⟨Read the state with the query⟩ 19-linear-attention.md:444
+        // ⟨Read the state with the query⟩ 19-linear-attention.md:449
         for (std::size_t l = 0; l < d_k_; ++l) phi_[l] = elu_feature(q(l));  // φ(q)
         xt::xtensor<T, 1> o = xt::zeros<T>({d_v_});  // d_v
         T denominator = 0;
@@ -309,7 +309,7 @@ private:
     std::size_t tokens_ = 0;
 };
 
-// ⟨Run the recurrence over a sequence⟩ 19-linear-attention.md:463
+// ⟨Run the recurrence over a sequence⟩ 19-linear-attention.md:468
 /// @brief Causal linear attention with decay γ, by running a LinearAttentionState over
 /// the rows of Q, K, V (n×d_k, n×d_k, n×d_v). @return outputs, n×d_v
 template <class T>
@@ -328,7 +328,7 @@ xt::xtensor<T, 2> recurrent_linear_attention(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:523
+// ⟨Backpropagate through linear attention⟩ 19-linear-attention.md:529
 /// @brief Backward pass of O = linear_attention_weights(Q, K, causal, γ)·V, through
 /// the n×m weights (for small n: training the tiny model).
 /// @param Q n×d_k; @param K m×d_k; @param V m×d_v; @param dO ∂L/∂O, n×d_v
@@ -368,7 +368,7 @@ AttentionGradients<T> linear_attention_backward(const xt::xtensor<T, 2>& Q,
     return grad;
 }
 
-// ⟨Attend linearly in every head⟩ 19-linear-attention.md:573
+// ⟨Attend linearly in every head⟩ 19-linear-attention.md:579
 /// @brief Causal linear attention with decay γ as the attention of each head of a
 /// layer, for chapter 4's layer and chapter 16's model and training loop.
 struct CausalLinearAttention {
@@ -391,7 +391,7 @@ struct CausalLinearAttention {
     }
 };
 
-// ⟨Run and train the linear model⟩ 19-linear-attention.md:602
+// ⟨Run and train the linear model⟩ 19-linear-attention.md:608
 /// @brief Chapter 16's causal model with linear attention (decay γ) in every head, on
 /// a prefix of n ≤ shape.n tokens. @return logits n×vocab with every intermediate value
 template <class T>
@@ -416,7 +416,7 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                  CausalLinearAttention{gamma});
 }
 
-// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1151
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1169
 /// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
 /// LinearAttentionState per layer and head instead of a KV cache: its memory does not
 /// grow with the tokens read. The model must outlive the decoder.
