@@ -21,7 +21,7 @@
 
 namespace {
 
-// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:704
+// ⟨Find how many layers it takes to reach each token⟩ 06-sliding-window.md:701
 /// For each (i, j): the fewest layers of `mask` after which token i depends on token j,
 /// or 0 if more than max_layers are needed.
 xt::xtensor<double, 2> layers_to_reach(const attn::Mask& mask, int max_layers)
@@ -67,7 +67,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1069
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1065
         const std::size_t w_bench = 128;
         const std::size_t n_bench_min = options.quick ? 128 : 256;
         const std::size_t n_bench_max = options.quick ? 2048 : 16384;
@@ -79,7 +79,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:974
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:970
         {
             const std::vector<std::string> words = {
                 "the", "cat",   "sat", "on",   "the", "mat",  "because", "it",
@@ -154,7 +154,7 @@ int main(int argc, char** argv)
             results.add("max_abs_error_rolling_vs_batch",
                         xt::amax(xt::abs(O_decode - O_batch))(), 2);
         }
-        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:747
+        // ⟨Draw the receptive field across layers⟩ 06-sliding-window.md:744
         {
             const std::size_t n_field = 32, w_field = 4;
             const xt::xtensor<double, 2> layers =
@@ -192,8 +192,7 @@ int main(int argc, char** argv)
                 curves.push_back(measured);
                 curves.push_back(formula);
             }
-            attn::plot::LinePlotStyle style{"Receptive field of the last token", "layers L",
-                                            "tokens it depends on"};
+            attn::plot::LinePlotStyle style{"", "layers L", "tokens the last token depends on"};
             attn::plot::lines(out / "receptive_field.svg", curves, style);
         }
         // ⟨Measure the rolling buffer's memory against n⟩ 06-sliding-window.md:623
@@ -221,14 +220,11 @@ int main(int argc, char** argv)
             results.add("rolling_cache_kib", buffer.y.back());
             results.add("decode_peak_kib_max", peak_max / 1024);
             results.add("full_cache_kib_at_n_max", full.y.back());
-            attn::plot::LinePlotStyle style{
-                "Memory of decoding n tokens (w = " + std::to_string(w_bench) +
-                    ", d_k = d_v = 64, float)",
-                "n (tokens decoded)", "KiB"};
+            attn::plot::LinePlotStyle style{"", "n (tokens decoded)", "memory (KiB)"};
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
         }
-        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:809
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:805
         attn::CostCurve band{"sliding window", 1}, dense{"dense", 1};
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
             const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
@@ -246,7 +242,7 @@ int main(int argc, char** argv)
                 };
             attn::measure_costs({&band, &dense}, double(n), {band_call, dense_call}, repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:835
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:831
         const attn::SlopeFit band_time_fit = band.time_fit(), dense_time_fit = dense.time_fit();
         const attn::SlopeFit band_memory_fit = band.memory_fit();
         const attn::SlopeFit dense_memory_fit = dense.memory_fit();
@@ -264,7 +260,7 @@ int main(int argc, char** argv)
         results.add("band_seconds_at_dense_n_max", band.wall_seconds[shared]);
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("band_mib_at_dense_n_max", band.peak_mib[shared]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:855
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:851
         {
             const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
                 series.label += ", slope " + fit.text();

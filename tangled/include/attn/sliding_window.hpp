@@ -332,7 +332,7 @@ xt::xtensor<T, 2> decode_with_rolling_cache(const xt::xtensor<T, 2>& Q,
     return O;
 }
 
-// ⟨Compose two masks⟩ 06-sliding-window.md:682
+// ⟨Compose two masks⟩ 06-sliding-window.md:679
 /// @brief Boolean product of two patterns: (A∘B)(i, j) is true
 /// when some k has A(i, k) and B(k, j), i.e. when i reaches j
 /// by one step of A and then one step of B (two layers).
