@@ -94,3 +94,18 @@ def test_without_doxygen_every_header_has_an_empty_page(tmp_path):
 
 def test_namespaces_are_listed(xml):
     assert namespaces(xml) == ["attn"]
+
+
+def test_pages_that_read_a_vanished_xml_file_are_read_again(tmp_path):
+    """Breathe would stop at a file it remembers that is gone; the weave drops it first."""
+    from types import SimpleNamespace
+
+    from weave.state import forget_vanished_doxygen_files
+
+    kept, gone = tmp_path / "kept.xml", tmp_path / "gone.xml"
+    kept.write_text("<doxygen/>")
+    env = SimpleNamespace(breathe_file_state={str(kept): (1.0, {"api/a"}),
+                                              str(gone): (1.0, {"api/b", "api/c"})})
+    outdated = forget_vanished_doxygen_files(None, env, set(), set(), {"api/c"})
+    assert outdated == ["api/b"]
+    assert list(env.breathe_file_state) == [str(kept)]

@@ -69,6 +69,7 @@ def setup(app):
     app.add_role("chunkref", chunkref_role)
     app.connect("builder-inited", on_builder_inited)
     app.connect("env-get-outdated", state.on_env_get_outdated)
+    app.connect("env-get-outdated", state.forget_vanished_doxygen_files, priority=400)
     app.connect("doctree-read", on_doctree_read)
     app.connect("build-finished", chapter_boxes.write_downloads)
     figures.setup(app)

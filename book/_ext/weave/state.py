@@ -82,3 +82,17 @@ def on_env_get_outdated(app, env, added, changed, removed) -> list[str]:
         return []
     env.attn_book_signature = current
     return sorted(env.found_docs)
+
+
+def forget_vanished_doxygen_files(app, env, added, changed, removed) -> list[str]:
+    """Pages that read a Doxygen XML file that no longer exists are read again.
+
+    Breathe remembers which XML file each page read and, on the next build, asks each
+    for its date; a header entity that went away (a class that became an alias, say)
+    has no file any more, and Breathe stops with "Cannot find file". Run before it,
+    this drops such files from its memory and returns their pages as outdated.
+    """
+    files = getattr(env, "breathe_file_state", {})
+    gone = [name for name in files if not Path(name).exists()]
+    pages = {page for name in gone for page in files.pop(name)[1]}
+    return sorted(pages - set(removed))
