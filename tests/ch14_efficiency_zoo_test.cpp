@@ -267,6 +267,8 @@ BOOST_AUTO_TEST_CASE(the_forward_pass_with_dense_weights_is_chapter_4s)
     check_close(xt::xtensor<float, 2>(xt::view(questions, xt::range(24, 32), xt::all())),
                 xt::xtensor<float, 2>(xt::view(expected, xt::range(24, 32), xt::all())), 1e-5, 1e-6,
                 "the questions");
+    BOOST_CHECK_THROW(attn::model_forward(model, e.tokens, attn::MechanismAttention(zoo[0].weights, 33)),
+                      std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_CASE(dense_attention_swapped_in_scores_what_the_model_scores_itself)

@@ -84,7 +84,7 @@ void draw_measured_on_theory(const std::filesystem::path& path,
     for (const attn::Series& curve : pairs) attn::plot::send_series(figure, curve);
 }
 
-// ⟨Put rows and columns in another order⟩ 12-reformer.md:994
+// ⟨Put rows and columns in another order⟩ 12-reformer.md:993
 /// The rows and columns of `matrix` (n×n) in the order `order`: entry (a, b) is
 /// matrix(order[a], order[b]).
 template <class T>
@@ -109,7 +109,7 @@ std::vector<std::string> name_each_group(const std::vector<std::string>& group_o
     return labels;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1198
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1197
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights,
                      const xt::xtensor<bool, 2>& allowed)
@@ -121,7 +121,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1449
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1448
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -186,7 +186,7 @@ int main(int argc, char** argv)
                                  results.add("collision_rounds", double(collision_rounds));
                                  results.add("collision_worst_z", worst_z, 2);
                                  draw_measured_on_theory(out / "collision.svg", collision_series);
-                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1020
+                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1019
                                  {
                                      const std::size_t n_small = 32, d_small = 16, b_small = 8, L_small = 4;
                                      std::vector<std::size_t> topic;
@@ -215,7 +215,7 @@ int main(int argc, char** argv)
                                      attn::plot::HeatmapStyle lsh_style{"", topic_labels, topic_labels};
                                      lsh_style.allowed = reorder(allowed, by_topic);
                                      attn::plot::heatmap(out / "lsh_weights.svg", reorder(lsh, by_topic), lsh_style);
-                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1077
+                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1076
                                      const xt::xtensor<std::size_t, 2> buckets =
                                          attn::lsh_buckets(QK_small, b_small, 1, hash_seed);  // 1×n
                                      const std::vector<std::size_t> order =
@@ -227,7 +227,7 @@ int main(int argc, char** argv)
                                      attn::plot::HeatmapStyle sorted_style{"", bucket_labels, bucket_labels};
                                      sorted_style.allowed = reorder(allowed, order);
                                      attn::plot::heatmap(out / "lsh_weights_sorted.svg", reorder(lsh, order), sorted_style);
-                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1103
+                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1102
                                      const xt::xtensor<double, 2> lsh_4 =
                                          attn::lsh_weights(QK_small, b_small, 4, L_small, hash_seed);
                                      attn::plot::HeatmapStyle rounds_style{"", topic_labels, topic_labels};
@@ -236,7 +236,7 @@ int main(int argc, char** argv)
                                      attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", reorder(lsh_4, by_topic),
                                                          rounds_style);
                                  }
-                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1128
+                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1127
                                  {
                                      const xt::xtensor<float, 2> QK_one =
                                          attn::tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
@@ -246,7 +246,7 @@ int main(int argc, char** argv)
                                      const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_one, V_one);
                                      results.add("one_chunk_max_abs_error", xt::amax(xt::abs(O_lsh - O_dense))());
                                  }
-                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1149
+                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1148
                                  const std::size_t n_error = options.quick ? 512 : 1024, b_error = 32,
                                                    L_error = 2 * n_error / b_error;
                                  const int error_seeds = options.quick ? 3 : 10;
@@ -293,7 +293,7 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1473
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1472
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -325,7 +325,7 @@ int main(int argc, char** argv)
                                                        {uniform_series, topic_series, chunk_series, mean_series},
                                                        size_style);
                                  }
-                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1268
+                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1267
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_hi = options.quick ? 2048 : 16384;
                                  const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
@@ -344,7 +344,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                                          repeats);
                                  }
-                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1295
+                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1294
                                  const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
                                  const attn::SlopeFit dense_time_fit = dense.time_fit();
                                  const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);

@@ -34,7 +34,10 @@ struct MechanismAttention : SoftmaxAttention {
     xt::xtensor<float, 2> weights(const xt::xtensor<float, 2>& Q,
                                   const xt::xtensor<float, 2>& K) const
     {
-        const std::size_t n = Q.shape(0), first = n - rows;
+        const std::size_t n = Q.shape(0);
+        if (rows > n)
+            throw std::invalid_argument("MechanismAttention: more rows than queries");
+        const std::size_t first = n - rows;
         const xt::xtensor<float, 2> asking =
             xt::view(Q, xt::range(first, n), xt::all());                 // rows×d_k
         xt::xtensor<float, 2> P = xt::zeros<float>({n, K.shape(0)});   // n×n
@@ -45,7 +48,7 @@ struct MechanismAttention : SoftmaxAttention {
     std::size_t rows;      ///< how many of the last queries attend
 };
 
-// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1006
+// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1009
 /// @brief The vocabulary of the recall tasks: fillers, pairs (key, value), questions.
 struct RecallVocabulary {
     static constexpr std::size_t fillers = 16, keys = 8, values = 8;
@@ -95,7 +98,7 @@ inline RecallExample recall_example(std::size_t n, bool far, std::mt19937_64& rn
     return example;
 }
 
-// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1061
+// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1064
 /// @brief Cross-entropy (summed) and right answers over the question positions, and
 /// d loss/d logits (n×vocab, zero outside the questions).
 inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
@@ -111,7 +114,7 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
     return scored;
 }
 
-// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1085
+// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1088
 /// @brief Train `model` with Adam on the recall task, its attention given by
 /// `weights_of`; every example comes from `rng`.
 inline void train_recall(TinyModel<float>& model, bool far, const WeightsOf& weights_of,
@@ -152,7 +155,7 @@ inline double recall_accuracy(const TinyModel<float>& model, bool far,
     return double(right) / double(count * RecallVocabulary::keys);
 }
 
-// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1137
+// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1140
 /// @brief A one-layer, two-head tiny model for recall sequences of n tokens, pair
 /// embeddings started as key vector + value vector, position embeddings at zero.
 inline TinyModel<float> recall_model(std::size_t n, std::mt19937_64& rng)

@@ -491,10 +491,9 @@ xt::xtensor<T, 2> lsh_weights(const xt::xtensor<T, 2>& QK, std::size_t n_buckets
 /// @param rng draws the directions, the noise and each row's topic
 /// @param topic_of if given, receives each row's topic
 /// @return the rows, n×d_k (shared queries and keys)
-inline xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
-                                              std::size_t topics, double spread,
-                                              double sharpness, std::mt19937_64& rng,
-                                              std::vector<std::size_t>* topic_of = nullptr)
+inline xt::xtensor<float, 2> tokens_in_topics(
+    std::size_t n, std::size_t d_k, std::size_t topics, double spread, double sharpness,
+    std::mt19937_64& rng, std::vector<std::size_t>* topic_of = nullptr)
 {
     const double length = sharpness * std::sqrt(double(d_k));
     const xt::xtensor<double, 2> centres =
