@@ -634,3 +634,53 @@ BOOST_AUTO_TEST_CASE(the_weights_are_one_grid_on_their_own_scale)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(the_stabilised_weights_equal_the_formula_from_the_features)
+{
+    Inputs in = random_inputs(10, 13, 8, 5, 41);
+    const auto W = attn::orthogonal_features<double>(32, 8, 6);
+    const xt::xtensor<double, 2> phi_Q = attn::favor_features(in.Q, W), phi_K = attn::favor_features(in.K, W);
+    for (const bool causal : {false, true}) {
+        const std::size_t n = in.Q.shape(0), m = in.K.shape(0);
+        xt::xtensor<double, 2> expected = xt::zeros<double>({n, m});
+        for (std::size_t i = 0; i < n; ++i) {
+            double total = 0;
+            for (std::size_t j = 0; j < m; ++j) {
+                if (causal && j > m - n + i) continue;
+                for (std::size_t l = 0; l < W.shape(0); ++l) expected(i, j) += phi_Q(i, l) * phi_K(j, l);
+                total += expected(i, j);
+            }
+            for (std::size_t j = 0; j < m; ++j) expected(i, j) /= total;
+        }
+        check_close(attn::performer_weights(in.Q, in.K, W, causal), expected, 1e-12, 1e-13,
+                    causal ? "causal" : "bidirectional");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(the_weights_stay_finite_on_sharp_inputs_and_match_the_kernels)
+{
+    // entries of 10³: the unstabilised features underflow to 0/0
+    Inputs in = random_inputs(12, 12, 8, 12, 42);
+    in.Q *= 1e3;
+    in.K *= 1e3;
+    const auto W = attn::orthogonal_features<double>(16, 8, 7);
+    const xt::xtensor<double, 2> I = xt::eye<double>(12);
+    const auto P = attn::performer_weights(in.Q, in.K, W);
+    const auto P_causal = attn::performer_weights(in.Q, in.K, W, true);
+    BOOST_TEST(xt::all(xt::isfinite(P)));
+    BOOST_TEST(xt::all(xt::isfinite(P_causal)));
+    check_close(P, attn::performer_attention(in.Q, in.K, I, W), 1e-6, 1e-9, "bidirectional");
+    check_close(P_causal, attn::performer_causal_attention(in.Q, in.K, I, W), 1e-6, 1e-9, "causal");
+}
+
+BOOST_AUTO_TEST_CASE(causal_weights_of_the_last_queries_are_the_last_rows)
+{
+    Inputs in = random_inputs(14, 14, 8, 4, 43);
+    const auto W = attn::orthogonal_features<double>(16, 8, 8);
+    const xt::xtensor<double, 2> all = attn::performer_weights(in.Q, in.K, W, true);
+    const xt::xtensor<double, 2> last_Q = xt::view(in.Q, xt::range(10, 14), xt::all());
+    check_close(attn::performer_weights(last_Q, in.K, W, true),
+                xt::xtensor<double, 2>(xt::view(all, xt::range(10, 14), xt::all())), 0.0, 0.0, "last rows");
+    const xt::xtensor<double, 2> too_many = random_inputs(15, 8, 1, 44).Q;  // 15 > 14 queries
+    BOOST_CHECK_THROW(attn::performer_weights(too_many, in.K, W, true), std::invalid_argument);
+}

@@ -572,3 +572,18 @@ BOOST_AUTO_TEST_CASE(the_figures_name_topics_buckets_and_curves)
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_CASE(tokens_in_topics_have_the_length_of_their_sharpness)
+{
+    std::mt19937_64 rng(5);
+    std::vector<std::size_t> topic;
+    const xt::xtensor<float, 2> QK = attn::tokens_in_topics(40, 16, 4, 0.3, 6.0, rng, &topic);
+    BOOST_TEST(QK.shape(0) == 40u);
+    BOOST_TEST(QK.shape(1) == 16u);
+    BOOST_TEST(topic.size() == 40u);
+    for (std::size_t i = 0; i < 40; ++i) {
+        BOOST_TEST(topic[i] < 4u);
+        const double length = std::sqrt(double(xt::sum(xt::row(QK, i) * xt::row(QK, i))()));
+        BOOST_TEST(length == 6.0 * std::sqrt(16.0), boost::test_tools::tolerance(1e-5));
+    }
+}

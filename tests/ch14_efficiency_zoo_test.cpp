@@ -260,13 +260,15 @@ BOOST_AUTO_TEST_CASE(the_forward_pass_with_dense_weights_is_chapter_4s)
     const attn::RecallExample e = attn::recall_example(32, true, rng);
     const auto zoo = attn::zoo_mechanisms(attn::short_sequence_parameters(32));
     const xt::xtensor<float, 2> expected = attn::model_forward(model, e.tokens).logits;
-    check_close(attn::model_forward_with(model, e.tokens, zoo[0].weights, 32).logits, expected, 1e-5, 1e-6,
-                "every row");
+    const attn::MechanismAttention every_row(zoo[0].weights, 32), questions_only(zoo[0].weights, 8);
+    check_close(attn::model_forward(model, e.tokens, every_row).logits, expected, 1e-5, 1e-6, "every row");
     // one layer: the questions' logits do not depend on the other rows' attention
-    const xt::xtensor<float, 2> questions = attn::model_forward_with(model, e.tokens, zoo[0].weights, 8).logits;
+    const xt::xtensor<float, 2> questions = attn::model_forward(model, e.tokens, questions_only).logits;
     check_close(xt::xtensor<float, 2>(xt::view(questions, xt::range(24, 32), xt::all())),
                 xt::xtensor<float, 2>(xt::view(expected, xt::range(24, 32), xt::all())), 1e-5, 1e-6,
                 "the questions");
+    BOOST_CHECK_THROW(attn::model_forward(model, e.tokens, attn::MechanismAttention(zoo[0].weights, 33)),
+                      std::invalid_argument);
 }
 
 BOOST_AUTO_TEST_CASE(dense_attention_swapped_in_scores_what_the_model_scores_itself)
@@ -321,10 +323,11 @@ BOOST_AUTO_TEST_CASE(a_pattern_trains_through_chapter_4s_backward_pass)
     std::mt19937_64 rng(19);
     attn::TinyModel<float> model = attn::recall_model(n, rng);
     const attn::RecallExample e = attn::recall_example(n, true, rng);
-    const attn::TinyModelForward<float> f = attn::model_forward_with(model, e.tokens, window.weights, 8);
+    const attn::MechanismAttention in_the_window(window.weights, 8);
+    const attn::TinyModelForward<float> f = attn::model_forward(model, e.tokens, in_the_window);
     const attn::SequenceLoss<float> scored = attn::score_answers(f.logits, e.answers);
     attn::TinyModel<float> grad = attn::zero_model<float>(model.shape);
-    attn::model_backward(model, e.tokens, f, scored.d_logits, grad);
+    attn::model_backward(model, e.tokens, f, scored.d_logits, grad, in_the_window);
     // a position no question's window reaches gets no gradient through attention, and no
     // gradient of its own (it is not scored): its position embedding's gradient is zero
     const std::size_t far_away = 0;  // the window is n/8 = 4 keys; the questions are 24..31

@@ -60,7 +60,7 @@ int main(int argc, char** argv)
                 const auto G = attn::random_normal<double>(n, d_model, 1.0, check_rng);
                 add_checks("layer ", attn::check_layer_gradients(layer, X, G));
             }
-            // ⟨Check the gradients of a small model⟩ 04-learning-attention.md:842
+            // ⟨Check the gradients of a small model⟩ 04-learning-attention.md:846
             {
                 std::mt19937_64 check_rng(options.seed + 3);
                 const attn::TinyModelShape small{5, 6, 8, 2, 2};  // vocab, n, d_model, h, layers
@@ -68,7 +68,7 @@ int main(int argc, char** argv)
                 const auto example = attn::reversal_example(small.n, small.vocab, check_rng);
                 add_checks("model ", attn::check_model_gradients(model, example));
             }
-            // ⟨Write the gradient table⟩ 04-learning-attention.md:1604
+            // ⟨Write the gradient table⟩ 04-learning-attention.md:1608
             {
                 std::ofstream table(out / "gradient_check.txt");
                 table << std::left << std::setw(28) << "gradient"
@@ -82,7 +82,7 @@ int main(int argc, char** argv)
                 results.add("gradient_checks", double(gradient_table.size()));
                 results.add("gradient_check_max_relative_error", worst, 2);
             }
-            // ⟨Compare the cheap softmax backward with the full Jacobian⟩ 04-learning-attention.md:869
+            // ⟨Compare the cheap softmax backward with the full Jacobian⟩ 04-learning-attention.md:873
             {
                 std::mt19937_64 check_rng(options.seed + 4);
                 // n×m scores
@@ -103,7 +103,7 @@ int main(int argc, char** argv)
                 }
                 results.add("softmax_jacobian_max_abs_difference", worst, 2);
             }
-            // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1436
+            // ⟨Train the model and photograph its attention⟩ 04-learning-attention.md:1440
             // the defaults: 26 letters, n = 10, d_model = 32, 2 layers of 2 heads
             const attn::TinyModelShape shape;
             std::mt19937_64 rng(options.seed);
@@ -129,7 +129,7 @@ int main(int argc, char** argv)
             results.add("training_seconds", seconds, 2);
             results.add("initial_training_loss", curve.front().loss);
             results.add("final_training_loss", curve.back().loss);
-            // ⟨Draw the training curves⟩ 04-learning-attention.md:1471
+            // ⟨Draw the training curves⟩ 04-learning-attention.md:1475
             attn::Series loss_series{"training loss (batch)", {}, {}, "lines"},
                 accuracy_series{"training accuracy (batch)", {}, {}, "lines"};
             for (const attn::TrainingPoint& point : curve) {
@@ -150,7 +150,7 @@ int main(int argc, char** argv)
             accuracy_style.y_min = 0, accuracy_style.y_max = 1.05;
             accuracy_style.key = "bottom right";
             attn::plot::lines(out / "accuracy.svg", {accuracy_series}, accuracy_style);
-            // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1517
+            // ⟨Evaluate on held-out sequences⟩ 04-learning-attention.md:1521
             // a generator training never used
             std::mt19937_64 heldout_rng(options.seed ^ 0x5eed0fdeadbeefULL);
             const std::size_t heldout = 1000;
@@ -160,7 +160,7 @@ int main(int argc, char** argv)
             results.add("heldout_loss", evaluation.loss);
             results.add("heldout_token_accuracy", evaluation.token_accuracy, 4);
             results.add("heldout_sequence_accuracy", evaluation.sequence_accuracy, 4);
-            // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1538
+            // ⟨Find the head that learned the reversal⟩ 04-learning-attention.md:1542
             std::mt19937_64 agreement_rng(options.seed ^ 0xa77e17ULL);
             const auto agreement = attn::ideal_key_agreement(
                 model, attn::reversal_ideal_keys(shape.n), 200, agreement_rng);
@@ -179,7 +179,7 @@ int main(int argc, char** argv)
             results.add("best_head_agreement", agreement[best_layer][best_head], 3);
             results.add_text("best_head", "layer " + std::to_string(best_layer) + ", head " +
                                               std::to_string(best_head));
-            // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1564
+            // ⟨Draw the attention before and after training⟩ 04-learning-attention.md:1568
             const std::string head_name =
                 "layer " + std::to_string(best_layer) + ", head " + std::to_string(best_head);
             const auto maps_after = attn::attention_maps(model, probe);
@@ -189,7 +189,7 @@ int main(int argc, char** argv)
             attn::plot::heatmap(out / "attention_after.svg", maps_after[best_layer][best_head],
                                 {"After training: " + head_name + " on 'attentions'", letters,
                                  letters});
-            // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1597
+            // ⟨Save the model and the snapshots for chapter 5⟩ 04-learning-attention.md:1601
             attn::save_model(out / "model.txt", model);
             attn::save_snapshots(out / "snapshots.txt", probe, snapshots);
         });

@@ -122,7 +122,7 @@ double lemma2_relative_mse(const xt::xtensor<double, 2>& X,
     return total / double(X.shape(0));
 }
 
-// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1285
+// ⟨Compute masked dense attention for the causal comparison⟩ 11-performer.md:1304
 /// Dense causal attention: softmax over keys j ≤ i
 /// only (scores above the diagonal set to −∞), n×d_v.
 xt::xtensor<double, 2> causal_dense_attention(const xt::xtensor<double, 2>& Q,
@@ -145,7 +145,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1421
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1440
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -273,7 +273,7 @@ int main(int argc, char** argv)
                 attn::plot::lines(out / "mse_vs_angle.svg",
                                   {positive, trig, theory_positive, theory_trig}, style);
             }
-            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1220
+            // ⟨Draw dense and FAVOR+ weights⟩ 11-performer.md:1239
             {
                 const std::size_t n_small = 24, d = 16, r = 256;
                 // n×d, sinusoidal position codes
@@ -311,7 +311,7 @@ int main(int argc, char** argv)
                 results.add("weights_colour_max", largest, 3);
                 results.add("weights_max_abs_error_r256", xt::amax(xt::abs(favor - dense))());
             }
-            // ⟨Measure the attention error against r⟩ 11-performer.md:1309
+            // ⟨Measure the attention error against r⟩ 11-performer.md:1328
             {
                 const std::size_t n = options.quick ? 128 : 512, d = 16,
                                   r_max = options.quick ? 1024 : 4096;
@@ -374,7 +374,7 @@ int main(int argc, char** argv)
                 style.key = "below left Left reverse vertical maxrows 7";  // off the curves
                 attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
             }
-            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1433
+            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1452
             const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
             const std::size_t n_fit = options.quick ? 128 : 1024;
             const std::size_t n_max = options.quick ? 2048 : 16384;
@@ -402,7 +402,7 @@ int main(int argc, char** argv)
                      [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
                     n_cost < 2048 ? 3 * repeats : repeats);
             }
-            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1469
+            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1488
             const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
             const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
             const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
@@ -438,7 +438,7 @@ int main(int argc, char** argv)
             results.add("favor_mib_at_max_n", favor.peak_mib.back());
             results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
             results.add("causal_mib_at_max_n", causal.peak_mib.back());
-            // ⟨Draw the cost against n⟩ 11-performer.md:1507
+            // ⟨Draw the cost against n⟩ 11-performer.md:1526
             const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
                 {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
                 {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};

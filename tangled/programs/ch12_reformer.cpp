@@ -64,7 +64,7 @@ double measured_collision_rate(double theta, std::size_t d_k, std::size_t n_buck
     return double(collisions) / double(rounds);
 }
 
-// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:918
+// ⟨Draw measured points on their theory curves⟩ 12-reformer.md:920
 /// Draw series in (theory, measured) pairs: the curve as a line, named in the key
 /// below the plot, the points in the same colour.
 void draw_measured_on_theory(const std::filesystem::path& path,
@@ -84,41 +84,7 @@ void draw_measured_on_theory(const std::filesystem::path& path,
     for (const attn::Series& curve : pairs) attn::plot::send_series(figure, curve);
 }
 
-// ⟨Draw tokens in topics⟩ 12-reformer.md:948
-/// n rows in d_k dimensions, each pointing near one of `topics` random directions
-/// (noise of relative size `spread`), of length sharpness·√d_k, so that a score
-/// q_i·k̂_j/√d_k is at most `sharpness`; topic_of receives each row's topic.
-xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
-                                       std::size_t topics, double spread,
-                                       double sharpness, std::mt19937_64& rng,
-                                       std::vector<std::size_t>* topic_of = nullptr)
-{
-    const double length = sharpness * std::sqrt(double(d_k));
-    const xt::xtensor<double, 2> centres =
-        attn::random_normal<double>(topics, d_k, 1.0, rng);  // topics×d_k
-    // n×d_k
-    const xt::xtensor<double, 2> noise = attn::random_normal<double>(n, d_k, 1.0, rng);
-    std::uniform_int_distribution<std::size_t> pick(0, topics - 1);
-    xt::xtensor<float, 2> QK = xt::zeros<float>({n, d_k});  // n×d_k
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t t = pick(rng);
-        if (topic_of) topic_of->push_back(t);
-        std::vector<double> row(d_k);
-        double norm_sq = 0, centre_sq = 0;
-        for (std::size_t c = 0; c < d_k; ++c)
-            centre_sq += centres(t, c) * centres(t, c);
-        for (std::size_t c = 0; c < d_k; ++c) {
-            row[c] = centres(t, c) / std::sqrt(centre_sq) +
-                     spread * noise(i, c) / std::sqrt(double(d_k));
-            norm_sq += row[c] * row[c];
-        }
-        for (std::size_t c = 0; c < d_k; ++c)
-            QK(i, c) = float(length * row[c] / std::sqrt(norm_sq));
-    }
-    return QK;
-}
-
-// ⟨Put rows and columns in another order⟩ 12-reformer.md:989
+// ⟨Put rows and columns in another order⟩ 12-reformer.md:993
 /// The rows and columns of `matrix` (n×n) in the order `order`: entry (a, b) is
 /// matrix(order[a], order[b]).
 template <class T>
@@ -143,7 +109,7 @@ std::vector<std::string> name_each_group(const std::vector<std::string>& group_o
     return labels;
 }
 
-// ⟨Measure the weight the views miss⟩ 12-reformer.md:1191
+// ⟨Measure the weight the views miss⟩ 12-reformer.md:1197
 /// Mean over queries of the dense weight on keys the pattern does not allow.
 double missed_weight(const xt::xtensor<double, 2>& dense_weights,
                      const xt::xtensor<bool, 2>& allowed)
@@ -155,7 +121,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1443
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1448
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -220,12 +186,12 @@ int main(int argc, char** argv)
                                  results.add("collision_rounds", double(collision_rounds));
                                  results.add("collision_worst_z", worst_z, 2);
                                  draw_measured_on_theory(out / "collision.svg", collision_series);
-                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1015
+                                 // ⟨Draw the pattern at small n⟩ 12-reformer.md:1019
                                  {
                                      const std::size_t n_small = 32, d_small = 16, b_small = 8, L_small = 4;
                                      std::vector<std::size_t> topic;
                                      const xt::xtensor<float, 2> QK_small =
-                                         tokens_in_topics(n_small, d_small, 8, 0.3, 6.0, rng, &topic);
+                                         attn::tokens_in_topics(n_small, d_small, 8, 0.3, 6.0, rng, &topic);
                                      const std::uint64_t hash_seed = rng();
                                      // the tokens drawn topic by topic (by position within one), so blocks show
                                      std::vector<std::size_t> by_topic(n_small);
@@ -249,7 +215,7 @@ int main(int argc, char** argv)
                                      attn::plot::HeatmapStyle lsh_style{"", topic_labels, topic_labels};
                                      lsh_style.allowed = reorder(allowed, by_topic);
                                      attn::plot::heatmap(out / "lsh_weights.svg", reorder(lsh, by_topic), lsh_style);
-                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1072
+                                     // ⟨Draw the same weights in sorted order⟩ 12-reformer.md:1076
                                      const xt::xtensor<std::size_t, 2> buckets =
                                          attn::lsh_buckets(QK_small, b_small, 1, hash_seed);  // 1×n
                                      const std::vector<std::size_t> order =
@@ -261,7 +227,7 @@ int main(int argc, char** argv)
                                      attn::plot::HeatmapStyle sorted_style{"", bucket_labels, bucket_labels};
                                      sorted_style.allowed = reorder(allowed, order);
                                      attn::plot::heatmap(out / "lsh_weights_sorted.svg", reorder(lsh, order), sorted_style);
-                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1098
+                                     // ⟨Draw the pattern with several rounds⟩ 12-reformer.md:1102
                                      const xt::xtensor<double, 2> lsh_4 =
                                          attn::lsh_weights(QK_small, b_small, 4, L_small, hash_seed);
                                      attn::plot::HeatmapStyle rounds_style{"", topic_labels, topic_labels};
@@ -270,20 +236,22 @@ int main(int argc, char** argv)
                                      attn::plot::heatmap(out / "lsh_weights_4_rounds.svg", reorder(lsh_4, by_topic),
                                                          rounds_style);
                                  }
-                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1123
+                                 // ⟨Compare one chunk with dense attention⟩ 12-reformer.md:1127
                                  {
-                                     const xt::xtensor<float, 2> QK_one = tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
+                                     const xt::xtensor<float, 2> QK_one =
+                                         attn::tokens_in_topics(512, 64, 16, 0.3, 6.0, rng);
                                      const xt::xtensor<float, 2> V_one = attn::random_normal<float>(512, 64, 1.0, rng);
                                      const xt::xtensor<float, 2> O_lsh =
                                          attn::lsh_attention(QK_one, V_one, 8, 4, 512, rng());
                                      const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_one, V_one);
                                      results.add("one_chunk_max_abs_error", xt::amax(xt::abs(O_lsh - O_dense))());
                                  }
-                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1143
+                                 // ⟨Measure the error against the number of rounds⟩ 12-reformer.md:1148
                                  const std::size_t n_error = options.quick ? 512 : 1024, b_error = 32,
                                                    L_error = 2 * n_error / b_error;
                                  const int error_seeds = options.quick ? 3 : 10;
-                                 const xt::xtensor<float, 2> QK_error = tokens_in_topics(n_error, 64, 32, 0.3, 6.0, rng);
+                                 const xt::xtensor<float, 2> QK_error =
+                                     attn::tokens_in_topics(n_error, 64, 32, 0.3, 6.0, rng);
                                  const xt::xtensor<float, 2> V_error = attn::random_normal<float>(n_error, 64, 1.0, rng);
                                  // n×d_v
                                  const xt::xtensor<float, 2> O_dense = attn::shared_qk_attention(QK_error, V_error);
@@ -325,12 +293,13 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1467
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1472
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
                                      const xt::xtensor<float, 2> uniform = attn::random_normal<float>(n_b, 64, 1.0, rng);
-                                     const xt::xtensor<float, 2> topics = tokens_in_topics(n_b, 64, 32, 0.3, 6.0, rng);
+                                     const xt::xtensor<float, 2> topics =
+                                         attn::tokens_in_topics(n_b, 64, 32, 0.3, 6.0, rng);
                                      const std::uint64_t hash_seed = rng();
                                      const std::vector<double> size_uniform = bucket_sizes(uniform, b, hash_seed);
                                      const std::vector<double> size_topics = bucket_sizes(topics, b, hash_seed);
@@ -356,14 +325,15 @@ int main(int argc, char** argv)
                                                        {uniform_series, topic_series, chunk_series, mean_series},
                                                        size_style);
                                  }
-                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1261
+                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1267
                                  const std::size_t n_fit = options.quick ? 128 : 1024;
                                  const std::size_t n_hi = options.quick ? 2048 : 16384;
                                  const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
                                  const int repeats = options.quick ? 2 : 7;
                                  attn::CostCurve lsh{"LSH attention", 1}, dense{"dense shared-QK", 1};
                                  for (std::size_t n_cost = 128; n_cost <= n_hi; n_cost *= 2) {
-                                     const xt::xtensor<float, 2> QK_n = tokens_in_topics(n_cost, 64, 64, 0.3, 6.0, rng);
+                                     const xt::xtensor<float, 2> QK_n =
+                                         attn::tokens_in_topics(n_cost, 64, 64, 0.3, 6.0, rng);
                                      const xt::xtensor<float, 2> V_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);
                                      attn::Call dense_call;  // empty beyond n_dense_hi: no point there
                                      if (n_cost <= n_dense_hi)
@@ -374,7 +344,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                                          repeats);
                                  }
-                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1287
+                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1294
                                  const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
                                  const attn::SlopeFit dense_time_fit = dense.time_fit();
                                  const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);

@@ -27,7 +27,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1705
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1639
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -76,7 +76,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1762
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1696
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -209,7 +209,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1924
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1858
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -226,45 +226,15 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw tokens in topics⟩ 14-efficiency-zoo.md:1506
-/// n rows in d_k dimensions, each pointing near one of `topics` random directions
-/// (noise of relative size `spread`), of length sharpness·√d_k (chapter 12).
-xt::xtensor<float, 2> tokens_in_topics(std::size_t n, std::size_t d_k,
-                                       std::size_t topics, double spread,
-                                       double sharpness, std::mt19937_64& rng)
-{
-    const double length = sharpness * std::sqrt(double(d_k));
-    const xt::xtensor<double, 2> centres =
-        attn::random_normal<double>(topics, d_k, 1.0, rng);  // topics×d_k
-    // n×d_k
-    const xt::xtensor<double, 2> noise = attn::random_normal<double>(n, d_k, 1.0, rng);
-    std::uniform_int_distribution<std::size_t> pick(0, topics - 1);
-    xt::xtensor<float, 2> QK = xt::zeros<float>({n, d_k});  // n×d_k
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t t = pick(rng);
-        std::vector<double> row(d_k);
-        double norm_sq = 0, centre_sq = 0;
-        for (std::size_t c = 0; c < d_k; ++c)
-            centre_sq += centres(t, c) * centres(t, c);
-        for (std::size_t c = 0; c < d_k; ++c) {
-            row[c] = centres(t, c) / std::sqrt(centre_sq) +
-                     spread * noise(i, c) / std::sqrt(double(d_k));
-            norm_sq += row[c] * row[c];
-        }
-        for (std::size_t c = 0; c < d_k; ++c)
-            QK(i, c) = float(length * row[c] / std::sqrt(norm_sq));
-    }
-    return QK;
-}
-
+// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1470
 /// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
-    const xt::xtensor<float, 2> QK = tokens_in_topics(n, d, 32, 0.3, 6.0, rng);
+    const xt::xtensor<float, 2> QK = attn::tokens_in_topics(n, d, 32, 0.3, 6.0, rng);
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1547
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1481
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -281,7 +251,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1571
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1505
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -312,7 +282,7 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1292
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1256
 /// While alive, freed memory stays with the process: training allocates and frees
 /// n×n matrices by the thousand, and handing each back to the kernel (the measuring
 /// protocol's setting, restored at the end) would double the training's time.
@@ -362,7 +332,7 @@ bool trainable(const attn::Mechanism& mechanism)
            mechanism.family == "hashing";
 }
 
-// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:614
+// ⟨Fit a curve over its five largest lengths⟩ 14-efficiency-zoo.md:603
 /// The slope of time (or memory) over the curve's five largest lengths; none if fewer.
 std::optional<attn::SlopeFit> fit_largest(const attn::CostCurve& curve, bool memory)
 {
@@ -392,7 +362,7 @@ attn::Series error_series(const std::map<std::size_t, double>& error)
     return s;
 }
 
-// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:791
+// ⟨Look up a cost at one length⟩ 14-efficiency-zoo.md:780
 /// The wall seconds (or peak MiB) of `curve` at length n; NaN if not measured there.
 double cost_at(const attn::CostCurve& curve, std::size_t n, bool memory)
 {
@@ -419,7 +389,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         std::vector<attn::TinyModel<float>> dense_models;  // far, near
-        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1257
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1221
         const std::size_t n_task = options.quick ? 64 : 256;
         const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
         const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
@@ -448,14 +418,14 @@ int main(int argc, char** argv)
                 }
                 runs.push_back(run);
             }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1348
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1312
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1357
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1321
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -488,7 +458,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1603
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1537
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -522,7 +492,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1639
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1573
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -538,7 +508,7 @@ int main(int argc, char** argv)
             labelled_points(out / "accuracy_weight_error.svg", {{"far task", points}}, style,
                             0.125);
         }
-        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:493
+        // ⟨Choose the lengths, the rounds and the threads⟩ 14-efficiency-zoo.md:482
         const std::size_t d = 64;
         const std::size_t n_min = options.quick ? 128 : 256;
         const std::size_t n_max = options.quick ? 2048 : 8192;
@@ -546,7 +516,7 @@ int main(int argc, char** argv)
         const int threads = 1;  // every mechanism of the comparison
         const int all_threads = int(std::max(1u, std::thread::hardware_concurrency()));
         auto rounds = [](std::size_t n) { return n <= 1024 ? 5 : 3; };
-        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:509
+        // ⟨Run the zoo at every length⟩ 14-efficiency-zoo.md:498
         const std::vector<attn::Mechanism> zoo = attn::zoo_mechanisms();
         const std::size_t dense = 0;  // zoo_mechanisms() lists dense attention first
         std::vector<attn::CostCurve> curves;                            // each, on 1 thread
@@ -561,7 +531,7 @@ int main(int argc, char** argv)
         }
         for (std::size_t n = n_min; n <= n_max; n *= 2) {
             const attn::ZooInputs inputs = topic_inputs(n, d, rng);  // Q, K: n×d_k; V: n×d_v
-            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:539
+            // ⟨Compute the exact outputs at this length⟩ 14-efficiency-zoo.md:528
             xt::xtensor<float, 2> dense_full, dense_causal, exact_shared;  // each n×d_v
             const xt::xtensor<float, 2> exact_full =
                 attn::flash_attention(inputs.Q, inputs.K, inputs.V);
@@ -580,7 +550,7 @@ int main(int argc, char** argv)
                 if (zoo[z].exact == attn::Exact::shared_qk) return known(exact_shared);
                 return causal ? &exact_causal : &exact_full;
             };
-            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:563
+            // ⟨Measure the error of every mechanism⟩ 14-efficiency-zoo.md:552
             for (std::size_t z = 0; z < zoo.size(); ++z) {
                 if (z == dense && n > dense_n_max) continue;  // dense attention stops here
                 const xt::xtensor<float, 2> O = zoo[z].prepare(inputs, threads)();  // n×d_v
@@ -588,7 +558,7 @@ int main(int argc, char** argv)
                 if (const xt::xtensor<float, 2>* exact = yardstick(z))
                     errors[z][n] = attn::relative_error(O, *exact);
             }
-            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:577
+            // ⟨Time every mechanism on one thread⟩ 14-efficiency-zoo.md:566
             {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -599,7 +569,7 @@ int main(int argc, char** argv)
                 }
                 attn::measure_costs(timed, double(n), calls, rounds(n));
             }
-            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:594
+            // ⟨Time the exact mechanisms on every core⟩ 14-efficiency-zoo.md:583
             if (all_threads > 1 && n <= dense_n_max) {
                 std::vector<attn::CostCurve*> timed;
                 std::vector<attn::Call> calls;
@@ -611,7 +581,7 @@ int main(int argc, char** argv)
             }
             std::cout << "  measured n = " << n << std::endl;
         }
-        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:649
+        // ⟨Draw time, memory and error against n⟩ 14-efficiency-zoo.md:638
         for (int group = 0; group < 2; ++group) {
             const std::string file = group == 0 ? "patterns" : "approximations";
             std::vector<attn::Series> time_curves, memory_curves, error_curves;
@@ -640,7 +610,7 @@ int main(int argc, char** argv)
             error_style.key = "above";
             attn::plot::lines(out / ("error_" + file + ".svg"), error_curves, error_style);
         }
-        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:744
+        // ⟨Write the table of slopes and crossovers⟩ 14-efficiency-zoo.md:733
         {
             std::ofstream slopes(out / "slopes.csv");
             slopes << "mechanism,family,lengths fitted,time slope,memory slope,"
@@ -667,7 +637,7 @@ int main(int argc, char** argv)
                        << "\",\"" << overtakes(z, true) << "\"\n";
             }
         }
-        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:809
+        // ⟨Write the tables relative to dense attention⟩ 14-efficiency-zoo.md:798
         {
             std::ofstream cost(out / "relative_cost.mdtable"), error(out / "errors.mdtable");
             cost << "| mechanism | family | speed 1K | speed 2K | speed 4K | memory 1K "
@@ -691,7 +661,7 @@ int main(int argc, char** argv)
                 error << " |\n";
             }
         }
-        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:856
+        // ⟨Draw speed against error⟩ 14-efficiency-zoo.md:845
         {
             const std::size_t n = dense_n_max;
             std::vector<LabelledPoint> points;
@@ -712,7 +682,7 @@ int main(int argc, char** argv)
             labelled_points(out / "speed_error.svg", {{"", points}}, style);
             results.add("n_scatter", double(n));
         }
-        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:900
+        // ⟨Write the table of the exact mechanisms on every core⟩ 14-efficiency-zoo.md:889
         {
             std::ofstream table(out / "all_threads.csv");
             table << "mechanism,threads,ms 1K,ms 2K,ms 4K,speed 1K,speed 2K,speed 4K\n";
@@ -729,7 +699,7 @@ int main(int argc, char** argv)
                 table << '\n';
             }
         }
-        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:930
+        // ⟨Compare the tiled kernel with dense attention⟩ 14-efficiency-zoo.md:919
         auto versus_dense = [&](const attn::CostCurve& flash, const attn::CostCurve& baseline) {
             const double ratio = cost_at(baseline, dense_n_max, false) /
                                  cost_at(flash, dense_n_max, false);
@@ -753,7 +723,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1398
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1362
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -776,7 +746,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1901
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1835
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <random>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xtensor.hpp>
@@ -20,62 +21,34 @@
 
 namespace attn {
 
-// ⟨Run an attention layer with any mechanism's weights⟩ 14-efficiency-zoo.md:965
-/// @brief Chapter 4's attention_layer_forward with the weights of every head given by
-/// `weights_of` (dense attention: attention_weights), for the last `rows` queries
-/// only; the weights of the other queries are left at zero.
-/// @param X the layer's input, n×d_model
-inline AttentionLayerForward<float> attention_layer_forward_with(
-    const AttentionLayer<float>& layer, const xt::xtensor<float, 2>& X,
-    const WeightsOf& weights_of, std::size_t rows)
-{
-    const std::size_t n = X.shape(0), d_model = X.shape(1), first = n - rows;
-    const std::size_t d_k = d_model / layer.heads;
-    AttentionLayerForward<float> f;
-    f.Q = detail::matmul(X, layer.W_q);  // n×d_model
-    f.K = detail::matmul(X, layer.W_k);  // n×d_model
-    f.V = detail::matmul(X, layer.W_v);  // n×d_model
-    f.concat = xt::zeros<float>({n, d_model});
-    for (std::size_t head = 0; head < layer.heads; ++head) {
-        const xt::xtensor<float, 2> Q_h = head_columns(f.Q, head, d_k);  // n×d_k
+// ⟨Attend with any mechanism's weights in every head⟩ 14-efficiency-zoo.md:954
+/// @brief A mechanism as the attention of each head of chapter 4's layer: the weights
+/// of the last `rows` queries are `weights_of`'s (dense attention: attention_weights),
+/// the other queries' are zero. Its backward pass is softmax attention's (below).
+struct MechanismAttention : SoftmaxAttention {
+    MechanismAttention(WeightsOf weights_of, std::size_t rows)
+        : weights_of(std::move(weights_of)), rows(rows)
+    {
+    }
+    /// @brief One head's weights. @param Q n×d_k; @param K n×d_k @return P, n×n
+    xt::xtensor<float, 2> weights(const xt::xtensor<float, 2>& Q,
+                                  const xt::xtensor<float, 2>& K) const
+    {
+        const std::size_t n = Q.shape(0);
+        if (rows > n)
+            throw std::invalid_argument("MechanismAttention: more rows than queries");
+        const std::size_t first = n - rows;
         const xt::xtensor<float, 2> asking =
-            xt::view(Q_h, xt::range(first, n), xt::all());                // rows×d_k
-        xt::xtensor<float, 2> P = xt::zeros<float>({n, n});                // n×n
-        xt::view(P, xt::range(first, n), xt::all()) =
-            weights_of(asking, head_columns(f.K, head, d_k));
-        f.weights.push_back(P);
-        const xt::xtensor<float, 2> V_h = head_columns(f.V, head, d_k);  // n×d_v
-        set_head_columns(f.concat, head, d_k, detail::matmul(P, V_h));
+            xt::view(Q, xt::range(first, n), xt::all());                 // rows×d_k
+        xt::xtensor<float, 2> P = xt::zeros<float>({n, K.shape(0)});   // n×n
+        xt::view(P, xt::range(first, n), xt::all()) = weights_of(asking, K);
+        return P;
     }
-    f.output = detail::matmul(f.concat, layer.W_o);  // n×d_model
-    return f;
-}
+    WeightsOf weights_of;  ///< the mechanism's weights of some queries over all keys
+    std::size_t rows;      ///< how many of the last queries attend
+};
 
-/// @brief Chapter 4's model_forward with every layer's attention given by
-/// `weights_of`, computed for the last `rows` queries (all: rows = n).
-inline TinyModelForward<float> model_forward_with(
-    const TinyModel<float>& model, const std::vector<std::size_t>& tokens,
-    const WeightsOf& weights_of, std::size_t rows)
-{
-    const std::size_t n = tokens.size(), d = model.shape.d_model;
-    if (n != model.shape.n)
-        throw std::invalid_argument("model_forward_with: the model reads n tokens");
-    TinyModelForward<float> f;
-    xt::xtensor<float, 2> X = xt::zeros<float>({n, d});  // n×d_model
-    for (std::size_t i = 0; i < n; ++i)
-        xt::row(X, i) = xt::row(model.token_embedding, tokens.at(i)) +
-                        xt::row(model.position_embedding, i);
-    f.residual.push_back(X);
-    for (const AttentionLayer<float>& layer : model.layers) {
-        f.layers.push_back(attention_layer_forward_with(layer, f.residual.back(),
-                                                        weights_of, rows));
-        f.residual.push_back(f.residual.back() + f.layers.back().output);
-    }
-    f.logits = detail::matmul(f.residual.back(), model.W_out);  // n×vocab
-    return f;
-}
-
-// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1048
+// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1009
 /// @brief The vocabulary of the recall tasks: fillers, pairs (key, value), questions.
 struct RecallVocabulary {
     static constexpr std::size_t fillers = 16, keys = 8, values = 8;
@@ -125,7 +98,7 @@ inline RecallExample recall_example(std::size_t n, bool far, std::mt19937_64& rn
     return example;
 }
 
-// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1103
+// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1064
 /// @brief Cross-entropy (summed) and right answers over the question positions, and
 /// d loss/d logits (n×vocab, zero outside the questions).
 inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
@@ -141,24 +114,25 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
     return scored;
 }
 
-// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1127
+// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1088
 /// @brief Train `model` with Adam on the recall task, its attention given by
 /// `weights_of`; every example comes from `rng`.
 inline void train_recall(TinyModel<float>& model, bool far, const WeightsOf& weights_of,
                          const TrainingConfig& config, std::mt19937_64& rng)
 {
     const BlasThreads one_thread(1);
+    const MechanismAttention attention(weights_of, RecallVocabulary::keys);
     Adam<float> adam(model, config.learning_rate);
     const float weight = 1.0f / float(config.batch * RecallVocabulary::keys);
     for (std::size_t step = 0; step < config.steps; ++step) {
         TinyModel<float> grad = zero_model<float>(model.shape);
         for (std::size_t b = 0; b < config.batch; ++b) {
             const RecallExample example = recall_example(model.shape.n, far, rng);
-            const TinyModelForward<float> f = model_forward_with(
-                model, example.tokens, weights_of, RecallVocabulary::keys);
+            const TinyModelForward<float> f =
+                model_forward(model, example.tokens, attention);
             SequenceLoss<float> scored = score_answers(f.logits, example.answers);
             scored.d_logits *= weight;
-            model_backward(model, example.tokens, f, scored.d_logits, grad);
+            model_backward(model, example.tokens, f, scored.d_logits, grad, attention);
         }
         adam.step(model, grad);
     }
@@ -170,17 +144,18 @@ inline double recall_accuracy(const TinyModel<float>& model, bool far,
                               std::mt19937_64& rng)
 {
     const BlasThreads one_thread(1);
+    const MechanismAttention attention(weights_of, RecallVocabulary::keys);
     std::size_t right = 0;
     for (std::size_t s = 0; s < count; ++s) {
         const RecallExample example = recall_example(model.shape.n, far, rng);
-        const TinyModelForward<float> f = model_forward_with(
-            model, example.tokens, weights_of, RecallVocabulary::keys);
+        const TinyModelForward<float> f =
+            model_forward(model, example.tokens, attention);
         right += score_answers(f.logits, example.answers).correct;
     }
     return double(right) / double(count * RecallVocabulary::keys);
 }
 
-// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1177
+// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1140
 /// @brief A one-layer, two-head tiny model for recall sequences of n tokens, pair
 /// embeddings started as key vector + value vector, position embeddings at zero.
 inline TinyModel<float> recall_model(std::size_t n, std::mt19937_64& rng)

@@ -181,36 +181,46 @@ xt::xtensor<T, 2> trig_features(const xt::xtensor<T, 2>& X, const xt::xtensor<T,
     return features;
 }
 
-// ⟨Form the implied attention weights⟩ 11-performer.md:577
-/// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ,
-/// formed explicitly (the reference; O(n·m) memory).
+// ⟨Form the implied attention weights⟩ 11-performer.md:586
+/// @brief The attention weights FAVOR+ implies, D⁻¹·φ(Q)·φ(K)ᵀ, formed explicitly
+/// and stabilised (the reference; O(n·m·r) time, O(n·m) memory).
 /// @param Q n×d_k; @param K m×d_k; @param W random features, r×d_k
-/// @param causal if true, key j > i gets no weight (requires n = m)
-/// @return weights, n×m, rows summing to 1
+/// @param causal if true, the n queries are the last n of the m positions (n ≤ m) and
+///        query i gets no weight on the keys after it, j > m − n + i
+/// @return weights, n×m, rows summing to 1 (NaN in a row with a non-finite exponent)
 template <class T>
 xt::xtensor<T, 2> performer_weights(const xt::xtensor<T, 2>& Q,
                                     const xt::xtensor<T, 2>& K,
                                     const xt::xtensor<T, 2>& W, bool causal = false)
 {
-    // n×r, m×r
-    const xt::xtensor<T, 2> phi_Q = favor_features(Q, W), phi_K = favor_features(K, W);
-    // r×m
-    const xt::xtensor<T, 2> phi_K_t = xt::transpose(phi_K);
-    // n×m
-    xt::xtensor<T, 2> kernels = xt::linalg::dot(phi_Q, phi_K_t);
-    for (std::size_t i = 0; i < kernels.shape(0); ++i) {
-        double total = 0;
-        for (std::size_t j = 0; j < kernels.shape(1); ++j) {
-            if (causal && j > i) kernels(i, j) = 0;
-            total += double(kernels(i, j));
+    const std::size_t n = Q.shape(0), m = K.shape(0), r = W.shape(0);
+    if (causal && n > m)
+        throw std::invalid_argument("performer_weights: causal needs n ≤ m queries");
+    const xt::xtensor<T, 2> e_Q = detail::favor_exponents(Q, W);  // n×r
+    const xt::xtensor<T, 2> e_K = detail::favor_exponents(K, W);  // m×r
+    // b_l: the largest exponent of feature l over the keys seen (NaN skipped)
+    std::vector<double> b(r, -std::numeric_limits<double>::infinity()), kernels(m);
+    xt::xtensor<T, 2> P = xt::zeros<T>({n, m});  // n×m
+    for (std::size_t i = 0, seen = 0; i < n; ++i) {
+        const std::size_t visible = causal ? m - n + i + 1 : m;
+        for (; seen < visible; ++seen)
+            for (std::size_t l = 0; l < r; ++l)
+                b[l] = std::max(b[l], double(e_K(seen, l)));
+        double a = -std::numeric_limits<double>::infinity(), total = 0;
+        for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_Q(i, l)) + b[l]);
+        for (std::size_t j = 0; j < visible; ++j) {
+            kernels[j] = 0;  // e^{−a_i}·r·φ(q_i)·φ(k_j)
+            for (std::size_t l = 0; l < r; ++l)
+                kernels[j] += std::exp(double(e_Q(i, l)) + double(e_K(j, l)) - a);
+            total += kernels[j];
         }
-        for (std::size_t j = 0; j < kernels.shape(1); ++j)
-            kernels(i, j) = static_cast<T>(kernels(i, j) / total);
+        for (std::size_t j = 0; j < visible; ++j)
+            P(i, j) = static_cast<T>(kernels[j] / total);
     }
-    return kernels;
+    return P;
 }
 
-// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:645
+// ⟨Exponentiate with a stabiliser⟩ 11-performer.md:664
 namespace detail {
 
 /// exp(exponents − a_i) for each row i, with a_i the
@@ -251,7 +261,7 @@ void add_to_each_column(xt::xtensor<T, 2>& exponents, const std::vector<T>& b)
 
 }  // namespace detail
 
-// ⟨Attend through positive random features⟩ 11-performer.md:700
+// ⟨Attend through positive random features⟩ 11-performer.md:719
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), D = diag(φ(Q)·φ(K)ᵀ·1)
 /// (Choromanski et al. 2020, §2.2), on whole n×r feature matrices: the reference for
 /// the blocked performer_attention. Stabilised so that no feature overflows; the
@@ -286,7 +296,7 @@ xt::xtensor<T, 2> performer_attention_unblocked(
     return O;
 }
 
-// ⟨Keep the prefix sums of the causal pass⟩ 11-performer.md:800
+// ⟨Keep the prefix sums of the causal pass⟩ 11-performer.md:819
 namespace detail {
 /// @brief The running sums of causal FAVOR+, in double: S (r×d_v), z (r) and the
 /// running maxima b (r) of each feature's key exponents.
@@ -303,7 +313,7 @@ public:
     void add_key(const T* exponents, const T* v_i)
     {
         const std::size_t r = r_, d_v = d_v_;
-        // ⟨Add key i to the prefix sums⟩ 11-performer.md:837
+        // ⟨Add key i to the prefix sums⟩ 11-performer.md:856
         for (std::size_t l = 0; l < r; ++l) {
             if (double(exponents[l]) > b[l]) {  // a new maximum: shrink feature l's sums so far
                 const double shrink = std::exp(b[l] - double(exponents[l]));  // first: 0·0 = 0
@@ -323,7 +333,7 @@ public:
     void read_out(const T* e_q, T* o_i)
     {
         const std::size_t r = r_, d_v = d_v_;
-        // ⟨Read out query i⟩ 11-performer.md:852
+        // ⟨Read out query i⟩ 11-performer.md:871
         double a = -std::numeric_limits<double>::infinity();  // the query's largest e_l + b_l
         for (std::size_t l = 0; l < r; ++l) a = std::max(a, double(e_q[l]) + b[l]);
         for (std::size_t l = 0; l < r; ++l) phi_q[l] = std::exp(double(e_q[l]) + b[l] - a);
@@ -346,7 +356,7 @@ private:
 };
 }  // namespace detail
 
-// ⟨Attend causally through prefix sums⟩ 11-performer.md:763
+// ⟨Attend causally through prefix sums⟩ 11-performer.md:782
 /// @brief Causal FAVOR+: o_i = φ(q_i)ᵀS_i / φ(q_i)·z_i with prefix sums
 /// S_i = Σ_{j≤i} φ(k_j)v_jᵀ and z_i = Σ_{j≤i} φ(k_j) (Choromanski et al. 2020, §2.2),
 /// stabilised by a running maximum so that output i depends on tokens 0..i only; the
@@ -378,7 +388,7 @@ xt::xtensor<T, 2> performer_causal_attention_unblocked(
     return O;
 }
 
-// ⟨Choose the tokens per block⟩ 11-performer.md:897
+// ⟨Choose the tokens per block⟩ 11-performer.md:916
 /// @brief Tokens per block in the blocked FAVOR+ kernels: as many as let one block's
 /// arrays (rows, scaled rows, r exponents, d_v + 1 totals per token) share the L2 cache
 /// with the r×(d_v+1) summary; at least 16.
@@ -393,7 +403,7 @@ std::size_t performer_block_rows(std::size_t d_k, std::size_t d_v, std::size_t r
     return std::max<std::size_t>(16, room / per_token);
 }
 
-// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:921
+// ⟨Multiply row-major arrays with BLAS⟩ 11-performer.md:940
 namespace detail {
 
 /// C = op(A)·op(B) + beta·C for row-major arrays (op transposes when asked), by BLAS:
@@ -411,7 +421,7 @@ void gemm_rows(bool transpose_a, bool transpose_b, std::size_t m, std::size_t n,
 
 }  // namespace detail
 
-// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:944
+// ⟨Compute the exponents of one block of rows⟩ 11-performer.md:963
 namespace detail {
 
 /// @brief The exponents w_l·x̃_i − ‖x̃_i‖²/2 of a block of rows, in buffers allocated
@@ -455,7 +465,7 @@ struct FeatureBlock {
 
 }  // namespace detail
 
-// ⟨Attend through positive random features in blocks⟩ 11-performer.md:999
+// ⟨Attend through positive random features in blocks⟩ 11-performer.md:1018
 /// @brief FAVOR+ attention D⁻¹·φ(Q)·(φ(K)ᵀ·V), equal to performer_attention_unblocked
 /// up to rounding, computed in blocks of `block` tokens so that the working set stays
 /// in the cache: φ(K)ᵀ[V 1] accumulated over blocks of keys, then the outputs over
@@ -489,7 +499,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T> b(r, -std::numeric_limits<T>::infinity());  // r: largest so far
     for (std::size_t begin = 0; begin < m; begin += block) {
         const std::size_t end = std::min(begin + block, m), rows = end - begin;
-        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1055
+        // ⟨Add a block of keys to the summary⟩ 11-performer.md:1074
         features.compute(K, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t l = 0; l < r; ++l) {
@@ -512,7 +522,7 @@ xt::xtensor<T, 2> performer_attention(
     std::vector<T>& totals = V_1;                  // block×(d_v+1), free again
     for (std::size_t begin = 0; begin < n; begin += block) {
         const std::size_t end = std::min(begin + block, n), rows = end - begin;
-        // ⟨Read out a block of queries⟩ 11-performer.md:1075
+        // ⟨Read out a block of queries⟩ 11-performer.md:1094
         features.compute(Q, begin, end, W);
         T* phi = features.exponents.data();  // rows×r
         for (std::size_t i = 0; i < rows; ++i) {  // meet the keys' b, then the row's maximum
@@ -531,7 +541,7 @@ xt::xtensor<T, 2> performer_attention(
     return O;
 }
 
-// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1097
+// ⟨Attend causally through prefix sums in blocks⟩ 11-performer.md:1116
 /// @brief Causal FAVOR+ (as performer_causal_attention_unblocked, up to rounding), with
 /// the features computed one block of `block` tokens at a time and the prefix sums S,
 /// z and the running maximum carried across blocks. O(n·r·d_v) time,

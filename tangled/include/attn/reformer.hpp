@@ -484,4 +484,40 @@ xt::xtensor<T, 2> lsh_weights(const xt::xtensor<T, 2>& QK, std::size_t n_buckets
     return softmax_rows(scores);
 }
 
+// ⟨Draw tokens in topics⟩ 12-reformer.md:950
+/// @brief Tokens in topics: n rows in d_k dimensions, each pointing near one of
+/// `topics` random directions (noise of relative size `spread`), of length
+/// sharpness·√d_k, so that a score q_i·k̂_j/√d_k is at most `sharpness`.
+/// @param rng draws the directions, the noise and each row's topic
+/// @param topic_of if given, receives each row's topic
+/// @return the rows, n×d_k (shared queries and keys)
+inline xt::xtensor<float, 2> tokens_in_topics(
+    std::size_t n, std::size_t d_k, std::size_t topics, double spread, double sharpness,
+    std::mt19937_64& rng, std::vector<std::size_t>* topic_of = nullptr)
+{
+    const double length = sharpness * std::sqrt(double(d_k));
+    const xt::xtensor<double, 2> centres =
+        random_normal<double>(topics, d_k, 1.0, rng);  // topics×d_k
+    // n×d_k
+    const xt::xtensor<double, 2> noise = random_normal<double>(n, d_k, 1.0, rng);
+    std::uniform_int_distribution<std::size_t> pick(0, topics - 1);
+    xt::xtensor<float, 2> QK = xt::zeros<float>({n, d_k});  // n×d_k
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t t = pick(rng);
+        if (topic_of) topic_of->push_back(t);
+        std::vector<double> row(d_k);
+        double norm_sq = 0, centre_sq = 0;
+        for (std::size_t c = 0; c < d_k; ++c)
+            centre_sq += centres(t, c) * centres(t, c);
+        for (std::size_t c = 0; c < d_k; ++c) {
+            row[c] = centres(t, c) / std::sqrt(centre_sq) +
+                     spread * noise(i, c) / std::sqrt(double(d_k));
+            norm_sq += row[c] * row[c];
+        }
+        for (std::size_t c = 0; c < d_k; ++c)
+            QK(i, c) = float(length * row[c] / std::sqrt(norm_sq));
+    }
+    return QK;
+}
+
 }  // namespace attn

@@ -115,7 +115,7 @@ auto parameters(Model& model)
     return list;
 }
 
-// ⟨Record the model's forward pass⟩ 04-learning-attention.md:661
+// ⟨Record the model's forward pass⟩ 04-learning-attention.md:662
 /// @brief Everything the model computed on one sequence.
 template <class T>
 struct TinyModelForward {
@@ -124,7 +124,7 @@ struct TinyModelForward {
     xt::xtensor<T, 2> logits;                       ///< n×vocab
 };
 
-// ⟨Run the layers on the residual stream⟩ 04-learning-attention.md:700
+// ⟨Run the layers on the residual stream⟩ 04-learning-attention.md:704
 /// @brief Run `layers` layers on the residual stream from X_0, then project
 /// the last residual to logits: X_{l+1} = X_l + layer_forward(l, X_l).output.
 /// @param X_0 the embedded tokens, n×d_model; @param W_out d_model×vocab
@@ -146,12 +146,14 @@ TinyModelForward<T> residual_forward(xt::xtensor<T, 2> X_0, std::size_t layers,
     return f;
 }
 
-// ⟨Run the model forward⟩ 04-learning-attention.md:671
+// ⟨Run the model forward⟩ 04-learning-attention.md:672
 /// @brief Run the model on one sequence of n token ids.
+/// @param attention what each head computes (softmax attention unless given)
 /// @return the logits (n×vocab) with every intermediate value
-template <class T>
+template <class T, class Attention = SoftmaxAttention>
 TinyModelForward<T> model_forward(const TinyModel<T>& model,
-                                  const std::vector<std::size_t>& tokens)
+                                  const std::vector<std::size_t>& tokens,
+                                  const Attention& attention = {})
 {
     const std::size_t n = model.shape.n, d = model.shape.d_model;
     if (tokens.size() != n)
@@ -166,11 +168,12 @@ TinyModelForward<T> model_forward(const TinyModel<T>& model,
     }
     return residual_forward(X, model.layers.size(), model.W_out,
                             [&](std::size_t l, const xt::xtensor<T, 2>& X_l) {
-                                return attention_layer_forward(model.layers[l], X_l);
+                                return attention_layer_forward(model.layers[l], X_l,
+                                                               attention);
                             });
 }
 
-// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:730
+// ⟨Score the predictions with cross-entropy⟩ 04-learning-attention.md:734
 /// @brief Cross-entropy of one sequence: its loss,
 /// how many positions are right, and d loss/d logits.
 template <class T>
@@ -205,7 +208,7 @@ SequenceLoss<T> cross_entropy(const xt::xtensor<T, 2>& logits,
     return result;
 }
 
-// ⟨Run the model backward⟩ 04-learning-attention.md:775
+// ⟨Run the model backward⟩ 04-learning-attention.md:779
 /// @brief Add the gradient of the loss of one
 /// sequence to `grad` (a model-shaped accumulator).
 /// @param f        what model_forward computed on `tokens`
@@ -235,7 +238,7 @@ void model_backward(const TinyModel<T>& model, const std::vector<std::size_t>& t
     }
 }
 
-// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:984
+// ⟨Update the parameters with Adam⟩ 04-learning-attention.md:988
 /// @brief The Adam optimiser (Kingma & Ba 2015,
 /// Algorithm 1) over every parameter of a TinyModel.
 template <class T>
@@ -278,7 +281,7 @@ private:
     std::size_t t_ = 0;   // steps taken
 };
 
-// ⟨Make reversal examples⟩ 04-learning-attention.md:903
+// ⟨Make reversal examples⟩ 04-learning-attention.md:907
 /// @brief One example of the reversal task:
 /// tokens and the targets (the tokens reversed).
 struct ReversalExample {
@@ -306,7 +309,7 @@ inline std::vector<std::size_t> reversal_ideal_keys(std::size_t n)
     return keys;
 }
 
-// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:935
+// ⟨Convert between letters and token ids⟩ 04-learning-attention.md:939
 /// @brief The token ids of a lower-case word: 'a' → 0, …, 'z' → 25.
 inline std::vector<std::size_t> letter_tokens(const std::string& word)
 {
@@ -328,7 +331,7 @@ inline std::vector<std::string> token_letters(const std::vector<std::size_t>& to
     return letters;
 }
 
-// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:1038
+// ⟨Train the model on the reversal task⟩ 04-learning-attention.md:1042
 /// @brief How to train: steps, batch size, learning rate, how often to record the loss.
 struct TrainingConfig {
     std::size_t steps = 600;
@@ -380,7 +383,7 @@ std::vector<TrainingPoint> train_reversal(TinyModel<T>& model,
     return curve;
 }
 
-// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:1095
+// ⟨Evaluate the model on held-out sequences⟩ 04-learning-attention.md:1099
 /// @brief Loss and accuracy on sequences the model was not trained on.
 struct Evaluation {
     double loss;               ///< mean cross-entropy per position
@@ -409,7 +412,7 @@ Evaluation evaluate_reversal(const TinyModel<T>& model, std::size_t count,
             double(perfect) / double(count)};
 }
 
-// ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:810
+// ⟨Check the gradients of the whole model⟩ 04-learning-attention.md:814
 /// @brief Check model_backward against central differences of the
 /// cross-entropy of one example, for every parameter matrix.
 /// @param model a copy (it is perturbed)
@@ -437,7 +440,7 @@ inline GradientErrors check_model_gradients(TinyModel<double> model,
     return errors;
 }
 
-// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1130
+// ⟨Read the attention weights out of the model⟩ 04-learning-attention.md:1134
 /// @brief Attention weights of every head of every
 /// layer on one sequence: [layer][head], each n×n.
 template <class T>
@@ -452,7 +455,7 @@ std::vector<std::vector<xt::xtensor<double, 2>>> attention_maps(
     return maps;
 }
 
-// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1149
+// ⟨Measure how often a head looks at the ideal key⟩ 04-learning-attention.md:1153
 /// @brief For each [layer][head], the fraction of queries whose largest
 /// weight is on ideal_keys[i], over `count` fresh reversal examples.
 template <class T>
@@ -478,7 +481,7 @@ std::vector<std::vector<double>> ideal_key_agreement(
     return agreement;
 }
 
-// ⟨Save and load the model⟩ 04-learning-attention.md:1183
+// ⟨Save and load the model⟩ 04-learning-attention.md:1187
 /// @brief Write `model` as text: a header, the
 /// shape, then every parameter matrix by name.
 template <class T>
@@ -532,7 +535,7 @@ TinyModel<T> load_model(const std::filesystem::path& path)
     return model;
 }
 
-// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1241
+// ⟨Save and load attention snapshots⟩ 04-learning-attention.md:1245
 /// @brief The attention of every head on one probe sequence at one training step.
 struct AttentionSnapshot {
     std::size_t step = 0;

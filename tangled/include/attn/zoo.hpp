@@ -115,7 +115,7 @@ WeightsOf weights_on_pattern(MaskOf mask_of)
     };
 }
 
-// ⟨Let queries see the keys that share their bucket⟩ 14-efficiency-zoo.md:300
+// ⟨Let queries see the keys that share their bucket⟩ 14-efficiency-zoo.md:289
 /// @brief Which keys hashing shows each query when queries and keys differ: key j
 /// when the unit rows q̂_i and k̂_j share a bucket in one of `rounds` rounds, both
 /// hashed with the same rotations (chapter 12's lsh_buckets, b = n/32 buckets).
@@ -213,7 +213,7 @@ inline std::vector<Mechanism> zoo_mechanisms(const ZooParameters& p = {})
             return bigbird_attention(Q, K, V, bigbird);
         },
         weights_on_pattern([bigbird](std::size_t n) { return bigbird_mask(n, bigbird); })));
-    // ⟨Add the approximating mechanisms⟩ 14-efficiency-zoo.md:231
+    // ⟨Add the approximating mechanisms⟩ 14-efficiency-zoo.md:230
     const std::size_t k = p.projected, r = p.features;
     zoo.push_back({"Linformer, random E, F (ch. 10)", "low rank", Exact::full,
                    [k](const ZooInputs& in, unsigned) -> ZooCall {
@@ -244,20 +244,10 @@ inline std::vector<Mechanism> zoo_mechanisms(const ZooParameters& p = {})
                        },
                        [r, is_causal](const xt::xtensor<float, 2>& Q,
                                       const xt::xtensor<float, 2>& K) {
-                           // the kernel, with its stabiliser, on the identity as values
                            const auto W = orthogonal_features<float>(r, Q.shape(1), 12);
-                           const std::size_t q = Q.shape(0), n = K.shape(0);
-                           const xt::xtensor<float, 2> I = xt::eye<float>(n);  // n×n
-                           if (!is_causal) return performer_attention(Q, K, I, W);
-                           // the causal form wants n queries: pad the first ones with zeros
-                           xt::xtensor<float, 2> all = xt::zeros<float>(K.shape());  // n×d
-                           xt::view(all, xt::range(n - q, n), xt::all()) = Q;
-                           const xt::xtensor<float, 2> P =
-                               performer_causal_attention(all, K, I, W);  // n×n
-                           return xt::xtensor<float, 2>(
-                               xt::view(P, xt::range(n - q, n), xt::all()));  // q×n
+                           return performer_weights(Q, K, W, is_causal);  // q×n
                        }});
-    // ⟨Add the Reformer⟩ 14-efficiency-zoo.md:288
+    // ⟨Add the Reformer⟩ 14-efficiency-zoo.md:277
     zoo.push_back({"Reformer (ch. 12)", "hashing", Exact::shared_qk,
                    [rounds = p.hash_rounds, chunk = p.chunk](const ZooInputs& in,
                                                              unsigned) -> ZooCall {
@@ -270,7 +260,7 @@ inline std::vector<Mechanism> zoo_mechanisms(const ZooParameters& p = {})
     return zoo;
 }
 
-// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:339
+// ⟨Measure the relative error⟩ 14-efficiency-zoo.md:328
 /// @brief ‖O − O_exact‖_F / ‖O_exact‖_F, accumulated in double.
 /// @param O, O_exact n×d_v
 inline double relative_error(const xt::xtensor<float, 2>& O,
@@ -287,7 +277,7 @@ inline double relative_error(const xt::xtensor<float, 2>& O,
     return base > 0 ? std::sqrt(diff / base) : std::sqrt(diff);
 }
 
-// ⟨Measure the weight a mechanism misses⟩ 14-efficiency-zoo.md:370
+// ⟨Measure the weight a mechanism misses⟩ 14-efficiency-zoo.md:359
 /// @brief Missed mass and weight error of approximate weights against exact ones.
 struct WeightMiss {
     double missed_mass;   ///< mean over rows of Σ exact weight where approx is 0
