@@ -49,3 +49,37 @@ def test_no_chapter_writes_the_run_box_the_weave_adds(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "{admonition} Build, run and test this chapter" not in text, \
         f"chapters/{path.name}: the weave adds this box; a second one repeats it"
+
+
+def option_blocks(text: str):
+    """(line, options) of every directive other than a chunk: its leading ':key: value' lines."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if re.match(r"^`{3,}\{(?!chunk\})[\w-]+\}", line):
+            options = []
+            for following in lines[number:]:
+                if not following.startswith(":"):
+                    break
+                options.append(following[1:])  # ":alt: text" is "alt: text"
+            yield number, "\n".join(options)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_directive_options_are_yaml(path: Path) -> None:
+    """MyST reads a directive's options as YAML: an unquoted ': ' in an alt text breaks the page."""
+    yaml = pytest.importorskip("yaml")
+    bad = []
+    for number, options in option_blocks(path.read_text(encoding="utf-8")):
+        try:
+            yaml.safe_load(options)
+        except yaml.YAMLError as error:
+            bad.append(f"chapters/{path.name}:{number}: {str(error).splitlines()[0]}")
+    assert not bad, "directive options that are not YAML:\n" + "\n".join(bad)
+
+
+def test_a_colon_in_an_alt_text_is_caught(tmp_path: Path) -> None:
+    chapter = tmp_path / "99-x.md"
+    chapter.write_text("# 99. X\n\n```{figure} a.svg\n:alt: Top: a pattern\n\nCaption.\n```\n",
+                       encoding="utf-8")
+    with pytest.raises(AssertionError, match="99-x.md:3"):
+        test_directive_options_are_yaml(chapter)
