@@ -26,7 +26,7 @@ namespace {
 template <class T>
 using Matrix = xt::xtensor<T, 2>;
 
-// ⟨Run one training step three ways⟩ 20-training-at-length.md:617
+// ⟨Run one training step three ways⟩ 20-training-at-length.md:618
 /// The output of a forward pass and the gradients of its backward pass.
 template <class T>
 struct TrainingStep {
@@ -81,7 +81,7 @@ double gradient_gap(const attn::AttentionGradients<T>& a,
 {
     return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1047
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1048
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -106,7 +106,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:681
+        // ⟨Compare the tiled and chunked backward passes with the dense one⟩ 20-training-at-length.md:682
         const std::size_t check_n = 203, check_m = 157, check_d_k = 24, check_d_v = 20;
         const attn::AttentionTiles check_tiles{32, 48};  // 203 = 6·32 + 11, 157 = 3·48 + 13
         for (const bool causal : {false, true}) {
@@ -138,7 +138,7 @@ int main(int argc, char** argv)
         results.add("check_d_v", double(check_d_v));
         results.add("check_query_tile", double(check_tiles.query_tile));
         results.add("check_key_tile", double(check_tiles.key_tile));
-        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:734
+        // ⟨Check the tiled gradients with finite differences⟩ 20-training-at-length.md:735
         double worst_relative_error = 0;
         for (const bool causal : {false, true}) {
             const std::size_t n = 9, m = causal ? 9 : 11;
@@ -160,7 +160,7 @@ int main(int argc, char** argv)
                 worst_relative_error = std::max(worst_relative_error, error);
         }
         results.add("finite_difference_worst_relative_error", worst_relative_error, 2);
-        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:767
+        // ⟨Measure the error against the tile size⟩ 20-training-at-length.md:768
         {
             const std::size_t n = 203, d = 24;
             const auto Q = attn::random_normal<double>(n, d, 1.0, rng);   // n×d_k
@@ -190,7 +190,7 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:824
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:825
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
@@ -214,7 +214,7 @@ int main(int argc, char** argv)
                                  [&] { return tiled_step(Q, K, V, dO, false); }},
                                 repeats);
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:854
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:855
         const double memory_from = options.quick ? 128 : 512;
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
@@ -267,7 +267,7 @@ int main(int argc, char** argv)
                            with_fit(chunked.time(), chunked.time_fit()),
                            with_fit(tiled.time(), tiled.time_fit())},
                           time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1007
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1008
         const int pass_repeats = options.quick ? 2 : 5;
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
@@ -297,7 +297,7 @@ int main(int argc, char** argv)
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1064
+        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1065
         const std::vector<std::size_t> pass_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024}
                           : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};

@@ -60,7 +60,7 @@ struct FlashForward {
 
 namespace detail {
 
-// ⟨Check the inputs of the tiled passes⟩ 20-training-at-length.md:459
+// ⟨Check the inputs of the tiled passes⟩ 20-training-at-length.md:460
 /// Throw std::invalid_argument unless Q, K, V keep chapter 1's contract, both tile
 /// sizes are ≥ 1, and causal attention has n == m.
 template <class T>
@@ -179,7 +179,8 @@ void attend_query_tile_with_lse(const xt::xtensor<T, 2>& Q, const xt::xtensor<T,
         // ⟨Turn the tile's scores into weights and rescale its rows⟩ 20-training-at-length.md:340
         for (std::size_t r = 0; r < rows; ++r) {
             T* p = &P(r, 0);
-            SoftmaxRow<T> row{row_max[r], row_sum[r], &acc(r, 0), d_v};  // m_i, ℓ_i, o_i
+            // m_i, ℓ_i and o_i (row r of acc, taken by pointer: d_v may be 0)
+            SoftmaxRow<T> row{row_max[r], row_sum[r], acc.data() + r * d_v, d_v};
             rescale_state(row, std::max(row.max, *std::max_element(p, p + P.shape(1))));
             for (std::size_t c = 0; c < P.shape(1); ++c) {
                 p[c] = std::exp(p[c] - row.max);  // ≤ 1; a hidden key: e^{−∞} = 0
@@ -194,7 +195,7 @@ void attend_query_tile_with_lse(const xt::xtensor<T, 2>& Q, const xt::xtensor<T,
     }
 }
 
-// ⟨Describe a tiled backward problem⟩ 20-training-at-length.md:379
+// ⟨Describe a tiled backward problem⟩ 20-training-at-length.md:380
 /// The inputs of the tiled backward pass, checked by the caller.
 template <class T>
 struct TiledBackward {
@@ -208,7 +209,7 @@ struct TiledBackward {
     AttentionTiles tiles;            ///< clamped to the problem
 };
 
-// ⟨Backpropagate through one key tile⟩ 20-training-at-length.md:394
+// ⟨Backpropagate through one key tile⟩ 20-training-at-length.md:395
 /// The backward pass for keys [j0, j1): every query tile that sees them recomputes its
 /// weights from L, adds its shares to dK_j and dV_j, and adds its share of dQ to grad.
 template <class T>
@@ -226,12 +227,12 @@ void backpropagate_key_tile(const TiledBackward<T>& p, std::size_t j0, std::size
         const std::size_t i1 = std::min(n, i0 + B_r);
         const xt::xtensor<T, 2> Q_i = copy_rows(p.Q, i0, i1);    // B_r×d_k
         const xt::xtensor<T, 2> dO_i = copy_rows(p.dO, i0, i1);  // B_r×d_v
-        // ⟨Recompute the tile's weights from the log-sum-exp⟩ 20-training-at-length.md:423
+        // ⟨Recompute the tile's weights from the log-sum-exp⟩ 20-training-at-length.md:424
         xt::xtensor<T, 2> P = tile_scores(Q_i, K_j, p.causal, i0, j0);  // B_r×B_c, then weights
         for (std::size_t r = 0; r < P.shape(0); ++r)
             for (std::size_t c = 0; c < P.shape(1); ++c)
                 P(r, c) = std::exp(P(r, c) - p.lse(i0 + r));  // P_ij = e^{s_ij − L_i} ≤ 1
-        // ⟨Backpropagate through the tile⟩ 20-training-at-length.md:433
+        // ⟨Backpropagate through the tile⟩ 20-training-at-length.md:434
         gemm(P, true, dO_i, false, T(1), T(1), dV_j);  // dV_j += Pᵀ·dO_i
         xt::xtensor<T, 2> dS = xt::empty<T>(P.shape());  // B_r×B_c
         gemm(dO_i, false, V_j, true, T(1), T(0), dS);    // dP = dO_i·V_jᵀ
@@ -305,7 +306,7 @@ AttentionGradients<T> chunked_attention_backward(
     return grad;
 }
 
-// ⟨Compute attention and its backward pass in tiles⟩ 20-training-at-length.md:489
+// ⟨Compute attention and its backward pass in tiles⟩ 20-training-at-length.md:490
 /// @brief Exact attention softmax(Q·Kᵀ/√d_k)·V in tiles (chapter 13's algorithm), also
 /// returning each row's log-sum-exp for flash_attention_backward; never stores an n×m
 /// matrix.
