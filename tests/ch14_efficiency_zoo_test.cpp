@@ -271,6 +271,27 @@ BOOST_AUTO_TEST_CASE(the_forward_pass_with_dense_weights_is_chapter_4s)
                       std::invalid_argument);
 }
 
+BOOST_AUTO_TEST_CASE(the_backward_pass_of_the_attending_rows_is_chapter_4s_on_all_rows)
+{
+    // P is zero outside the last 8 rows; dO is anything, zero rows included
+    const std::size_t n = 32, rows = 8;
+    const auto zoo = attn::zoo_mechanisms(attn::short_sequence_parameters(n));
+    const attn::ZooInputs in = zoo_inputs(n, 20, 16);
+    xt::xtensor<float, 2> dO = zoo_inputs(n, 21, 16).V;  // n×d_v
+    xt::view(dO, xt::range(0, 3), xt::all()) = 0.0f;
+    for (const char* name : {"dense (ch. 1)", "sliding window (ch. 6)", "BigBird (ch. 9)"}) {
+        const attn::MechanismAttention questions(find(zoo, name).weights, rows);
+        const xt::xtensor<float, 2> P = questions.weights(in.Q, in.K);  // n×n
+        const auto rows_only = questions.backward(in.Q, in.K, in.V, P, dO);
+        const auto all_rows = attn::attention_backward(in.Q, in.K, in.V, P, dO);
+        check_close(rows_only.dQ, all_rows.dQ, 1e-5, 1e-6, std::string(name) + " dQ");
+        check_close(rows_only.dK, all_rows.dK, 1e-5, 1e-6, std::string(name) + " dK");
+        check_close(rows_only.dV, all_rows.dV, 1e-5, 1e-6, std::string(name) + " dV");
+        BOOST_TEST(xt::amax(xt::abs(xt::view(rows_only.dQ, xt::range(0, n - rows), xt::all())))() ==
+                   0.0f);
+    }
+}
+
 BOOST_AUTO_TEST_CASE(dense_attention_swapped_in_scores_what_the_model_scores_itself)
 {
     const attn::TinyModel<float> model = briefly_trained_model(13);

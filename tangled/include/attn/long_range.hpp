@@ -24,8 +24,9 @@ namespace attn {
 // ⟨Attend with any mechanism's weights in every head⟩ 14-efficiency-zoo.md:954
 /// @brief A mechanism as the attention of each head of chapter 4's layer: the weights
 /// of the last `rows` queries are `weights_of`'s (dense attention: attention_weights),
-/// the other queries' are zero. Its backward pass is softmax attention's (below).
-struct MechanismAttention : SoftmaxAttention {
+/// the other queries' are zero. Its backward pass is softmax attention's (below),
+/// on those rows.
+struct MechanismAttention {
     MechanismAttention(WeightsOf weights_of, std::size_t rows)
         : weights_of(std::move(weights_of)), rows(rows)
     {
@@ -44,11 +45,31 @@ struct MechanismAttention : SoftmaxAttention {
         xt::view(P, xt::range(first, n), xt::all()) = weights_of(asking, K);
         return P;
     }
+    /// @brief One head's backward pass, through the last `rows` queries only: the
+    /// other rows of P are zero, so they add nothing to dK and dV, and get dQ = 0.
+    /// @param Q n×d_k; @param K n×d_k; @param V n×d_v; @param P n×n; @param dO n×d_v
+    AttentionGradients<float> backward(const xt::xtensor<float, 2>& Q,
+                                       const xt::xtensor<float, 2>& K,
+                                       const xt::xtensor<float, 2>& V,
+                                       const xt::xtensor<float, 2>& P,
+                                       const xt::xtensor<float, 2>& dO) const
+    {
+        const std::size_t n = Q.shape(0), first = n - rows;
+        auto last_rows = [&](const xt::xtensor<float, 2>& X) -> xt::xtensor<float, 2> {
+            return xt::view(X, xt::range(first, n), xt::all());  // rows×columns
+        };
+        AttentionGradients<float> grad =
+            attention_backward(last_rows(Q), K, V, last_rows(P), last_rows(dO));
+        xt::xtensor<float, 2> dQ = xt::zeros<float>(Q.shape());  // n×d_k
+        xt::view(dQ, xt::range(first, n), xt::all()) = grad.dQ;
+        grad.dQ = dQ;
+        return grad;
+    }
     WeightsOf weights_of;  ///< the mechanism's weights of some queries over all keys
     std::size_t rows;      ///< how many of the last queries attend
 };
 
-// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1009
+// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1036
 /// @brief The vocabulary of the recall tasks: fillers, pairs (key, value), questions.
 struct RecallVocabulary {
     static constexpr std::size_t fillers = 16, keys = 8, values = 8;
@@ -98,7 +119,7 @@ inline RecallExample recall_example(std::size_t n, bool far, std::mt19937_64& rn
     return example;
 }
 
-// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1064
+// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1091
 /// @brief Cross-entropy (summed) and right answers over the question positions, and
 /// d loss/d logits (n×vocab, zero outside the questions).
 inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
@@ -114,7 +135,7 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
     return scored;
 }
 
-// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1088
+// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1115
 /// @brief Train `model` with Adam on the recall task, its attention given by
 /// `weights_of`; every example comes from `rng`.
 inline void train_recall(TinyModel<float>& model, bool far, const WeightsOf& weights_of,
@@ -155,7 +176,7 @@ inline double recall_accuracy(const TinyModel<float>& model, bool far,
     return double(right) / double(count * RecallVocabulary::keys);
 }
 
-// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1140
+// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1167
 /// @brief A one-layer, two-head tiny model for recall sequences of n tokens, pair
 /// embeddings started as key vector + value vector, position embeddings at zero.
 inline TinyModel<float> recall_model(std::size_t n, std::mt19937_64& rng)
