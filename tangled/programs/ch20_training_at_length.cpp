@@ -81,7 +81,53 @@ double gradient_gap(const attn::AttentionGradients<T>& a,
 {
     return std::max({max_abs(a.dQ, b.dQ), max_abs(a.dK, b.dK), max_abs(a.dV, b.dV)});
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1048
+// ⟨Record what a way of training costs⟩ 20-training-at-length.md:828
+/// One way of training against n: the peak memory of a step, and the fastest
+/// times of its forward and backward passes at the lengths timed.
+struct TrainingCost {
+    std::string label;                            // e.g. "dense (chapter 4)"
+    attn::Series memory;                          // (n, peak MiB of one step)
+    std::vector<double> n;                        // the lengths timed
+    std::vector<attn::Timing> forward, backward;  // at each of them
+
+    explicit TrainingCost(const std::string& name) : label(name), memory{name, {}, {}} {}
+
+    /// (n, seconds of a step): the fastest forward plus the fastest backward pass, in
+    /// wall-clock or in processor seconds.
+    attn::Series step_seconds(bool cpu = false) const
+    {
+        attn::Series series{label, n, {}};
+        for (std::size_t k = 0; k < n.size(); ++k)
+            series.y.push_back(cpu ? forward[k].cpu + backward[k].cpu
+                                   : forward[k].wall + backward[k].wall);
+        return series;
+    }
+};
+
+/// The y of `series` at x = n.
+double value_at(const attn::Series& series, double n)
+{
+    const auto at = std::find(series.x.begin(), series.x.end(), n);
+    if (at == series.x.end())
+        throw std::invalid_argument("value_at: '" + series.label + "' has no n = " +
+                                    std::to_string(n));
+    return series.y[std::size_t(at - series.x.begin())];
+}
+
+/// The log–log slope of `series` over its points with x ≥ from, of which there must be
+/// at least the book's fewest (attn::min_cost_lengths).
+attn::SlopeFit slope_from(const attn::Series& series, double from)
+{
+    std::vector<double> x, y;
+    for (std::size_t k = 0; k < series.x.size(); ++k)
+        if (series.x[k] >= from) x.push_back(series.x[k]), y.push_back(series.y[k]);
+    if (x.size() < attn::min_cost_lengths)
+        throw std::invalid_argument("slope_from: '" + series.label + "' has " +
+                                    std::to_string(x.size()) + " lengths from n = " +
+                                    std::to_string(from));
+    return attn::loglog_fit(x, y);
+}
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1115
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -190,85 +236,104 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:825
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:881
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
                           : std::vector<std::size_t>{256, 512, 1024, 2048, 4096, 8192, 16384};
+        // the largest n of dense and chunked training, and of the timing
         const std::size_t dense_n_max = options.quick ? 2048 : options.bench ? 8192 : 4096;
-        const std::size_t chunked_n_max = options.quick ? 2048 : 8192;
         const int repeats = options.quick ? 2 : 3;
-        attn::CostCurve dense{"dense (chapter 4)", 1}, chunked{"query chunks of 64", 1},
-            tiled{"tiles of 64 × 64", 1};
+        TrainingCost dense{"dense (chapter 4)"}, chunked{"query chunks of 64"},
+            tiled{"tiles of 64 × 64"}, tiled_causal{"tiles of 64 × 64, causal"};
         for (const std::size_t n : cost_lengths) {
+            const attn::BlasThreads one_thread(1);
             const auto Q = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
             const auto K = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
             const auto V = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_v
             const auto dO = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_v
-            attn::Call dense_call, chunked_call;  // empty beyond their largest n
-            if (n <= dense_n_max) dense_call = [&] { return dense_step(Q, K, V, dO, false); };
-            if (n <= chunked_n_max)
-                chunked_call = [&] { return chunked_step(Q, K, V, dO, false); };
-            attn::measure_costs({&dense, &chunked, &tiled}, double(n),
-                                {dense_call, chunked_call,
-                                 [&] { return tiled_step(Q, K, V, dO, false); }},
-                                repeats);
+            const std::vector<std::pair<TrainingCost*, attn::Call>> steps = {
+                {&dense, [&] { return dense_step(Q, K, V, dO, false); }},
+                {&chunked, [&] { return chunked_step(Q, K, V, dO, false); }},
+                {&tiled, [&] { return tiled_step(Q, K, V, dO, false); }}};
+            for (const auto& [way, step] : steps) {
+                if (way != &tiled && n > dense_n_max) continue;
+                const double mib = double(attn::peak_memory_bytes(step)) / (1 << 20);
+                if (mib > 0) way->memory.x.push_back(double(n)), way->memory.y.push_back(mib);
+            }
+            if (n > dense_n_max) continue;  // beyond it, the tiled step's memory alone
+            const Matrix<float> P = attn::attention_weights(Q, K);  // n×n
+            const auto full = attn::flash_attention_lse(Q, K, V, false);
+            const auto causal = attn::flash_attention_lse(Q, K, V, true);
+            const auto t = attn::time_alternating(
+                {[&] {
+                     const Matrix<float> weights = attn::attention_weights(Q, K);  // n×n
+                     return std::make_pair(weights, attn::detail::matmul(weights, V));
+                 },
+                 [&] { return attn::attention_backward(Q, K, V, P, dO); },
+                 [&] { return attn::chunked_attention(Q, K, V); },
+                 [&] { return attn::chunked_attention_backward(Q, K, V, dO); },
+                 [&] { return attn::flash_attention_lse(Q, K, V, false); },
+                 [&] { return attn::flash_attention_backward(Q, K, V, full.O, dO, full.lse); },
+                 [&] { return attn::flash_attention_lse(Q, K, V, true); },
+                 [&] {
+                     return attn::flash_attention_backward(Q, K, V, causal.O, dO, causal.lse,
+                                                           true);
+                 }},
+                repeats);
+            const std::vector<TrainingCost*> timed = {&dense, &chunked, &tiled, &tiled_causal};
+            for (std::size_t w = 0; w < timed.size(); ++w) {  // forward, backward in turn
+                timed[w]->n.push_back(double(n));
+                timed[w]->forward.push_back(t[2 * w]);
+                timed[w]->backward.push_back(t[2 * w + 1]);
+            }
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:855
-        const double memory_from = options.quick ? 128 : 512;
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:935
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
         };
-        for (const attn::CostCurve* curve : {&dense, &chunked, &tiled}) {
-            const std::string name = curve == &dense     ? "dense"
-                                     : curve == &chunked ? "chunked"
-                                                         : "tiled";
-            results.add_fit("memory_slope_" + name,
-                            curve->memory_fit(curve == &dense ? 0 : memory_from));
-            results.add_fit("time_slope_" + name, curve->time_fit());
-            results.add_fit("cpu_slope_" + name,
-                            attn::loglog_fit(curve->n, curve->cpu_seconds));
+        const std::vector<std::pair<const TrainingCost*, std::string>> ways = {
+            {&dense, "dense"}, {&chunked, "chunked"}, {&tiled, "tiled"}};
+        std::vector<attn::Series> memories, times;  // with their fits, for the figures
+        for (const auto& [way, name] : ways) {
+            const attn::Series time = way->step_seconds();
+            const attn::SlopeFit memory_fit = slope_from(way->memory, 0),
+                                 time_fit = slope_from(time, 0);
+            results.add_fit("memory_slope_" + name, memory_fit);
+            results.add_fit("time_slope_" + name, time_fit);
+            results.add_fit("cpu_slope_" + name, slope_from(way->step_seconds(true), 0));
+            memories.push_back(with_fit(way->memory, memory_fit));
+            times.push_back(with_fit(time, time_fit));
         }
-        const std::size_t last_dense = dense.n.size() - 1;  // dense's largest n: all measured
-        results.add("n_max", cost_lengths.back());
-        results.add("dense_n_max", double(dense_n_max));
-        results.add("memory_fit_from", memory_from);
-        results.add("mib_dense_at_dense_n_max", dense.peak_mib[last_dense]);
-        results.add("mib_chunked_at_dense_n_max", chunked.peak_mib[last_dense]);
-        results.add("mib_tiled_at_dense_n_max", tiled.peak_mib[last_dense]);
-        results.add("chunked_n_max", double(chunked_n_max));
-        results.add("mib_chunked_at_chunked_n_max", chunked.peak_mib.back());
-        results.add("mib_tiled_at_n_max", tiled.peak_mib.back());
-        results.add("seconds_dense_at_dense_n_max", dense.wall_seconds[last_dense]);
-        results.add("seconds_chunked_at_dense_n_max", chunked.wall_seconds[last_dense]);
-        results.add("seconds_tiled_at_dense_n_max", tiled.wall_seconds[last_dense]);
-        results.add("seconds_tiled_at_n_max", tiled.wall_seconds.back());
+        const double n_max = double(cost_lengths.back()), dense_n = double(dense_n_max);
+        const double dense_seconds = value_at(dense.step_seconds(), dense_n),
+                     tiled_seconds = value_at(tiled.step_seconds(), dense_n);
+        results.add("n_max", n_max);
+        results.add("dense_n_max", dense_n);
+        results.add("mib_dense_at_dense_n_max", value_at(dense.memory, dense_n));
+        results.add("mib_chunked_at_dense_n_max", value_at(chunked.memory, dense_n));
+        results.add("mib_tiled_at_dense_n_max", value_at(tiled.memory, dense_n));
+        results.add("mib_tiled_at_n_max", value_at(tiled.memory, n_max));
+        results.add("seconds_dense_at_dense_n_max", dense_seconds);
+        results.add("seconds_chunked_at_dense_n_max",
+                    value_at(chunked.step_seconds(), dense_n));
+        results.add("seconds_tiled_at_dense_n_max", tiled_seconds);
         // > 1: the tiled step is faster; within 10 % the two are "about as fast"
-        const double gain = dense.wall_seconds[last_dense] / tiled.wall_seconds[last_dense];
+        const double gain = dense_seconds / tiled_seconds;
         results.add_text("tiled_against_dense_time", gain >= 1.1         ? "faster than"
                                                      : gain <= 1 / 1.1 ? "slower than"
                                                                        : "about as fast as");
         // P, dP and dS of dense training at the largest n: three n×n float matrices
-        const double n_max = double(cost_lengths.back());
         results.add("dense_gib_at_n_max_three_matrices", 3 * n_max * n_max * 4 / (1 << 30));
         attn::plot::LinePlotStyle memory_style{"", "n (tokens)", "peak MiB of a training step"};
         memory_style.log_x = memory_style.log_y = true;
-        attn::plot::lines(out / "training_memory.svg",
-                          {with_fit(dense.memory(), dense.memory_fit()),
-                           with_fit(chunked.memory(), chunked.memory_fit(memory_from)),
-                           with_fit(tiled.memory(), tiled.memory_fit(memory_from))},
-                          memory_style);
+        attn::plot::lines(out / "training_memory.svg", memories, memory_style);
         attn::plot::LinePlotStyle time_style{"", "n (tokens)",
-                                             "seconds per training step (fastest round)"};
+                                             "seconds per training step (fastest passes)"};
         time_style.log_x = time_style.log_y = true;
-        attn::plot::lines(out / "training_time.svg",
-                          {with_fit(dense.time(), dense.time_fit()),
-                           with_fit(chunked.time(), chunked.time_fit()),
-                           with_fit(tiled.time(), tiled.time_fit())},
-                          time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1008
-        const int pass_repeats = options.quick ? 2 : 5;
+        attn::plot::lines(out / "training_time.svg", times, time_style);
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1076
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
             const attn::BlasThreads one_thread(1);
@@ -290,69 +355,33 @@ int main(int argc, char** argv)
                          weights.data()[k] = std::exp(S.data()[k]);
                      return weights;
                  }},
-                pass_repeats);
+                repeats);
             exponential_units = t[1].wall / t[0].wall;
         }
         results.add("exponential_units", exponential_units, 2);
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Time the backward pass against the forward pass⟩ 20-training-at-length.md:1065
-        const std::vector<std::size_t> pass_lengths =
-            options.quick ? std::vector<std::size_t>{256, 512, 1024}
-                          : std::vector<std::size_t>{512, 1024, 2048, 4096, 8192};
-        attn::Series dense_ratio{"dense (chapter 4): backward ÷ forward", {}, {}},
-            tiled_ratio{"tiled: backward ÷ forward", {}, {}},
-            causal_ratio{"tiled, causal: backward ÷ forward", {}, {}},
-            causal_share{"tiled backward: causal ÷ full", {}, {}};
-        {
-            const attn::BlasThreads one_thread(1);
-            for (const std::size_t n : pass_lengths) {
-                const auto Q = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
-                const auto K = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_k
-                const auto V = attn::random_normal<float>(n, d_cost, 1.0, rng);   // n×d_v
-                const auto dO = attn::random_normal<float>(n, d_cost, 1.0, rng);  // n×d_v
-                const auto full = attn::flash_attention_lse(Q, K, V, false);
-                const auto causal = attn::flash_attention_lse(Q, K, V, true);
-                const bool with_dense = n <= dense_n_max;
-                const Matrix<float> P = with_dense ? attn::attention_weights(Q, K)
-                                                   : Matrix<float>();  // n×n, outside the clock
-                std::vector<attn::Call> calls = {
-                    [&] { return attn::flash_attention_lse(Q, K, V, false); },
-                    [&] {
-                        return attn::flash_attention_backward(Q, K, V, full.O, dO, full.lse);
-                    },
-                    [&] { return attn::flash_attention_lse(Q, K, V, true); },
-                    [&] {
-                        return attn::flash_attention_backward(Q, K, V, causal.O, dO, causal.lse,
-                                                              true);
-                    },
-                    attn::Call(), attn::Call()};
-                if (with_dense) {
-                    calls[4] = [&] {
-                        const Matrix<float> weights = attn::attention_weights(Q, K);  // n×n
-                        return std::make_pair(weights, attn::detail::matmul(weights, V));
-                    };
-                    calls[5] = [&] { return attn::attention_backward(Q, K, V, P, dO); };
-                }
-                const auto t = attn::time_alternating(calls, pass_repeats);
-                tiled_ratio.x.push_back(double(n));
-                tiled_ratio.y.push_back(t[1].wall / t[0].wall);
-                causal_ratio.x.push_back(double(n));
-                causal_ratio.y.push_back(t[3].wall / t[2].wall);
-                causal_share.x.push_back(double(n));
-                causal_share.y.push_back(t[3].wall / t[1].wall);
-                if (with_dense) {
-                    dense_ratio.x.push_back(double(n));
-                    dense_ratio.y.push_back(t[5].wall / t[4].wall);
-                }
-            }
-        }
-        const double median_from = options.quick ? 512 : 2048;
-        results.add("pass_n_min", double(pass_lengths.front()));
-        results.add("pass_n_max", double(pass_lengths.back()));
+        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1132
+        // (n, backward ÷ forward) of a way, or (n, its backward ÷ another's backward)
+        const auto ratio = [](std::string label, const TrainingCost& way,
+                              const std::vector<attn::Timing>& over) {
+            attn::Series series{std::move(label), way.n, {}};
+            for (std::size_t k = 0; k < way.n.size(); ++k)
+                series.y.push_back(way.backward[k].wall / over[k].wall);
+            return series;
+        };
+        const attn::Series
+            dense_ratio = ratio("dense (chapter 4): backward ÷ forward", dense, dense.forward),
+            tiled_ratio = ratio("tiled: backward ÷ forward", tiled, tiled.forward),
+            causal_ratio = ratio("tiled, causal: backward ÷ forward", tiled_causal,
+                                 tiled_causal.forward),
+            causal_share = ratio("tiled backward: causal ÷ full", tiled_causal, tiled.backward);
+        const double median_from = options.quick ? 512 : 1024;
+        results.add("pass_n_min", tiled.n.front());
+        results.add("pass_n_max", tiled.n.back());
         results.add("pass_median_from", median_from);
-        results.add("pass_repeats", double(pass_repeats));
+        results.add("pass_repeats", double(repeats));
         results.add("backward_over_forward_tiled", median_from_length(tiled_ratio, median_from),
                     2);
         results.add("backward_over_forward_tiled_causal",
