@@ -136,17 +136,18 @@ int main(int argc, char** argv)
         [](const attn::Options& options, attn::Results& results) {
             const std::filesystem::path& out = options.out;
             std::mt19937_64 rng(options.seed);
-            // ⟨Choose the lengths and the threads⟩ 13-flash-attention.md:2162
+            // ⟨Choose the lengths and the threads⟩ 13-flash-attention.md:2163
             constexpr std::size_t d = 64;  // d_k = d_v in every timing
-            const std::size_t n_max = options.quick ? 1024 : 16384;
+            const std::size_t n_max = options.quick ? 1024 : options.bench ? 16384 : 8192;
             const std::size_t dense_n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
-            const std::size_t n_compare = std::min<std::size_t>(4096, dense_n_max);
+            const std::size_t n_compare = std::min<std::size_t>(options.bench ? 4096 : 2048,
+                                                                dense_n_max);
             const int all_threads = int(std::max(1u, std::thread::hardware_concurrency()));
             // GFLOP/s of the ceiling on one thread and on all (measured below)
             double ceiling_one = 0, ceiling_all = 0;
             results.add("n_compare", double(n_compare));
             results.add("flash_threads", double(all_threads));
-            // ⟨Record the caches, the tiles and the kernel⟩ 13-flash-attention.md:2176
+            // ⟨Record the caches, the tiles and the kernel⟩ 13-flash-attention.md:2178
             {
                 const attn::detail::CacheSizes& caches = attn::detail::cache_sizes();
                 results.add("l1d_kib", double(caches.l1d_bytes) / 1024);
@@ -288,7 +289,7 @@ int main(int argc, char** argv)
                                        "says nothing about how the kernels scale."
                                      : "");
             }
-            // ⟨Sweep the key tile size⟩ 13-flash-attention.md:2121
+            // ⟨Sweep the key tile size⟩ 13-flash-attention.md:2122
             {
                 const std::size_t n = options.quick ? 512 : 2048;
                 const auto Q = attn::random_normal<float>(n, d, 1.0, rng);  // n×d
@@ -314,7 +315,7 @@ int main(int argc, char** argv)
                 style.y_min = 0, style.y_max = 1.2 * rate.y[best];
                 attn::plot::lines(out / "key_tile.svg", {rate}, style);
             }
-            // ⟨Time every kernel against n⟩ 13-flash-attention.md:1943
+            // ⟨Time every kernel against n⟩ 13-flash-attention.md:1944
             const int repeats_small = options.quick ? 2 : 5;
             attn::CostCurve dense("dense (chapter 1)", all_threads),
                 sgemm("two sgemm calls", all_threads);
@@ -349,7 +350,7 @@ int main(int argc, char** argv)
             }
             results.add("n_max", double(n_max));
             results.add("dense_n_max", double(dense_n_max));
-            // ⟨Record the numbers at n_compare and at the largest n⟩ 13-flash-attention.md:1984
+            // ⟨Record the numbers at n_compare and at the largest n⟩ 13-flash-attention.md:1985
             auto at = [](const attn::CostCurve& curve, double n) {  // the point of `curve` at n
                 return std::size_t(std::find(curve.n.begin(), curve.n.end(), n) - curve.n.begin());
             };
@@ -365,7 +366,7 @@ int main(int argc, char** argv)
             const double scores_at_n_max = double(n_max * n_max * sizeof(float));  // bytes of n×n
             results.add("dense_scores_mib_at_n_max", scores_at_n_max / (1 << 20));
             results.add("flash_seconds_at_n_max", flash.wall_seconds[last]);
-            // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:2007
+            // ⟨Fit the slopes and draw time, rate and memory⟩ 13-flash-attention.md:2008
             const double fit_from =
                 options.quick ? 256 : 1024;  // fixed costs dominate the smallest calls
             results.add("slope_fit_from", fit_from);
@@ -414,7 +415,7 @@ int main(int argc, char** argv)
             memory_style.log_x = memory_style.log_y = true;
             attn::plot::lines(out / "memory.svg",
                               {dense.memory(), unfused.memory(), flash.memory()}, memory_style);
-            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2255
+            // ⟨Estimate the memory traffic⟩ 13-flash-attention.md:2257
             {
                 const double n = 4096, m = 4096, d_k = 64, d_v = 64, MiB = 1 << 20;
                 const double B_r = double(attn::detail::plan_flash({}, 64, 64).query_tile);

@@ -3,9 +3,12 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <future>
 #include <random>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xmath.hpp>
@@ -130,6 +133,17 @@ double mean_after_first(const std::vector<double>& mass_by_query)
     return total / double(mass_by_query.size() - 1);
 }
 
+// ⟨Hold what a model learned and how it reads⟩ 18-streaming.md:617
+/// A model trained on one task, the weight its heads put on the first token
+/// (first_token_mass), and its accuracy against length under the four patterns.
+struct TaskRun {
+    attn::PositionModel<float> model;
+    std::vector<std::vector<double>> mass;
+    attn::Series full{"full attention", {}, {}}, plain{"window", {}, {}},
+        sunk{"window + sinks at their text positions", {}, {}},
+        cached{"window + sinks at their cache positions", {}, {}};
+};
+
 }  // namespace
 
 int main(int argc, char** argv)
@@ -139,7 +153,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         const attn::BlasThreads one_thread(1);  // small matrices: one thread
-        // ⟨Draw the sink-window mask⟩ 18-streaming.md:881
+        // ⟨Draw the sink-window mask⟩ 18-streaming.md:907
         {
             const std::size_t n = 16, w = 4, s = 2;
             const attn::Mask mask = attn::sink_window_mask(n, w, s);
@@ -155,7 +169,7 @@ int main(int argc, char** argv)
             results.add("mask_window", double(w));
             results.add("mask_sinks", double(s));
         }
-        // ⟨Train two models and read them past their length⟩ 18-streaming.md:617
+        // ⟨Train two models and read them past their length⟩ 18-streaming.md:634
         const std::size_t markers = 4, ordinary = 10;
         const std::size_t none = markers + ordinary, first = none + 1;  // ids 14 and 15
         attn::PositionModelShape shape;
@@ -185,15 +199,37 @@ int main(int argc, char** argv)
                     recent_marker_example(n - 1, markers, ordinary, none, reach, 0.15, r),
                     first);
             }};
-        std::vector<attn::Series> mass_curves;
-        for (const attn::PositionTask* task : {&copy_task, &marker_task}) {
+        auto train_and_read = [&](const attn::PositionTask& task) {
             std::mt19937_64 model_rng(options.seed + 18);
-            attn::PositionModel<float> model =
-                attn::init_position_model<float>(shape, model_rng);
-            attn::train_position_model(model, *task, training, model_rng);
+            TaskRun run{attn::init_position_model<float>(shape, model_rng), {}};
+            attn::train_position_model(run.model, task, training, model_rng);
+            run.mass =
+                first_token_mass(run.model, task, training.n, eval_count, options.seed + 1);
+            using attn::SinkPositions;
+            for (std::size_t n : lengths) {
+                const std::uint64_t seed = options.seed + 100 + n;
+                for (auto [series, w, s, at] :
+                     {std::tuple{&run.full, n, std::size_t(0), SinkPositions::absolute},
+                      std::tuple{&run.plain, window, std::size_t(0), SinkPositions::absolute},
+                      std::tuple{&run.sunk, window, sinks, SinkPositions::absolute},
+                      std::tuple{&run.cached, window, sinks, SinkPositions::in_cache}}) {
+                    series->x.push_back(double(n));
+                    series->y.push_back(
+                        streaming_accuracy(run.model, task, n, w, s, at, eval_count, seed));
+                }
+            }
+            return run;
+        };
+        std::future<TaskRun> copy_run =
+            std::async(std::launch::async, train_and_read, std::cref(copy_task));
+        std::future<TaskRun> marker_run =
+            std::async(std::launch::async, train_and_read, std::cref(marker_task));
+        std::vector<attn::Series> mass_curves;
+        for (auto [task, future] :
+             {std::pair{&copy_task, &copy_run}, std::pair{&marker_task, &marker_run}}) {
+            const TaskRun run = future->get();
             // ⟨Measure how much a model looks at its first token⟩ 18-streaming.md:518
-            const auto mass =
-                first_token_mass(model, *task, training.n, eval_count, options.seed + 1);
+            const std::vector<std::vector<double>>& mass = run.mass;
             std::size_t sink_head = 0;  // the head that puts most weight on the first token
             for (std::size_t k = 0; k < mass.size(); ++k)
                 if (mean_after_first(mass[k]) > mean_after_first(mass[sink_head])) sink_head = k;
@@ -211,10 +247,10 @@ int main(int argc, char** argv)
                 by_query.x.push_back(double(i)), by_query.y.push_back(mass[sink_head][i]);
             mass_curves.push_back(by_query);
             if (task == &marker_task) {
-                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:579
+                // ⟨Draw the sink head on one sequence⟩ 18-streaming.md:578
                 std::mt19937_64 draw_rng(options.seed + 3);
                 const attn::TaskExample example = task->draw(24, draw_rng);
-                const auto f = attn::position_model_forward(model, example.tokens);
+                const auto f = attn::position_model_forward(run.model, example.tokens);
                 const std::size_t heads = shape.heads;
                 attn::plot::HeatmapStyle heat;
                 heat.row_labels = heat.col_labels = marker_letters(example.tokens, markers, none);
@@ -224,30 +260,14 @@ int main(int argc, char** argv)
                     xt::xtensor<double, 2>(f.layers[sink_head / heads].weights[sink_head % heads]),
                     heat);
             }
-            using attn::SinkPositions;
-            attn::Series full{"full attention", {}, {}}, plain{"window", {}, {}},
-                sunk{"window + sinks at their text positions", {}, {}},
-                cached{"window + sinks at their cache positions", {}, {}};
-            for (std::size_t n : lengths) {
-                const std::uint64_t seed = options.seed + 100 + n;
-                for (auto [series, w, s, at] :
-                     {std::tuple{&full, n, std::size_t(0), SinkPositions::absolute},
-                      std::tuple{&plain, window, std::size_t(0), SinkPositions::absolute},
-                      std::tuple{&sunk, window, sinks, SinkPositions::absolute},
-                      std::tuple{&cached, window, sinks, SinkPositions::in_cache}}) {
-                    series->x.push_back(double(n));
-                    series->y.push_back(
-                        streaming_accuracy(model, *task, n, w, s, at, eval_count, seed));
-                }
-            }
-            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:675
+            // ⟨Record and draw the accuracy against length⟩ 18-streaming.md:699
             const std::string key = task->name + "_";
             const std::size_t at_train = 1;  // lengths[1] is the training length
-            for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
-                const std::string name = series == &full    ? "full"
-                                         : series == &plain ? "window"
-                                         : series == &sunk  ? "sinks_text"
-                                                            : "sinks_cache";
+            for (const attn::Series* series : {&run.full, &run.plain, &run.sunk, &run.cached}) {
+                const std::string name = series == &run.full    ? "full"
+                                         : series == &run.plain ? "window"
+                                         : series == &run.sunk  ? "sinks_text"
+                                                                : "sinks_cache";
                 results.add(key + name + "_at_train", series->y[at_train], 3);
                 results.add(key + name + "_at_longest", series->y.back(), 3);
             }
@@ -258,7 +278,7 @@ int main(int argc, char** argv)
             const double no_error = 1.0 / double(eval_count * lengths.back());
             std::vector<attn::Series> errors;
             double shift = -0.3;  // log2 of the factor on n
-            for (const attn::Series* series : {&full, &plain, &sunk, &cached}) {
+            for (const attn::Series* series : {&run.full, &run.plain, &run.sunk, &run.cached}) {
                 attn::Series error = *series;
                 for (double& x : error.x) x *= std::exp2(shift);
                 for (double& y : error.y) y = std::max(1.0 - y, no_error);
@@ -271,7 +291,7 @@ int main(int argc, char** argv)
             style.y_min = no_error / 2, style.y_max = 1.5;
             attn::plot::lines(out / (task->name + "_accuracy.svg"), errors, style);
         }
-        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:542
+        // ⟨Draw the first-token mass of both models⟩ 18-streaming.md:541
         {
             attn::Series uniform{"uniform, 1/(i+1)", {}, {}, "lines"};
             std::vector<double> uniform_mass(training.n, 1.0);  // by query, as first_token_mass
@@ -286,15 +306,16 @@ int main(int argc, char** argv)
             style.y_min = 0, style.y_max = 1;
             attn::plot::lines(out / "first_token_mass.svg", mass_curves, style);
         }
-        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:758
-        const std::size_t bench_d = 128, bench_window = 512, bench_sinks = 4, pool = 64;
+        // ⟨Measure the streaming cache against the full cache⟩ 18-streaming.md:782
+        const std::size_t bench_d = 64, bench_window = 256, bench_sinks = 4, pool = 64;
         std::mt19937_64 bench_rng(options.seed + 4);
         const xt::xtensor<float, 2> rows =
             attn::random_normal<float>(pool, bench_d, 1.0, bench_rng);  // pool×d: the tokens
         const std::vector<std::size_t> bench_lengths =
             options.quick ? std::vector<std::size_t>{256, 512, 1024, 2048, 4096}
                           : std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384};
-        attn::CostCurve streaming{"streaming cache, w = 512, s = 4"};
+        attn::CostCurve streaming{"streaming cache, w = " + std::to_string(bench_window) +
+                                  ", s = " + std::to_string(bench_sinks)};
         attn::Series full_memory{"full KV cache (chapter 16)", {}, {}};
         for (std::size_t n : bench_lengths) {
             auto decode = [&] {  // n tokens in, the last output out
