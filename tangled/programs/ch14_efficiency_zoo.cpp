@@ -27,7 +27,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1666
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1669
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -76,7 +76,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1723
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1726
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -209,7 +209,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1885
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1888
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -226,7 +226,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1497
+// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1500
 /// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
@@ -234,7 +234,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1508
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1511
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -251,7 +251,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1532
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1535
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -458,7 +458,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1564
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1567
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -492,7 +492,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1600
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1603
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -746,7 +746,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1862
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1865
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
