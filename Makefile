@@ -205,9 +205,10 @@ build/book/html/index.html:
 	@echo "make: the book quotes timings, which a sanitized build would make wrong; build it without SANITIZE=1" >&2
 	@exit 2
 else
+# Sphinx reads and writes the pages on every core (the weave is safe in parallel).
 build/book/html/index.html: $(BOOK_SOURCES) $(RUNS) $(DOXYGEN_STAMP)
 	@echo "  sphinx   build/book/html"
-	@$(SPHINX) -b html -d build/book/doctrees -W --keep-going -n -q book build/book/html \
+	@$(SPHINX) -j $(NPROC) -b html -d build/book/doctrees -W --keep-going -n -q book build/book/html \
 	  || { rm -rf build/book/doctrees; exit 1; }  # so the next build reads every page and repeats each warning
 	@touch $@
 endif

@@ -15,7 +15,8 @@ chapter needs nothing here. One module a job:
 * ``chapter_boxes``: each chapter's build/run/test box and files box;
 * ``figures``: figure numbers and each figure's links to its code and data;
 * ``codelines``: code lines that wrap with a hanging indent on a phone;
-* ``assets``: MathJax and the theme, offline (used by conf.py).
+* ``assets``: MathJax and the theme, offline (used by conf.py);
+* ``speed``: Sphinx's C++ domain, made to remember declaration ids.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tools"))   # book_
 
 from sphinx.util import logging  # noqa: E402
 
-from weave import chapter_boxes, codelines, figures, pages, state  # noqa: E402
+from weave import chapter_boxes, codelines, figures, pages, speed, state  # noqa: E402
 from weave.chunk import ChunkDirective  # noqa: E402
 from weave.doxygen import namespaces  # noqa: E402
 from weave.indexes import ChapterList, ChunkIndex, FileIndex  # noqa: E402
@@ -72,6 +73,7 @@ def setup(app):
     app.connect("env-get-outdated", state.forget_vanished_doxygen_files, priority=400)
     app.connect("doctree-read", on_doctree_read)
     app.connect("build-finished", chapter_boxes.write_downloads)
+    speed.remember_declaration_ids()
     figures.setup(app)
     codelines.setup(app)
     app.add_js_file("book.js")
