@@ -145,7 +145,7 @@ double rms_difference(const xt::xtensor<double, 2>& A, const xt::xtensor<double,
     return std::sqrt(xt::mean(diff * diff)());
 }
 
-// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1440
+// ⟨Choose the lengths of the cost curves⟩ 11-performer.md:1443
 /// Lengths from 128 doubling up to `from`, then by factors of √2 from `from` to n_max.
 std::vector<std::size_t> cost_lengths(std::size_t from, std::size_t n_max)
 {
@@ -171,7 +171,7 @@ int main(int argc, char** argv)
             {
                 const std::size_t d = 16, pairs = 8;
                 const double norm = 0.7;
-                const int draws = options.quick ? 100 : 1000;
+                const int draws = options.quick ? 100 : 400;
                 results.add("mse_d", double(d));
                 results.add("mse_pairs", double(pairs));
                 results.add("mse_norm", norm);
@@ -315,7 +315,7 @@ int main(int argc, char** argv)
             {
                 const std::size_t n = options.quick ? 128 : 512, d = 16,
                                   r_max = options.quick ? 1024 : 4096;
-                const int draws = options.quick ? 2 : 5;
+                const int draws = options.quick ? 2 : 3;
                 results.add("attention_n", double(n));
                 results.add("attention_draws", double(draws));
                 std::vector<attn::Series> curves;
@@ -374,13 +374,17 @@ int main(int argc, char** argv)
                 style.key = "below left Left reverse vertical maxrows 7";  // off the curves
                 attn::plot::lines(out / "attention_error_vs_r.svg", curves, style);
             }
-            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1452
-            const std::size_t r_bench = 256, n_dense_max = options.quick ? 2048 : 4096;
-            const std::size_t n_fit = options.quick ? 128 : 1024;
-            const std::size_t n_max = options.quick ? 2048 : 16384;
-            const int repeats = options.quick ? 3 : 5;
+            // ⟨Time FAVOR+ and dense attention against n⟩ 11-performer.md:1455
+            const std::size_t r_bench = 256, n_dense_max = 2048;
+            const std::size_t n_fit = options.quick ? 128 : 512;
+            const std::size_t n_max = options.quick ? 2048 : options.bench ? 16384 : 4096;
+            const std::size_t n_short = 2048;  // calls below it are short: more rounds
+            const int repeats = 3;
             results.add("bench_r", double(r_bench));
             results.add("fit_from", double(n_fit));
+            results.add("rounds", double(repeats));
+            results.add("rounds_short", double(3 * repeats));
+            results.add("short_below", double(n_short));
             results.add("l2_kib", double(attn::cache_bytes(2)) / 1024);
             results.add("block_rows", double(attn::performer_block_rows<float>(64, 64, r_bench)));
             const auto W_bench = attn::orthogonal_features<float>(r_bench, 64, options.seed);
@@ -400,9 +404,9 @@ int main(int argc, char** argv)
                      [&] { return attn::performer_attention_unblocked(Q_n, K_n, V_n, W); },
                      [&] { return attn::performer_causal_attention(Q_n, K_n, V_n, W); },
                      [&] { return attn::performer_causal_attention_unblocked(Q_n, K_n, V_n, W); }},
-                    n_cost < 2048 ? 3 * repeats : repeats);
+                    n_cost < n_short ? 3 * repeats : repeats);
             }
-            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1488
+            // ⟨Fit the slopes of the cost curves⟩ 11-performer.md:1495
             const attn::SlopeFit favor_fit = favor.time_fit(n_fit);
             const attn::SlopeFit whole_fit = whole.time_fit(n_fit);
             const attn::SlopeFit causal_fit = causal.time_fit(n_fit);
@@ -438,7 +442,7 @@ int main(int argc, char** argv)
             results.add("favor_mib_at_max_n", favor.peak_mib.back());
             results.add("unblocked_mib_at_max_n", whole.peak_mib.back());
             results.add("causal_mib_at_max_n", causal.peak_mib.back());
-            // ⟨Draw the cost against n⟩ 11-performer.md:1526
+            // ⟨Draw the cost against n⟩ 11-performer.md:1533
             const std::vector<std::pair<const attn::CostCurve*, attn::SlopeFit>> time_fits = {
                 {&dense, dense_fit}, {&favor, favor_fit}, {&whole, whole_fit},
                 {&causal, causal_fit}, {&causal_whole, causal_whole_fit}};

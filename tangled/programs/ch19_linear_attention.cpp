@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <future>
 #include <random>
 #include <string>
 #include <vector>
@@ -61,8 +62,8 @@ int main(int argc, char** argv)
         // ⟨Time linear and softmax attention against n⟩ 19-linear-attention.md:753
         const std::size_t cost_d = 64, cost_n_min = 128;
         const std::size_t cost_n_max = options.quick ? 2048 : 16384;
-        const std::size_t cost_dense_n_max = options.quick ? 2048 : 4096;
-        const int cost_repeats = options.quick ? 3 : 7;
+        const std::size_t cost_dense_n_max = 2048;
+        const int cost_repeats = 3;
         attn::CostCurve blocked{"causal linear, blocked", 1};
         attn::CostCurve recurrent{"causal linear, recurrent", 1};
         attn::CostCurve softmax{"causal softmax, dense", 1};
@@ -143,7 +144,7 @@ int main(int argc, char** argv)
         attn::Series state_series{"linear attention state, measured peak", {}, {}};
         attn::Series state_size{"linear attention state, its size", {}, {}, "lines"};
         std::size_t state_bytes = 0;
-        for (std::size_t t = 1024; t <= (options.quick ? 16384u : 131072u); t *= 4) {
+        for (std::size_t t = 1024; t <= 16384; t *= 2) {
             const auto run_state = [&] {
                 attn::LinearAttentionState<float> state(decode_d, decode_d);
                 float checksum = 0;
@@ -168,6 +169,7 @@ int main(int argc, char** argv)
             state_size.y.push_back(double(state_bytes) / kib);
         }
         results.add("decode_d", double(decode_d));
+        results.add("decode_t_min", cache_series.x.front());
         results.add("decode_t_max", cache_series.x.back());
         results.add("decode_state_kib", double(state_bytes) / 1024);
         results.add("decode_state_peak_kib_t_min", state_series.y.front());
@@ -180,16 +182,49 @@ int main(int argc, char** argv)
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "decode_memory.svg", {cache_series, state_series, state_size},
                           memory_style);
-        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:981
+        // ⟨Train with softmax and with linear attention⟩ 19-linear-attention.md:986
         const attn::ReversalTask task{options.quick ? 4u : 6u};
         attn::TrainingConfig config;
         config.steps = options.quick ? 100 : 600;
         config.learning_rate = 3e-3;
-        const std::size_t seeds = options.quick ? 1 : 2, held_out = options.quick ? 50 : 300;
-        std::vector<attn::Series> loss_curves;  // h = 2, first seed
+        const std::size_t held_out = options.quick ? 50 : 300;
+        struct Trained {
+            attn::TinyModel<float> model;
+            std::vector<attn::TrainingPoint> curve;
+        };
+        // a model with softmax attention, or linear attention of decay γ; every model starts
+        // from the same weights (for its h) and sees the same batches
+        const auto train = [&](std::size_t heads, bool linear, double gamma = 1.0) {
+            attn::TinyModelShape shape = attn::causal_model_shape(task);
+            shape.heads = heads;
+            std::mt19937_64 init_rng(options.seed), batches(options.seed + 1);
+            attn::TinyModel<float> model = attn::init_tiny_model<float>(shape, init_rng);
+            const std::vector<attn::TrainingPoint> curve =
+                linear ? attn::train_linear_reversal(model, task, config, batches, gamma)
+                       : attn::train_causal_reversal(model, task, config, batches);
+            return Trained{model, curve};
+        };
+        // held-out loss and words of a model run as `train` ran it, the same words for all
+        const auto quality_of = [&](const attn::TinyModel<float>& model, bool linear,
+                                    double gamma = 1.0) {
+            std::mt19937_64 test_rng(options.seed + 7);
+            return attn::evaluate_words<float>(
+                [&](const std::vector<std::size_t>& tokens) {
+                    return linear ? attn::linear_model_forward(model, tokens, gamma).logits
+                                  : attn::causal_model_forward(model, tokens).logits;
+                },
+                task, held_out, test_rng);
+        };
+        const std::vector<std::size_t> head_counts = {2, 4, 8};
+        std::vector<std::future<Trained>> softmax_runs, linear_runs;  // all at once
+        for (const std::size_t heads : head_counts) {
+            softmax_runs.push_back(std::async(std::launch::async, train, heads, false));
+            linear_runs.push_back(std::async(std::launch::async, train, heads, true));
+        }
+        std::vector<attn::Series> loss_curves;  // h = 2
         attn::Series softmax_quality{"softmax attention", {}, {}};
         attn::Series linear_quality{"linear attention", {}, {}};
-        attn::TinyModel<float> softmax_model, linear_model;  // h = 2, first seed: the figures
+        attn::TinyModel<float> softmax_model, linear_model;  // h = 2: the figures
         const auto add_curve = [&](const std::string& label,
                                    const std::vector<attn::TrainingPoint>& curve) {
             attn::Series series{label, {}, {}, "lines"};
@@ -199,43 +234,17 @@ int main(int argc, char** argv)
             }
             loss_curves.push_back(series);
         };
-        for (const std::size_t heads : {2, 4, 8}) {
-            attn::TinyModelShape shape = attn::causal_model_shape(task);
-            shape.heads = heads;
-            attn::WordQuality with_softmax, with_linear;  // means over the seeds
-            for (std::size_t seed = 0; seed < seeds; ++seed) {
-                std::mt19937_64 init_rng(options.seed + 100 * seed);
-                attn::TinyModel<float> softmax_trained =
-                    attn::init_tiny_model<float>(shape, init_rng);
-                attn::TinyModel<float> linear_trained = softmax_trained;
-                std::mt19937_64 softmax_rng(options.seed + 100 * seed + 1);
-                std::mt19937_64 linear_rng = softmax_rng;  // the same batches for both
-                const auto softmax_curve =
-                    attn::train_causal_reversal(softmax_trained, task, config, softmax_rng);
-                const auto linear_curve =
-                    attn::train_linear_reversal(linear_trained, task, config, linear_rng);
-                std::mt19937_64 test_rng(options.seed + 7), same_words = test_rng;
-                const attn::WordQuality s = attn::evaluate_words<float>(
-                    [&](const std::vector<std::size_t>& tokens) {
-                        return attn::causal_model_forward(softmax_trained, tokens).logits;
-                    },
-                    task, held_out, test_rng);
-                const attn::WordQuality l = attn::evaluate_words<float>(
-                    [&](const std::vector<std::size_t>& tokens) {
-                        return attn::linear_model_forward(linear_trained, tokens).logits;
-                    },
-                    task, held_out, same_words);
-                with_softmax.loss += s.loss / double(seeds);
-                with_softmax.word_accuracy += s.word_accuracy / double(seeds);
-                with_linear.loss += l.loss / double(seeds);
-                with_linear.word_accuracy += l.word_accuracy / double(seeds);
-                if (heads == 2 && seed == 0) {
-                    add_curve("softmax attention", softmax_curve);
-                    add_curve("linear attention", linear_curve);
-                    softmax_model = softmax_trained, linear_model = linear_trained;
-                }
+        for (std::size_t h = 0; h < head_counts.size(); ++h) {
+            const Trained softmax_trained = softmax_runs[h].get();
+            const Trained linear_trained = linear_runs[h].get();
+            const attn::WordQuality with_softmax = quality_of(softmax_trained.model, false);
+            const attn::WordQuality with_linear = quality_of(linear_trained.model, true);
+            if (h == 0) {
+                add_curve("softmax attention", softmax_trained.curve);
+                add_curve("linear attention", linear_trained.curve);
+                softmax_model = softmax_trained.model, linear_model = linear_trained.model;
             }
-            const std::size_t d_k = shape.d_model / heads;
+            const std::size_t d_k = softmax_trained.model.shape.d_model / head_counts[h];
             softmax_quality.x.push_back(double(d_k));
             softmax_quality.y.push_back(with_softmax.loss);
             linear_quality.x.push_back(double(d_k));
@@ -252,7 +261,6 @@ int main(int argc, char** argv)
         results.add("quality_letters", double(task.letters));
         results.add("quality_tokens", double(task.context()));
         results.add("quality_steps", double(config.steps));
-        results.add("quality_seeds", double(seeds));
         results.add("quality_held_out", double(held_out));
         results.add("uniform_loss", std::log(26.0));
         attn::plot::LinePlotStyle curve_style{"", "training step",
@@ -264,7 +272,7 @@ int main(int argc, char** argv)
         quality_style.log_x = quality_style.log_y = true;
         attn::plot::lines(out / "quality.svg", {softmax_quality, linear_quality},
                           quality_style);
-        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1124
+        // ⟨Draw what each trained model attends to⟩ 19-linear-attention.md:1134
         {
             std::mt19937_64 probe_rng(options.seed + 11);
             const std::vector<std::size_t> sequence = attn::reversal_sequence(task, probe_rng);
@@ -285,7 +293,7 @@ int main(int argc, char** argv)
                     attn::linear_model_forward(linear_model, inputs).layers[last].weights[0]),
                 style);
         }
-        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1216
+        // ⟨Decode the trained linear model as an RNN⟩ 19-linear-attention.md:1226
         {
             std::mt19937_64 word_rng(options.seed + 13);
             double largest_gap = 0;
@@ -310,25 +318,19 @@ int main(int argc, char** argv)
             results.add("rnn_vs_parallel_max_abs_logit", largest_gap, 2);
             results.add("rnn_state_bytes", double(state_bytes));
         }
-        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1262
+        // ⟨Train and run the linear model with a decay⟩ 19-linear-attention.md:1273
         attn::Series decay_trained{"trained with this γ", {}, {}};
         attn::Series decay_swapped{"trained with γ = 1, run with this γ", {}, {}};
-        for (const double gamma : {1.0, 0.9, 0.7, 0.5}) {
-            attn::TinyModelShape shape = attn::causal_model_shape(task);
-            std::mt19937_64 init_rng(options.seed);  // the first seed's start and batches
-            attn::TinyModel<float> model = attn::init_tiny_model<float>(shape, init_rng);
-            std::mt19937_64 train_rng(options.seed + 1);
-            attn::train_linear_reversal(model, task, config, train_rng, gamma);
-            const auto quality_of = [&](const attn::TinyModel<float>& run, double run_gamma) {
-                std::mt19937_64 test_rng(options.seed + 7);
-                return attn::evaluate_words<float>(
-                    [&](const std::vector<std::size_t>& tokens) {
-                        return attn::linear_model_forward(run, tokens, run_gamma).logits;
-                    },
-                    task, held_out, test_rng);
-            };
-            const attn::WordQuality trained = quality_of(model, gamma);
-            const attn::WordQuality swapped = quality_of(linear_model, gamma);
+        const std::vector<double> gammas = {1.0, 0.9, 0.7, 0.5};
+        std::vector<std::future<Trained>> decay_runs;  // h = 2, γ < 1 (γ = 1: linear_model)
+        for (std::size_t g = 1; g < gammas.size(); ++g)
+            decay_runs.push_back(std::async(std::launch::async, train, 2, true, gammas[g]));
+        for (std::size_t g = 0; g < gammas.size(); ++g) {
+            const double gamma = gammas[g];
+            const attn::TinyModel<float> model =
+                g == 0 ? linear_model : decay_runs[g - 1].get().model;
+            const attn::WordQuality trained = quality_of(model, true, gamma);
+            const attn::WordQuality swapped = quality_of(linear_model, true, gamma);
             decay_trained.x.push_back(gamma);
             decay_trained.y.push_back(trained.loss);
             decay_swapped.x.push_back(gamma);

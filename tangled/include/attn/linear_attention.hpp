@@ -416,7 +416,7 @@ std::vector<TrainingPoint> train_linear_reversal(TinyModel<T>& model,
                                  CausalLinearAttention{gamma});
 }
 
-// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1169
+// ⟨Decode the linear model one token at a time⟩ 19-linear-attention.md:1179
 /// @brief Runs a TinyModel with linear attention (decay γ) one token per step, with one
 /// LinearAttentionState per layer and head instead of a KV cache: its memory does not
 /// grow with the tokens read. The model must outlive the decoder.
