@@ -110,7 +110,7 @@ int main(int argc, char** argv)
             // ⟨Compare the row form with the matrix form⟩ 01-self-attention.md:547
             const xt::xtensor<float, 2> O_rows = attn::attention_by_rows(Q, K, V);  // n×d_v
             results.add("max_abs_difference_rows_vs_matrix", xt::amax(xt::abs(O_rows - O))());
-            // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:649
+            // ⟨Measure variance and saturation against d_k⟩ 01-self-attention.md:650
             attn::Series unscaled{"var(q·k)", {}, {}}, scaled{"var(q·k/√d_k)", {}, {}},
                 theory{"d_k (theory)", {}, {}, "lines"};
             attn::Series peak_unscaled{"without 1/√d_k", {}, {}},
@@ -158,7 +158,7 @@ int main(int argc, char** argv)
             peak_style.log_x = true;
             peak_style.y_min = 0, peak_style.y_max = 1.05;
             attn::plot::lines(out / "saturation.svg", {peak_unscaled, peak_scaled}, peak_style);
-            // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:629
+            // ⟨Show the naive softmax overflowing⟩ 01-self-attention.md:630
             {
                 const std::vector<float> big = {100.0f, 101.0f, 102.0f};
                 std::ofstream table(out / "softmax_overflow.txt");
@@ -176,10 +176,10 @@ int main(int argc, char** argv)
                 for (float a : stable) table << std::setw(10) << a;
                 table << "\n";
             }
-            // ⟨Time dense attention against n⟩ 01-self-attention.md:565
+            // ⟨Time dense attention against n⟩ 01-self-attention.md:566
             const int threads = 1;  // as every comparison in Part II
             attn::CostCurve dense{"dense attention", threads};
-            const std::size_t n_max = options.quick ? 1024 : 8192;
+            const std::size_t n_max = options.quick ? 1024 : options.bench ? 8192 : 4096;
             for (std::size_t n_cost = n_max >> 5; n_cost <= n_max; n_cost *= 2) {
                 const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
                 const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
@@ -194,7 +194,7 @@ int main(int argc, char** argv)
             results.add("n_min", dense.n.front());
             results.add("n_max", double(n_max));
             results.add("cost_threads", threads);
-            // ⟨Draw the cost against n⟩ 01-self-attention.md:585
+            // ⟨Draw the cost against n⟩ 01-self-attention.md:586
             attn::plot::LinePlotStyle time_style{"", "n (tokens)", "seconds"};
             time_style.log_x = time_style.log_y = true;
             attn::Series time_series = dense.time();

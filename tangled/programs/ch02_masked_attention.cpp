@@ -139,7 +139,7 @@ int main(int argc, char** argv)
         // ⟨Time masked against unmasked attention⟩ 02-masked-attention.md:628
         const int threads = 1;
         attn::CostCurve unmasked{"unmasked", threads}, masked{"causal mask", threads};
-        const std::size_t n_max = options.quick ? 1024 : 4096;
+        const std::size_t n_max = options.quick ? 1024 : options.bench ? 4096 : 2048;
         for (std::size_t n_cost = 64; n_cost <= n_max; n_cost *= 2) {
             const auto Q_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64
             const auto K_n = attn::random_normal<float>(n_cost, 64, 1.0, rng);  // n×64

@@ -178,7 +178,9 @@ int main(int argc, char** argv)
         const std::size_t d_time = 256;
         const std::vector<std::size_t> head_counts = {1, 2, 4, 8, 16, 32, 64};
         using Lengths = std::vector<std::size_t>;
-        const Lengths lengths = options.quick ? Lengths{64, 128} : Lengths{128, 256, 512, 1024};
+        const Lengths lengths = options.quick   ? Lengths{64, 128}
+                                : options.bench ? Lengths{128, 256, 512, 1024}
+                                                : Lengths{128, 256, 512};
         std::array<xt::xtensor<float, 2>, 4> W_time;  // W_q, W_k, W_v, W_o: d_model×d_model
         const double w_scale = 1 / std::sqrt(double(d_time));  // variance 1/d_model
         for (auto& W : W_time) W = attn::random_normal<float>(d_time, d_time, w_scale, rng);
@@ -196,7 +198,7 @@ int main(int argc, char** argv)
             for (const attn::Timing& timing : attn::time_alternating(calls, rounds))
                 seconds.back().push_back(timing.wall);
         }
-        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:625
+        // ⟨Draw the time against the number of heads⟩ 03-multi-head-attention.md:627
         std::vector<attn::Series> curves;
         for (std::size_t l = 0; l < lengths.size(); ++l) {
             attn::Series curve{"n = " + std::to_string(lengths[l]) + " (1 thread)", {}, {}};

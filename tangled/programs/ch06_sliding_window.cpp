@@ -67,11 +67,11 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1065
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1073
         const std::size_t w_bench = 128;
-        const std::size_t n_bench_min = options.quick ? 128 : 256;
-        const std::size_t n_bench_max = options.quick ? 2048 : 16384;
-        const std::size_t n_dense_max = options.quick ? 2048 : 4096;
+        const std::size_t n_bench_min = options.bench ? 256 : 128;
+        const std::size_t n_bench_max = options.quick ? 4096 : options.bench ? 16384 : 8192;
+        const std::size_t n_dense_max = options.bench ? 4096 : 2048;
         const int repeats = options.quick ? 3 : 5;
         results.add("bench_window", double(w_bench));
         results.add("bench_n_min", double(n_bench_min));
@@ -79,7 +79,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:970
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:977
         {
             const std::vector<std::string> words = {
                 "the", "cat",   "sat", "on",   "the", "mat",  "because", "it",
@@ -242,9 +242,12 @@ int main(int argc, char** argv)
                 };
             attn::measure_costs({&band, &dense}, double(n), {band_call, dense_call}, repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:831
-        const attn::SlopeFit band_time_fit = band.time_fit(), dense_time_fit = dense.time_fit();
-        const attn::SlopeFit band_memory_fit = band.memory_fit();
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:835
+        const double band_fit_from = 2.0 * double(w_bench);
+        const attn::SlopeFit band_time_fit = band.time_fit(band_fit_from);
+        const attn::SlopeFit band_memory_fit = band.memory_fit(band_fit_from);
+        const attn::SlopeFit dense_time_fit = dense.time_fit();
+        results.add("band_fit_from", band_fit_from);
         const attn::SlopeFit dense_memory_fit = dense.memory_fit();
         results.add_fit("time_slope", band_time_fit);
         results.add_fit("memory_slope", band_memory_fit);
@@ -260,7 +263,7 @@ int main(int argc, char** argv)
         results.add("band_seconds_at_dense_n_max", band.wall_seconds[shared]);
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("band_mib_at_dense_n_max", band.peak_mib[shared]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:851
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:858
         {
             const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
                 series.label += ", slope " + fit.text();

@@ -73,9 +73,9 @@ int main(int argc, char** argv)
         std::mt19937_64 rng(options.seed);
         // ⟨Choose the lengths to measure⟩ 07-sparse-transformer.md:966
         const std::size_t c_bench = 8;
-        const std::size_t n_bench_min = options.quick ? 128 : 256;
-        const std::size_t n_bench_max = options.quick ? 2048 : 16384;
-        const std::size_t n_dense_max = options.quick ? 2048 : 4096;
+        const std::size_t n_bench_min = options.bench ? 256 : 128;
+        const std::size_t n_bench_max = options.quick ? 2048 : options.bench ? 16384 : 8192;
+        const std::size_t n_dense_max = options.bench ? 4096 : 2048;
         const int repeats = options.quick ? 3 : 5;
         results.add("bench_c", double(c_bench));
         results.add("bench_n_min", double(n_bench_min));

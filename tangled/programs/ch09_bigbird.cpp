@@ -168,12 +168,12 @@ int main(int argc, char** argv)
             results.add("max_abs_error_float_" + name,
                         xt::amax(xt::abs(O_fast_f - O_dense_f))());
         }
-        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:700
+        // ⟨Choose the lengths to measure⟩ 09-bigbird.md:701
         const std::size_t n_min = 64;
         const std::size_t n_max = options.quick ? 2048 : 16384;
-        const std::size_t dense_n_max = options.quick ? 2048 : 4096;
+        const std::size_t dense_n_max = options.bench ? 4096 : 2048;
         const double fit_from = options.quick ? 128 : 1024;
-        const double dense_fit_from = options.quick ? 128 : 256;
+        const double dense_fit_from = options.bench ? 256 : 128;
         const int repeats = options.quick ? 3 : 5;
         results.add("n_max", double(n_max));
         results.add("dense_n_max", double(dense_n_max));

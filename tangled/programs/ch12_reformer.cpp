@@ -121,7 +121,7 @@ double missed_weight(const xt::xtensor<double, 2>& dense_weights,
     return missed / double(n);
 }
 
-// ⟨Count how full the buckets are⟩ 12-reformer.md:1448
+// ⟨Count how full the buckets are⟩ 12-reformer.md:1451
 /// Bucket sizes of one hashing round, largest first.
 std::vector<double> bucket_sizes(const xt::xtensor<float, 2>& QK, std::size_t n_buckets,
                                  std::uint64_t seed)
@@ -156,7 +156,7 @@ int main(int argc, char** argv)
                                  std::mt19937_64 rng(options.seed);
                                  // ⟨Measure the collision probability against the angle⟩ 12-reformer.md:392
                                  const std::size_t collision_rounds = options.quick ? 1000 : 4000;
-                                 const std::size_t model_samples = options.quick ? 20000 : 200000;
+                                 const std::size_t model_samples = options.quick ? 20000 : 50000;
                                  const double pi = std::acos(-1.0);
                                  std::vector<attn::Series> collision_series;
                                  double worst_z = 0;  // largest |measured − theory| in standard errors
@@ -293,7 +293,7 @@ int main(int argc, char** argv)
                                  error_style.log_x = error_style.log_y = true;
                                  error_style.key = "bottom left";
                                  attn::plot::lines(out / "error_rounds.svg", {relative, largest, missed}, error_style);
-                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1472
+                                 // ⟨Measure how full the buckets are⟩ 12-reformer.md:1475
                                  {
                                      const std::size_t n_b = 1024, b = 32, L = 2 * n_b / b;
                                      // n×64
@@ -325,10 +325,10 @@ int main(int argc, char** argv)
                                                        {uniform_series, topic_series, chunk_series, mean_series},
                                                        size_style);
                                  }
-                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1267
-                                 const std::size_t n_fit = options.quick ? 128 : 1024;
-                                 const std::size_t n_hi = options.quick ? 2048 : 16384;
-                                 const std::size_t n_dense_hi = options.quick ? 2048 : 4096;
+                                 // ⟨Time LSH and dense attention against n⟩ 12-reformer.md:1268
+                                 const std::size_t n_fit = options.quick ? 128 : options.bench ? 1024 : 512;
+                                 const std::size_t n_hi = options.quick ? 2048 : options.bench ? 16384 : 8192;
+                                 const std::size_t n_dense_hi = options.bench ? 4096 : 2048;
                                  const int repeats = options.quick ? 2 : 7;
                                  attn::CostCurve lsh{"LSH attention", 1}, dense{"dense shared-QK", 1};
                                  for (std::size_t n_cost = 128; n_cost <= n_hi; n_cost *= 2) {
@@ -344,7 +344,7 @@ int main(int argc, char** argv)
                                      attn::measure_costs({&lsh, &dense}, double(n_cost), {lsh_call, dense_call},
                                                          repeats);
                                  }
-                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1294
+                                 // ⟨Fit the slopes and find the crossover⟩ 12-reformer.md:1295
                                  const attn::SlopeFit lsh_time_fit = lsh.time_fit(n_fit);
                                  const attn::SlopeFit dense_time_fit = dense.time_fit();
                                  const attn::SlopeFit lsh_memory_fit = lsh.memory_fit(n_fit);
@@ -358,6 +358,8 @@ int main(int argc, char** argv)
                                  results.add("n_dense_hi", double(n_dense_hi));
                                  results.add("lsh_seconds_at_n_hi", lsh.wall_seconds.back());
                                  results.add("lsh_mib_at_n_hi", lsh.peak_mib.back());
+                                 const double dense_matrix_bytes = double(n_hi * n_hi * sizeof(float));  // one n×n
+                                 results.add("dense_matrix_mib_at_n_hi", dense_matrix_bytes / (1 << 20));
                                  const std::size_t at_dense_hi = dense.n.size() - 1;  // both curves start at n = 128
                                  results.add("lsh_seconds_at_n_dense_hi", lsh.wall_seconds[at_dense_hi]);
                                  results.add("dense_seconds_at_n_dense_hi", dense.wall_seconds.back());

@@ -20,7 +20,7 @@
 
 namespace {
 
-// ⟨Widen a model to double⟩ 16-decoding.md:1410
+// ⟨Widen a model to double⟩ 16-decoding.md:1414
 /// The same model with every parameter converted to double.
 attn::TinyModel<double> widen_model(const attn::TinyModel<float>& model)
 {
@@ -139,13 +139,16 @@ int main(int argc, char** argv)
             }
             results.add("prefill_vs_step_max_abs", prefill_gap, 2);
         }
-        // ⟨Time prefill and decode per token⟩ 16-decoding.md:1036
-        const attn::TinyModelShape bench_shape{64, options.quick ? 512u : 2048u, 256, 4, 2};
+        // ⟨Time prefill and decode per token⟩ 16-decoding.md:1037
+        const std::size_t context = options.quick ? 512 : options.bench ? 2048 : 1024;
+        const attn::TinyModelShape bench_shape{64, context, 256, 4, 2};
         const attn::TinyModel<float> bench_model =
             attn::init_tiny_model<float>(bench_shape, rng);
-        const std::vector<std::size_t> prompt_lengths =
-            options.quick ? std::vector<std::size_t>{32, 64, 128, 256, 511}
-                          : std::vector<std::size_t>{64, 128, 256, 512, 1024, 2047};
+        // prompts doubling, then the longest that leaves room for one step
+        std::vector<std::size_t> prompt_lengths;
+        for (std::size_t L = options.quick ? 32 : 64; L < context; L *= 2)
+            prompt_lengths.push_back(L);
+        prompt_lengths.push_back(context - 1);
         const int repeats = options.quick ? 3 : 5;
         attn::Series prefill_series{"prefill, per prompt token (1 thread)", {}, {}};
         attn::Series decode_series{"decode, one step (1 thread)", {}, {}};
@@ -184,7 +187,7 @@ int main(int argc, char** argv)
         cost_style.log_x = cost_style.log_y = true;
         attn::plot::lines(out / "prefill_decode.svg", {prefill_series, decode_series},
                           cost_style);
-        // ⟨Measure the cache's memory against its length⟩ 16-decoding.md:1121
+        // ⟨Measure the cache's memory against its length⟩ 16-decoding.md:1125
         const std::vector<std::size_t> cache_lengths =
             options.quick ? std::vector<std::size_t>{512, 1024, 2048, 4096, 8192}
                           : std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384, 32768};
@@ -227,7 +230,7 @@ int main(int argc, char** argv)
         attn::plot::LinePlotStyle memory_style{"", "tokens in the cache m", "MiB"};
         memory_style.log_x = memory_style.log_y = true;
         attn::plot::lines(out / "cache_memory.svg", {formula, reserved, growing}, memory_style);
-        // ⟨Compare split-KV attention with one pass⟩ 16-decoding.md:1198
+        // ⟨Compare split-KV attention with one pass⟩ 16-decoding.md:1202
         const std::size_t split_m = 1000, split_d = 64;
         double split_error_float = 0, split_error_double = 0;
         {
@@ -255,7 +258,7 @@ int main(int argc, char** argv)
         results.add("split_m", double(split_m));
         results.add("split_max_abs_error_double", split_error_double, 2);
         results.add("split_max_abs_error_float", split_error_float, 2);
-        // ⟨Time split-KV decoding against the cache's length⟩ 16-decoding.md:1240
+        // ⟨Time split-KV decoding against the cache's length⟩ 16-decoding.md:1244
         const std::size_t speed_d = 128, speed_parts = 8;
         const std::vector<std::size_t> speed_lengths =
             options.quick ? std::vector<std::size_t>{1024, 2048, 4096, 8192, 16384}

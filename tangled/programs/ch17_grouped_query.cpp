@@ -203,7 +203,7 @@ int main(int argc, char** argv)
         attn::TrainingConfig config;
         config.steps = options.quick ? 80 : 300;
         config.learning_rate = 1e-2;
-        const std::size_t seeds = options.quick ? 1 : 2, held_out = options.quick ? 50 : 300;
+        const std::size_t seeds = options.quick ? 1 : 2, held_out = options.quick ? 50 : 100;
         std::vector<attn::Series> loss_curves;
         attn::Series trained{"trained with g KV heads", {}, {}};
         attn::Series pooled{"trained with g = 8, mean-pooled to g", {}, {}};
