@@ -4,7 +4,9 @@
 #include <cctype>
 #include <cmath>
 #include <cstddef>
+#include <ctime>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -27,7 +29,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1669
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1692
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -76,7 +78,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1726
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1749
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -209,7 +211,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1888
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1911
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -226,7 +228,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1500
+// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1523
 /// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
@@ -234,7 +236,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1511
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1534
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -251,7 +253,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1535
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1558
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -282,7 +284,7 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1283
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1298
 /// While alive, freed memory stays with the process: training allocates and frees
 /// n×n matrices by the thousand, and handing each back to the kernel (the measuring
 /// protocol's setting, restored at the end) would double the training's time.
@@ -315,6 +317,14 @@ double training_step_mib(const attn::TinyModel<float>& model, bool far,
                return 0;
            })) /
            (1 << 20);
+}
+
+/// Processor seconds of the calling thread alone (the trainings run side by side).
+double thread_cpu_seconds()
+{
+    timespec now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
 }
 
 /// What one mechanism did on one task (NaN: not done).
@@ -389,7 +399,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         std::vector<attn::TinyModel<float>> dense_models;  // far, near
-        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1248
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1252
         const std::size_t n_task = options.quick ? 64 : 256;
         const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
         const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
@@ -397,35 +407,46 @@ int main(int argc, char** argv)
         config.steps = options.quick ? 60 : 500;
         config.batch = 4;
         const std::size_t test_sequences = options.quick ? 40 : 200;
+        auto train = [&](bool far, std::size_t z) {
+            TaskRun run{far, z};
+            std::mt19937_64 task_rng(options.seed + far);  // the same for all
+            attn::TinyModel<float> model = attn::recall_model(n_task, task_rng);
+            const double start = thread_cpu_seconds();
+            attn::train_recall(model, far, small_zoo[z].weights, config, task_rng);
+            run.train_seconds = thread_cpu_seconds() - start;
+            std::mt19937_64 test_rng(options.seed + 100 + far);
+            run.trained = attn::recall_accuracy(model, far, small_zoo[z].weights,
+                                                test_sequences, test_rng);
+            return std::pair{run, model};
+        };
+        std::vector<std::future<std::pair<TaskRun, attn::TinyModel<float>>>> trainings;
+        {
+            const attn::BlasThreads one_thread(1);
+            const KeepFreedMemory keep;
+            for (const bool far : {true, false})
+                for (std::size_t z = 0; z < small_zoo.size(); ++z)
+                    if (trainable(small_zoo[z]) && small_zoo[z].name != "flash (ch. 13)")
+                        trainings.push_back(std::async(std::launch::async, train, far, z));
+            for (auto& training : trainings) training.wait();
+        }
         std::vector<TaskRun> runs;
         for (const bool far : {true, false})
-            for (std::size_t z = 0; z < small_zoo.size(); ++z) {
-                TaskRun run{far, z};
-                if (trainable(small_zoo[z]) && small_zoo[z].name != "flash (ch. 13)") {
-                    std::mt19937_64 task_rng(options.seed + far);  // the same for all
-                    attn::TinyModel<float> model = attn::recall_model(n_task, task_rng);
-                    const double start = attn::process_cpu_seconds();
-                    {
-                        const KeepFreedMemory keep;
-                        attn::train_recall(model, far, small_zoo[z].weights, config, task_rng);
-                    }
-                    run.train_seconds = attn::process_cpu_seconds() - start;
-                    run.train_mib = training_step_mib(model, far, small_zoo[z].weights, config);
-                    std::mt19937_64 test_rng(options.seed + 100 + far);
-                    run.trained = attn::recall_accuracy(model, far, small_zoo[z].weights,
-                                                        test_sequences, test_rng);
-                    if (z == 0) dense_models.push_back(model);  // dense attention: the baseline
-                }
-                runs.push_back(run);
-            }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1339
+            for (std::size_t z = 0; z < small_zoo.size(); ++z) runs.push_back({far, z});
+        for (auto& training : trainings) {
+            auto [run, model] = training.get();
+            run.train_mib = training_step_mib(model, run.far, small_zoo[run.mechanism].weights,
+                                              config);  // alone
+            if (run.mechanism == 0) dense_models.push_back(model);  // the baseline: far, near
+            runs[(run.far ? 0 : small_zoo.size()) + run.mechanism] = run;
+        }
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1362
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1348
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1371
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -458,7 +479,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1567
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1590
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -492,7 +513,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1603
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1626
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -723,7 +744,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1389
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1412
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -746,7 +767,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1865
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1888
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
