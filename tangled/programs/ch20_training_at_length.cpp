@@ -90,7 +90,10 @@ struct TrainingCost {
     std::vector<double> n;                        // the lengths timed
     std::vector<attn::Timing> forward, backward;  // at each of them
 
-    explicit TrainingCost(const std::string& name) : label(name), memory{name, {}, {}} {}
+    explicit TrainingCost(const std::string& name)
+        : label(name), memory{name, {}, {}}
+    {
+    }
 
     /// (n, seconds of a step): the fastest forward plus the fastest backward pass, in
     /// wall-clock or in processor seconds.
@@ -127,7 +130,7 @@ attn::SlopeFit slope_from(const attn::Series& series, double from)
                                     std::to_string(from));
     return attn::loglog_fit(x, y);
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1115
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1118
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -236,7 +239,7 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:881
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:884
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
@@ -288,7 +291,7 @@ int main(int argc, char** argv)
                 timed[w]->backward.push_back(t[2 * w + 1]);
             }
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:935
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:938
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
@@ -333,7 +336,7 @@ int main(int argc, char** argv)
                                              "seconds per training step (fastest passes)"};
         time_style.log_x = time_style.log_y = true;
         attn::plot::lines(out / "training_time.svg", times, time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1076
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1079
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
             const attn::BlasThreads one_thread(1);
@@ -362,7 +365,7 @@ int main(int argc, char** argv)
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1132
+        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1135
         // (n, backward ÷ forward) of a way, or (n, its backward ÷ another's backward)
         const auto ratio = [](std::string label, const TrainingCost& way,
                               const std::vector<attn::Timing>& over) {
