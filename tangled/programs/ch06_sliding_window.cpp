@@ -67,7 +67,7 @@ int main(int argc, char** argv)
                              [](const attn::Options& options, attn::Results& results) {
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
-        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1073
+        // ⟨Choose the lengths to measure⟩ 06-sliding-window.md:1074
         const std::size_t w_bench = 128;
         const std::size_t n_bench_min = options.bench ? 256 : 128;
         const std::size_t n_bench_max = options.quick ? 4096 : options.bench ? 16384 : 8192;
@@ -79,7 +79,7 @@ int main(int argc, char** argv)
         results.add("dense_n_max", double(n_dense_max));
         results.add("bench_repeats", repeats);
         results.add("cost_threads", 1);
-        // ⟨Draw the window pattern⟩ 06-sliding-window.md:977
+        // ⟨Draw the window pattern⟩ 06-sliding-window.md:978
         {
             const std::vector<std::string> words = {
                 "the", "cat",   "sat", "on",   "the", "mat",  "because", "it",
@@ -224,7 +224,7 @@ int main(int argc, char** argv)
             style.log_x = style.log_y = true;
             attn::plot::lines(out / "decode_memory.svg", {full, buffer, measured}, style);
         }
-        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:805
+        // ⟨Time the banded kernel and dense attention against n⟩ 06-sliding-window.md:806
         attn::CostCurve band{"sliding window", 1}, dense{"dense", 1};
         for (std::size_t n = n_bench_min; n <= n_bench_max; n *= 2) {
             const auto Q_n = attn::random_normal<float>(n, 64, 1.0, rng);  // n×64
@@ -242,7 +242,7 @@ int main(int argc, char** argv)
                 };
             attn::measure_costs({&band, &dense}, double(n), {band_call, dense_call}, repeats);
         }
-        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:835
+        // ⟨Fit the slopes and find the crossover⟩ 06-sliding-window.md:836
         const double band_fit_from = 2.0 * double(w_bench);
         const attn::SlopeFit band_time_fit = band.time_fit(band_fit_from);
         const attn::SlopeFit band_memory_fit = band.memory_fit(band_fit_from);
@@ -263,7 +263,7 @@ int main(int argc, char** argv)
         results.add("band_seconds_at_dense_n_max", band.wall_seconds[shared]);
         results.add("dense_mib_at_dense_n_max", dense.peak_mib[shared]);
         results.add("band_mib_at_dense_n_max", band.peak_mib[shared]);
-        // ⟨Draw the cost against n⟩ 06-sliding-window.md:858
+        // ⟨Draw the cost against n⟩ 06-sliding-window.md:859
         {
             const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
                 series.label += ", slope " + fit.text();

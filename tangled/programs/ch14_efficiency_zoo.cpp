@@ -29,7 +29,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1692
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1703
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -78,7 +78,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1749
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1760
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -211,7 +211,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1911
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1922
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -228,7 +228,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1523
+// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1534
 /// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
@@ -236,7 +236,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1534
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1545
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -253,7 +253,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1558
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1569
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -284,7 +284,7 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1298
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1302
 /// While alive, freed memory stays with the process: training allocates and frees
 /// n×n matrices by the thousand, and handing each back to the kernel (the measuring
 /// protocol's setting, restored at the end) would double the training's time.
@@ -399,7 +399,7 @@ int main(int argc, char** argv)
         const std::filesystem::path& out = options.out;
         std::mt19937_64 rng(options.seed);
         std::vector<attn::TinyModel<float>> dense_models;  // far, near
-        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1252
+        // ⟨Train a model on each task with each mechanism⟩ 14-efficiency-zoo.md:1256
         const std::size_t n_task = options.quick ? 64 : 256;
         const attn::ZooParameters task_parameters = attn::short_sequence_parameters(n_task);
         const std::vector<attn::Mechanism> small_zoo = attn::zoo_mechanisms(task_parameters);
@@ -439,14 +439,14 @@ int main(int argc, char** argv)
             if (run.mechanism == 0) dense_models.push_back(model);  // the baseline: far, near
             runs[(run.far ? 0 : small_zoo.size()) + run.mechanism] = run;
         }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1362
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1366
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1371
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1375
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -479,7 +479,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1590
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1601
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -513,7 +513,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1626
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1637
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -744,7 +744,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1412
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1416
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -767,7 +767,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1888
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1899
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;

@@ -130,7 +130,7 @@ attn::SlopeFit slope_from(const attn::Series& series, double from)
                                     std::to_string(from));
     return attn::loglog_fit(x, y);
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1118
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1124
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -336,7 +336,7 @@ int main(int argc, char** argv)
                                              "seconds per training step (fastest passes)"};
         time_style.log_x = time_style.log_y = true;
         attn::plot::lines(out / "training_time.svg", times, time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1079
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1085
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
             const attn::BlasThreads one_thread(1);
@@ -365,7 +365,7 @@ int main(int argc, char** argv)
         results.add("predicted_backward_over_forward_tiled",
                     (5 + exponential_units) / (2 + exponential_units), 2);
         results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1135
+        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1141
         // (n, backward ÷ forward) of a way, or (n, its backward ÷ another's backward)
         const auto ratio = [](std::string label, const TrainingCost& way,
                               const std::vector<attn::Timing>& over) {

@@ -69,7 +69,7 @@ struct MechanismAttention {
     std::size_t rows;      ///< how many of the last queries attend
 };
 
-// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1036
+// ⟨Make associative-recall examples⟩ 14-efficiency-zoo.md:1037
 /// @brief The vocabulary of the recall tasks: fillers, pairs (key, value), questions.
 struct RecallVocabulary {
     static constexpr std::size_t fillers = 16, keys = 8, values = 8;
@@ -119,7 +119,7 @@ inline RecallExample recall_example(std::size_t n, bool far, std::mt19937_64& rn
     return example;
 }
 
-// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1091
+// ⟨Score the answers to the questions⟩ 14-efficiency-zoo.md:1092
 /// @brief Cross-entropy (summed) and right answers over the question positions, and
 /// d loss/d logits (n×vocab, zero outside the questions).
 inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
@@ -135,7 +135,7 @@ inline SequenceLoss<float> score_answers(const xt::xtensor<float, 2>& logits,
     return scored;
 }
 
-// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1115
+// ⟨Train the model on a recall task⟩ 14-efficiency-zoo.md:1116
 /// @brief Train `model` with Adam on the recall task, its attention given by
 /// `weights_of`; every example comes from `rng`.
 inline void train_recall(TinyModel<float>& model, bool far, const WeightsOf& weights_of,
@@ -176,7 +176,7 @@ inline double recall_accuracy(const TinyModel<float>& model, bool far,
     return double(right) / double(count * RecallVocabulary::keys);
 }
 
-// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1167
+// ⟨Create the model for a recall task⟩ 14-efficiency-zoo.md:1169
 /// @brief A one-layer, two-head tiny model for recall sequences of n tokens, pair
 /// embeddings started as key vector + value vector, position embeddings at zero.
 inline TinyModel<float> recall_model(std::size_t n, std::mt19937_64& rng)
