@@ -29,7 +29,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1703
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1705
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -78,7 +78,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1760
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1762
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -211,7 +211,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1922
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1924
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -228,7 +228,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1534
+// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1536
 /// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
@@ -236,7 +236,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1545
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1547
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -253,7 +253,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1569
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1571
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -284,7 +284,7 @@ Miss measure_miss(const attn::Mechanism& mechanism,
     return miss;
 }
 
-// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1302
+// ⟨Say which mechanisms train⟩ 14-efficiency-zoo.md:1304
 /// While alive, freed memory stays with the process: training allocates and frees
 /// n×n matrices by the thousand, and handing each back to the kernel (the measuring
 /// protocol's setting, restored at the end) would double the training's time.
@@ -421,6 +421,8 @@ int main(int argc, char** argv)
         };
         std::vector<std::future<std::pair<TaskRun, attn::TinyModel<float>>>> trainings;
         {
+            // one BLAS thread across all: a training that ends would otherwise restore
+            // more threads while the others still run
             const attn::BlasThreads one_thread(1);
             const KeepFreedMemory keep;
             for (const bool far : {true, false})
@@ -439,14 +441,14 @@ int main(int argc, char** argv)
             if (run.mechanism == 0) dense_models.push_back(model);  // the baseline: far, near
             runs[(run.far ? 0 : small_zoo.size()) + run.mechanism] = run;
         }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1366
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1368
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1375
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1377
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -479,7 +481,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1601
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1603
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -513,7 +515,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1637
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1639
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -744,7 +746,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1416
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1418
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -767,7 +769,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1899
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1901
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;
