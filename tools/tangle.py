@@ -435,4 +435,9 @@ def run(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, _interrupted)
-    sys.exit(main())
+    status = main()
+    # The outcome is decided and reported. While the interpreter shuts down, Python gives
+    # SIGINT back its default action, so a late Ctrl-C would kill the tangler after a
+    # complete run: from here on it changes nothing, and is ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
