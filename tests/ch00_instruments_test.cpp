@@ -225,6 +225,18 @@ BOOST_AUTO_TEST_CASE(a_curve_is_fitted_over_five_lengths_or_more)
     BOOST_TEST(six.time().label == "six (1 thread)");
 }
 
+BOOST_AUTO_TEST_CASE(any_series_is_fitted_from_a_length_on)
+{
+    // y = n² below n = 8 and y = n³ from it: the fit from 8 sees the cube alone.
+    attn::Series series{"bent", {1, 2, 4, 8, 16, 32, 64, 128}, {}};
+    for (double n : series.x) series.y.push_back(n < 8 ? n * n : n * n * n / 8);
+    const attn::SlopeFit from_8 = attn::slope_from(series, 8);
+    BOOST_TEST(from_8.slope == 3.0, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(from_8.points == 5u);
+    BOOST_TEST(attn::slope_from(series).points == 8u);
+    BOOST_CHECK_THROW(attn::slope_from(series, 16), std::invalid_argument);  // 4 lengths
+}
+
 BOOST_AUTO_TEST_CASE(crossovers_are_found_between_and_beyond_the_lengths_measured)
 {
     const auto dense = power_law("dense", 1, 2, {64, 128, 256, 512});

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"  run      {program.name} -> {out} (timed: alone, after the build)", flush=True)
     partial = out.with_name(out.name + ".partial")
+    previous = out.with_name(out.name + ".previous")
     shutil.rmtree(partial, ignore_errors=True)
     partial.parent.mkdir(parents=True, exist_ok=True)
     log = Path(args.log)
@@ -102,13 +103,14 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(partial, ignore_errors=True)
             stamp_path.unlink(missing_ok=True)
             return 1
-        previous = out.with_name(out.name + ".previous")
         shutil.rmtree(previous, ignore_errors=True)
         if out.exists() or out.is_symlink():
             os.rename(out, previous)
         os.rename(partial, out)
         shutil.rmtree(previous, ignore_errors=True)
     except KeyboardInterrupt:
+        if not (out.exists() or out.is_symlink()) and previous.exists():
+            os.rename(previous, out)  # interrupted between the two renames: undo the first
         shutil.rmtree(partial, ignore_errors=True)
         stamp_path.unlink(missing_ok=True)
         print(f"run: interrupted; {out} left as it was", file=sys.stderr)

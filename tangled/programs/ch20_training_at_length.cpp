@@ -116,21 +116,7 @@ double value_at(const attn::Series& series, double n)
                                     std::to_string(n));
     return series.y[std::size_t(at - series.x.begin())];
 }
-
-/// The log–log slope of `series` over its points with x ≥ from, of which there must be
-/// at least the book's fewest (attn::min_cost_lengths).
-attn::SlopeFit slope_from(const attn::Series& series, double from)
-{
-    std::vector<double> x, y;
-    for (std::size_t k = 0; k < series.x.size(); ++k)
-        if (series.x[k] >= from) x.push_back(series.x[k]), y.push_back(series.y[k]);
-    if (x.size() < attn::min_cost_lengths)
-        throw std::invalid_argument("slope_from: '" + series.label + "' has " +
-                                    std::to_string(x.size()) + " lengths from n = " +
-                                    std::to_string(from));
-    return attn::loglog_fit(x, y);
-}
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1124
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1110
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -239,7 +225,7 @@ int main(int argc, char** argv)
             style.key = "center right";
             attn::plot::lines(out / "error_by_tile.svg", {in_double, in_float}, style);
         }
-        // ⟨Measure a training step against n⟩ 20-training-at-length.md:884
+        // ⟨Measure a training step against n⟩ 20-training-at-length.md:870
         const std::size_t d_cost = 64;
         const std::vector<std::size_t> cost_lengths =
             options.quick ? std::vector<std::size_t>{128, 256, 512, 1024, 2048}
@@ -291,7 +277,7 @@ int main(int argc, char** argv)
                 timed[w]->backward.push_back(t[2 * w + 1]);
             }
         }
-        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:938
+        // ⟨Fit and draw the cost of training⟩ 20-training-at-length.md:924
         const auto with_fit = [](attn::Series series, const attn::SlopeFit& fit) {
             series.label += ", slope " + fit.text();
             return series;
@@ -301,11 +287,11 @@ int main(int argc, char** argv)
         std::vector<attn::Series> memories, times;  // with their fits, for the figures
         for (const auto& [way, name] : ways) {
             const attn::Series time = way->step_seconds();
-            const attn::SlopeFit memory_fit = slope_from(way->memory, 0),
-                                 time_fit = slope_from(time, 0);
+            const attn::SlopeFit memory_fit = attn::slope_from(way->memory),
+                                 time_fit = attn::slope_from(time);
             results.add_fit("memory_slope_" + name, memory_fit);
             results.add_fit("time_slope_" + name, time_fit);
-            results.add_fit("cpu_slope_" + name, slope_from(way->step_seconds(true), 0));
+            results.add_fit("cpu_slope_" + name, attn::slope_from(way->step_seconds(true)));
             memories.push_back(with_fit(way->memory, memory_fit));
             times.push_back(with_fit(time, time_fit));
         }
@@ -336,7 +322,7 @@ int main(int argc, char** argv)
                                              "seconds per training step (fastest passes)"};
         time_style.log_x = time_style.log_y = true;
         attn::plot::lines(out / "training_time.svg", times, time_style);
-        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1085
+        // ⟨Weigh an exponential against a product⟩ 20-training-at-length.md:1071
         double exponential_units = 0;  // e: one exponential in units of one product per score
         {
             const attn::BlasThreads one_thread(1);
@@ -363,9 +349,9 @@ int main(int argc, char** argv)
         }
         results.add("exponential_units", exponential_units, 2);
         results.add("predicted_backward_over_forward_tiled",
-                    (5 + exponential_units) / (2 + exponential_units), 2);
-        results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units), 2);
-        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1141
+                    (5 + exponential_units) / (2 + exponential_units));
+        results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units));
+        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1127
         // (n, backward ÷ forward) of a way, or (n, its backward ÷ another's backward)
         const auto ratio = [](std::string label, const TrainingCost& way,
                               const std::vector<attn::Timing>& over) {
@@ -385,15 +371,15 @@ int main(int argc, char** argv)
         results.add("pass_n_max", tiled.n.back());
         results.add("pass_median_from", median_from);
         results.add("pass_repeats", double(repeats));
-        results.add("backward_over_forward_tiled", median_from_length(tiled_ratio, median_from),
-                    2);
+        results.add("backward_over_forward_tiled",
+                    median_from_length(tiled_ratio, median_from));
         results.add("backward_over_forward_tiled_causal",
-                    median_from_length(causal_ratio, median_from), 2);
-        results.add("backward_over_forward_tiled_at_n_min", tiled_ratio.y.front(), 2);
-        results.add("causal_over_full_backward", median_from_length(causal_share, median_from),
-                    2);
-        results.add("backward_over_forward_dense_at_n_min", dense_ratio.y.front(), 2);
-        results.add("backward_over_forward_dense", dense_ratio.y.back(), 2);
+                    median_from_length(causal_ratio, median_from));
+        results.add("backward_over_forward_tiled_at_n_min", tiled_ratio.y.front());
+        results.add("causal_over_full_backward",
+                    median_from_length(causal_share, median_from), 2);
+        results.add("backward_over_forward_dense_at_n_min", dense_ratio.y.front());
+        results.add("backward_over_forward_dense", dense_ratio.y.back());
         results.add("backward_over_forward_dense_n", dense_ratio.x.back());
         // How a measured ratio stands to the count's, and where the dense ratio goes with n:
         // beyond 10 % a difference, within it "about".
@@ -405,9 +391,15 @@ int main(int argc, char** argv)
         results.add_text("tiled_ratio_against_count",
                          compare(median_from_length(tiled_ratio, median_from), predicted,
                                  "above", "below", "within 10 % of"));
+        // the dense ratio's change across the lengths timed, read off the line fitted
+        // through all of them (not off the two end points alone)
+        const double dense_change =
+            std::pow(dense_ratio.x.back() / dense_ratio.x.front(),
+                     attn::slope_from(dense_ratio).slope);
+        results.add("dense_ratio_change", dense_change);
         results.add_text("dense_ratio_with_n",
-                         compare(dense_ratio.y.back(), dense_ratio.y.front(), "rising with n",
-                                 "falling with n", "about level in n"));
+                         compare(dense_change, 1, "rising with n", "falling with n",
+                                 "about level in n"));
         attn::Series tiled_count{"count, tiled: (5 + e) ÷ (2 + e)", {}, {}},
             dense_count{"count, dense: 4 ÷ (2 + e)", {}, {}};
         for (const double n : {tiled_ratio.x.front(), tiled_ratio.x.back()}) {

@@ -217,9 +217,24 @@ inline SlopeFit loglog_fit(const std::vector<double>& x, const std::vector<doubl
     return fit;
 }
 
-// ⟨Record cost curves against n⟩ 00-instruments.md:559
+// ⟨Record cost curves against n⟩ 00-instruments.md:562
 /// The fewest lengths a cost curve is fitted over.
 constexpr std::size_t min_cost_lengths = 5;
+
+/// The log–log slope of `series` over its points with x ≥ from, of which there must be
+/// at least min_cost_lengths.
+inline SlopeFit slope_from(const Series& series, double from = 0)
+{
+    std::vector<double> x, y;
+    for (std::size_t k = 0; k < series.x.size(); ++k)
+        if (series.x[k] >= from) x.push_back(series.x[k]), y.push_back(series.y[k]);
+    if (x.size() < min_cost_lengths)
+        throw std::invalid_argument("slope_from: '" + series.label + "' has " +
+                                    std::to_string(x.size()) + " lengths from n = " +
+                                    std::to_string(from) + ", need " +
+                                    std::to_string(min_cost_lengths));
+    return loglog_fit(x, y);
+}
 
 /// @brief One mechanism's cost against n, every point on `threads` threads.
 struct CostCurve {
@@ -253,23 +268,10 @@ struct CostCurve {
         return series;
     }
     /// Slope of time against n over the lengths ≥ from (at least min_cost_lengths).
-    SlopeFit time_fit(double from = 0) const { return fit_from(from, time()); }
+    SlopeFit time_fit(double from = 0) const { return slope_from(time(), from); }
     /// Slope of peak memory against n over the lengths ≥ from with a peak above zero.
-    SlopeFit memory_fit(double from = 0) const { return fit_from(from, memory()); }
+    SlopeFit memory_fit(double from = 0) const { return slope_from(memory(), from); }
 
-private:
-    SlopeFit fit_from(double from, const Series& series) const
-    {
-        std::vector<double> x, y;
-        for (std::size_t k = 0; k < series.x.size(); ++k)
-            if (series.x[k] >= from) x.push_back(series.x[k]), y.push_back(series.y[k]);
-        if (x.size() < min_cost_lengths)
-            throw std::invalid_argument("cost curve '" + label +
-                                        "': " + std::to_string(x.size()) +
-                                        " lengths from n = " + std::to_string(from) +
-                                        ", need " + std::to_string(min_cost_lengths));
-        return loglog_fit(x, y);
-    }
 };
 
 /// @brief At length n, time calls[i] for curves[i] in alternating rounds on the curves'
@@ -298,7 +300,7 @@ inline void measure_costs(const std::vector<CostCurve*>& curves, double n,
     }
 }
 
-// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:646
+// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:651
 /// @brief Where one cost curve falls below another.
 struct Crossover {
     double n = NAN;   ///< the length from which `fast` is cheaper (NaN if never)
@@ -354,7 +356,7 @@ inline Crossover find_crossover(const CostCurve& fast, const CostCurve& referenc
     return {n.back() * std::exp(gap / (p_reference - p_fast)), "extrapolated"};
 }
 
-// ⟨Report a kernel against dense attention⟩ 00-instruments.md:707
+// ⟨Report a kernel against dense attention⟩ 00-instruments.md:712
 /// @brief Report `kernel` against `dense`: the slopes of time and of peak memory
 /// (time_slope, memory_slope, dense_time_slope, dense_memory_slope; the kernel's fitted
 /// from n = `fit_from`, dense's from `dense_fit_from`), the crossover, the kernel's
@@ -399,7 +401,7 @@ inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense
     plot::lines(out / "cost_memory.svg", memories, memory_style);
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:761
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:766
 /// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
 /// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
 inline double attention_flops(double n, double m, double d_k, double d_v,
