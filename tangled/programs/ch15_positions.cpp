@@ -115,11 +115,11 @@ int main(int argc, char** argv)
             };
             std::vector<std::string> shuffled_words;
             for (std::size_t r : order) shuffled_words.push_back(words[r]);
+            // no titles: the captions say what each map shows
             attn::plot::heatmap(out / "weights_sentence.svg", to_double(weights_of(X)),
-                                {"No positions: the sentence", words, words});
+                                {"", words, words});
             attn::plot::heatmap(out / "weights_shuffled.svg", to_double(weights_of(X_shuffled)),
-                                {"No positions: the same words shuffled", shuffled_words,
-                                 shuffled_words});
+                                {"", shuffled_words, shuffled_words});
             // ⟨Draw the sinusoidal positions⟩ 15-positions.md:216
             {
                 const std::size_t table_n = 64, table_d = 64;
