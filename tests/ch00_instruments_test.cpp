@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
@@ -141,6 +143,24 @@ BOOST_AUTO_TEST_CASE(processor_time_counts_work_and_not_sleep)
     const attn::Timing sleeping = attn::time_call([] { return ::usleep(20000); }, 2);
     BOOST_TEST(sleeping.wall >= 0.019);
     BOOST_TEST(sleeping.cpu < 0.01);
+}
+
+BOOST_AUTO_TEST_CASE(a_threads_clock_counts_its_own_work_alone)
+{
+    // This thread works for 0.2 s of its own time while a second one sleeps.
+    std::atomic<bool> done{false};
+    double sleeper_seconds = -1;
+    std::thread sleeper([&] {
+        const double start = attn::thread_cpu_seconds();
+        while (!done) ::usleep(1000);
+        sleeper_seconds = attn::thread_cpu_seconds() - start;
+    });
+    const double start = attn::thread_cpu_seconds();
+    while (attn::thread_cpu_seconds() - start < 0.2) {}
+    done = true;
+    sleeper.join();
+    BOOST_TEST(sleeper_seconds >= 0.0);
+    BOOST_TEST(sleeper_seconds < 0.05);
 }
 
 BOOST_AUTO_TEST_CASE(peak_memory_sees_a_large_allocation)

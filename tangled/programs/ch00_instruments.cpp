@@ -15,7 +15,7 @@
 
 namespace {
 
-// ⟨Multiply two square matrices with sgemm⟩ 00-instruments.md:1910
+// ⟨Multiply two square matrices with sgemm⟩ 00-instruments.md:1921
 /// @brief C = A·B for three s×s matrices of float, by OpenBLAS's sgemm.
 std::vector<float> multiply_square(const std::vector<float>& A,
                                    const std::vector<float>& B, int s)
@@ -34,7 +34,7 @@ int main(int argc, char** argv)
                              "the machine, its BLAS, and how timings scatter",
                              [](const attn::Options& options, attn::Results& results) {
                                  const std::filesystem::path& out = options.out;
-                                 // ⟨Record the caches⟩ 00-instruments.md:1987
+                                 // ⟨Record the caches⟩ 00-instruments.md:1998
                                  const attn::Machine machine = attn::this_machine();
                                  results.add("l1d_kib", double(machine.l1d_bytes) / 1024);
                                  results.add("l2_kib", double(machine.l2_bytes) / 1024);
@@ -42,7 +42,7 @@ int main(int argc, char** argv)
                                  results.add_text("vector_level", machine.vector_level == 2   ? "AVX-512"
                                                                   : machine.vector_level == 1 ? "AVX2 with FMA"
                                                                                               : "narrower than AVX2");
-                                 // ⟨Measure sgemm's rate on one and on every thread⟩ 00-instruments.md:1925
+                                 // ⟨Measure sgemm's rate on one and on every thread⟩ 00-instruments.md:1936
                                  const std::vector<int> sizes = options.quick
                                                                     ? std::vector<int>{128, 192, 256, 384, 512}
                                                                     : std::vector<int>{256, 512, 768, 1024, 1536, 2048};
@@ -69,7 +69,7 @@ int main(int argc, char** argv)
                                  attn::plot::LinePlotStyle rate_style{"", "matrix size s (s×s times s×s)", "GFLOP/s"};
                                  rate_style.log_x = true;
                                  attn::plot::lines(out / "sgemm_rate.svg", {one, all}, rate_style);
-                                 // ⟨Show how repeated timings scatter⟩ 00-instruments.md:1958
+                                 // ⟨Show how repeated timings scatter⟩ 00-instruments.md:1969
                                  {
                                      const int s = options.quick ? 256 : 768;
                                      const auto A = attn::random_normal<float>(s, s, 1.0, rng);  // s×s

@@ -4,7 +4,6 @@
 #include <cctype>
 #include <cmath>
 #include <cstddef>
-#include <ctime>
 #include <fstream>
 #include <future>
 #include <iostream>
@@ -29,7 +28,7 @@
 
 namespace {
 
-// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1705
+// ⟨Write numbers for the tables⟩ 14-efficiency-zoo.md:1697
 /// A number for a table: 3 significant digits, a power of ten (7.8×10⁻⁷) outside
 /// [0.01, 10⁴), "0" for zero and "–" for NaN.
 std::string scientific_cell(double x)
@@ -78,7 +77,7 @@ std::string result_key(const std::string& name)
     return key;
 }
 
-// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1762
+// ⟨Draw points with their names⟩ 14-efficiency-zoo.md:1754
 /// One named point of a scatter figure.
 struct LabelledPoint {
     std::string name;
@@ -211,7 +210,7 @@ void labelled_points(
     }
 }
 
-// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1924
+// ⟨Describe the parameters⟩ 14-efficiency-zoo.md:1916
 /// The parameters in words, with the Reformer's bucket count at length n.
 std::string describe(const attn::ZooParameters& p, std::size_t n)
 {
@@ -228,7 +227,7 @@ std::string describe(const attn::ZooParameters& p, std::size_t n)
            number(n) + ") and " + number(p.hash_rounds) + " hash rounds (Reformer)";
 }
 
-// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1536
+// ⟨Draw inputs in topics⟩ 14-efficiency-zoo.md:1528
 /// Q, K, V of topic data: queries in topics, their unit rows as keys, N(0, 1) values.
 attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
 {
@@ -236,7 +235,7 @@ attn::ZooInputs topic_inputs(std::size_t n, std::size_t d, std::mt19937_64& rng)
     return {QK, attn::unit_keys(QK), attn::random_normal<float>(n, d, 1.0, rng)};
 }
 
-// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1547
+// ⟨Read the queries, keys and values of a trained model⟩ 14-efficiency-zoo.md:1539
 /// Q, K, V of every head of the model's first layer on one fresh sequence of the task.
 std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, bool far,
                                           std::mt19937_64& rng)
@@ -253,7 +252,7 @@ std::vector<attn::ZooInputs> model_inputs(const attn::TinyModel<float>& model, b
     return heads;
 }
 
-// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1571
+// ⟨Measure every mechanism on structured inputs⟩ 14-efficiency-zoo.md:1563
 /// Output error, missed mass and weight error of one mechanism, averaged over inputs.
 struct Miss {
     double output_error = 0, missed_mass = 0, weight_error = 0;
@@ -317,14 +316,6 @@ double training_step_mib(const attn::TinyModel<float>& model, bool far,
                return 0;
            })) /
            (1 << 20);
-}
-
-/// Processor seconds of the calling thread alone (the trainings run side by side).
-double thread_cpu_seconds()
-{
-    timespec now{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-    return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
 }
 
 /// What one mechanism did on one task (NaN: not done).
@@ -411,9 +402,9 @@ int main(int argc, char** argv)
             TaskRun run{far, z};
             std::mt19937_64 task_rng(options.seed + far);  // the same for all
             attn::TinyModel<float> model = attn::recall_model(n_task, task_rng);
-            const double start = thread_cpu_seconds();
+            const double start = attn::thread_cpu_seconds();
             attn::train_recall(model, far, small_zoo[z].weights, config, task_rng);
-            run.train_seconds = thread_cpu_seconds() - start;
+            run.train_seconds = attn::thread_cpu_seconds() - start;
             std::mt19937_64 test_rng(options.seed + 100 + far);
             run.trained = attn::recall_accuracy(model, far, small_zoo[z].weights,
                                                 test_sequences, test_rng);
@@ -441,14 +432,14 @@ int main(int argc, char** argv)
             if (run.mechanism == 0) dense_models.push_back(model);  // the baseline: far, near
             runs[(run.far ? 0 : small_zoo.size()) + run.mechanism] = run;
         }
-        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1368
+        // ⟨Swap every mechanism into the dense model⟩ 14-efficiency-zoo.md:1360
         for (TaskRun& run : runs) {
             std::mt19937_64 test_rng(options.seed + 100 + run.far);
             run.swapped = attn::recall_accuracy(dense_models[run.far ? 0 : 1], run.far,
                                                 small_zoo[run.mechanism].weights,
                                                 test_sequences, test_rng);
         }
-        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1377
+        // ⟨Write the tables of the long-range benchmark⟩ 14-efficiency-zoo.md:1369
         {
             auto runs_of = [&](std::size_t z) {
                 std::array<const TaskRun*, 2> found{};  // far, near
@@ -481,7 +472,7 @@ int main(int argc, char** argv)
                 }
             }
         }
-                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1603
+                // ⟨Compare the mechanisms on structured inputs⟩ 14-efficiency-zoo.md:1595
                 std::vector<std::array<Miss, 3>> misses(small_zoo.size());  // topics, far, near
                 {
                     std::mt19937_64 input_rng(options.seed + 200);
@@ -515,7 +506,7 @@ int main(int argc, char** argv)
                         weights << " |\n";
                     }
                 }
-        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1639
+        // ⟨Draw accuracy against the weight error⟩ 14-efficiency-zoo.md:1631
         {
             std::vector<LabelledPoint> points;
             for (const TaskRun& run : runs)
@@ -746,7 +737,7 @@ int main(int argc, char** argv)
             if (cost_at(curves[z], n_max, false) < cost_at(curves[fastest], n_max, false))
                 fastest = z;
         results.add_text("fastest_at_n_max", fastest < zoo.size() ? zoo[fastest].name : "–");
-        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1418
+        // ⟨Draw accuracy against speed⟩ 14-efficiency-zoo.md:1410
         {
             std::vector<LabelledPoint> trained, swapped;
             for (const TaskRun& run : runs) {
@@ -769,7 +760,7 @@ int main(int argc, char** argv)
                              {"swapped into the dense model", swapped}},
                             style, 0.125);
         }
-        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1901
+        // ⟨Record what was measured⟩ 14-efficiency-zoo.md:1893
         {
             std::string names;
             for (std::size_t z = 0; z < zoo.size(); ++z) names += (z ? ", " : "") + zoo[z].name;

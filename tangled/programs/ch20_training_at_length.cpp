@@ -116,7 +116,7 @@ double value_at(const attn::Series& series, double n)
                                     std::to_string(n));
     return series.y[std::size_t(at - series.x.begin())];
 }
-// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1110
+// ⟨Take the median of a ratio over the longer lengths⟩ 20-training-at-length.md:1112
 /// The median of `series`' y over its points with x ≥ from (of an even count, the mean
 /// of the middle two).
 double median_from_length(const attn::Series& series, double from)
@@ -347,11 +347,13 @@ int main(int argc, char** argv)
                 repeats);
             exponential_units = t[1].wall / t[0].wall;
         }
+        // backward ÷ forward, as the count predicts it
+        const double predicted_tiled = (5 + exponential_units) / (2 + exponential_units),
+                     predicted_dense = 4 / (2 + exponential_units);
         results.add("exponential_units", exponential_units, 2);
-        results.add("predicted_backward_over_forward_tiled",
-                    (5 + exponential_units) / (2 + exponential_units));
-        results.add("predicted_backward_over_forward_dense", 4 / (2 + exponential_units));
-        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1127
+        results.add("predicted_backward_over_forward_tiled", predicted_tiled);
+        results.add("predicted_backward_over_forward_dense", predicted_dense);
+        // ⟨Draw the backward pass against the forward pass⟩ 20-training-at-length.md:1129
         // (n, backward ÷ forward) of a way, or (n, its backward ÷ another's backward)
         const auto ratio = [](std::string label, const TrainingCost& way,
                               const std::vector<attn::Timing>& over) {
@@ -371,8 +373,8 @@ int main(int argc, char** argv)
         results.add("pass_n_max", tiled.n.back());
         results.add("pass_median_from", median_from);
         results.add("pass_repeats", double(repeats));
-        results.add("backward_over_forward_tiled",
-                    median_from_length(tiled_ratio, median_from));
+        const double tiled_median = median_from_length(tiled_ratio, median_from);
+        results.add("backward_over_forward_tiled", tiled_median);
         results.add("backward_over_forward_tiled_causal",
                     median_from_length(causal_ratio, median_from));
         results.add("backward_over_forward_tiled_at_n_min", tiled_ratio.y.front());
@@ -387,10 +389,9 @@ int main(int argc, char** argv)
                                 const char* about) {
             return a > 1.1 * b ? above : a < b / 1.1 ? below : about;
         };
-        const double predicted = (5 + exponential_units) / (2 + exponential_units);
         results.add_text("tiled_ratio_against_count",
-                         compare(median_from_length(tiled_ratio, median_from), predicted,
-                                 "above", "below", "within 10 % of"));
+                         compare(tiled_median, predicted_tiled, "above", "below",
+                                 "within 10 % of"));
         // the dense ratio's change across the lengths timed, read off the line fitted
         // through all of them (not off the two end points alone)
         const double dense_change =
@@ -404,8 +405,8 @@ int main(int argc, char** argv)
             dense_count{"count, dense: 4 ÷ (2 + e)", {}, {}};
         for (const double n : {tiled_ratio.x.front(), tiled_ratio.x.back()}) {
             tiled_count.x.push_back(n), dense_count.x.push_back(n);
-            tiled_count.y.push_back((5 + exponential_units) / (2 + exponential_units));
-            dense_count.y.push_back(4 / (2 + exponential_units));
+            tiled_count.y.push_back(predicted_tiled);
+            dense_count.y.push_back(predicted_dense);
         }
         tiled_count.with = dense_count.with = "lines";
         attn::plot::LinePlotStyle pass_style{"", "n (tokens)", "ratio of times (1 thread)"};

@@ -30,7 +30,7 @@
 
 namespace attn {
 
-// ⟨Keep a result alive⟩ 00-instruments.md:311
+// ⟨Keep a result alive⟩ 00-instruments.md:313
 /// Tell the compiler `value` is used, so the call producing it is not optimised away.
 template <class V>
 void do_not_optimise(const V& value)
@@ -38,7 +38,7 @@ void do_not_optimise(const V& value)
     asm volatile("" : : "r"(&value) : "memory");
 }
 
-// ⟨Fix the allocator for every measurement⟩ 00-instruments.md:331
+// ⟨Fix the allocator for every measurement⟩ 00-instruments.md:333
 /// @brief From now on, blocks above 128 KiB come from the kernel and go back to it
 /// (glibc's M_MMAP_THRESHOLD, fixed). Called by every measurement; idempotent.
 inline void fix_the_allocator()
@@ -47,7 +47,7 @@ inline void fix_the_allocator()
     (void)fixed;
 }
 
-// ⟨Read the clocks⟩ 00-instruments.md:341
+// ⟨Read the clocks⟩ 00-instruments.md:343
 /// Seconds on a steady wall clock.
 inline double wall_seconds()
 {
@@ -63,7 +63,16 @@ inline double process_cpu_seconds()
     return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
 }
 
-// ⟨Time calls in alternating rounds⟩ 00-instruments.md:358
+/// Processor seconds used so far by the calling thread alone (for work that runs side
+/// by side with other work, a thread each).
+inline double thread_cpu_seconds()
+{
+    timespec now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
+}
+
+// ⟨Time calls in alternating rounds⟩ 00-instruments.md:369
 /// @brief The fastest wall-clock and processor seconds of one call over the repeats.
 struct Timing {
     double wall = std::numeric_limits<double>::infinity();
@@ -108,7 +117,7 @@ Timing time_call(F&& f, int repeats)
     return time_alternating({Call(std::forward<F>(f))}, repeats)[0];
 }
 
-// ⟨Measure the peak memory of a call⟩ 00-instruments.md:420
+// ⟨Measure the peak memory of a call⟩ 00-instruments.md:431
 /// A field of /proc/self/status in bytes (e.g. "VmRSS", "VmHWM"); 0 if unavailable.
 inline std::size_t process_status_bytes(const std::string& field)
 {
@@ -160,7 +169,7 @@ std::size_t largest_peak_memory_bytes(F&& f, int tries = 3)
     return largest;
 }
 
-// ⟨Fit a slope on log-log axes⟩ 00-instruments.md:493
+// ⟨Fit a slope on log-log axes⟩ 00-instruments.md:504
 /// @brief A least-squares slope on log–log axes and its standard error.
 struct SlopeFit {
     double slope = NAN;           ///< p in y ∝ x^p
@@ -217,7 +226,7 @@ inline SlopeFit loglog_fit(const std::vector<double>& x, const std::vector<doubl
     return fit;
 }
 
-// ⟨Record cost curves against n⟩ 00-instruments.md:562
+// ⟨Record cost curves against n⟩ 00-instruments.md:573
 /// The fewest lengths a cost curve is fitted over.
 constexpr std::size_t min_cost_lengths = 5;
 
@@ -300,7 +309,7 @@ inline void measure_costs(const std::vector<CostCurve*>& curves, double n,
     }
 }
 
-// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:651
+// ⟨Find where a cheaper-growing cost overtakes another⟩ 00-instruments.md:662
 /// @brief Where one cost curve falls below another.
 struct Crossover {
     double n = NAN;   ///< the length from which `fast` is cheaper (NaN if never)
@@ -356,7 +365,7 @@ inline Crossover find_crossover(const CostCurve& fast, const CostCurve& referenc
     return {n.back() * std::exp(gap / (p_reference - p_fast)), "extrapolated"};
 }
 
-// ⟨Report a kernel against dense attention⟩ 00-instruments.md:712
+// ⟨Report a kernel against dense attention⟩ 00-instruments.md:723
 /// @brief Report `kernel` against `dense`: the slopes of time and of peak memory
 /// (time_slope, memory_slope, dense_time_slope, dense_memory_slope; the kernel's fitted
 /// from n = `fit_from`, dense's from `dense_fit_from`), the crossover, the kernel's
@@ -401,7 +410,7 @@ inline void report_against_dense(const CostCurve& kernel, const CostCurve& dense
     plot::lines(out / "cost_memory.svg", memories, memory_style);
 }
 
-// ⟨Count the arithmetic of attention⟩ 00-instruments.md:766
+// ⟨Count the arithmetic of attention⟩ 00-instruments.md:777
 /// @brief Floating-point operations of exact attention, 2·pairs·(d_k + d_v): pairs is
 /// n·m, or for causal attention (query i sees keys j ≤ i) the visible pairs only.
 inline double attention_flops(double n, double m, double d_k, double d_v,

@@ -26,7 +26,7 @@
 
 namespace attn::plot {
 
-// ⟨Format text for gnuplot⟩ 00-instruments.md:1500
+// ⟨Format text for gnuplot⟩ 00-instruments.md:1511
 /// A gnuplot string literal of `text` (single quotes; quotes doubled).
 inline std::string quote(const std::string& text)
 {
@@ -67,7 +67,7 @@ inline std::string style_file()
 #endif
 }
 
-// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1421
+// ⟨Open gnuplot on one figure⟩ 00-instruments.md:1432
 /// Text size in the figures, in pixels of the drawing: figures are 640 pixels wide
 /// and shown at 450–740, so text lands at 11 pixels or more on the page.
 constexpr int font_size = 16;
@@ -142,7 +142,7 @@ private:
     int unwinding_ = std::uncaught_exceptions();
 };
 
-// ⟨Describe a heatmap⟩ 00-instruments.md:866
+// ⟨Describe a heatmap⟩ 00-instruments.md:877
 /// @brief How to draw a matrix as a heatmap: rows are queries (top down), columns keys.
 struct HeatmapStyle {
     std::string title;                    ///< what is plotted
@@ -177,7 +177,7 @@ inline HeatmapStyle titled(HeatmapStyle style, const std::string& title)
     return style;
 }
 
-// ⟨Describe a line plot⟩ 00-instruments.md:1310
+// ⟨Describe a line plot⟩ 00-instruments.md:1321
 /// @brief One named curve of a line plot.
 struct Series {
     std::string label;
@@ -193,7 +193,7 @@ struct LinePlotStyle {
     std::string key = "below left Left reverse vertical maxrows 4";  ///< off the data
 };
 
-// ⟨Write the data behind a figure⟩ 00-instruments.md:1542
+// ⟨Write the data behind a figure⟩ 00-instruments.md:1553
 /// The .tsv beside a figure: same name, extension replaced.
 inline std::filesystem::path data_path(std::filesystem::path figure)
 {
@@ -239,7 +239,7 @@ inline void write_series_tsv(const std::filesystem::path& figure,
             out << curve.label << '\t' << curve.x[i] << '\t' << curve.y[i] << '\n';
 }
 
-// ⟨Set the axes of a heatmap⟩ 00-instruments.md:910
+// ⟨Set the axes of a heatmap⟩ 00-instruments.md:921
 /// Whether `labels`, one per cell along an axis `length` pixels long, stand apart:
 /// each non-empty label is at least `room(a, b)` pixels from the next.
 template <class Room>
@@ -336,7 +336,7 @@ inline void set_heatmap_axes(Figure& figure, const HeatmapStyle& style, std::siz
     else figure << "set autoscale cb\n";
 }
 
-// ⟨Draw a heatmap⟩ 00-instruments.md:1008
+// ⟨Draw a heatmap⟩ 00-instruments.md:1019
 /// The key of a heatmap, as gnuplot's key entries: one per category, and the masked
 /// cells' grey if there is a mask.
 inline std::string key_entries(const HeatmapStyle& style)
@@ -429,7 +429,7 @@ inline void heatmap(const std::filesystem::path& path,
                        : "");
 }
 
-// ⟨Lay out a grid of heatmaps⟩ 00-instruments.md:1112
+// ⟨Lay out a grid of heatmaps⟩ 00-instruments.md:1123
 /// Whether the panels share one continuous colour scale: no categories, no
 /// diverging palette, and the same range and colour bar name in every panel.
 inline bool share_colour_scale(const std::vector<Panel>& panels)
@@ -534,7 +534,7 @@ inline GridLayout grid_layout(const std::vector<Panel>& panels, std::size_t colu
     return g;
 }
 
-// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1222
+// ⟨Draw a grid of heatmaps⟩ 00-instruments.md:1233
 /// The gnuplot settings that place panel p of a grid where `g` says, with its
 /// axis names, its colour bar (or none) and the grid's colour range.
 inline std::string place_panel(const std::vector<Panel>& panels, std::size_t p,
@@ -620,7 +620,7 @@ inline void heatmap_grid(const std::filesystem::path& path,
     figure << "unset multiplot\n";
 }
 
-// ⟨Give dense attention its own line style⟩ 00-instruments.md:1327
+// ⟨Give dense attention its own line style⟩ 00-instruments.md:1338
 /// The line style the shared style file reserves for dense attention.
 constexpr int dense_line_style = 8;
 
@@ -655,7 +655,7 @@ inline void send_series(Figure& figure, const Series& curve)
     figure.send(points);
 }
 
-// ⟨Draw a line plot⟩ 00-instruments.md:1363
+// ⟨Draw a line plot⟩ 00-instruments.md:1374
 /// @brief Draw `series` into the SVG file `path`, and their data as `path`.tsv.
 inline void lines(const std::filesystem::path& path, const std::vector<Series>& series,
                   const LinePlotStyle& style)
@@ -683,7 +683,7 @@ inline void lines(const std::filesystem::path& path, const std::vector<Series>& 
     for (const Series& curve : series) send_series(figure, curve);
 }
 
-// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1396
+// ⟨Leave room for the key above the curves⟩ 00-instruments.md:1407
 /// @brief A log y range from the decade below the lowest point to the decade of the
 /// highest and one more decade for every two curves, and the key at the top left in
 /// that room, clear of the curves.
@@ -702,7 +702,7 @@ inline void leave_room_for_the_key(LinePlotStyle& style,
     style.key = "top left Left reverse samplen 1.5";
 }
 
-// ⟨Draw an animated heatmap⟩ 00-instruments.md:1592
+// ⟨Draw an animated heatmap⟩ 00-instruments.md:1603
 /// @brief Draw one heatmap per frame into the animated GIF `path`, `titles[f]` over
 /// frame f.
 /// @param frames each n×m, all the same shape

@@ -21,7 +21,7 @@
 
 namespace attn {
 
-// ⟨Parse the common options⟩ 00-instruments.md:1695
+// ⟨Parse the common options⟩ 00-instruments.md:1706
 /// @brief The options every chapter's program accepts.
 struct Options {
     std::filesystem::path out;  ///< where figures and results are written
@@ -71,7 +71,7 @@ inline Options parse_options(int argc, char** argv, const std::string& chapter,
     return options;
 }
 
-// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1749
+// ⟨Collect the numbers the book quotes⟩ 00-instruments.md:1760
 /// A number as the book prints it: whole numbers in full, others with `digits`
 /// significant digits.
 inline std::string format_number(double value, int digits = 3)
@@ -134,7 +134,7 @@ private:
     std::vector<std::pair<std::string, std::string>> entries_;
 };
 
-// ⟨Run a chapter's program⟩ 00-instruments.md:1821
+// ⟨Run a chapter's program⟩ 00-instruments.md:1832
 /// @brief The body of every chapter's main(): options, output folder, errors, results.
 /// @param chapter short name, e.g. "ch01"; @param about one line saying what the
 /// program does
